@@ -1,0 +1,97 @@
+//! `candela`, the node binary.
+//!
+//! For now it knows one command, `fsm`, which prints the state machines the
+//! platform runs on; starting nodes comes with the cluster work.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use candela_actors::fsm::catalog::{self, Kind};
+use candela_actors::fsm::diagram::Format;
+use clap::{Parser, Subcommand};
+
+/// The candela market-data platform node.
+#[derive(Debug, Parser)]
+#[command(name = "candela", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a state machine's diagram, or list the machines (`candela fsm list`).
+    Fsm {
+        /// The machine, e.g. `producer`; `list` (or nothing) lists them all.
+        name: Option<String>,
+        /// Output format: dot, mermaid or tikz.
+        #[arg(long, short, default_value = "dot")]
+        format: Format,
+        /// Highlight this state (its name or id), as the admin endpoint does
+        /// for an actor's current state.
+        #[arg(long)]
+        highlight: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Fsm {
+            name,
+            format,
+            highlight,
+        } => match name.as_deref() {
+            None | Some("list") => list(),
+            Some(name) => print_diagram(name, format, highlight.as_deref()),
+        },
+    }
+}
+
+fn list() -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<18} {:<8} {:>6} {:>11}  title",
+        "name", "kind", "states", "transitions"
+    )?;
+    for (entry, _) in catalog::all() {
+        let kind = match entry.kind {
+            Kind::Actor => "actor",
+            Kind::Example => "example",
+        };
+        writeln!(
+            out,
+            "{:<18} {:<8} {:>6} {:>11}  {}",
+            entry.name, kind, entry.states, entry.transitions, entry.title
+        )?;
+    }
+    Ok(())
+}
+
+fn print_diagram(name: &str, format: Format, highlight: Option<&str>) -> anyhow::Result<()> {
+    let (_, mut diagram) = catalog::find(name).with_context(|| {
+        format!(
+            "no machine named `{name}`; known machines: {}",
+            catalog::names().join(", ")
+        )
+    })?;
+    if let Some(state) = highlight {
+        diagram = diagram.highlight(state)?;
+    }
+    std::io::stdout()
+        .lock()
+        .write_all(diagram.render(format).as_bytes())?;
+    Ok(())
+}
