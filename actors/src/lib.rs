@@ -16,4 +16,5 @@
 
 #[macro_use]
 pub mod fsm;
+pub mod domain;
 pub mod machines;
