@@ -18,3 +18,6 @@
 pub mod fsm;
 pub mod domain;
 pub mod machines;
+pub mod ports;
+pub mod producer;
+pub mod supervisor;

@@ -1,5 +1,8 @@
-//! The platform's domain types, free of I/O: instruments and ticks (trades).
+//! The platform's domain types, free of I/O: instruments, ticks (trades),
+//! history bars and the records that carry them between actors.
 
+pub mod record;
 pub mod tick;
 
+pub use record::{HistoryBar, Record};
 pub use tick::{Instrument, Side, Tick, TickKey};

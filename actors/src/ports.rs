@@ -1,0 +1,90 @@
+//! The I/O boundaries of the actors, as small traits: where ticks come from
+//! (history and live) and where records go (a topic bus).
+//!
+//! Each has a real implementation (CryptoCompare, Kafka) and may have an
+//! embedded one; the actors are written against the traits only.
+
+use std::future::Future;
+
+use tokio::sync::mpsc;
+
+use crate::domain::{HistoryBar, Instrument, Record, Tick};
+
+/// A failure of the record bus (Kafka, or an embedded bus).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BusError {
+    /// Some records were not acknowledged within the delivery timeout.
+    #[error("{failed} of {total} records were not delivered to `{topic}`: {reason}")]
+    Undelivered {
+        /// The topic.
+        topic: String,
+        /// Records that failed.
+        failed: usize,
+        /// Records in the batch.
+        total: usize,
+        /// The first failure's reason.
+        reason: String,
+    },
+    /// The topic could not be created or checked.
+    #[error("topic `{topic}`: {reason}")]
+    Topic {
+        /// The topic.
+        topic: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Publishes records and waits until every one is acknowledged.
+pub trait RecordBus: Send + Sync + 'static {
+    /// Creates `topic` with `partitions` partitions unless it exists.
+    fn ensure_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+    ) -> impl Future<Output = Result<(), BusError>> + Send;
+
+    /// Publishes `records` to `topic`, keyed by instrument, and returns once the
+    /// bus acknowledged all of them (or failed).
+    fn publish(
+        &self,
+        topic: &str,
+        records: &[Record],
+    ) -> impl Future<Output = Result<(), BusError>> + Send;
+}
+
+/// A failure of a data source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SourceError(pub String);
+
+/// Closed 1-minute bars from a history API.
+pub trait HistorySource: Send + Sync + 'static {
+    /// Every minute bar of `instrument` with `from_ts <= open_time <= to_ts`
+    /// (Unix seconds), in time order.
+    fn minute_bars(
+        &self,
+        instrument: &Instrument,
+        from_ts: i64,
+        to_ts: i64,
+    ) -> impl Future<Output = Result<Vec<HistoryBar>, SourceError>> + Send;
+}
+
+/// Controls a running live feed.
+pub trait LiveControl: Send + Sync + 'static {
+    /// Adds an instrument to the feed.
+    fn subscribe(&self, instrument: Instrument);
+    /// Removes an instrument from the feed.
+    fn unsubscribe(&self, instrument: Instrument);
+    /// Stops the feed; the tick receiver then ends.
+    fn shutdown(&self);
+}
+
+/// Live trades: distinct ticks in arrival order (duplicates already dropped).
+pub trait LiveSource: Send + Sync + 'static {
+    /// The control handle of a started feed.
+    type Control: LiveControl;
+
+    /// Starts a feed for `instruments`.
+    fn start(&self, instruments: Vec<Instrument>) -> (Self::Control, mpsc::Receiver<Tick>);
+}

@@ -1,0 +1,382 @@
+//! The Producer actor: acquires trades from CryptoCompare (history over REST,
+//! live over a WebSocket) and publishes them to the record bus (Kafka).
+//!
+//! ```text
+//!  supervisor
+//!     └── producer  (this actor; its machine: machines::producer)
+//!           ├── live feed task   (LiveSource: connects, dedups, reconnects)
+//!           └── forwarder task   (drains the feed in batches, calls LiveBatch)
+//! ```
+//!
+//! Every unit of work is one cycle of the seed's machine:
+//! `FETCH_DATA` → Fetching Data → `DATA_READY(fixed|dynamic)` → Publishing →
+//! `PUBLISH_SUCCESS` → Idle. A history request is one cycle (all its bars); a
+//! batch of live ticks drained from the feed is one cycle. Creating a dynamic
+//! topic is `CREATE_DYNAMIC_TOPIC` → Creating Dynamic Topic → Idle.
+//!
+//! A failure (`FETCH_FAILURE`, `PUBLISH_FAILURE`, `CREATE_TOPIC_FAILURE`) puts
+//! the machine in Error, answers the caller with the error, and then fails the
+//! actor: its supervisor restarts it under the same name with fresh state,
+//! which is the seed's `RESET`. Nothing is dropped silently: a live batch that
+//! was not acknowledged is reported, and the missed minutes are repaired from
+//! history.
+//!
+//! The forwarder waits for each batch to be acknowledged before it drains the
+//! next, so a slow broker slows the feed (bounded channel, then TCP) instead of
+//! growing a mailbox.
+
+mod messages;
+
+pub use messages::{FetchReport, ProducerMsg, ProducerStatus, Target};
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::domain::{Instrument, Record, Tick};
+use crate::fsm::runtime::DEFAULT_HISTORY;
+use crate::fsm::{Fsm, RunView};
+use crate::machines::producer::{Event, Producer as Machine};
+use crate::ports::{HistorySource, LiveControl, LiveSource, RecordBus};
+
+/// How a producer is configured and what it talks to.
+pub struct ProducerArgs<H, L, B> {
+    /// The instance name (its registry name), e.g. `producer/node-a`.
+    pub instance: String,
+    /// REST history.
+    pub history: Arc<H>,
+    /// Live trades.
+    pub live: Arc<L>,
+    /// Where records go.
+    pub bus: Arc<B>,
+    /// The fixed topic (`tick-data`).
+    pub fixed_topic: String,
+    /// Partitions of the fixed topic when it has to be created.
+    pub fixed_partitions: i32,
+    /// Instruments streamed live to the fixed topic from the start.
+    pub live_instruments: Vec<Instrument>,
+    /// Most records per publish call.
+    pub batch_max: usize,
+    /// True when this instance replaces one that failed (its run starts with
+    /// `RESET`).
+    pub restarted: bool,
+}
+
+impl<H, L, B> Clone for ProducerArgs<H, L, B> {
+    fn clone(&self) -> Self {
+        Self {
+            instance: self.instance.clone(),
+            history: Arc::clone(&self.history),
+            live: Arc::clone(&self.live),
+            bus: Arc::clone(&self.bus),
+            fixed_topic: self.fixed_topic.clone(),
+            fixed_partitions: self.fixed_partitions,
+            live_instruments: self.live_instruments.clone(),
+            batch_max: self.batch_max,
+            restarted: self.restarted,
+        }
+    }
+}
+
+/// The Producer actor (generic over its I/O ports).
+pub struct Producer<H, L, B>(PhantomData<fn() -> (H, L, B)>);
+
+impl<H, L, B> Default for Producer<H, L, B> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+/// The actor's state.
+pub struct ProducerState<H, L: LiveSource, B> {
+    args: ProducerArgs<H, L, B>,
+    fsm: Fsm<Machine>,
+    live: Option<L::Control>,
+    forwarder: Option<JoinHandle<()>>,
+    targets: BTreeMap<Instrument, Target>,
+    status: ProducerStatus,
+}
+
+impl<H, L, B> Actor for Producer<H, L, B>
+where
+    H: HistorySource,
+    L: LiveSource,
+    B: RecordBus,
+{
+    type Msg = ProducerMsg;
+    type State = ProducerState<H, L, B>;
+    type Arguments = ProducerArgs<H, L, B>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ProducerMsg>,
+        args: ProducerArgs<H, L, B>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let fsm = if args.restarted {
+            Fsm::after_reset(args.instance.clone(), DEFAULT_HISTORY, Event::Reset)
+        } else {
+            Fsm::new(args.instance.clone())
+        };
+        args.bus
+            .ensure_topic(&args.fixed_topic, args.fixed_partitions)
+            .await?;
+        let targets = args
+            .live_instruments
+            .iter()
+            .map(|i| (i.clone(), Target::Fixed))
+            .collect();
+        let mut state = ProducerState {
+            status: ProducerStatus {
+                instance: args.instance.clone(),
+                ..ProducerStatus::default()
+            },
+            args,
+            fsm,
+            live: None,
+            forwarder: None,
+            targets,
+        };
+        if !state.targets.is_empty() {
+            start_live(&myself, &mut state);
+        }
+        tracing::info!(
+            instance = %state.args.instance,
+            live = state.targets.len(),
+            topic = %state.args.fixed_topic,
+            "producer started"
+        );
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ProducerMsg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(live) = state.live.take() {
+            live.shutdown();
+        }
+        if let Some(task) = state.forwarder.take() {
+            task.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ProducerMsg>,
+        message: ProducerMsg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ProducerMsg::FetchHistory {
+                instrument,
+                from_ts,
+                to_ts,
+                target,
+                reply,
+            } => {
+                let result = fetch_history(state, &instrument, from_ts, to_ts, &target).await;
+                let failed = result.as_ref().err().cloned();
+                let _ = reply.send(result);
+                if let Some(err) = failed {
+                    return Err(err.into());
+                }
+            }
+            ProducerMsg::LiveBatch { ticks, reply } => {
+                let result = publish_live(state, ticks).await;
+                let _ = reply.send(());
+                result?;
+            }
+            ProducerMsg::StartLive { instrument, target } => {
+                state.targets.insert(instrument.clone(), target);
+                match &state.live {
+                    Some(live) => live.subscribe(instrument),
+                    None => start_live(&myself, state),
+                }
+            }
+            ProducerMsg::StopLive { instrument } => {
+                if state.targets.remove(&instrument).is_some() {
+                    if let Some(live) = &state.live {
+                        live.unsubscribe(instrument);
+                    }
+                }
+            }
+            ProducerMsg::CreateTopic {
+                topic,
+                partitions,
+                reply,
+            } => {
+                state.fsm.fire(Event::CreateDynamicTopic)?;
+                match state.args.bus.ensure_topic(&topic, partitions).await {
+                    Ok(()) => {
+                        state.fsm.fire(Event::CreateTopicSuccess)?;
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(err) => {
+                        state.fsm.fire(Event::CreateTopicFailure)?;
+                        let _ = reply.send(Err(err.to_string()));
+                        return Err(err.into());
+                    }
+                }
+            }
+            ProducerMsg::Status(reply) => {
+                let mut status = state.status.clone();
+                status.run = Some(state.fsm.snapshot());
+                status.live = state.targets.keys().map(ToString::to_string).collect();
+                let _ = reply.send(status);
+            }
+            ProducerMsg::View(reply) => {
+                let _ = reply.send(state.fsm.view());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts the live feed for every instrument in `state.targets` and the
+/// forwarder that hands its ticks to the actor in batches.
+fn start_live<H, L: LiveSource, B>(
+    myself: &ActorRef<ProducerMsg>,
+    state: &mut ProducerState<H, L, B>,
+) {
+    let (control, ticks) = state
+        .args
+        .live
+        .start(state.targets.keys().cloned().collect());
+    state.live = Some(control);
+    state.forwarder = Some(tokio::spawn(forward(
+        myself.clone(),
+        ticks,
+        state.args.batch_max.max(1),
+    )));
+}
+
+/// Drains the feed into batches of at most `batch_max` ticks and hands each to
+/// the actor, waiting until it is published before draining the next.
+async fn forward(
+    producer: ActorRef<ProducerMsg>,
+    mut ticks: mpsc::Receiver<Tick>,
+    batch_max: usize,
+) {
+    let mut batch = Vec::with_capacity(batch_max);
+    while ticks.recv_many(&mut batch, batch_max).await > 0 {
+        let ticks = std::mem::replace(&mut batch, Vec::with_capacity(batch_max));
+        // No timeout: the actor either answers once the batch is acknowledged
+        // or stops, which closes the reply port and ends this task.
+        match producer
+            .call(|reply| ProducerMsg::LiveBatch { ticks, reply }, None)
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(())) => {}
+            _ => break,
+        }
+    }
+}
+
+async fn fetch_history<H: HistorySource, L: LiveSource, B: RecordBus>(
+    state: &mut ProducerState<H, L, B>,
+    instrument: &Instrument,
+    from_ts: i64,
+    to_ts: i64,
+    target: &Target,
+) -> Result<FetchReport, String> {
+    let started = Instant::now();
+    state
+        .fsm
+        .fire(Event::FetchData)
+        .map_err(|e| e.to_string())?;
+    let bars = match state
+        .args
+        .history
+        .minute_bars(instrument, from_ts, to_ts)
+        .await
+    {
+        Ok(bars) => bars,
+        Err(err) => {
+            state
+                .fsm
+                .fire(Event::FetchFailure)
+                .map_err(|e| e.to_string())?;
+            state.status.failed_fetches += 1;
+            tracing::warn!(instance = %state.args.instance, %instrument, error = %err, "history fetch failed");
+            return Err(format!("history for {instrument}: {err}"));
+        }
+    };
+    let records: Vec<Record> = bars.into_iter().map(Record::Bar).collect();
+    let bars = records.len();
+    publish_cycle(state, records, target).await?;
+    state.status.published_bars += bars as u64;
+    Ok(FetchReport {
+        bars,
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+async fn publish_live<H: HistorySource, L: LiveSource, B: RecordBus>(
+    state: &mut ProducerState<H, L, B>,
+    ticks: Vec<Tick>,
+) -> Result<(), String> {
+    // One cycle per target, in the order the first tick of each target arrived.
+    let mut groups: Vec<(Target, Vec<Record>)> = Vec::new();
+    for tick in ticks {
+        let target = state
+            .targets
+            .get(&tick.instrument)
+            .cloned()
+            .unwrap_or(Target::Fixed);
+        match groups.iter_mut().find(|(t, _)| *t == target) {
+            Some((_, records)) => records.push(Record::Trade(tick)),
+            None => groups.push((target, vec![Record::Trade(tick)])),
+        }
+    }
+    for (target, records) in groups {
+        let n = records.len() as u64;
+        state
+            .fsm
+            .fire(Event::FetchData)
+            .map_err(|e| e.to_string())?;
+        publish_cycle(state, records, &target).await?;
+        state.status.published_trades += n;
+    }
+    Ok(())
+}
+
+/// `DATA_READY` → publish in chunks → `PUBLISH_SUCCESS` or `PUBLISH_FAILURE`.
+async fn publish_cycle<H: HistorySource, L: LiveSource, B: RecordBus>(
+    state: &mut ProducerState<H, L, B>,
+    records: Vec<Record>,
+    target: &Target,
+) -> Result<(), String> {
+    let (ready, topic) = match target {
+        Target::Fixed => (Event::DataReadyFixed, state.args.fixed_topic.clone()),
+        Target::Dynamic(topic) => (Event::DataReadyDynamic, topic.clone()),
+    };
+    state.fsm.fire(ready).map_err(|e| e.to_string())?;
+    for chunk in records.chunks(state.args.batch_max.max(1)) {
+        if let Err(err) = state.args.bus.publish(&topic, chunk).await {
+            state
+                .fsm
+                .fire(Event::PublishFailure)
+                .map_err(|e| e.to_string())?;
+            state.status.failed_batches += 1;
+            tracing::error!(instance = %state.args.instance, %topic, error = %err, "publish failed");
+            return Err(err.to_string());
+        }
+    }
+    state
+        .fsm
+        .fire(Event::PublishSuccess)
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// A shared handle on a producer's run, for the admin endpoint.
+pub async fn run_view(producer: &ActorRef<ProducerMsg>) -> Option<RunView> {
+    ractor::call_t!(producer, ProducerMsg::View, 2_000).ok()
+}

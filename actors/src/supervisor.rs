@@ -1,0 +1,415 @@
+//! A supervisor that restarts failed children: the seed's `RESET` path.
+//!
+//! ractor has no restart strategies in its core, so this one is ours (the
+//! third-party `ractor-supervisor` does not build with the `cluster` feature).
+//! Each child is described by a [`ChildSpec`] whose `start` function spawns it
+//! linked to the supervisor under a fixed name. When a child fails or stops:
+//!
+//! * the supervisor waits a back-off (doubling from `backoff_min` up to
+//!   `backoff_max`), then starts it again under the same name with fresh state,
+//!   telling it how many restarts came before (so its run can begin with
+//!   `RESET`);
+//! * if more than `max_restarts` happen within `window`, it gives up and fails
+//!   itself, escalating to its own supervisor instead of looping.
+//!
+//! Restarts are counted per child and visible through [`SupervisorMsg::Status`].
+//! [`SupervisorMsg::Reset`] restarts a child on request (the admin endpoint's
+//! manual RESET).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{
+    Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
+};
+use serde::Serialize;
+
+/// Starts a child linked to `supervisor`; `restarts` counts earlier restarts.
+pub type StartFn = Arc<
+    dyn Fn(ActorCell, u32) -> Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A supervised child.
+#[derive(Clone)]
+pub struct ChildSpec {
+    /// The child's registry name (it is restarted under the same name).
+    pub name: String,
+    /// Spawns the child, linked to the given supervisor.
+    pub start: StartFn,
+}
+
+/// When to restart and when to give up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// Most restarts of one child within `window` before escalating.
+    pub max_restarts: u32,
+    /// The window for `max_restarts`.
+    pub window: Duration,
+    /// First back-off.
+    pub backoff_min: Duration,
+    /// Longest back-off.
+    pub backoff_max: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+            backoff_min: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the supervisor reports of one child.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChildStatus {
+    /// The child's name.
+    pub name: String,
+    /// Whether it is running now.
+    pub running: bool,
+    /// Restarts since the supervisor started.
+    pub restarts: u32,
+    /// Why it last stopped, if it did.
+    pub last_failure: Option<String>,
+}
+
+/// Messages to a supervisor.
+pub enum SupervisorMsg {
+    /// Each child's status.
+    Status(RpcReplyPort<Vec<ChildStatus>>),
+    /// Restart the named child now (a manual RESET); answers whether it exists.
+    Reset(String, RpcReplyPort<bool>),
+    /// Internal: a back-off elapsed, start the child again.
+    StartDue(String),
+}
+
+impl ractor::Message for SupervisorMsg {}
+
+/// The supervisor actor.
+pub struct Supervisor;
+
+/// The supervisor's arguments.
+pub struct SupervisorArgs {
+    /// Children, started in order.
+    pub children: Vec<ChildSpec>,
+    /// Restart policy for every child.
+    pub policy: RestartPolicy,
+}
+
+struct Child {
+    spec: ChildSpec,
+    cell: Option<ActorCell>,
+    restarts: u32,
+    recent: VecDeque<Instant>,
+    last_failure: Option<String>,
+}
+
+/// The supervisor's state.
+pub struct SupervisorState {
+    children: Vec<Child>,
+    policy: RestartPolicy,
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let mut children = Vec::with_capacity(args.children.len());
+        for spec in args.children {
+            let cell = (spec.start)(myself.get_cell(), 0).await?;
+            children.push(Child {
+                spec,
+                cell: Some(cell),
+                restarts: 0,
+                recent: VecDeque::new(),
+                last_failure: None,
+            });
+        }
+        Ok(SupervisorState {
+            children,
+            policy: args.policy,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        message: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Status(reply) => {
+                let _ = reply.send(
+                    state
+                        .children
+                        .iter()
+                        .map(|c| ChildStatus {
+                            name: c.spec.name.clone(),
+                            running: c.cell.is_some(),
+                            restarts: c.restarts,
+                            last_failure: c.last_failure.clone(),
+                        })
+                        .collect(),
+                );
+            }
+            SupervisorMsg::Reset(name, reply) => {
+                let child = state.children.iter_mut().find(|c| c.spec.name == name);
+                let found = child.is_some();
+                if let Some(child) = child {
+                    tracing::info!(child = %name, "manual reset");
+                    if let Some(cell) = &child.cell {
+                        // Its termination event triggers the restart.
+                        cell.stop(Some("manual reset".into()));
+                    }
+                }
+                let _ = reply.send(found);
+            }
+            SupervisorMsg::StartDue(name) => {
+                let Some(child) = state.children.iter_mut().find(|c| c.spec.name == name) else {
+                    return Ok(());
+                };
+                if child.cell.is_some() {
+                    return Ok(());
+                }
+                match (child.spec.start)(myself.get_cell(), child.restarts).await {
+                    Ok(cell) => {
+                        tracing::info!(child = %name, restarts = child.restarts, "child restarted");
+                        child.cell = Some(cell);
+                    }
+                    Err(err) => {
+                        // Failing to start counts as another failure.
+                        child.last_failure = Some(err.to_string());
+                        schedule_restart(&myself, child, &state.policy)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, reason) = match &event {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.clone().unwrap_or_else(|| "stopped".to_owned()))
+            }
+            _ => return Ok(()),
+        };
+        let Some(child) = state.children.iter_mut().find(|c| {
+            c.cell
+                .as_ref()
+                .is_some_and(|own| own.get_id() == cell.get_id())
+        }) else {
+            return Ok(());
+        };
+        tracing::warn!(child = %child.spec.name, %reason, "child stopped; restarting");
+        child.cell = None;
+        child.last_failure = Some(reason);
+        schedule_restart(&myself, child, &state.policy)
+    }
+}
+
+/// Counts a restart, escalates past the intensity limit, otherwise schedules
+/// the start after the back-off.
+fn schedule_restart(
+    myself: &ActorRef<SupervisorMsg>,
+    child: &mut Child,
+    policy: &RestartPolicy,
+) -> Result<(), ActorProcessingErr> {
+    let now = Instant::now();
+    while child
+        .recent
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > policy.window)
+    {
+        child.recent.pop_front();
+    }
+    if child.recent.len() >= policy.max_restarts as usize {
+        tracing::error!(
+            child = %child.spec.name,
+            restarts = child.recent.len(),
+            window_ms = policy.window.as_millis() as u64,
+            "restart intensity exceeded; escalating"
+        );
+        return Err(format!(
+            "child `{}` failed more than {} times within {:?}",
+            child.spec.name, policy.max_restarts, policy.window
+        )
+        .into());
+    }
+    let backoff = policy
+        .backoff_min
+        .saturating_mul(1 << child.recent.len().min(16))
+        .min(policy.backoff_max);
+    child.recent.push_back(now);
+    child.restarts += 1;
+    let name = child.spec.name.clone();
+    myself.send_after(backoff, move || SupervisorMsg::StartDue(name));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child that fails when told to.
+    struct Fragile;
+
+    enum FragileMsg {
+        Fail,
+        Restarts(RpcReplyPort<u32>),
+    }
+    impl ractor::Message for FragileMsg {}
+
+    impl Actor for Fragile {
+        type Msg = FragileMsg;
+        type State = u32;
+        type Arguments = u32;
+
+        async fn pre_start(
+            &self,
+            _: ActorRef<FragileMsg>,
+            restarts: u32,
+        ) -> Result<u32, ActorProcessingErr> {
+            Ok(restarts)
+        }
+
+        async fn handle(
+            &self,
+            _: ActorRef<FragileMsg>,
+            msg: FragileMsg,
+            restarts: &mut u32,
+        ) -> Result<(), ActorProcessingErr> {
+            match msg {
+                FragileMsg::Fail => Err("told to fail".into()),
+                FragileMsg::Restarts(reply) => {
+                    let _ = reply.send(*restarts);
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn fragile(name: &str) -> ChildSpec {
+        let n = name.to_owned();
+        ChildSpec {
+            name: name.to_owned(),
+            start: Arc::new(move |sup, restarts| {
+                let n = n.clone();
+                Box::pin(async move {
+                    Actor::spawn_linked(Some(n), Fragile, restarts, sup)
+                        .await
+                        .map(|(a, _)| a.get_cell())
+                })
+            }),
+        }
+    }
+
+    async fn child(name: &str) -> ActorRef<FragileMsg> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(cell) = ractor::registry::where_is(name.to_owned()) {
+                return cell.into();
+            }
+            assert!(Instant::now() < deadline, "{name} did not come back");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn restarts_of(child: &ActorRef<FragileMsg>, prev: u32) -> u32 {
+        // Poll until the restarted child reports a new count.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(n) = ractor::call_t!(child, FragileMsg::Restarts, 1_000) {
+                if n != prev {
+                    return n;
+                }
+            }
+            assert!(Instant::now() < deadline, "no restart seen");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn restarts_under_the_same_name_then_escalates() {
+        let policy = RestartPolicy {
+            max_restarts: 2,
+            window: Duration::from_secs(30),
+            backoff_min: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(50),
+        };
+        let (sup, handle) = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                children: vec![fragile("fragile-a")],
+                policy,
+            },
+        )
+        .await
+        .unwrap();
+
+        for expected in 1..=2 {
+            let c = child("fragile-a").await;
+            c.cast(FragileMsg::Fail).unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let c = child("fragile-a").await;
+            assert_eq!(restarts_of(&c, expected - 1).await, expected);
+        }
+        let status = ractor::call_t!(sup, SupervisorMsg::Status, 1_000).unwrap();
+        assert_eq!(status[0].restarts, 2);
+        assert!(status[0]
+            .last_failure
+            .as_deref()
+            .unwrap()
+            .contains("told to fail"));
+
+        // A third failure within the window exceeds the limit: the supervisor fails.
+        child("fragile-a").await.cast(FragileMsg::Fail).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), handle)
+            .await
+            .expect("supervisor escalated")
+            .unwrap();
+        assert_eq!(sup.get_status(), ractor::ActorStatus::Stopped);
+    }
+
+    #[tokio::test]
+    async fn manual_reset_restarts_a_healthy_child() {
+        let (sup, _h) = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                children: vec![fragile("fragile-b")],
+                policy: RestartPolicy {
+                    backoff_min: Duration::from_millis(5),
+                    ..RestartPolicy::default()
+                },
+            },
+        )
+        .await
+        .unwrap();
+        assert!(ractor::call_t!(sup, SupervisorMsg::Reset, 1_000, "fragile-b".to_owned()).unwrap());
+        assert!(!ractor::call_t!(sup, SupervisorMsg::Reset, 1_000, "nobody".to_owned()).unwrap());
+        let c = child("fragile-b").await;
+        assert_eq!(restarts_of(&c, 0).await, 1);
+        sup.stop(None);
+    }
+}
