@@ -83,8 +83,12 @@ impl<H, L, B> Clone for ProducerArgs<H, L, B> {
     }
 }
 
+/// The ports a producer is generic over, as one type (keeps `Producer: Send`
+/// whatever the ports are).
+type Ports<H, L, B> = fn() -> (H, L, B);
+
 /// The Producer actor (generic over its I/O ports).
-pub struct Producer<H, L, B>(PhantomData<fn() -> (H, L, B)>);
+pub struct Producer<H, L, B>(PhantomData<Ports<H, L, B>>);
 
 impl<H, L, B> Default for Producer<H, L, B> {
     fn default() -> Self {
