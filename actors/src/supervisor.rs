@@ -326,7 +326,7 @@ mod tests {
     async fn child(name: &str) -> ActorRef<FragileMsg> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            if let Some(cell) = ractor::registry::where_is(name.into()) {
+            if let Some(cell) = ractor::registry::where_is(name) {
                 return cell.into();
             }
             assert!(Instant::now() < deadline, "{name} did not come back");
