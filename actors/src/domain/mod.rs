@@ -1,8 +1,10 @@
 //! The platform's domain types, free of I/O: instruments, ticks (trades),
 //! history bars and the records that carry them between actors.
 
+pub mod bar;
 pub mod record;
 pub mod tick;
 
+pub use bar::{aggregate, Bar, Interval, TradeMark};
 pub use record::{HistoryBar, Record};
 pub use tick::{Instrument, Side, Tick, TickKey};
