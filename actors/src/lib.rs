@@ -20,4 +20,5 @@ pub mod domain;
 pub mod machines;
 pub mod ports;
 pub mod producer;
+pub mod store;
 pub mod supervisor;

@@ -1,0 +1,335 @@
+//! The PostgreSQL (and TimescaleDB) implementation of [`BarStore`].
+//!
+//! One [`BarStore::write`] is one transaction:
+//!
+//! 1. the batch's ticks are inserted with `ON CONFLICT DO NOTHING`; the rows
+//!    actually inserted are the *new* ticks (replays and redeliveries insert
+//!    nothing);
+//! 2. the new ticks are aggregated into partial 1-minute bars (pure code,
+//!    [`crate::domain::aggregate`]) and merged into `bars_1m` with the same merge
+//!    as [`Bar::merge`], written in SQL, so the stored bar is always the bar of
+//!    the set of distinct ticks, whatever the order of arrival;
+//! 3. history bars are applied by the reconciliation rule below;
+//! 4. the rows of every minute the batch touched are read back (for the cache).
+//!
+//! **Reconciliation of history and live bars.** A minute's row is either
+//! `live` (merged from live ticks) or `history` (a closed minute from
+//! CryptoCompare's REST history, which covers every trade of that minute):
+//!
+//! * a history bar with zero volume (CryptoCompare's flat bar for a minute
+//!   without trades) is ignored: minutes without trades are not stored;
+//! * a history bar for a minute without a row creates it (`history`);
+//! * a history bar replaces a `live` row whose base volume is smaller: the live
+//!   stream missed trades of that minute (a disconnect), and the closed minute
+//!   from history repairs it;
+//! * otherwise (the live row is complete) the live row stays;
+//! * live ticks never change a `history` row: the closed minute already counts
+//!   them (they are still stored as ticks).
+
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+
+use super::{BarStore, InstrumentSummary, Source, StoreError, StoredBar, WriteBatch, WriteOutcome};
+use crate::domain::{aggregate, Bar, Instrument, Interval, Side, TradeMark};
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// A [`BarStore`] on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` and applies the migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+const BAR_COLUMNS: &str =
+    "instrument, extract(epoch from open_time)::int8, open, high, low, close, \
+     volume_base, volume_quote, trades, first_ns, first_id, last_ns, last_id, source, version";
+
+fn stored_bar(row: &PgRow, interval: Interval) -> Result<StoredBar, StoreError> {
+    let instrument: String = row.try_get(0)?;
+    let instrument = instrument
+        .parse::<Instrument>()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let source: String = row.try_get(13)?;
+    Ok(StoredBar {
+        bar: Bar {
+            instrument,
+            interval,
+            open_time: row.try_get(1)?,
+            open: row.try_get(2)?,
+            high: row.try_get(3)?,
+            low: row.try_get(4)?,
+            close: row.try_get(5)?,
+            volume_base: row.try_get(6)?,
+            volume_quote: row.try_get(7)?,
+            trades: u64::try_from(row.try_get::<i64, _>(8)?).unwrap_or(0),
+            first: TradeMark {
+                time_ns: row.try_get(9)?,
+                id: row.try_get(10)?,
+            },
+            last: TradeMark {
+                time_ns: row.try_get(11)?,
+                id: row.try_get(12)?,
+            },
+        },
+        source: if source == "history" {
+            Source::History
+        } else {
+            Source::Live
+        },
+        version: row.try_get(14)?,
+    })
+}
+
+fn side(side: Side) -> &'static str {
+    match side {
+        Side::Buy => "buy",
+        Side::Sell => "sell",
+        Side::Unknown => "unknown",
+    }
+}
+
+impl BarStore for PgStore {
+    async fn write(&self, batch: WriteBatch<'_>) -> Result<WriteOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut outcome = WriteOutcome::default();
+
+        // 1. New ticks.
+        let t = batch.ticks;
+        let new_ticks = if t.is_empty() {
+            Vec::new()
+        } else {
+            let rows = sqlx::query(
+                "INSERT INTO ticks (instrument, trade_id, trade_time, trade_time_ns, price, quantity, side, received_ns) \
+                 SELECT i, id, to_timestamp(ns / 1e9), ns, p, q, s, r \
+                 FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::numeric[], $5::numeric[], $6::text[], $7::int8[]) \
+                   AS t(i, id, ns, p, q, s, r) \
+                 ON CONFLICT DO NOTHING \
+                 RETURNING trade_id, instrument",
+            )
+            .bind(t.iter().map(|x| x.instrument.to_string()).collect::<Vec<_>>())
+            .bind(t.iter().map(|x| x.trade_id.as_str()).collect::<Vec<_>>())
+            .bind(t.iter().map(|x| x.trade_time_ns).collect::<Vec<_>>())
+            .bind(t.iter().map(|x| x.price).collect::<Vec<_>>())
+            .bind(t.iter().map(|x| x.quantity).collect::<Vec<_>>())
+            .bind(t.iter().map(|x| side(x.side)).collect::<Vec<_>>())
+            .bind(t.iter().map(|x| x.received_ns).collect::<Vec<_>>())
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut inserted = std::collections::HashSet::with_capacity(rows.len());
+            for row in &rows {
+                inserted.insert((row.try_get::<String, _>(1)?, row.try_get::<String, _>(0)?));
+            }
+            // Keep one copy of each inserted tick (a batch may repeat a tick).
+            let mut new = Vec::with_capacity(inserted.len());
+            for tick in t {
+                if inserted.remove(&(tick.instrument.to_string(), tick.trade_id.clone())) {
+                    new.push(tick);
+                }
+            }
+            new
+        };
+        outcome.new_ticks = new_ticks.len() as u64;
+        outcome.duplicate_ticks = (t.len() - new_ticks.len()) as u64;
+
+        // 2. Merge the new ticks' partial bars into live rows.
+        let partial = aggregate(new_ticks.iter().copied(), Interval::M1);
+        if !partial.is_empty() {
+            sqlx::query(
+                "INSERT INTO bars_1m AS b (instrument, open_time, open, high, low, close, volume_base, volume_quote, \
+                                           trades, first_ns, first_id, last_ns, last_id, source) \
+                 SELECT i, to_timestamp(ot), o, h, l, c, vb, vq, n, fns, fid, lns, lid, 'live' \
+                 FROM UNNEST($1::text[], $2::int8[], $3::numeric[], $4::numeric[], $5::numeric[], $6::numeric[], \
+                             $7::numeric[], $8::numeric[], $9::int8[], $10::int8[], $11::text[], $12::int8[], $13::text[]) \
+                   AS t(i, ot, o, h, l, c, vb, vq, n, fns, fid, lns, lid) \
+                 ON CONFLICT (instrument, open_time) DO UPDATE SET \
+                   open = CASE WHEN (excluded.first_ns, length(excluded.first_id), excluded.first_id COLLATE \"C\") \
+                                  < (b.first_ns, length(b.first_id), b.first_id COLLATE \"C\") \
+                               THEN excluded.open ELSE b.open END, \
+                   first_ns = CASE WHEN (excluded.first_ns, length(excluded.first_id), excluded.first_id COLLATE \"C\") \
+                                      < (b.first_ns, length(b.first_id), b.first_id COLLATE \"C\") \
+                                   THEN excluded.first_ns ELSE b.first_ns END, \
+                   first_id = CASE WHEN (excluded.first_ns, length(excluded.first_id), excluded.first_id COLLATE \"C\") \
+                                      < (b.first_ns, length(b.first_id), b.first_id COLLATE \"C\") \
+                                   THEN excluded.first_id ELSE b.first_id END, \
+                   close = CASE WHEN (excluded.last_ns, length(excluded.last_id), excluded.last_id COLLATE \"C\") \
+                                   > (b.last_ns, length(b.last_id), b.last_id COLLATE \"C\") \
+                                THEN excluded.close ELSE b.close END, \
+                   last_ns = CASE WHEN (excluded.last_ns, length(excluded.last_id), excluded.last_id COLLATE \"C\") \
+                                     > (b.last_ns, length(b.last_id), b.last_id COLLATE \"C\") \
+                                  THEN excluded.last_ns ELSE b.last_ns END, \
+                   last_id = CASE WHEN (excluded.last_ns, length(excluded.last_id), excluded.last_id COLLATE \"C\") \
+                                     > (b.last_ns, length(b.last_id), b.last_id COLLATE \"C\") \
+                                  THEN excluded.last_id ELSE b.last_id END, \
+                   high = GREATEST(b.high, excluded.high), \
+                   low = LEAST(b.low, excluded.low), \
+                   volume_base = b.volume_base + excluded.volume_base, \
+                   volume_quote = b.volume_quote + excluded.volume_quote, \
+                   trades = b.trades + excluded.trades, \
+                   version = b.version + 1 \
+                 WHERE b.source = 'live'",
+            )
+            .bind(partial.iter().map(|b| b.instrument.to_string()).collect::<Vec<_>>())
+            .bind(partial.iter().map(|b| b.open_time).collect::<Vec<_>>())
+            .bind(partial.iter().map(|b| b.open).collect::<Vec<_>>())
+            .bind(partial.iter().map(|b| b.high).collect::<Vec<_>>())
+            .bind(partial.iter().map(|b| b.low).collect::<Vec<_>>())
+            .bind(partial.iter().map(|b| b.close).collect::<Vec<_>>())
+            .bind(partial.iter().map(|b| b.volume_base).collect::<Vec<_>>())
+            .bind(partial.iter().map(|b| b.volume_quote).collect::<Vec<_>>())
+            .bind(partial.iter().map(|b| b.trades as i64).collect::<Vec<_>>())
+            .bind(partial.iter().map(|b| b.first.time_ns).collect::<Vec<_>>())
+            .bind(partial.iter().map(|b| b.first.id.as_str()).collect::<Vec<_>>())
+            .bind(partial.iter().map(|b| b.last.time_ns).collect::<Vec<_>>())
+            .bind(partial.iter().map(|b| b.last.id.as_str()).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        // 3. History bars, by the reconciliation rule.
+        let h: Vec<_> = batch
+            .history
+            .iter()
+            .filter(|b| !b.volume_base.is_zero())
+            .collect();
+        if !h.is_empty() {
+            let applied = sqlx::query(
+                "INSERT INTO bars_1m AS b (instrument, open_time, open, high, low, close, volume_base, volume_quote, \
+                                           trades, first_ns, first_id, last_ns, last_id, source) \
+                 SELECT i, to_timestamp(ot), o, hi, lo, c, vb, vq, 0, ot * 1000000000, '', \
+                        ot * 1000000000 + 59999999999, '', 'history' \
+                 FROM UNNEST($1::text[], $2::int8[], $3::numeric[], $4::numeric[], $5::numeric[], $6::numeric[], \
+                             $7::numeric[], $8::numeric[]) AS t(i, ot, o, hi, lo, c, vb, vq) \
+                 ON CONFLICT (instrument, open_time) DO UPDATE SET \
+                   open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close, \
+                   volume_base = excluded.volume_base, volume_quote = excluded.volume_quote, \
+                   trades = excluded.trades, first_ns = excluded.first_ns, first_id = excluded.first_id, \
+                   last_ns = excluded.last_ns, last_id = excluded.last_id, source = 'history', \
+                   version = b.version + 1 \
+                 WHERE b.source = 'live' AND b.volume_base < excluded.volume_base",
+            )
+            .bind(h.iter().map(|b| b.instrument.to_string()).collect::<Vec<_>>())
+            .bind(h.iter().map(|b| b.open_time).collect::<Vec<_>>())
+            .bind(h.iter().map(|b| b.open).collect::<Vec<_>>())
+            .bind(h.iter().map(|b| b.high).collect::<Vec<_>>())
+            .bind(h.iter().map(|b| b.low).collect::<Vec<_>>())
+            .bind(h.iter().map(|b| b.close).collect::<Vec<_>>())
+            .bind(h.iter().map(|b| b.volume_base).collect::<Vec<_>>())
+            .bind(h.iter().map(|b| b.volume_quote).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+            outcome.history_applied = applied.rows_affected();
+        }
+
+        // 4. Read back every touched minute.
+        let mut keys: Vec<(String, i64)> = t
+            .iter()
+            .map(|x| {
+                (
+                    x.instrument.to_string(),
+                    Interval::M1.floor(x.trade_time_ns.div_euclid(1_000_000_000)),
+                )
+            })
+            .chain(h.iter().map(|b| (b.instrument.to_string(), b.open_time)))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        if !keys.is_empty() {
+            let rows = sqlx::query(&format!(
+                "SELECT {BAR_COLUMNS} FROM bars_1m \
+                 WHERE (instrument, open_time) IN \
+                   (SELECT i, to_timestamp(ot) FROM UNNEST($1::text[], $2::int8[]) AS k(i, ot)) \
+                 ORDER BY instrument, open_time"
+            ))
+            .bind(keys.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
+            .fetch_all(&mut *tx)
+            .await?;
+            outcome.touched = rows
+                .iter()
+                .map(|r| stored_bar(r, Interval::M1))
+                .collect::<Result<_, _>>()?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn bars(
+        &self,
+        instrument: &Instrument,
+        interval: Interval,
+        from: i64,
+        to: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredBar>, StoreError> {
+        let sql = if interval == Interval::M1 {
+            format!(
+                "SELECT {BAR_COLUMNS} FROM bars_1m \
+                 WHERE instrument = $1 AND open_time >= to_timestamp($2) AND open_time <= to_timestamp($3) \
+                 ORDER BY open_time LIMIT $4"
+            )
+        } else {
+            // Coarser relations carry no trade ids, source or version.
+            format!(
+                "SELECT instrument, extract(epoch from open_time)::int8, open, high, low, close, \
+                        volume_base, volume_quote, trades, first_ns, ''::text, last_ns, ''::text, \
+                        'live'::text, 0::int8 \
+                 FROM bars_{} \
+                 WHERE instrument = $1 AND open_time >= to_timestamp($2) AND open_time <= to_timestamp($3) \
+                 ORDER BY open_time LIMIT $4",
+                interval.as_str()
+            )
+        };
+        let rows = sqlx::query(&sql)
+            .bind(instrument.to_string())
+            .bind(from)
+            .bind(to)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| stored_bar(r, interval)).collect()
+    }
+
+    async fn instruments(&self) -> Result<Vec<InstrumentSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT instrument, extract(epoch from min(open_time))::int8, \
+                    extract(epoch from max(open_time))::int8, count(*) \
+             FROM bars_1m GROUP BY instrument ORDER BY instrument",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let name: String = r.try_get(0)?;
+                Ok(InstrumentSummary {
+                    instrument: name.parse().map_err(
+                        |e: crate::domain::tick::InvalidInstrument| {
+                            StoreError::Corrupt(e.to_string())
+                        },
+                    )?,
+                    first_open: r.try_get(1)?,
+                    last_open: r.try_get(2)?,
+                    bars: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+}
