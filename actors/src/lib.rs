@@ -16,6 +16,7 @@
 
 #[macro_use]
 pub mod fsm;
+pub mod consumer;
 pub mod domain;
 pub mod machines;
 pub mod ports;

@@ -88,3 +88,46 @@ pub trait LiveSource: Send + Sync + 'static {
     /// Starts a feed for `instruments`.
     fn start(&self, instruments: Vec<Instrument>) -> (Self::Control, mpsc::Receiver<Tick>);
 }
+
+/// One message as a bus delivered it, before decoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMessage {
+    /// The topic it came from.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset in the partition.
+    pub offset: i64,
+    /// The message key (the instrument), if any.
+    pub key: Option<Vec<u8>>,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// A subscription to topics within a consumer group, read in batches, with
+/// offsets committed explicitly (never automatically).
+pub trait MessageStream: Send + 'static {
+    /// Up to `max` messages, waiting at most `wait` for the first one and then
+    /// taking only what is already there. Empty when nothing came.
+    fn next_batch(
+        &mut self,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> impl Future<Output = Result<Vec<RawMessage>, BusError>> + Send;
+
+    /// Commits, per partition, the offset after the last of `messages`.
+    fn commit(
+        &mut self,
+        messages: &[RawMessage],
+    ) -> impl Future<Output = Result<(), BusError>> + Send;
+}
+
+/// Where messages that cannot be decoded go, with the reason.
+pub trait DeadLetters: Send + Sync + 'static {
+    /// Publishes each message with its reason to the dead-letter topic of the
+    /// topic it came from, and waits until all are acknowledged.
+    fn dead_letter(
+        &self,
+        messages: &[(RawMessage, String)],
+    ) -> impl Future<Output = Result<(), BusError>> + Send;
+}

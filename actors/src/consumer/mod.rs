@@ -1,0 +1,27 @@
+//! The consumers: Kafka → database → cache, exactly once per distinct tick.
+//!
+//! [`pipeline`] is the cycle both consumers share; [`fixed`] is the Consumer
+//! for fixed topics (`tick-data`).
+
+pub mod fixed;
+pub mod pipeline;
+
+pub use pipeline::{ConsumerMetrics, Decode, MetricsSnapshot, Pipeline, PipelineMachine};
+
+use std::future::Future;
+
+use crate::ports::{BusError, MessageStream};
+
+/// Opens a fresh subscription (a new group member) each time a consumer starts
+/// or is restarted.
+pub trait OpenStream: Send + Sync + 'static {
+    /// The subscription.
+    type Stream: MessageStream;
+
+    /// Subscribes to `topics` in consumer group `group`.
+    fn open(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> impl Future<Output = Result<Self::Stream, BusError>> + Send;
+}
