@@ -17,6 +17,7 @@
 #[macro_use]
 pub mod fsm;
 pub mod consumer;
+pub mod datastore;
 pub mod domain;
 pub mod machines;
 pub mod ports;

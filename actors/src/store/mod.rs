@@ -106,6 +106,12 @@ pub trait BarStore: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<StoredBar>, StoreError>> + Send;
 
+    /// Whether any bar of `instrument` is stored.
+    fn holds(
+        &self,
+        instrument: &Instrument,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// Every instrument with stored bars.
     fn instruments(
         &self,

@@ -308,6 +308,14 @@ impl BarStore for PgStore {
         rows.iter().map(|r| stored_bar(r, interval)).collect()
     }
 
+    async fn holds(&self, instrument: &Instrument) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT EXISTS (SELECT 1 FROM bars_1m WHERE instrument = $1)")
+            .bind(instrument.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
     async fn instruments(&self) -> Result<Vec<InstrumentSummary>, StoreError> {
         let rows = sqlx::query(
             "SELECT instrument, extract(epoch from min(open_time))::int8, \

@@ -1,0 +1,348 @@
+//! The Datastore actor: answers applications' requests for bars from the cache
+//! and the database, or has missing data fetched (the seed's Data Not Found
+//! path).
+//!
+//! ```text
+//!  supervisor
+//!     └── datastore/0 … datastore/N-1   (a pool; each runs machines::datastore)
+//! ```
+//!
+//! One request is one run of the seed's machine:
+//!
+//! * `REQUEST_DATA` → Processing Request: validate, read the cache (1-minute
+//!   bars of the recent window);
+//! * `START_DB_QUERY` → Querying DB: query what the cache did not answer (on a
+//!   full cache hit nothing is left to query and the query trivially succeeds);
+//! * `DB_QUERY_SUCCESS` → Data Found → `*` → Returning Data; an empty range of an
+//!   instrument the platform holds is a success with no bars;
+//! * `DB_QUERY_EMPTY` (the platform holds nothing of the instrument) → Data Not
+//!   Found → `*` → Requesting Data Fetch → the [`FetchRequester`] (the
+//!   Coordinator, in a cluster) → `FETCH_INSTRUCTIONS_SENT` → Waiting for Data →
+//!   `DATA_FETCHED` → the query runs again → Returning Data. Without a requester,
+//!   or when it fails or times out, `DATA_FETCH_FAILED` → Error, and the
+//!   request is answered "not available";
+//! * `DB_QUERY_FAILURE` → Error, answered "unavailable".
+//!
+//! An actor in Error fails after answering, and its supervisor restarts it
+//! under the same name (`RESET`). The pool keeps answering meanwhile.
+
+mod messages;
+pub mod pool;
+
+pub use messages::{BarAnswer, BarQuery, DataError, DatastoreMsg, Served};
+pub use pool::DatastorePool;
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::domain::{Instrument, Interval};
+use crate::fsm::runtime::DEFAULT_HISTORY;
+use crate::fsm::Fsm;
+use crate::machines::datastore::Event;
+use crate::machines::Datastore as Machine;
+use crate::store::{BarCache, BarStore, StoredBar};
+
+/// Asks the platform to fetch an instrument it does not hold, and resolves
+/// once the data is stored (or fails).
+pub trait FetchRequester: Send + Sync + 'static {
+    /// Sends the instructions; the returned future resolves when the data is
+    /// in the store.
+    fn request_fetch(
+        &self,
+        instrument: &Instrument,
+    ) -> Pin<Box<dyn Future<Output = Result<WaitForData, String>> + Send + '_>>;
+}
+
+/// Resolves when fetched data has been stored.
+pub type WaitForData = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// How a datastore is configured and what it talks to.
+pub struct DatastoreArgs<T, C> {
+    /// Instance (registry) name.
+    pub instance: String,
+    /// System of record.
+    pub store: Arc<T>,
+    /// Cache.
+    pub cache: Arc<C>,
+    /// The Data Not Found path's fetcher (none before the cluster is set up).
+    pub fetcher: Option<Arc<dyn FetchRequester>>,
+    /// How long the cache holds 1-minute bars.
+    pub cache_window_secs: i64,
+    /// Longest wait for fetched data.
+    pub fetch_timeout: Duration,
+    /// True when this instance replaces one that failed.
+    pub restarted: bool,
+}
+
+impl<T, C> Clone for DatastoreArgs<T, C> {
+    fn clone(&self) -> Self {
+        Self {
+            instance: self.instance.clone(),
+            store: Arc::clone(&self.store),
+            cache: Arc::clone(&self.cache),
+            fetcher: self.fetcher.clone(),
+            cache_window_secs: self.cache_window_secs,
+            fetch_timeout: self.fetch_timeout,
+            restarted: self.restarted,
+        }
+    }
+}
+
+type Ports<T, C> = fn() -> (T, C);
+
+/// The Datastore actor.
+pub struct Datastore<T, C>(PhantomData<Ports<T, C>>);
+
+impl<T, C> Default for Datastore<T, C> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+/// The actor's state.
+pub struct DatastoreState<T, C> {
+    args: DatastoreArgs<T, C>,
+    fsm: Fsm<Machine>,
+}
+
+impl<T: BarStore, C: BarCache> Actor for Datastore<T, C> {
+    type Msg = DatastoreMsg;
+    type State = DatastoreState<T, C>;
+    type Arguments = DatastoreArgs<T, C>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<DatastoreMsg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let fsm = if args.restarted {
+            Fsm::after_reset(args.instance.clone(), DEFAULT_HISTORY, Event::Reset)
+        } else {
+            Fsm::new(args.instance.clone())
+        };
+        Ok(DatastoreState { args, fsm })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<DatastoreMsg>,
+        message: DatastoreMsg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            DatastoreMsg::Request(query, reply) => {
+                let answer = serve(state, &query).await;
+                let failed = state.fsm.in_error();
+                let _ = reply.send(answer);
+                if failed {
+                    return Err(format!("request for {} ended in Error", query.instrument).into());
+                }
+            }
+            DatastoreMsg::View(reply) => {
+                let _ = reply.send(state.fsm.view());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// One run of the machine for `query`.
+async fn serve<T: BarStore, C: BarCache>(
+    state: &mut DatastoreState<T, C>,
+    query: &BarQuery,
+) -> Result<BarAnswer, DataError> {
+    let fsm = &mut state.fsm;
+    let step = |fsm: &mut Fsm<Machine>, e: Event| {
+        fsm.fire(e)
+            .map(|_| ())
+            .map_err(|r| DataError::Internal(r.to_string()))
+    };
+    step(fsm, Event::RequestData)?;
+
+    // Processing Request: the cache answers recent 1-minute ranges.
+    let cached = if query.interval == Interval::M1 {
+        match state
+            .args
+            .cache
+            .get(&query.instrument, query.from, query.to)
+            .await
+        {
+            Ok(hit) => hit,
+            Err(err) => {
+                tracing::warn!(instance = %state.args.instance, error = %err, "cache read failed; asking the database");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    step(fsm, Event::StartDbQuery)?;
+
+    // Querying DB.
+    let result = match cached {
+        Some(mut bars) => {
+            bars.truncate(query.limit);
+            Ok((bars, Served::Cache))
+        }
+        None => query_db(&state.args, query)
+            .await
+            .map(|b| (b, Served::Database)),
+    };
+    let (bars, served) = match result {
+        Ok(found) => found,
+        Err(err) => {
+            step(fsm, Event::DbQueryFailure)?;
+            return Err(err);
+        }
+    };
+    let known = if bars.is_empty() {
+        state
+            .args
+            .store
+            .holds(&query.instrument)
+            .await
+            .map_err(|e| DataError::Unavailable(e.to_string()))
+    } else {
+        Ok(true)
+    };
+    let known = match known {
+        Ok(k) => k,
+        Err(err) => {
+            step(fsm, Event::DbQueryFailure)?;
+            return Err(err);
+        }
+    };
+    let answer = if known {
+        step(fsm, Event::DbQuerySuccess)?;
+        step(fsm, Event::Proceed)?; // Data Found → Returning Data
+        Ok(BarAnswer { bars, served })
+    } else {
+        step(fsm, Event::DbQueryEmpty)?;
+        step(fsm, Event::Proceed)?; // Data Not Found → Requesting Data Fetch
+        fetch_missing(state, query).await
+    };
+    if state.fsm.in_error() {
+        return answer;
+    }
+    let fsm = &mut state.fsm;
+    step(
+        fsm,
+        if answer.is_ok() {
+            Event::ReturnDataSuccess
+        } else {
+            Event::ReturnDataFailure
+        },
+    )?;
+    answer
+}
+
+/// Requesting Data Fetch → Waiting for Data → the query again.
+async fn fetch_missing<T: BarStore, C: BarCache>(
+    state: &mut DatastoreState<T, C>,
+    query: &BarQuery,
+) -> Result<BarAnswer, DataError> {
+    let fail = |state: &mut DatastoreState<T, C>, why: String| {
+        let _ = state.fsm.fire(Event::DataFetchFailed);
+        Err(DataError::NotAvailable(format!(
+            "{}: {why}",
+            query.instrument
+        )))
+    };
+    let Some(fetcher) = state.args.fetcher.clone() else {
+        return fail(state, "the platform does not hold this instrument, and fetching on demand is not available yet".into());
+    };
+    let wait = match fetcher.request_fetch(&query.instrument).await {
+        Ok(wait) => wait,
+        Err(err) => return fail(state, format!("could not ask for it: {err}")),
+    };
+    state
+        .fsm
+        .fire(Event::FetchInstructionsSent)
+        .map_err(|r| DataError::Internal(r.to_string()))?;
+    match tokio::time::timeout(state.args.fetch_timeout, wait).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => return fail(state, format!("fetch failed: {err}")),
+        Err(_) => {
+            return fail(
+                state,
+                format!(
+                    "not fetched within {} s",
+                    state.args.fetch_timeout.as_secs()
+                ),
+            )
+        }
+    }
+    match query_db(&state.args, query).await {
+        Ok(bars) => {
+            state
+                .fsm
+                .fire(Event::DataFetched)
+                .map_err(|r| DataError::Internal(r.to_string()))?;
+            Ok(BarAnswer {
+                bars,
+                served: Served::Fetched,
+            })
+        }
+        Err(err) => fail(state, err.to_string()),
+    }
+}
+
+/// Queries the store; for a recent 1-minute range, also refills the cache.
+async fn query_db<T: BarStore, C: BarCache>(
+    args: &DatastoreArgs<T, C>,
+    query: &BarQuery,
+) -> Result<Vec<StoredBar>, DataError> {
+    let window_start = Interval::M1.floor(now_secs() - args.cache_window_secs);
+    if query.interval == Interval::M1 && query.to >= window_start {
+        // Load the whole recent window once, fill the cache, answer from it
+        // when the request lies inside.
+        let recent = args
+            .store
+            .bars(
+                &query.instrument,
+                Interval::M1,
+                window_start,
+                i64::MAX / 4,
+                usize::MAX / 2,
+            )
+            .await
+            .map_err(|e| DataError::Unavailable(e.to_string()))?;
+        if !recent.is_empty() {
+            if let Err(err) = args
+                .cache
+                .fill(&query.instrument, window_start, &recent)
+                .await
+            {
+                tracing::warn!(instance = %args.instance, error = %err, "cache fill failed");
+            }
+        }
+        if query.from >= window_start {
+            return Ok(recent
+                .into_iter()
+                .filter(|b| b.bar.open_time >= query.from && b.bar.open_time <= query.to)
+                .take(query.limit)
+                .collect());
+        }
+    }
+    args.store
+        .bars(
+            &query.instrument,
+            query.interval,
+            query.from,
+            query.to,
+            query.limit,
+        )
+        .await
+        .map_err(|e| DataError::Unavailable(e.to_string()))
+}

@@ -1,0 +1,83 @@
+//! A handle on the pool of Datastore actors, by registry name: requests go
+//! round-robin to `{prefix}/0 … {prefix}/N-1`, skipping a member that is being
+//! restarted, and every call carries a timeout.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::ActorRef;
+
+use super::{BarAnswer, BarQuery, DataError, DatastoreMsg};
+use crate::fsm::RunView;
+
+/// Sends requests to the datastore pool.
+#[derive(Debug)]
+pub struct DatastorePool {
+    names: Vec<String>,
+    next: AtomicUsize,
+    timeout: Duration,
+}
+
+impl DatastorePool {
+    /// The pool `{prefix}/0 … {prefix}/{size-1}`; each call waits at most `timeout`.
+    pub fn new(prefix: &str, size: usize, timeout: Duration) -> Self {
+        Self {
+            names: (0..size.max(1)).map(|i| member_name(prefix, i)).collect(),
+            next: AtomicUsize::new(0),
+            timeout,
+        }
+    }
+
+    /// The members' names.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Asks a member for `query`.
+    pub async fn request(&self, query: BarQuery) -> Result<BarAnswer, DataError> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for k in 0..self.names.len() {
+            let name = &self.names[(start + k) % self.names.len()];
+            let Some(cell) = ractor::registry::where_is(name.clone()) else {
+                continue;
+            };
+            let actor: ActorRef<DatastoreMsg> = cell.into();
+            let q = query.clone();
+            match actor
+                .call(|reply| DatastoreMsg::Request(q, reply), Some(self.timeout))
+                .await
+            {
+                Ok(CallResult::Success(answer)) => return answer,
+                Ok(CallResult::Timeout) => {
+                    return Err(DataError::Unavailable(format!(
+                        "no answer within {} ms",
+                        self.timeout.as_millis()
+                    )))
+                }
+                // The member stopped mid-call (a restart): try the next.
+                Ok(CallResult::SenderError) | Err(_) => continue,
+            }
+        }
+        Err(DataError::Unavailable("no datastore is running".into()))
+    }
+
+    /// The run views of the members that are running.
+    pub async fn views(&self) -> Vec<RunView> {
+        let mut out = Vec::new();
+        for name in &self.names {
+            if let Some(cell) = ractor::registry::where_is(name.clone()) {
+                let actor: ActorRef<DatastoreMsg> = cell.into();
+                if let Ok(view) = ractor::call_t!(actor, DatastoreMsg::View, 1_000) {
+                    out.push(view);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The registry name of pool member `i`.
+pub fn member_name(prefix: &str, i: usize) -> String {
+    format!("{prefix}/{i}")
+}
