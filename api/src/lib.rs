@@ -1,9 +1,19 @@
-//! The HTTP API of the platform.
+//! The HTTP API of the platform (poem + poem-openapi).
 //!
-//! Applications read OHLCV series here; operators read the live cluster through
-//! the admin endpoint. The endpoints themselves (poem + poem-openapi) arrive
-//! with the storage and cluster work; this crate already holds the
-//! representations they serve, so that what the API shows of a machine is the
-//! same table the actors run on.
+//! * `/api/v1/ohlcv`, `/api/v1/instruments`, `/api/v1/stream`: OHLCV data for
+//!   applications ([`data`]);
+//! * `/openapi.json` and `/docs` (interactive): the API's own description;
+//! * `/health` (the process is up) and `/ready` (its storage answers).
+//!
+//! Every bad parameter is answered 400 or 404 with a JSON body that says what
+//! is wrong; a storage outage is a 503; nothing a client sends produces a 500.
+//! What the API serves of a state machine is the same table the actors run on
+//! ([`machines`]).
 
+pub mod data;
 pub mod machines;
+pub mod model;
+pub mod server;
+mod stream;
+
+pub use server::{routes, serve, ApiConfig, ApiState};

@@ -1,0 +1,362 @@
+//! The data endpoints: OHLCV series, instruments, and the live stream.
+
+use std::sync::Arc;
+
+use poem_openapi::param::Query;
+use poem_openapi::payload::{EventStream, Json};
+use poem_openapi::{ApiResponse, OpenApi};
+
+use candela_actors::datastore::{BarQuery, DataError, Served};
+use candela_actors::domain::{Instrument, Interval};
+
+use crate::model::{BarDto, ErrorBody, InstrumentDto, IntervalParam, OhlcvBody, StreamEvent};
+use crate::server::ApiState;
+use crate::stream;
+
+/// The data API.
+pub struct DataApi {
+    pub(crate) state: Arc<ApiState>,
+}
+
+/// Answer of `GET /api/v1/ohlcv`.
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "ohlcv_bad_request")]
+pub enum OhlcvResponse {
+    /// The series.
+    #[oai(status = 200)]
+    Ok(Json<OhlcvBody>),
+    /// A parameter is wrong.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// The platform does not hold the instrument (and could not fetch it).
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// Storage is unreachable; try again.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+fn ohlcv_bad_request(err: poem::Error) -> OhlcvResponse {
+    OhlcvResponse::BadRequest(Json(ErrorBody::new("bad_request", err.to_string())))
+}
+
+/// Answer of `GET /api/v1/instruments`.
+#[derive(ApiResponse)]
+pub enum InstrumentsResponse {
+    /// Every instrument with stored bars.
+    #[oai(status = 200)]
+    Ok(Json<Vec<InstrumentDto>>),
+    /// Storage is unreachable; try again.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+/// Answer of `GET /api/v1/stream`.
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "stream_bad_request")]
+pub enum StreamResponse {
+    /// Server-sent events: history first, then live.
+    #[oai(status = 200)]
+    Ok(EventStream<stream::Events>),
+    /// A parameter is wrong.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+}
+
+fn stream_bad_request(err: poem::Error) -> StreamResponse {
+    StreamResponse::BadRequest(Json(ErrorBody::new("bad_request", err.to_string())))
+}
+
+pub(crate) fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Checks an instrument and a time range; returns them aligned to the interval.
+pub(crate) fn validate(
+    instrument: &str,
+    interval: Interval,
+    from: i64,
+    to: Option<i64>,
+) -> Result<(Instrument, i64, i64), String> {
+    let instrument: Instrument = instrument
+        .parse()
+        .map_err(|e: candela_actors::domain::tick::InvalidInstrument| e.to_string())?;
+    // 1970 .. 2200: anything else is a unit mistake (milliseconds?).
+    const MAX: i64 = 7_258_118_400;
+    let to = to.unwrap_or_else(now_secs);
+    for (name, t) in [("from", from), ("to", to)] {
+        if !(0..=MAX).contains(&t) {
+            return Err(format!(
+                "`{name}` must be Unix seconds between 0 and {MAX}, got {t}"
+            ));
+        }
+    }
+    if from > to {
+        return Err(format!("`from` ({from}) is after `to` ({to})"));
+    }
+    Ok((instrument, interval.floor(from), interval.floor(to)))
+}
+
+/// Inserts flat bars for the intervals without trades between the first bar
+/// and `to`, at the previous close.
+fn fill_gaps(bars: Vec<BarDto>, interval: Interval, to: i64, now: i64) -> Vec<BarDto> {
+    let step = interval.seconds();
+    let mut out: Vec<BarDto> = Vec::with_capacity(bars.len());
+    for bar in bars {
+        if let Some(prev) = out.last() {
+            let mut t = prev.time + step;
+            let close = prev.close;
+            while t < bar.time {
+                out.push(BarDto::filled(t, close, t + step <= now));
+                t += step;
+            }
+        }
+        out.push(bar);
+    }
+    if let Some(last) = out.last() {
+        let (mut t, close) = (last.time + step, last.close);
+        while t <= to && t <= now {
+            out.push(BarDto::filled(t, close, t + step <= now));
+            t += step;
+        }
+    }
+    out
+}
+
+#[OpenApi(prefix_path = "/api/v1")]
+impl DataApi {
+    /// OHLCV bars of one instrument and interval.
+    ///
+    /// History and the live partial bar in one series, in time order, with no
+    /// overlap. Intervals without trades are left out, or, with `fill=true`,
+    /// given as flat zero-volume bars at the previous close (`source` =
+    /// `filled`; none before the first trade of the range). The answer states
+    /// the range it covers; when `truncated`, ask again from `to` + interval.
+    #[oai(path = "/ohlcv", method = "get")]
+    async fn ohlcv(
+        &self,
+        /// `MARKET:BASE-QUOTE`, e.g. `Coinbase:BTC-USD`.
+        instrument: Query<String>,
+        /// Bar interval.
+        interval: Query<Option<IntervalParam>>,
+        /// Start, Unix seconds (the interval holding it is included).
+        from: Query<i64>,
+        /// End, Unix seconds (default: now).
+        to: Query<Option<i64>>,
+        /// Most bars to return (1 to 10000, default 1000).
+        limit: Query<Option<u32>>,
+        /// Fill intervals without trades with flat bars.
+        fill: Query<Option<bool>>,
+    ) -> OhlcvResponse {
+        let interval: Interval = interval.0.unwrap_or(IntervalParam::M1).into();
+        let limit = limit.0.unwrap_or(1_000);
+        let max = self.state.config.max_limit;
+        if limit == 0 || limit > max {
+            return OhlcvResponse::BadRequest(Json(ErrorBody::new(
+                "bad_request",
+                format!("`limit` must be between 1 and {max}, got {limit}"),
+            )));
+        }
+        let (instrument, from, to) = match validate(&instrument.0, interval, from.0, to.0) {
+            Ok(v) => v,
+            Err(msg) => return OhlcvResponse::BadRequest(Json(ErrorBody::new("bad_request", msg))),
+        };
+        let query = BarQuery {
+            instrument: instrument.clone(),
+            interval,
+            from,
+            to,
+            limit: limit as usize,
+        };
+        let answer = match self.state.datastore.request(query).await {
+            Ok(a) => a,
+            Err(DataError::NotAvailable(msg)) => {
+                return OhlcvResponse::NotFound(Json(ErrorBody::new("not_found", msg)))
+            }
+            Err(err) => {
+                tracing::warn!(%instrument, error = %err, "ohlcv request failed");
+                return OhlcvResponse::Unavailable(Json(ErrorBody::new(
+                    "unavailable",
+                    err.to_string(),
+                )));
+            }
+        };
+        let now = now_secs();
+        let limit = limit as usize;
+        let mut truncated = answer.bars.len() >= limit;
+        let mut covered_to = match answer.bars.last() {
+            Some(last) if truncated => last.bar.open_time,
+            _ => to,
+        };
+        let mut bars: Vec<BarDto> = answer
+            .bars
+            .iter()
+            .map(|b| BarDto::from_stored(b, now))
+            .collect();
+        if fill.0.unwrap_or(false) {
+            bars = fill_gaps(bars, interval, covered_to, now);
+            if bars.len() > limit {
+                bars.truncate(limit);
+                truncated = true;
+                covered_to = bars.last().map_or(covered_to, |b| b.time);
+            }
+        }
+        OhlcvResponse::Ok(Json(OhlcvBody {
+            instrument: instrument.to_string(),
+            interval: interval.as_str().to_owned(),
+            from,
+            to: covered_to,
+            truncated,
+            served: match answer.served {
+                Served::Cache => "cache",
+                Served::Database => "database",
+                Served::Fetched => "fetched",
+            }
+            .to_owned(),
+            bars,
+        }))
+    }
+
+    /// The instruments the platform holds, with their first and last bar.
+    #[oai(path = "/instruments", method = "get")]
+    async fn instruments(&self) -> InstrumentsResponse {
+        match (self.state.instruments)().await {
+            Ok(list) => InstrumentsResponse::Ok(Json(
+                list.into_iter()
+                    .map(|s| InstrumentDto {
+                        instrument: s.instrument.to_string(),
+                        market: s.instrument.market.clone(),
+                        base: s.instrument.base.clone(),
+                        quote: s.instrument.quote.clone(),
+                        first_bar: s.first_open,
+                        last_bar: s.last_open,
+                        bars: s.bars,
+                    })
+                    .collect(),
+            )),
+            Err(err) => InstrumentsResponse::Unavailable(Json(ErrorBody::new("unavailable", err))),
+        }
+    }
+
+    /// A live stream of bars (server-sent events), from `from` on.
+    ///
+    /// First every closed bar from `from` (history), then each interval as it
+    /// closes (live): every interval with trades is sent exactly once as a
+    /// `bar` event, in order, with no gap or duplicate at the seam between
+    /// history and live. The interval in progress is sent as `partial` events
+    /// whenever it changes. An interval counts as closed a grace period after
+    /// its end, so that late trades land in it first.
+    #[oai(path = "/stream", method = "get")]
+    async fn stream(
+        &self,
+        /// `MARKET:BASE-QUOTE`, e.g. `Coinbase:BTC-USD`.
+        instrument: Query<String>,
+        /// Bar interval.
+        interval: Query<Option<IntervalParam>>,
+        /// Start, Unix seconds.
+        from: Query<i64>,
+    ) -> StreamResponse {
+        let interval: Interval = interval.0.unwrap_or(IntervalParam::M1).into();
+        let (instrument, from, _) = match validate(&instrument.0, interval, from.0, None) {
+            Ok(v) => v,
+            Err(msg) => {
+                return StreamResponse::BadRequest(Json(ErrorBody::new("bad_request", msg)))
+            }
+        };
+        let events = stream::events(Arc::clone(&self.state), instrument, interval, from);
+        StreamResponse::Ok(
+            EventStream::new(events)
+                .keep_alive(std::time::Duration::from_secs(15))
+                .to_event(|e: StreamEvent| {
+                    poem::web::sse::Event::message(
+                        serde_json::to_string(&SerEvent::from(&e)).unwrap_or_default(),
+                    )
+                    .event_type(e.kind.clone())
+                    .id(e.bar.time.to_string())
+                }),
+        )
+    }
+}
+
+/// The JSON sent in a stream event (the same fields as [`BarDto`]).
+#[derive(serde::Serialize)]
+struct SerEvent<'a> {
+    time: i64,
+    open: String,
+    high: String,
+    low: String,
+    close: String,
+    volume_base: String,
+    volume_quote: String,
+    trades: u64,
+    source: &'a str,
+    closed: bool,
+}
+
+impl<'a> From<&'a StreamEvent> for SerEvent<'a> {
+    fn from(e: &'a StreamEvent) -> Self {
+        let b = &e.bar;
+        Self {
+            time: b.time,
+            open: b.open.to_string(),
+            high: b.high.to_string(),
+            low: b.low.to_string(),
+            close: b.close.to_string(),
+            volume_base: b.volume_base.to_string(),
+            volume_quote: b.volume_quote.to_string(),
+            trades: b.trades,
+            source: &b.source,
+            closed: b.closed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal::Decimal;
+
+    fn bar(time: i64, close: i64) -> BarDto {
+        BarDto {
+            close: Decimal::from(close),
+            ..BarDto::filled(time, Decimal::from(close), true)
+        }
+    }
+
+    #[test]
+    fn validation_says_what_is_wrong() {
+        assert!(validate("BTC-USD", Interval::M1, 0, Some(60))
+            .unwrap_err()
+            .contains("MARKET:BASE-QUOTE"));
+        assert!(validate("Coinbase:BTC-USD", Interval::M1, 120, Some(60))
+            .unwrap_err()
+            .contains("after"));
+        assert!(
+            validate("Coinbase:BTC-USD", Interval::M1, 1_700_000_000_000, None)
+                .unwrap_err()
+                .contains("Unix seconds")
+        );
+        assert_eq!(
+            validate("Coinbase:BTC-USD", Interval::M5, 601, Some(1_199))
+                .unwrap()
+                .1
+                ..=validate("Coinbase:BTC-USD", Interval::M5, 601, Some(1_199))
+                    .unwrap()
+                    .2,
+            600..=900
+        );
+    }
+
+    #[test]
+    fn fill_inserts_flat_bars_at_the_previous_close() {
+        let filled = fill_gaps(vec![bar(60, 5), bar(240, 7)], Interval::M1, 300, 1_000);
+        let times: Vec<i64> = filled.iter().map(|b| b.time).collect();
+        assert_eq!(times, [60, 120, 180, 240, 300]);
+        assert_eq!(filled[1].source, "filled");
+        assert_eq!(filled[2].close, Decimal::from(5));
+        assert_eq!(filled[4].close, Decimal::from(7));
+        assert_eq!(filled[1].volume_base, Decimal::ZERO);
+    }
+}

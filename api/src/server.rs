@@ -1,0 +1,113 @@
+//! Assembles the routes and serves them.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use poem::listener::TcpAcceptor;
+use poem::{handler, web::Data, EndpointExt, IntoResponse, Route};
+use poem_openapi::OpenApiService;
+
+use candela_actors::datastore::DatastorePool;
+use candela_actors::store::InstrumentSummary;
+
+use crate::data::DataApi;
+
+/// A boxed future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Lists the instruments the platform holds.
+pub type InstrumentsFn =
+    Arc<dyn Fn() -> BoxFuture<Result<Vec<InstrumentSummary>, String>> + Send + Sync>;
+
+/// Checks that the storage answers.
+pub type ReadyFn = Arc<dyn Fn() -> BoxFuture<Result<(), String>> + Send + Sync>;
+
+/// Settings of the API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The largest `limit` a request may ask for.
+    pub max_limit: u32,
+    /// How often a live stream polls for new bars.
+    pub stream_poll_ms: u64,
+    /// How long after its end an interval counts as closed in the stream.
+    pub stream_grace_secs: i64,
+    /// Title shown in the docs.
+    pub title: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_limit: 10_000,
+            stream_poll_ms: 500,
+            stream_grace_secs: 2,
+            title: "candela".into(),
+        }
+    }
+}
+
+/// What the API talks to.
+pub struct ApiState {
+    /// The Datastore pool.
+    pub datastore: Arc<DatastorePool>,
+    /// Lists instruments.
+    pub instruments: InstrumentsFn,
+    /// Readiness check.
+    pub ready: ReadyFn,
+    /// Settings.
+    pub config: ApiConfig,
+}
+
+#[handler]
+fn health() -> &'static str {
+    "ok"
+}
+
+#[handler]
+async fn ready(state: Data<&Arc<ApiState>>) -> poem::Response {
+    match (state.ready)().await {
+        Ok(()) => "ready".into_response(),
+        Err(err) => poem::Response::builder()
+            .status(poem::http::StatusCode::SERVICE_UNAVAILABLE)
+            .body(format!("not ready: {err}")),
+    }
+}
+
+/// Every route of the API: the data API, `/openapi.json`, `/docs`, `/health`,
+/// `/ready`.
+pub fn routes(state: Arc<ApiState>, server_url: &str) -> impl poem::Endpoint {
+    let api = OpenApiService::new(
+        DataApi {
+            state: Arc::clone(&state),
+        },
+        state.config.title.clone(),
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description("OHLCV bars of cryptocurrency trades: history and live, without gaps.")
+    .server(server_url);
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    Route::new()
+        .nest("/", api)
+        .nest("/docs", docs)
+        .at("/openapi.json", spec)
+        .at("/health", health)
+        .at("/ready", ready)
+        .data(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    state: Arc<ApiState>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let acceptor = TcpAcceptor::from_std(listener)?;
+    let app = routes(state, &format!("http://{addr}"));
+    poem::Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(app, shutdown, Some(std::time::Duration::from_secs(5)))
+        .await
+}
