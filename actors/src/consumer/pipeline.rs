@@ -14,6 +14,12 @@
 //! * The cache step writes the stored rows of every minute the batch touched,
 //!   including on a redelivery, so a cache left behind by a crash between the
 //!   commit and the cache write is healed by the redelivered batch.
+//! * An *unreachable* cache is not a failed update: the cache's contract (never
+//!   wrong, may miss) is kept by the cache itself, which invalidates what it
+//!   holds when it is reachable again (see `store::redis_cache`). The step is
+//!   counted as skipped and ingestion goes on, so a Redis outage never stops
+//!   the flow into the database. `UPDATE_CACHE_FAILURE` is a write the cache
+//!   refused.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -83,6 +89,8 @@ pub struct ConsumerMetrics {
     pub failures: AtomicU64,
     /// Offset commits that failed (covered by the next one).
     pub commit_failures: AtomicU64,
+    /// Cache updates skipped because the cache was unreachable.
+    pub cache_skipped: AtomicU64,
 }
 
 /// A copy of [`ConsumerMetrics`].
@@ -104,6 +112,8 @@ pub struct MetricsSnapshot {
     pub failures: u64,
     /// Offset commits that failed.
     pub commit_failures: u64,
+    /// Cache updates skipped (cache unreachable).
+    pub cache_skipped: u64,
 }
 
 impl ConsumerMetrics {
@@ -119,6 +129,7 @@ impl ConsumerMetrics {
             dead_lettered: g(&self.dead_lettered),
             failures: g(&self.failures),
             commit_failures: g(&self.commit_failures),
+            cache_skipped: g(&self.cache_skipped),
         }
     }
 }
@@ -233,9 +244,16 @@ where
             .fetch_add(outcome.history_applied, Ordering::Relaxed);
 
         // Updating Redis: the committed rows of every touched minute.
-        if let Err(err) = self.cache.put(&outcome.touched).await {
-            step(fsm, M::UPDATE_CACHE_FAILURE)?;
-            return Err(CycleError::Cache(err.to_string()));
+        match self.cache.put(&outcome.touched).await {
+            Ok(()) => {}
+            Err(err) if err.is_cache_unreachable() => {
+                self.metrics.cache_skipped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %err, "cache unreachable; update skipped");
+            }
+            Err(err) => {
+                step(fsm, M::UPDATE_CACHE_FAILURE)?;
+                return Err(CycleError::Cache(err.to_string()));
+            }
         }
         step(fsm, M::UPDATE_CACHE_SUCCESS)?;
 

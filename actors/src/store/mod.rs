@@ -26,6 +26,26 @@ pub enum StoreError {
     /// Stored data could not be read back.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The cache is known to be unreachable; it is not tried again until
+    /// its back-off ends.
+    #[error("cache unreachable (retrying after a back-off)")]
+    CacheDown,
+}
+
+impl StoreError {
+    /// Whether this is the cache being unreachable (as opposed to refusing).
+    pub fn is_cache_unreachable(&self) -> bool {
+        match self {
+            StoreError::CacheDown => true,
+            StoreError::Cache(e) => {
+                e.is_io_error()
+                    || e.is_connection_refusal()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Where a stored 1-minute bar came from.

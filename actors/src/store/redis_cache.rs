@@ -9,6 +9,15 @@
 //!
 //! Only ranges from the `:from` mark on are served; anything else is a miss.
 //! Entries older than the window are trimmed on fill.
+//!
+//! When Redis cannot be reached, calls fail fast with [`StoreError::CacheDown`]
+//! for a second before it is tried again, so a dead cache costs readers
+//! nothing; and the first successful call after an outage first invalidates
+//! every `:from` mark, because writes were missed meanwhile.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
@@ -37,7 +46,21 @@ pub struct RedisCache {
     prefix: String,
     window_secs: i64,
     put: redis::Script,
+    health: Arc<Health>,
 }
+
+/// Whether Redis is reachable, shared by the clones of one cache.
+#[derive(Debug, Default)]
+struct Health {
+    /// Until when (ms since the epoch) calls fail fast.
+    down_until_ms: AtomicI64,
+    /// Set when a call failed for being unreachable: the next successful
+    /// contact must invalidate first.
+    missed_writes: AtomicBool,
+}
+
+/// How long calls fail fast after Redis was found unreachable.
+const DOWN_BACKOFF: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for RedisCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -63,6 +86,7 @@ impl RedisCache {
             prefix: prefix.to_owned(),
             window_secs,
             put: redis::Script::new(PUT_SCRIPT),
+            health: Arc::default(),
         })
     }
 
@@ -90,8 +114,52 @@ impl RedisCache {
     }
 }
 
-impl BarCache for RedisCache {
-    async fn put(&self, bars: &[StoredBar]) -> Result<(), StoreError> {
+impl RedisCache {
+    /// Fails fast while Redis is known to be down; after an outage, invalidates
+    /// before anything else.
+    async fn guard(&self) -> Result<(), StoreError> {
+        if now_ms() < self.health.down_until_ms.load(Ordering::Relaxed) {
+            return Err(StoreError::CacheDown);
+        }
+        if self.health.missed_writes.load(Ordering::Relaxed) {
+            self.invalidate_marks().await.map_err(|e| self.observe(e))?;
+            self.health.missed_writes.store(false, Ordering::Relaxed);
+            tracing::info!(prefix = %self.prefix, "cache reachable again; invalidated what it held");
+        }
+        Ok(())
+    }
+
+    /// Notes an unreachable Redis.
+    fn observe(&self, err: StoreError) -> StoreError {
+        if err.is_cache_unreachable() {
+            self.health.missed_writes.store(true, Ordering::Relaxed);
+            self.health.down_until_ms.store(
+                now_ms() + DOWN_BACKOFF.as_millis() as i64,
+                Ordering::Relaxed,
+            );
+            tracing::warn!(prefix = %self.prefix, error = %err, "cache unreachable");
+        }
+        err
+    }
+
+    async fn invalidate_marks(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}:1m:*:from", self.prefix);
+        let keys: Vec<String> = {
+            let mut iter = conn.scan_match::<_, String>(&pattern).await?;
+            let mut keys = Vec::new();
+            while let Some(k) = iter.next_item().await {
+                keys.push(k?);
+            }
+            keys
+        };
+        if !keys.is_empty() {
+            let _: i64 = conn.del(keys).await?;
+        }
+        Ok(())
+    }
+
+    async fn put_all(&self, bars: &[StoredBar]) -> Result<(), StoreError> {
         let mut by_instrument: std::collections::BTreeMap<&Instrument, Vec<&StoredBar>> =
             Default::default();
         for b in bars {
@@ -103,7 +171,7 @@ impl BarCache for RedisCache {
         Ok(())
     }
 
-    async fn get(
+    async fn get_range(
         &self,
         instrument: &Instrument,
         from: i64,
@@ -139,7 +207,7 @@ impl BarCache for RedisCache {
         Ok(Some(out))
     }
 
-    async fn fill(
+    async fn fill_from(
         &self,
         instrument: &Instrument,
         from: i64,
@@ -167,23 +235,48 @@ impl BarCache for RedisCache {
         }
         Ok(())
     }
+}
+
+impl BarCache for RedisCache {
+    async fn put(&self, bars: &[StoredBar]) -> Result<(), StoreError> {
+        self.guard().await?;
+        self.put_all(bars).await.map_err(|e| self.observe(e))
+    }
+
+    async fn get(
+        &self,
+        instrument: &Instrument,
+        from: i64,
+        to: i64,
+    ) -> Result<Option<Vec<StoredBar>>, StoreError> {
+        self.guard().await?;
+        self.get_range(instrument, from, to)
+            .await
+            .map_err(|e| self.observe(e))
+    }
+
+    async fn fill(
+        &self,
+        instrument: &Instrument,
+        from: i64,
+        bars: &[StoredBar],
+    ) -> Result<(), StoreError> {
+        self.guard().await?;
+        self.fill_from(instrument, from, bars)
+            .await
+            .map_err(|e| self.observe(e))
+    }
 
     async fn invalidate_all(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let pattern = format!("{}:1m:*:from", self.prefix);
-        let keys: Vec<String> = {
-            let mut iter = conn.scan_match::<_, String>(&pattern).await?;
-            let mut keys = Vec::new();
-            while let Some(k) = iter.next_item().await {
-                keys.push(k?);
-            }
-            keys
-        };
-        if !keys.is_empty() {
-            let _: i64 = conn.del(keys).await?;
-        }
-        Ok(())
+        self.guard().await?;
+        self.invalidate_marks().await.map_err(|e| self.observe(e))
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn now_secs() -> i64 {
