@@ -1,14 +1,14 @@
 //! The storage layer on the real PostgreSQL and Redis: exactly-once bars from
 //! distinct ticks, the history reconciliation rule, and the cache's rules.
 
-mod services;
+use candela_testkit as services;
 
 use candela_actors::domain::{aggregate, Bar, HistoryBar, Instrument, Interval, Side, Tick};
 use candela_actors::store::postgres::PgStore;
 use candela_actors::store::redis_cache::RedisCache;
 use candela_actors::store::{BarCache, BarStore, Source, StoredBar, WriteBatch};
+use candela_testkit::TestDb;
 use rust_decimal::Decimal;
-use services::TestDb;
 
 fn btc() -> Instrument {
     Instrument::new("Coinbase", "BTC", "USD")

@@ -76,7 +76,10 @@ async fn ready(state: Data<&Arc<ApiState>>) -> poem::Response {
 
 /// Every route of the API: the data API, `/openapi.json`, `/docs`, `/health`,
 /// `/ready`.
-pub fn routes(state: Arc<ApiState>, server_url: &str) -> impl poem::Endpoint {
+pub fn routes(
+    state: Arc<ApiState>,
+    server_url: &str,
+) -> impl poem::Endpoint<Output = poem::Response> {
     let api = OpenApiService::new(
         DataApi {
             state: Arc::clone(&state),
@@ -95,6 +98,7 @@ pub fn routes(state: Arc<ApiState>, server_url: &str) -> impl poem::Endpoint {
         .at("/health", health)
         .at("/ready", ready)
         .data(state)
+        .map_to_response()
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.

@@ -30,7 +30,7 @@ mod messages;
 pub mod pool;
 
 pub use messages::{BarAnswer, BarQuery, DataError, DatastoreMsg, Served};
-pub use pool::DatastorePool;
+pub use pool::{start_pool, DatastorePool};
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -313,7 +313,7 @@ async fn query_db<T: BarStore, C: BarCache>(
                 &query.instrument,
                 Interval::M1,
                 window_start,
-                i64::MAX / 4,
+                now_secs() + 86_400,
                 usize::MAX / 2,
             )
             .await

@@ -34,8 +34,26 @@ impl DatastorePool {
         &self.names
     }
 
-    /// Asks a member for `query`.
+    /// Asks a member for `query`. When every member is being restarted, waits
+    /// for one (within the timeout) rather than failing the request.
     pub async fn request(&self, query: BarQuery) -> Result<BarAnswer, DataError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            if let Some(answer) = self.try_members(&query).await {
+                return answer;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(DataError::Unavailable(format!(
+                    "no datastore became available within {} ms",
+                    self.timeout.as_millis()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// One round over the members; `None` when none could take the request.
+    async fn try_members(&self, query: &BarQuery) -> Option<Result<BarAnswer, DataError>> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for k in 0..self.names.len() {
             let name = &self.names[(start + k) % self.names.len()];
@@ -48,18 +66,18 @@ impl DatastorePool {
                 .call(|reply| DatastoreMsg::Request(q, reply), Some(self.timeout))
                 .await
             {
-                Ok(CallResult::Success(answer)) => return answer,
+                Ok(CallResult::Success(answer)) => return Some(answer),
                 Ok(CallResult::Timeout) => {
-                    return Err(DataError::Unavailable(format!(
+                    return Some(Err(DataError::Unavailable(format!(
                         "no answer within {} ms",
                         self.timeout.as_millis()
-                    )))
+                    ))))
                 }
                 // The member stopped mid-call (a restart): try the next.
                 Ok(CallResult::SenderError) | Err(_) => continue,
             }
         }
-        Err(DataError::Unavailable("no datastore is running".into()))
+        None
     }
 
     /// The run views of the members that are running.
@@ -80,4 +98,53 @@ impl DatastorePool {
 /// The registry name of pool member `i`.
 pub fn member_name(prefix: &str, i: usize) -> String {
     format!("{prefix}/{i}")
+}
+
+/// Starts `size` Datastore actors named `{prefix}/0…` under a supervisor of
+/// their own, restarted (`RESET`) by `policy`, and returns the supervisor and a
+/// handle on the pool.
+pub async fn start_pool<T: crate::store::BarStore, C: crate::store::BarCache>(
+    prefix: &str,
+    size: usize,
+    args: super::DatastoreArgs<T, C>,
+    policy: crate::supervisor::RestartPolicy,
+    timeout: Duration,
+) -> Result<(ActorRef<crate::supervisor::SupervisorMsg>, DatastorePool), ractor::SpawnErr> {
+    use std::sync::Arc;
+
+    use crate::supervisor::{ChildSpec, Supervisor, SupervisorArgs};
+
+    let children = (0..size.max(1))
+        .map(|i| {
+            let name = member_name(prefix, i);
+            let template = args.clone();
+            let child_name = name.clone();
+            ChildSpec {
+                name,
+                start: Arc::new(move |sup, restarts| {
+                    let mut args = template.clone();
+                    args.instance = child_name.clone();
+                    args.restarted = restarts > 0;
+                    let name = child_name.clone();
+                    Box::pin(async move {
+                        ractor::Actor::spawn_linked(
+                            Some(name),
+                            super::Datastore::<T, C>::default(),
+                            args,
+                            sup,
+                        )
+                        .await
+                        .map(|(actor, _)| actor.get_cell())
+                    })
+                }),
+            }
+        })
+        .collect();
+    let (supervisor, _) = ractor::Actor::spawn(
+        Some(format!("{prefix}-supervisor")),
+        Supervisor,
+        SupervisorArgs { children, policy },
+    )
+    .await?;
+    Ok((supervisor, DatastorePool::new(prefix, size, timeout)))
 }

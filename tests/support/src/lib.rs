@@ -1,12 +1,13 @@
-//! The real services tests talk to: PostgreSQL and Redis on loopback.
+//! Test support: the real services the tests talk to, on loopback.
+//!
+//! No mock stands in for PostgreSQL, Redis or Kafka in this project's tests;
+//! this crate finds (or starts) the real ones.
 //!
 //! `CANDELA_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`)
 //! names a server where each test creates, and afterwards drops, a database of
 //! its own; `CANDELA_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`) names a
 //! Redis where each test uses a key prefix of its own. `.ci/run` installs and
 //! starts both when they are missing.
-
-#![allow(dead_code)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -39,11 +40,13 @@ pub fn unique(prefix: &str) -> String {
 
 /// A fresh database, dropped when this guard is dropped.
 pub struct TestDb {
+    /// The URL of the fresh database.
     pub url: String,
     name: String,
 }
 
 impl TestDb {
+    /// Creates a fresh database on the test server.
     pub async fn new() -> Self {
         let admin = database_url();
         let name = unique("candela_test");
@@ -80,5 +83,81 @@ impl Drop for TestDb {
             });
         })
         .join();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released: good enough for tests
+/// that start a server on it right away).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A redis-server process of the test's own (for tests that stop and restart
+/// Redis without disturbing others). Killed on drop.
+pub struct OwnRedis {
+    /// Its port.
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    /// Starts redis-server on a free port and waits until it answers.
+    pub fn start() -> Self {
+        let mut r = Self {
+            port: free_port(),
+            child: None,
+        };
+        r.restart();
+        r
+    }
+
+    /// The URL to reach it.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it (SIGKILL) and waits until the port is closed.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is required (bash .ci/run installs it)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

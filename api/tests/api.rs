@@ -1,0 +1,390 @@
+//! The HTTP API on the real PostgreSQL and Redis, through the Datastore actors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use candela_actors::datastore::{start_pool, DatastoreArgs};
+use candela_actors::domain::{aggregate, Bar, Instrument, Interval, Side, Tick};
+use candela_actors::store::postgres::PgStore;
+use candela_actors::store::redis_cache::RedisCache;
+use candela_actors::store::{BarStore, WriteBatch};
+use candela_actors::supervisor::RestartPolicy;
+use candela_api::server::{ApiConfig, ApiState};
+use candela_testkit::{unique, OwnRedis, TestDb};
+use poem::test::TestClient;
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+fn btc() -> Instrument {
+    Instrument::new("Coinbase", "BTC", "USD")
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Ticks over `minutes` minutes ending in the current minute, every third
+/// minute left without trades.
+fn ticks(i: &Instrument, minutes: i64) -> Vec<Tick> {
+    let start = Interval::M1.floor(now()) - (minutes - 1) * 60;
+    let mut out = Vec::new();
+    let mut id = 0u64;
+    for m in 0..minutes {
+        if m % 3 == 1 {
+            continue;
+        }
+        for k in 0..5 {
+            id += 1;
+            out.push(Tick {
+                instrument: i.clone(),
+                trade_id: id.to_string(),
+                trade_time_ns: (start + m * 60 + k * 11) * 1_000_000_000,
+                price: Decimal::new(2_500_000 + ((id * 7_919) % 50_000) as i64, 2),
+                quantity: Decimal::new(1 + (id % 997) as i64, 5),
+                side: Side::Buy,
+                received_ns: 0,
+            });
+        }
+    }
+    out
+}
+
+struct Platform {
+    client: TestClient<poem::endpoint::BoxEndpoint<'static>>,
+    store: Arc<PgStore>,
+    _db: TestDb,
+}
+
+async fn platform(redis_url: &str) -> Platform {
+    let db = TestDb::new().await;
+    let store = Arc::new(PgStore::connect(&db.url, 4).await.unwrap());
+    let cache = Arc::new(
+        RedisCache::connect(redis_url, &unique("candela_api"), 86_400)
+            .await
+            .unwrap(),
+    );
+    let prefix = unique("datastore");
+    let (_sup, pool) = start_pool(
+        &prefix,
+        2,
+        DatastoreArgs {
+            instance: String::new(),
+            store: Arc::clone(&store),
+            cache,
+            fetcher: None,
+            cache_window_secs: 86_400,
+            fetch_timeout: Duration::from_secs(5),
+            restarted: false,
+        },
+        RestartPolicy {
+            max_restarts: 100,
+            backoff_min: Duration::from_millis(5),
+            ..RestartPolicy::default()
+        },
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let s = Arc::clone(&store);
+    let s2 = Arc::clone(&store);
+    let state = Arc::new(ApiState {
+        datastore: Arc::new(pool),
+        instruments: Arc::new(move || {
+            let s = Arc::clone(&s);
+            Box::pin(async move { s.instruments().await.map_err(|e| e.to_string()) })
+        }),
+        ready: Arc::new(move || {
+            let s = Arc::clone(&s2);
+            Box::pin(async move { s.instruments().await.map(|_| ()).map_err(|e| e.to_string()) })
+        }),
+        config: ApiConfig {
+            stream_poll_ms: 100,
+            stream_grace_secs: 1,
+            ..ApiConfig::default()
+        },
+    });
+    use poem::EndpointExt;
+    let client = TestClient::new(candela_api::routes(state, "http://localhost").boxed());
+    Platform {
+        client,
+        store,
+        _db: db,
+    }
+}
+
+async fn get_json(
+    client: &TestClient<poem::endpoint::BoxEndpoint<'static>>,
+    url: &str,
+) -> (u16, Value) {
+    let resp = client.get(url).send().await;
+    let status = resp.0.status().as_u16();
+    let body = resp.0.into_body().into_string().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    )
+}
+
+fn dec(v: &Value) -> Decimal {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+fn same_bar(json: &Value, bar: &Bar) {
+    assert_eq!(json["time"].as_i64().unwrap(), bar.open_time);
+    assert_eq!(dec(&json["open"]), bar.open, "open at {}", bar.open_time);
+    assert_eq!(dec(&json["high"]), bar.high);
+    assert_eq!(dec(&json["low"]), bar.low);
+    assert_eq!(dec(&json["close"]), bar.close);
+    assert_eq!(dec(&json["volume_base"]), bar.volume_base);
+    assert_eq!(dec(&json["volume_quote"]), bar.volume_quote);
+    assert_eq!(json["trades"].as_u64().unwrap(), bar.trades);
+}
+
+#[tokio::test]
+async fn ohlcv_equals_the_independent_computation_for_every_interval() {
+    let p = platform(&candela_testkit::redis_url()).await;
+    let i = btc();
+    let all = ticks(&i, 180);
+    p.store
+        .write(WriteBatch {
+            ticks: &all,
+            history: &[],
+        })
+        .await
+        .unwrap();
+    let from = now() - 3 * 3_600;
+
+    for (name, interval) in [
+        ("1m", Interval::M1),
+        ("5m", Interval::M5),
+        ("15m", Interval::M15),
+        ("1h", Interval::H1),
+        ("1d", Interval::D1),
+    ] {
+        let (status, body) = get_json(
+            &p.client,
+            &format!(
+                "/api/v1/ohlcv?instrument=Coinbase:BTC-USD&interval={name}&from={from}&limit=10000"
+            ),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let expected = aggregate(&all, interval);
+        let bars = body["bars"].as_array().unwrap();
+        assert_eq!(bars.len(), expected.len(), "{name}");
+        for (json, bar) in bars.iter().zip(&expected) {
+            same_bar(json, bar);
+        }
+        assert_eq!(body["from"].as_i64().unwrap(), interval.floor(from));
+        assert_eq!(body["truncated"], false);
+        // Only the interval in progress is open.
+        assert_eq!(
+            bars.iter().filter(|b| b["closed"] == false).count(),
+            1,
+            "{name}"
+        );
+    }
+
+    // The second 1m request of a recent range is served from the cache, equal.
+    let url = format!(
+        "/api/v1/ohlcv?instrument=Coinbase:BTC-USD&interval=1m&from={}",
+        now() - 1_800
+    );
+    let (_, first) = get_json(&p.client, &url).await;
+    let (_, second) = get_json(&p.client, &url).await;
+    assert_eq!(second["served"], "cache");
+    assert_eq!(first["bars"], second["bars"]);
+
+    // Fill: no gaps after the first bar; filled bars are flat at the previous close.
+    let (_, filled) = get_json(&p.client, &format!("{url}&fill=true")).await;
+    let bars = filled["bars"].as_array().unwrap();
+    for pair in bars.windows(2) {
+        assert_eq!(
+            pair[1]["time"].as_i64().unwrap() - pair[0]["time"].as_i64().unwrap(),
+            60
+        );
+        if pair[1]["source"] == "filled" {
+            assert_eq!(pair[1]["open"], pair[0]["close"]);
+            assert_eq!(pair[1]["volume_base"], "0");
+        }
+    }
+    assert!(bars.iter().any(|b| b["source"] == "filled"));
+
+    // Limit: truncated, and `to` says where to continue.
+    let (_, few) = get_json(
+        &p.client,
+        &format!("/api/v1/ohlcv?instrument=Coinbase:BTC-USD&from={from}&limit=3"),
+    )
+    .await;
+    assert_eq!(few["bars"].as_array().unwrap().len(), 3);
+    assert_eq!(few["truncated"], true);
+    assert_eq!(few["to"], few["bars"][2]["time"]);
+
+    // Instruments.
+    let (status, list) = get_json(&p.client, "/api/v1/instruments").await;
+    assert_eq!(status, 200);
+    assert_eq!(list[0]["instrument"], "Coinbase:BTC-USD");
+    assert_eq!(list[0]["market"], "Coinbase");
+    assert_eq!(
+        list[0]["bars"].as_i64().unwrap(),
+        aggregate(&all, Interval::M1).len() as i64
+    );
+}
+
+#[tokio::test]
+async fn bad_parameters_are_4xx_with_a_message() {
+    let p = platform(&candela_testkit::redis_url()).await;
+    let i = btc();
+    p.store
+        .write(WriteBatch {
+            ticks: &ticks(&i, 3),
+            history: &[],
+        })
+        .await
+        .unwrap();
+    let cases = [
+        ("/api/v1/ohlcv?from=0", 400, "instrument"),
+        ("/api/v1/ohlcv?instrument=Coinbase:BTC-USD", 400, "from"),
+        (
+            "/api/v1/ohlcv?instrument=BTCUSD&from=0",
+            400,
+            "MARKET:BASE-QUOTE",
+        ),
+        (
+            "/api/v1/ohlcv?instrument=Coinbase:BTC-USD&from=0&interval=2m",
+            400,
+            "interval",
+        ),
+        (
+            "/api/v1/ohlcv?instrument=Coinbase:BTC-USD&from=100&to=50",
+            400,
+            "after",
+        ),
+        (
+            "/api/v1/ohlcv?instrument=Coinbase:BTC-USD&from=0&limit=0",
+            400,
+            "limit",
+        ),
+        (
+            "/api/v1/ohlcv?instrument=Coinbase:BTC-USD&from=0&limit=100000",
+            400,
+            "limit",
+        ),
+        (
+            "/api/v1/ohlcv?instrument=Coinbase:BTC-USD&from=0&limit=abc",
+            400,
+            "limit",
+        ),
+        (
+            "/api/v1/ohlcv?instrument=Coinbase:BTC-USD&from=1700000000000",
+            400,
+            "Unix seconds",
+        ),
+        (
+            "/api/v1/ohlcv?instrument=Coinbase:BTC-USD&from=-5",
+            400,
+            "Unix seconds",
+        ),
+        (
+            "/api/v1/ohlcv?instrument=Coinbase:BTC-USD&from=0&fill=maybe",
+            400,
+            "fill",
+        ),
+        (
+            "/api/v1/ohlcv?instrument=Kraken:DOGE-EUR&from=0",
+            404,
+            "not available",
+        ),
+        (
+            "/api/v1/stream?instrument=nope&from=0",
+            400,
+            "MARKET:BASE-QUOTE",
+        ),
+    ];
+    for (url, status, needle) in cases {
+        let (got, body) = get_json(&p.client, url).await;
+        assert_eq!(got, status, "{url}: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{url}: {message}");
+    }
+    // The unknown instrument went through the Data Not Found path; the pool
+    // keeps answering while the member that ended in Error is restarted.
+    for _ in 0..5 {
+        let (got, _) = get_json(
+            &p.client,
+            "/api/v1/ohlcv?instrument=Coinbase:BTC-USD&from=0",
+        )
+        .await;
+        assert_eq!(got, 200);
+        let (got, _) = get_json(&p.client, "/api/v1/ohlcv?instrument=Kraken:DOGE-EUR&from=0").await;
+        assert_eq!(got, 404);
+    }
+}
+
+#[tokio::test]
+async fn docs_health_and_readiness() {
+    let p = platform(&candela_testkit::redis_url()).await;
+    let (status, spec) = get_json(&p.client, "/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(spec["paths"]["/api/v1/ohlcv"]["get"].is_object());
+    assert!(spec["paths"]["/api/v1/stream"]["get"].is_object());
+    let docs = p.client.get("/docs").send().await;
+    docs.assert_status_is_ok();
+    p.client.get("/health").send().await.assert_status_is_ok();
+    p.client.get("/ready").send().await.assert_status_is_ok();
+}
+
+#[tokio::test]
+async fn answers_from_the_database_while_redis_is_down_and_refills_after() {
+    let mut redis = OwnRedis::start();
+    let p = platform(&redis.url()).await;
+    let i = btc();
+    let all = ticks(&i, 30);
+    p.store
+        .write(WriteBatch {
+            ticks: &all,
+            history: &[],
+        })
+        .await
+        .unwrap();
+    let url = format!(
+        "/api/v1/ohlcv?instrument=Coinbase:BTC-USD&from={}",
+        now() - 3_600
+    );
+    let expected = aggregate(&all, Interval::M1);
+
+    let (_, warm) = get_json(&p.client, &url).await;
+    let (_, cached) = get_json(&p.client, &url).await;
+    assert_eq!(cached["served"], "cache");
+
+    redis.stop();
+    for _ in 0..3 {
+        let (status, body) = get_json(&p.client, &url).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["served"], "database");
+        assert_eq!(body["bars"], warm["bars"]);
+        for (json, bar) in body["bars"].as_array().unwrap().iter().zip(&expected) {
+            same_bar(json, bar);
+        }
+    }
+
+    redis.restart();
+    // Within the back-off the cache is not tried; then a miss refills it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = get_json(&p.client, &url).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["bars"], warm["bars"]);
+        if body["served"] == "cache" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cache was not refilled"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
