@@ -17,4 +17,5 @@
 #[macro_use]
 pub mod fsm;
 pub mod domain;
+pub mod kafka;
 pub mod machines;
