@@ -13,6 +13,10 @@
 //!
 //! [`fsm`] holds the generic core (Mealy machines, runs, acceptors, machines
 //! with extended state, diagrams) and the seed's formal examples.
+//!
+//! [`domain`] holds instruments and ticks; [`kafka`] moves ticks through
+//! Kafka (configuration, the versioned wire format, topic administration and
+//! the acknowledged publisher).
 
 #[macro_use]
 pub mod fsm;
