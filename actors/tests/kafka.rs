@@ -240,3 +240,30 @@ async fn committed_offsets_and_messages_survive_a_broker_restart() {
     let decoded: Vec<Tick> = rest.iter().map(|m| schema::decode(&m.1).unwrap()).collect();
     assert_eq!(decoded, sent[12..]);
 }
+
+#[tokio::test]
+async fn publishing_to_a_missing_topic_is_an_error_unless_the_broker_creates_it() {
+    // tansu does not auto-create topics: the publish fails after the delivery
+    // timeout (MessageTimedOut), so topics must be made with ensure_topic
+    // first. A Kafka broker with auto.create.topics.enable creates it
+    // instead; either way, success is only claimed for delivered ticks.
+    let config = KafkaConfig {
+        delivery_timeout_ms: 3_000,
+        ..common::config()
+    };
+    let publisher = TickPublisher::new(&config).unwrap();
+    let topic = common::unique("never-created");
+    let ticks = common::ticks(&common::instruments(1), 5);
+    match publisher.publish(&topic, &ticks).await {
+        Err(PublishError::Undelivered {
+            failed: 5,
+            total: 5,
+            ..
+        }) => assert_eq!(publisher.stats().failed, 5),
+        Ok(report) => {
+            assert_eq!(report.messages, 5);
+            assert!(topic_partitions(&config, &topic).await.unwrap().is_some());
+        }
+        other => panic!("expected Undelivered, got {other:?}"),
+    }
+}

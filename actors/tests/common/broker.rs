@@ -218,7 +218,13 @@ impl Drop for Tansu {
 /// The tansu binary, or a panic saying how to install it.
 fn tansu_binary() -> PathBuf {
     if let Ok(p) = std::env::var(TANSU_ENV) {
-        return PathBuf::from(p);
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "{TANSU_ENV}={} is not a file; install tansu with:\n    {INSTALL_HINT}",
+            p.display()
+        );
+        return p;
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut candidates: Vec<PathBuf> = std::env::split_paths(&path)
