@@ -13,12 +13,17 @@
 //!
 //! [`fsm`] holds the generic core (Mealy machines, runs, acceptors, machines
 //! with extended state, diagrams) and the seed's formal examples.
+//!
+//! [`domain`] holds instruments and ticks; [`kafka`] moves ticks through
+//! Kafka (configuration, the versioned wire format, topic administration and
+//! the acknowledged publisher).
 
 #[macro_use]
 pub mod fsm;
 pub mod consumer;
 pub mod datastore;
 pub mod domain;
+pub mod kafka;
 pub mod machines;
 pub mod ports;
 pub mod producer;
