@@ -16,5 +16,6 @@
 
 #[macro_use]
 pub mod fsm;
+pub mod cryptocompare;
 pub mod domain;
 pub mod machines;
