@@ -18,4 +18,5 @@
 pub mod fsm;
 pub mod cryptocompare;
 pub mod domain;
+pub mod imitation;
 pub mod machines;
