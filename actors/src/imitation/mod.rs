@@ -70,7 +70,8 @@ pub struct ImitationConfig {
     pub stream_interval_ms: u64,
     /// Trades replayed on each subscribe.
     pub replay_count: usize,
-    /// How long held-back ("late") trades are held before being sent.
+    /// How long held-back ("late") trades wait, after the last one is held,
+    /// while newer trades flow, before they are sent.
     pub late_release_ms: u64,
     /// Markets (`e=` / `M`) that exist; matched without regard to case.
     pub markets: Vec<String>,
@@ -357,7 +358,8 @@ impl ImitationHandle {
     }
 
     /// Makes every open connection hold back its next `n` new trades and
-    /// send them late (after `late_release_ms`), shuffled.
+    /// send them late (`late_release_ms` after the last is held, newer trades
+    /// flowing meanwhile), shuffled.
     pub fn send_late(&self, n: u64) {
         self.state.faults.late.issue(n);
     }

@@ -368,15 +368,16 @@ impl Connection {
                 if self.hold_remaining > 0 {
                     self.hold_remaining -= 1;
                     self.held.push((self.channels[i].sub.clone(), t));
-                    self.release_at.get_or_insert(
-                        Instant::now() + Duration::from_millis(self.state.config.late_release_ms),
-                    );
+                    let wait = Duration::from_millis(self.state.config.late_release_ms);
+                    self.release_at = Some(Instant::now() + wait);
                     continue;
                 }
                 self.send_trade(i, t, now_ns).await?;
             }
         }
-        if self.release_at.is_some_and(|at| Instant::now() >= at) {
+        // Held trades go out once all are held and newer ones flowed for a
+        // while: they arrive late and out of order.
+        if self.hold_remaining == 0 && self.release_at.is_some_and(|at| Instant::now() >= at) {
             self.release_at = None;
             let mut held = std::mem::take(&mut self.held);
             shuffle(&mut held, self.id ^ now_ns as u64);
