@@ -102,7 +102,7 @@ pub enum CryptoCompareError {
     Handshake(String),
     /// The WebSocket failed after the upgrade.
     #[error("websocket error: {0}")]
-    WebSocket(#[source] tokio_tungstenite::tungstenite::Error),
+    WebSocket(#[source] Box<tokio_tungstenite::tungstenite::Error>),
     /// The server refused the stream with a `401`, `429` or `500` frame.
     #[error("streamer refused (type {code}): {message}")]
     Refused {

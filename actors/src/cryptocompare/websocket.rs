@@ -469,7 +469,7 @@ async fn send_subs(
     socket
         .send(Message::text(text))
         .await
-        .map_err(CryptoCompareError::WebSocket)
+        .map_err(|e| CryptoCompareError::WebSocket(Box::new(e)))
 }
 
 /// At most the first 160 characters of a frame, for a log line.
