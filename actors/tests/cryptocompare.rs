@@ -471,3 +471,66 @@ async fn subscriptions_change_live_and_bad_channels_and_socket_refusals_are_surv
     assert_exact(&im.model(), &[btc(), eth], &all);
     im.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_control_surface_flips_the_same_switches() {
+    let im = imitation(ImitationConfig {
+        trades_per_sec: 5.0,
+        ..ImitationConfig::default()
+    })
+    .await;
+    let control = |path: &str| format!("{}/_imitation/{path}", im.rest_url());
+    let http = reqwest::Client::new();
+    let post = |path: String| http.post(path).send();
+
+    assert!(post(control("rate_limit?n=1&style=http"))
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    let client = HistoryClient::new(client_config(&im, None)).unwrap();
+    client
+        .bars(Interval::Minute, &btc(), now_s() - 600, now_s())
+        .await
+        .unwrap();
+    assert_eq!(client.metrics().rate_limited_retries, 1);
+
+    let (live, rx) = LiveClient::spawn(client_config(&im, None), [btc()]).unwrap();
+    let ticks = Collector::start(rx);
+    eventually("ticks", 10, || ticks.len() >= 20).await;
+    post(control("malformed?n=3")).await.unwrap();
+    post(control("replay?n=5")).await.unwrap();
+    eventually("malformed and replayed frames", 10, || {
+        let m = live.metrics();
+        m.malformed >= 2 && m.unknown >= 1 && m.duplicates_dropped >= 5
+    })
+    .await;
+    post(control("drop")).await.unwrap();
+    eventually("a reconnect", 10, || live.metrics().connects >= 2).await;
+    let body = http
+        .get(control("counters"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counters: candela_actors::imitation::ImitationCounters =
+        serde_json::from_str(&body).unwrap();
+    assert!(counters.trades_sent >= 20 && counters.malformed_sent == 3);
+    assert_eq!(
+        (counters.rest_rate_limited, counters.connections_dropped),
+        (1, 1)
+    );
+
+    http.post(control("api_key"))
+        .body("now-needed")
+        .send()
+        .await
+        .unwrap();
+    post(control("drop")).await.unwrap();
+    eventually("a refusal", 10, || live.metrics().unauthorized >= 1).await;
+    live.shutdown().await;
+    assert_exact(&im.model(), &[btc()], &ticks.finish().await);
+    im.shutdown().await;
+}

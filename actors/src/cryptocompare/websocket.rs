@@ -11,14 +11,15 @@
 //! resubscribe everything; the trades the server replays on subscribe are
 //! dropped by [`Dedup`]. Malformed and unknown frames are logged and counted,
 //! never fatal. The task ends on [`LiveHandle::shutdown`], when the handle is
-//! dropped, or when the tick receiver is dropped.
+//! dropped, or when the tick receiver is dropped (noticed at the next trade
+//! or heartbeat).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -145,6 +146,9 @@ impl LiveHandle {
         let _ = self.task.await;
     }
 }
+
+/// Frames handled in a row before commands are looked at again.
+const BATCH: usize = 256;
 
 /// Starts live clients.
 #[derive(Debug)]
@@ -342,7 +346,11 @@ impl Session {
                         Some(Command::Subscribe(i)) => ("SubAdd", i),
                         Some(Command::Unsubscribe(i)) => ("SubRemove", i),
                     };
-                    let changed = if action == "SubAdd" { self.subs.insert(instrument.clone()) } else { self.subs.remove(&instrument) };
+                    let changed = if action == "SubAdd" {
+                        self.subs.insert(instrument.clone())
+                    } else {
+                        self.subs.remove(&instrument)
+                    };
                     if changed {
                         if let Err(e) = send_subs(socket, action, std::slice::from_ref(&instrument)).await {
                             warn!(error = %e, action, "cannot change subscriptions");
@@ -351,41 +359,51 @@ impl Session {
                     }
                 }
                 message = tokio::time::timeout_at(last_frame + stale_after, socket.next()) => {
-                    let message = match message {
-                        Err(_) => {
-                            warn!(stale_after_secs = self.config.stale_after_secs, "no frame for too long, replacing the connection");
-                            return End::Stale;
-                        }
-                        Ok(None) => {
-                            info!("streamer closed the connection");
-                            return End::Dropped { welcomed: true };
-                        }
-                        Ok(Some(Err(e))) => {
-                            warn!(error = %e, "live connection failed");
-                            return End::Dropped { welcomed: true };
-                        }
-                        Ok(Some(Ok(message))) => message,
+                    let Ok(mut message) = message else {
+                        warn!(stale_after_secs = self.config.stale_after_secs, "no frame for too long, replacing the connection");
+                        return End::Stale;
                     };
                     last_frame = Instant::now();
-                    match message {
-                        Message::Text(text) => {
-                            if let Some(end) = self.on_text(&text).await {
-                                let _ = socket.close(None).await;
-                                return end;
-                            }
+                    // Frames already buffered are handled without going
+                    // back through `select!`: cheaper under a firehose.
+                    for _ in 0..BATCH {
+                        if let Some(end) = self.on_message(message).await {
+                            let _ = socket.close(None).await;
+                            return end;
                         }
-                        Message::Close(_) => return End::Dropped { welcomed: true },
-                        Message::Binary(_) => {
-                            bump(&self.metrics.malformed);
-                            warn!("binary frame, expected text");
+                        match socket.next().now_or_never() {
+                            Some(next) => message = next,
+                            None => break,
                         }
-                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                     }
                 }
-                _ = self.tx.closed() => {
-                    let _ = socket.close(None).await;
-                    return End::Shutdown;
-                }
+            }
+        }
+    }
+
+    /// Handles one read from the socket; Some when the connection must end.
+    async fn on_message(
+        &mut self,
+        message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ) -> Option<End> {
+        match message {
+            None => {
+                info!("streamer closed the connection");
+                Some(End::Dropped { welcomed: true })
+            }
+            Some(Err(e)) => {
+                warn!(error = %e, "live connection failed");
+                Some(End::Dropped { welcomed: true })
+            }
+            Some(Ok(Message::Text(text))) => self.on_text(&text).await,
+            Some(Ok(Message::Close(_))) => Some(End::Dropped { welcomed: true }),
+            Some(Ok(Message::Binary(_))) => {
+                bump(&self.metrics.malformed);
+                warn!("binary frame, expected text");
+                None
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                self.tx.is_closed().then_some(End::Shutdown)
             }
         }
     }
@@ -405,7 +423,12 @@ impl Session {
                     return Some(End::Shutdown);
                 }
             }
-            Ok(Frame::Heartbeat { .. }) => bump(&self.metrics.heartbeats),
+            Ok(Frame::Heartbeat { .. }) => {
+                bump(&self.metrics.heartbeats);
+                if self.tx.is_closed() {
+                    return Some(End::Shutdown);
+                }
+            }
             Ok(Frame::SubscribeComplete { sub }) => debug!(%sub, "subscribed"),
             Ok(Frame::UnsubscribeComplete { sub }) => debug!(%sub, "unsubscribed"),
             Ok(Frame::LoadComplete) => debug!("subscriptions loaded"),
