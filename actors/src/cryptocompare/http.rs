@@ -11,40 +11,22 @@
 //! exponential back-off, up to `rest_retries` times; every other error is
 //! returned at once. The API key travels only in the `authorization` header.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use serde::Serialize;
 use tracing::{debug, warn};
 
 use super::backoff::Backoff;
 use super::config::CryptoCompareConfig;
 use super::error::{ApiErrorKind, CryptoCompareError};
 use super::messages::{HistoBar, Interval};
+use super::metrics::{HistoryMetrics, HistoryMetricsSnapshot};
 use super::parse::{parse_histo_body, HistoAnswer};
 use crate::domain::Instrument;
 
 /// Largest `limit` a history request may ask for (the answer holds `limit + 1`
 /// bars).
 pub const MAX_LIMIT: i64 = 2_000;
-
-/// Counters of a [`HistoryClient`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct HistoryMetricsSnapshot {
-    /// HTTP requests sent, retries included.
-    pub requests: u64,
-    /// Requests retried because of a rate limit.
-    pub rate_limited_retries: u64,
-    /// Calls that ended in an error.
-    pub errors: u64,
-}
-
-#[derive(Debug, Default)]
-struct HistoryMetrics {
-    requests: AtomicU64,
-    rate_limited_retries: AtomicU64,
-    errors: AtomicU64,
-}
 
 /// Reads OHLCV history. Cheap to clone; clones share connections and
 /// counters.
@@ -74,11 +56,7 @@ impl HistoryClient {
 
     /// The counters so far.
     pub fn metrics(&self) -> HistoryMetricsSnapshot {
-        HistoryMetricsSnapshot {
-            requests: self.metrics.requests.load(Ordering::Relaxed),
-            rate_limited_retries: self.metrics.rate_limited_retries.load(Ordering::Relaxed),
-            errors: self.metrics.errors.load(Ordering::Relaxed),
-        }
+        self.metrics.snapshot()
     }
 
     /// Every bar of `instrument` whose start lies in `[from_ts, to_ts]` (unix

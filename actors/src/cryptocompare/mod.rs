@@ -22,6 +22,7 @@ pub mod error;
 mod handshake;
 pub mod http;
 pub mod messages;
+mod metrics;
 pub mod parse;
 pub mod websocket;
 
@@ -29,7 +30,8 @@ pub use backoff::Backoff;
 pub use config::{ApiKey, CryptoCompareConfig};
 pub use dedup::Dedup;
 pub use error::{ApiError, ApiErrorKind, CryptoCompareError, ParseError};
-pub use http::{HistoryClient, HistoryMetricsSnapshot, MAX_LIMIT};
+pub use http::{HistoryClient, MAX_LIMIT};
 pub use messages::{Frame, HistoBar, Interval, Notice, TradeFrame, Welcome};
+pub use metrics::{HistoryMetricsSnapshot, LiveMetricsSnapshot};
 pub use parse::{parse_frame, parse_histo_body, side_from_flags, HistoAnswer};
-pub use websocket::{LiveClient, LiveHandle, LiveMetricsSnapshot};
+pub use websocket::{LiveClient, LiveHandle};

@@ -15,12 +15,11 @@
 //! or heartbeat).
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -33,81 +32,9 @@ use super::dedup::Dedup;
 use super::error::CryptoCompareError;
 use super::handshake::{self, Socket};
 use super::messages::{Frame, SubRequest};
+use super::metrics::{bump, LiveMetrics, LiveMetricsSnapshot};
 use super::parse::parse_frame;
 use crate::domain::{Instrument, Tick};
-
-/// Counters of a [`LiveClient`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct LiveMetricsSnapshot {
-    /// Text frames received.
-    pub frames: u64,
-    /// Trade frames received, duplicates included.
-    pub trades: u64,
-    /// Trades dropped because their id was seen before.
-    pub duplicates_dropped: u64,
-    /// Frames that could not be parsed.
-    pub malformed: u64,
-    /// Frames of a `TYPE` this client does not handle.
-    pub unknown: u64,
-    /// Heartbeats received.
-    pub heartbeats: u64,
-    /// Connections that reached the welcome frame.
-    pub connects: u64,
-    /// Connection attempts after the first.
-    pub reconnects: u64,
-    /// Connections given up because they went silent.
-    pub stale_reconnects: u64,
-    /// `401` frames and refused handshakes.
-    pub unauthorized: u64,
-    /// `429` frames.
-    pub too_many: u64,
-    /// `500` frames (`INVALID_SUB`, ...).
-    pub server_errors: u64,
-    /// Whether a connection is up now.
-    pub connected: bool,
-}
-
-#[derive(Debug, Default)]
-struct LiveMetrics {
-    frames: AtomicU64,
-    trades: AtomicU64,
-    duplicates_dropped: AtomicU64,
-    malformed: AtomicU64,
-    unknown: AtomicU64,
-    heartbeats: AtomicU64,
-    connects: AtomicU64,
-    reconnects: AtomicU64,
-    stale_reconnects: AtomicU64,
-    unauthorized: AtomicU64,
-    too_many: AtomicU64,
-    server_errors: AtomicU64,
-    connected: AtomicBool,
-}
-
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
-impl LiveMetrics {
-    fn snapshot(&self) -> LiveMetricsSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        LiveMetricsSnapshot {
-            frames: get(&self.frames),
-            trades: get(&self.trades),
-            duplicates_dropped: get(&self.duplicates_dropped),
-            malformed: get(&self.malformed),
-            unknown: get(&self.unknown),
-            heartbeats: get(&self.heartbeats),
-            connects: get(&self.connects),
-            reconnects: get(&self.reconnects),
-            stale_reconnects: get(&self.stale_reconnects),
-            unauthorized: get(&self.unauthorized),
-            too_many: get(&self.too_many),
-            server_errors: get(&self.server_errors),
-            connected: self.connected.load(Ordering::Relaxed),
-        }
-    }
-}
 
 #[derive(Debug)]
 enum Command {

@@ -27,13 +27,13 @@ mod bars;
 pub mod control;
 mod faults;
 pub mod frames;
+mod handle;
 pub mod model;
 mod rest;
 mod ws;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -41,14 +41,13 @@ use poem::listener::TcpAcceptor;
 use poem::{get, EndpointExt, Route, Server};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub use bars::BarCache;
 pub use faults::{ImitationCounters, RateLimitStyle};
+pub use handle::ImitationHandle;
 pub use model::{Trade, TradeModel};
 
-use crate::cryptocompare::{ApiKey, HistoBar, Interval};
-use crate::domain::Instrument;
+use crate::cryptocompare::ApiKey;
 use faults::{Counters, Faults};
 
 /// How the imitation behaves.
@@ -270,137 +269,5 @@ impl Imitation {
             stop: Some(stop),
             task,
         })
-    }
-}
-
-/// A running imitation: its address, fault switches and counters.
-#[derive(Debug)]
-pub struct ImitationHandle {
-    addr: SocketAddr,
-    state: Arc<State>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl ImitationHandle {
-    /// The address it listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://{addr}`: the client's `rest_url`.
-    pub fn rest_url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// `ws://{addr}/v2`: the client's `ws_url`.
-    pub fn ws_url(&self) -> String {
-        format!("ws://{}/v2", self.addr)
-    }
-
-    /// The trade generator it streams and aggregates.
-    pub fn model(&self) -> TradeModel {
-        self.state.model
-    }
-
-    /// The bars its history endpoints would serve for `[from_ts, to_ts]`
-    /// now.
-    pub fn bars(
-        &self,
-        interval: Interval,
-        instrument: &Instrument,
-        from_ts: i64,
-        to_ts: i64,
-    ) -> Vec<HistoBar> {
-        self.state.bars.bars(
-            &self.state.model,
-            instrument,
-            interval.secs(),
-            from_ts,
-            to_ts,
-            unix_now_ns(),
-        )
-    }
-
-    /// Its counters now.
-    pub fn counters(&self) -> ImitationCounters {
-        self.state.counters.snapshot()
-    }
-
-    /// Closes every open WebSocket connection (within one stream interval).
-    pub fn drop_connections(&self) {
-        control::drop_connections(&self.state);
-    }
-
-    /// Makes every open connection silent (no frames at all, connection
-    /// kept open), as a stale connection; new connections are normal.
-    pub fn silence_connections(&self) {
-        control::silence_connections(&self.state);
-    }
-
-    /// Stops (false) or resumes (true) heartbeats on every connection.
-    pub fn set_heartbeats(&self, on: bool) {
-        self.state
-            .faults
-            .heartbeats_paused
-            .store(!on, Ordering::Relaxed);
-    }
-
-    /// Answers the next `n` REST requests with a rate-limit error.
-    pub fn rate_limit_next(&self, n: u64, style: RateLimitStyle) {
-        control::rate_limit_next(&self.state, n, style);
-    }
-
-    /// Makes every open connection send `n` malformed frames (invalid JSON,
-    /// an unknown `TYPE`, a trade without a price, in turn).
-    pub fn send_malformed(&self, n: u64) {
-        self.state.faults.malformed.issue(n);
-    }
-
-    /// Makes every open connection hold back its next `n` new trades and
-    /// send them late (`late_release_ms` after the last is held, newer trades
-    /// flowing meanwhile), shuffled.
-    pub fn send_late(&self, n: u64) {
-        self.state.faults.late.issue(n);
-    }
-
-    /// Makes every open connection send again the last `n` trades of each
-    /// of its channels.
-    pub fn replay_recent(&self, n: u64) {
-        self.state.faults.replay.issue(n);
-    }
-
-    /// Refuses the next `n` WebSocket connections with a `429`
-    /// TOO_MANY_SOCKETS frame.
-    pub fn refuse_next_sockets(&self, n: u64) {
-        self.state.faults.refuse_sockets.store(n, Ordering::Relaxed);
-    }
-
-    /// Changes the key clients must present (None: anyone).
-    pub fn set_api_key(&self, key: Option<ApiKey>) {
-        *self
-            .state
-            .faults
-            .api_key
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = key;
-    }
-
-    /// Stops serving and waits for the server to end.
-    pub async fn shutdown(mut self) {
-        self.state.shutting_down.store(true, Ordering::Relaxed);
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = (&mut self.task).await;
-    }
-}
-
-impl Drop for ImitationHandle {
-    fn drop(&mut self) {
-        self.state.shutting_down.store(true, Ordering::Relaxed);
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
