@@ -178,6 +178,9 @@ impl CryptoCompareConfig {
         if self.stale_after_secs == 0 {
             return bad("stale_after_secs must be at least 1");
         }
+        if self.reconnect_min_ms == 0 {
+            return bad("reconnect_min_ms must be at least 1");
+        }
         if self.reconnect_min_ms > self.reconnect_max_ms {
             return bad("reconnect_min_ms must not exceed reconnect_max_ms");
         }
