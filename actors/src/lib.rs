@@ -21,8 +21,10 @@
 #[macro_use]
 pub mod fsm;
 pub mod consumer;
+pub mod cryptocompare;
 pub mod datastore;
 pub mod domain;
+pub mod imitation;
 pub mod kafka;
 pub mod machines;
 pub mod ports;

@@ -4,6 +4,10 @@
 #![allow(dead_code)]
 
 pub mod broker;
+mod cc;
+
+#[allow(unused_imports)]
+pub use cc::*;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
