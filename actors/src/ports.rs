@@ -71,13 +71,13 @@ pub trait HistorySource: Send + Sync + 'static {
 }
 
 /// Controls a running live feed.
-pub trait LiveControl: Send + Sync + 'static {
+pub trait LiveControl: Send + Sync + Sized + 'static {
     /// Adds an instrument to the feed.
     fn subscribe(&self, instrument: Instrument);
     /// Removes an instrument from the feed.
     fn unsubscribe(&self, instrument: Instrument);
     /// Stops the feed; the tick receiver then ends.
-    fn shutdown(&self);
+    fn shutdown(self);
 }
 
 /// Live trades: distinct ticks in arrival order (duplicates already dropped).
@@ -86,7 +86,11 @@ pub trait LiveSource: Send + Sync + 'static {
     type Control: LiveControl;
 
     /// Starts a feed for `instruments`.
-    fn start(&self, instruments: Vec<Instrument>) -> (Self::Control, mpsc::Receiver<Tick>);
+    #[allow(clippy::type_complexity)]
+    fn start(
+        &self,
+        instruments: Vec<Instrument>,
+    ) -> Result<(Self::Control, mpsc::Receiver<Tick>), SourceError>;
 }
 
 /// One message as a bus delivered it, before decoding.

@@ -24,6 +24,7 @@ pub mod http;
 pub mod messages;
 mod metrics;
 pub mod parse;
+pub mod ports;
 pub mod websocket;
 
 pub use backoff::Backoff;
@@ -34,4 +35,5 @@ pub use http::{HistoryClient, MAX_LIMIT};
 pub use messages::{Frame, HistoBar, Interval, Notice, TradeFrame, Welcome};
 pub use metrics::{HistoryMetricsSnapshot, LiveMetricsSnapshot};
 pub use parse::{parse_frame, parse_histo_body, side_from_flags, HistoAnswer};
+pub use ports::LiveFeed;
 pub use websocket::{LiveClient, LiveHandle};

@@ -146,7 +146,7 @@ where
             targets,
         };
         if !state.targets.is_empty() {
-            start_live(&myself, &mut state);
+            start_live(&myself, &mut state)?;
         }
         tracing::info!(
             instance = %state.args.instance,
@@ -201,7 +201,7 @@ where
                 state.targets.insert(instrument.clone(), target);
                 match &state.live {
                     Some(live) => live.subscribe(instrument),
-                    None => start_live(&myself, state),
+                    None => start_live(&myself, state)?,
                 }
             }
             ProducerMsg::StopLive { instrument } => {
@@ -248,17 +248,18 @@ where
 fn start_live<H, L: LiveSource, B>(
     myself: &ActorRef<ProducerMsg>,
     state: &mut ProducerState<H, L, B>,
-) {
+) -> Result<(), crate::ports::SourceError> {
     let (control, ticks) = state
         .args
         .live
-        .start(state.targets.keys().cloned().collect());
+        .start(state.targets.keys().cloned().collect())?;
     state.live = Some(control);
     state.forwarder = Some(tokio::spawn(forward(
         myself.clone(),
         ticks,
         state.args.batch_max.max(1),
     )));
+    Ok(())
 }
 
 /// Drains the feed into batches of at most `batch_max` ticks and hands each to

@@ -1,0 +1,68 @@
+//! The CryptoCompare client as the Producer's data sources
+//! ([`HistorySource`] and [`LiveSource`]).
+
+use tokio::sync::mpsc;
+
+use super::{CryptoCompareConfig, HistoryClient, Interval, LiveClient, LiveHandle};
+use crate::domain::{HistoryBar, Instrument, Tick};
+use crate::ports::{HistorySource, LiveControl, LiveSource, SourceError};
+
+impl HistorySource for HistoryClient {
+    async fn minute_bars(
+        &self,
+        instrument: &Instrument,
+        from_ts: i64,
+        to_ts: i64,
+    ) -> Result<Vec<HistoryBar>, SourceError> {
+        let bars = self
+            .bars(Interval::Minute, instrument, from_ts, to_ts)
+            .await
+            .map_err(|e| SourceError(e.to_string()))?;
+        Ok(bars
+            .into_iter()
+            .map(|b| HistoryBar {
+                instrument: instrument.clone(),
+                open_time: b.time,
+                open: b.open,
+                high: b.high,
+                low: b.low,
+                close: b.close,
+                volume_base: b.volume_from,
+                volume_quote: b.volume_to,
+            })
+            .collect())
+    }
+}
+
+/// Starts CryptoCompare live clients with one configuration.
+#[derive(Debug, Clone)]
+pub struct LiveFeed {
+    /// The client configuration.
+    pub config: CryptoCompareConfig,
+}
+
+impl LiveControl for LiveHandle {
+    fn subscribe(&self, instrument: Instrument) {
+        LiveHandle::subscribe(self, instrument);
+    }
+
+    fn unsubscribe(&self, instrument: Instrument) {
+        LiveHandle::unsubscribe(self, instrument);
+    }
+
+    fn shutdown(self) {
+        // Dropping the handle stops the client; waiting is not needed here.
+        drop(self);
+    }
+}
+
+impl LiveSource for LiveFeed {
+    type Control = LiveHandle;
+
+    fn start(
+        &self,
+        instruments: Vec<Instrument>,
+    ) -> Result<(LiveHandle, mpsc::Receiver<Tick>), SourceError> {
+        LiveClient::spawn(self.config.clone(), instruments).map_err(|e| SourceError(e.to_string()))
+    }
+}
