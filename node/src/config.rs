@@ -1,0 +1,518 @@
+//! The node's configuration: `cluster.toml`, then environment overrides.
+//!
+//! Every field can be overridden by an environment variable named after its
+//! path: `CANDELA__<SECTION>__<FIELD>` (case-insensitive, `__` between levels),
+//! e.g. `CANDELA__POSTGRES__URL=postgres://…` or `CANDELA__NODE__ROLES=["api"]`.
+//! The value is read as a TOML value when it parses as one (numbers, booleans,
+//! arrays), otherwise as a string. Unknown keys — in the file or in an override
+//! — and invalid values are refused at start-up with a message naming the
+//! field.
+//!
+//! Secrets are never in the file: the file names the environment variable
+//! that holds them (`cookie_env`, `api_key_env`, `token_env`).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use candela_actors::cryptocompare::CryptoCompareConfig;
+use candela_actors::domain::Instrument;
+use candela_actors::imitation::ImitationConfig;
+use candela_actors::kafka::KafkaConfig;
+
+/// The prefix of override variables.
+pub const ENV_PREFIX: &str = "CANDELA__";
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file or an override is not valid TOML, or names an unknown field,
+    /// or a value has the wrong type.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// A value is of the right type but not acceptable.
+    #[error("invalid value for `{field}`: {reason}")]
+    Value {
+        /// The field, as a dotted path.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// What a node does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Runs the Producer (CryptoCompare → Kafka).
+    Producer,
+    /// Runs the Consumer for fixed topics (Kafka → PostgreSQL → Redis).
+    Consumer,
+    /// Runs the Datastore pool.
+    Datastore,
+    /// Serves the HTTP API (needs `datastore`).
+    Api,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node.
+    #[serde(default)]
+    pub node: NodeConfig,
+    /// The Kafka-compatible broker.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    /// PostgreSQL / TimescaleDB.
+    #[serde(default)]
+    pub postgres: PostgresConfig,
+    /// Redis.
+    #[serde(default)]
+    pub redis: RedisConfig,
+    /// Where trades come from.
+    #[serde(default)]
+    pub source: SourceConfig,
+    /// What to ingest.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    /// The consumer.
+    #[serde(default)]
+    pub consumer: ConsumerConfig,
+    /// The datastore.
+    #[serde(default)]
+    pub datastore: DatastoreConfig,
+    /// The HTTP API.
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+/// This node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// The node's name, unique in the cluster.
+    pub name: String,
+    /// What the node runs.
+    pub roles: Vec<Role>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            name: "node-a".into(),
+            roles: vec![Role::Producer, Role::Consumer, Role::Datastore, Role::Api],
+        }
+    }
+}
+
+/// PostgreSQL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// Connection URL (may carry a password: prefer the override variable).
+    pub url: String,
+    /// Connection pool size.
+    pub max_connections: u32,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/candela".into(),
+            max_connections: 8,
+        }
+    }
+}
+
+/// Redis.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// Connection URL.
+    pub url: String,
+    /// Prefix of every key.
+    pub key_prefix: String,
+    /// How long 1-minute bars stay in the cache, in seconds.
+    pub window_secs: i64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "candela".into(),
+            window_secs: 86_400,
+        }
+    }
+}
+
+/// Which source of trades.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// The project's local imitation of CryptoCompare, started in-process.
+    Imitation,
+    /// CryptoCompare itself (or any server at `cryptocompare.rest_url` / `ws_url`).
+    Cryptocompare,
+}
+
+/// Where trades come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// `imitation` or `cryptocompare`.
+    pub kind: SourceKind,
+    /// The environment variable holding the CryptoCompare API key.
+    pub api_key_env: String,
+    /// The client's settings (addresses, time-outs, back-offs).
+    pub cryptocompare: CryptoCompareConfig,
+    /// The imitation's settings, when `kind = "imitation"`.
+    pub imitation: ImitationConfig,
+    /// Where the in-process imitation listens (`127.0.0.1:0`: any free port).
+    pub imitation_listen: SocketAddr,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            kind: SourceKind::Imitation,
+            api_key_env: "CRYPTOCOMPARE_API_KEY".into(),
+            cryptocompare: CryptoCompareConfig::default(),
+            imitation: ImitationConfig::default(),
+            imitation_listen: "127.0.0.1:0".parse().expect("address"),
+        }
+    }
+}
+
+/// What to ingest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Instruments streamed live from start-up, `MARKET:BASE-QUOTE`.
+    pub instruments: Vec<String>,
+    /// How many closed minutes of history to fetch for each at start-up.
+    pub backfill_minutes: i64,
+    /// Most records per publish.
+    pub batch_max: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            instruments: vec![
+                "Coinbase:BTC-USD".into(),
+                "Coinbase:ETH-USD".into(),
+                "Kraken:BTC-EUR".into(),
+            ],
+            backfill_minutes: 120,
+            batch_max: 5_000,
+        }
+    }
+}
+
+/// The consumer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsumerConfig {
+    /// The Kafka consumer group.
+    pub group: String,
+    /// Most messages per batch (one database transaction).
+    pub batch_max: usize,
+    /// Longest wait for a batch's first message, in milliseconds.
+    pub batch_wait_ms: u64,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            group: "candela-consumers".into(),
+            batch_max: 5_000,
+            batch_wait_ms: 100,
+        }
+    }
+}
+
+/// The datastore.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatastoreConfig {
+    /// Actors in the pool.
+    pub pool_size: usize,
+    /// Longest wait for data fetched on demand, in seconds.
+    pub fetch_timeout_secs: u64,
+    /// Longest wait for an answer, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for DatastoreConfig {
+    fn default() -> Self {
+        Self {
+            pool_size: 4,
+            fetch_timeout_secs: 60,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// The HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Listen address (loopback by default).
+    pub listen: SocketAddr,
+    /// The largest `limit` a request may ask for.
+    pub max_limit: u32,
+    /// How often a live stream polls, in milliseconds.
+    pub stream_poll_ms: u64,
+    /// Seconds after its end an interval counts as closed in the stream.
+    pub stream_grace_secs: i64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("address"),
+            max_limit: 10_000,
+            stream_poll_ms: 500,
+            stream_grace_secs: 2,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies the environment's overrides, and validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, std::env::vars())
+    }
+
+    /// Parses `text`, applies the overrides among `env`, and validates.
+    pub fn parse(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        for (key, value) in env {
+            let Some(path) = key.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let path: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+            set_path(&mut table, &path, parse_value(&value)).map_err(|reason| {
+                ConfigError::Value {
+                    field: path.join("."),
+                    reason,
+                }
+            })?;
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The instruments to ingest, parsed.
+    pub fn instruments(&self) -> Vec<Instrument> {
+        self.ingest
+            .instruments
+            .iter()
+            .filter_map(|i| i.parse().ok())
+            .collect()
+    }
+
+    /// Whether this node has `role`.
+    pub fn has(&self, role: Role) -> bool {
+        self.node.roles.contains(&role)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, reason: String| ConfigError::Value {
+            field: field.into(),
+            reason,
+        };
+        if self.node.name.is_empty()
+            || !self
+                .node
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(bad(
+                "node.name",
+                format!("`{}` must be letters, digits, `-` or `_`", self.node.name),
+            ));
+        }
+        let roles: BTreeSet<_> = self.node.roles.iter().collect();
+        if roles.len() != self.node.roles.len() {
+            return Err(bad("node.roles", "a role is listed twice".into()));
+        }
+        if self.has(Role::Api) && !self.has(Role::Datastore) {
+            return Err(bad(
+                "node.roles",
+                "`api` needs `datastore` on the same node".into(),
+            ));
+        }
+        for (i, text) in self.ingest.instruments.iter().enumerate() {
+            text.parse::<Instrument>()
+                .map_err(|e| bad(&format!("ingest.instruments[{i}]"), e.to_string()))?;
+        }
+        if self.ingest.backfill_minutes < 0 {
+            return Err(bad(
+                "ingest.backfill_minutes",
+                "must not be negative".into(),
+            ));
+        }
+        for (field, n) in [
+            ("ingest.batch_max", self.ingest.batch_max),
+            ("consumer.batch_max", self.consumer.batch_max),
+            ("datastore.pool_size", self.datastore.pool_size),
+        ] {
+            if n == 0 {
+                return Err(bad(field, "must be at least 1".into()));
+            }
+        }
+        if self.kafka.brokers.is_empty() {
+            return Err(bad("kafka.brokers", "at least one broker is needed".into()));
+        }
+        self.kafka
+            .validate()
+            .map_err(|e| bad("kafka", e.to_string()))?;
+        for (field, url, schemes) in [
+            (
+                "postgres.url",
+                &self.postgres.url,
+                &["postgres://", "postgresql://"][..],
+            ),
+            ("redis.url", &self.redis.url, &["redis://", "rediss://"][..]),
+        ] {
+            if !schemes.iter().any(|s| url.starts_with(s)) {
+                return Err(bad(
+                    field,
+                    format!("must start with {}", schemes.join(" or ")),
+                ));
+            }
+        }
+        if self.source.kind == SourceKind::Cryptocompare {
+            self.source
+                .cryptocompare
+                .validate()
+                .map_err(|e| bad("source.cryptocompare", e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads an override: a TOML value if it parses as one, else a string.
+fn parse_value(text: &str) -> toml::Value {
+    format!("v = {text}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_owned()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    match path {
+        [] => Err("empty path".into()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [head, rest @ ..] => {
+            let entry = table
+                .entry(head.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => set_path(t, rest, value),
+                _ => Err(format!("`{head}` is not a section")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    #[test]
+    fn the_shipped_cluster_toml_parses() {
+        let text = include_str!("../../cluster.toml");
+        let config = Config::parse(text, env(&[])).unwrap();
+        assert!(!config.instruments().is_empty());
+        assert!(config.has(Role::Api));
+    }
+
+    #[test]
+    fn environment_overrides_any_field() {
+        let config = Config::parse(
+            "[postgres]\nurl = \"postgres://a@h/db\"\n",
+            env(&[
+                ("CANDELA__POSTGRES__URL", "postgres://b@h/other"),
+                ("CANDELA__API__STREAM_POLL_MS", "250"),
+                ("CANDELA__NODE__ROLES", "[\"producer\"]"),
+                ("CANDELA__KAFKA__BROKERS", "[\"127.0.0.1:1234\"]"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.postgres.url, "postgres://b@h/other");
+        assert_eq!(config.api.stream_poll_ms, 250);
+        assert_eq!(config.node.roles, vec![Role::Producer]);
+        assert_eq!(config.kafka.brokers, vec!["127.0.0.1:1234".to_owned()]);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_field() {
+        let err = Config::parse("[postgres]\nurll = \"x\"\n", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("urll"), "{err}");
+        let err = Config::parse("", env(&[("CANDELA__REDIS__NOPE", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope"), "{err}");
+        let err = Config::parse("[ingest]\ninstruments = [\"BTCUSD\"]\n", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ingest.instruments[0]"), "{err}");
+        let err = Config::parse("[node]\nroles = [\"api\"]\n", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("node.roles"), "{err}");
+        let err = Config::parse("[node]\nroles = [\"wizard\"]\n", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("wizard"), "{err}");
+        let err = Config::parse("[api]\nlisten = \"nowhere\"\n", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid"), "{err}");
+        let err = Config::parse("[postgres]\nurl = \"mysql://x\"\n", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("postgres.url"), "{err}");
+    }
+}

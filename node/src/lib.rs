@@ -1,0 +1,7 @@
+//! The node: reads `cluster.toml`, starts the actors its roles call for under
+//! supervisors, and serves the HTTP API.
+//!
+//! * [`config`]: the configuration file, with environment overrides and
+//!   validation that names the offending field;
+
+pub mod config;
