@@ -24,4 +24,7 @@ pub mod schema;
 pub use admin::{ensure_topic, topic_partitions, AdminError, EnsuredTopic};
 pub use config::{Compression, ConfigError, KafkaConfig, DEFAULT_TICK_TOPIC};
 pub use publisher::{PublishError, PublishReport, PublisherStats, TickPublisher};
-pub use schema::{decode, encode, encode_into, DecodeError, SCHEMA_VERSION};
+pub use schema::{
+    decode, decode_for_pipeline, decode_record, encode, encode_into, encode_record, DecodeError,
+    SCHEMA_VERSION,
+};
