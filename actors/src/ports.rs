@@ -33,6 +33,29 @@ pub enum BusError {
         /// Why.
         reason: String,
     },
+    /// A consumer-group member could not be created or subscribed.
+    #[error("cannot subscribe group `{group}` to {topics:?}: {reason}")]
+    Subscribe {
+        /// The consumer group.
+        group: String,
+        /// The topics.
+        topics: Vec<String>,
+        /// Why.
+        reason: String,
+    },
+    /// Receiving failed (the consumer is broken, not merely waiting).
+    #[error("receive: {reason}")]
+    Receive {
+        /// Why.
+        reason: String,
+    },
+    /// Committing offsets failed; nothing was lost (the messages are
+    /// delivered again, and a redelivery changes nothing).
+    #[error("offset commit: {reason}")]
+    Commit {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Publishes records and waits until every one is acknowledged.

@@ -1,14 +1,25 @@
-//! Publishing ticks to Kafka with an acknowledged, idempotent producer.
+//! Publishing records to Kafka with an acknowledged, idempotent producer, and
+//! dead-lettering the messages a consumer cannot decode.
 //!
-//! [`TickPublisher::publish`] hands a whole batch to librdkafka at once and
+//! [`KafkaPublisher`] publishes ticks ([`KafkaPublisher::publish`]) and
+//! records, trades and history bars alike ([`KafkaPublisher::publish_records`]
+//! and the [`RecordBus`] port), keyed by instrument. Each call hands a whole
+//! batch to librdkafka at once and
 //! then waits for the delivery report of every message: `Ok` means the broker
 //! acknowledged all of them with `acks=all`. Transient failures (leader moves,
 //! dropped connections, timeouts) are retried inside librdkafka within the
 //! delivery timeout, and the idempotent producer keeps those retries free of
 //! duplicates and reordering. A message that still fails makes the call an
 //! error that says how many failed; nothing is dropped silently. The caller
-//! may re-publish the batch: consumers treat ticks as a set, so duplicates
-//! from a re-publish change nothing.
+//! may re-publish the batch: consumers treat ticks as a set (and a repeated
+//! history bar as the same minute), so duplicates from a re-publish change
+//! nothing.
+//!
+//! As the [`DeadLetters`] port, the publisher sends each undecodable message,
+//! unchanged (key and payload bytes), to `{topic}.dlq` with headers naming the
+//! reason and the source topic, partition and offset (see
+//! `docs/kafka-schema.md`), creating that topic on first use, and waits for the
+//! acknowledgement the same way.
 //!
 //! Speed: every message of a batch shares one reference-counted tracker as
 //! its delivery opaque, so delivery reports need no per-message allocation;
@@ -27,9 +38,15 @@ use rdkafka::ClientContext;
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
+use std::collections::{BTreeMap, HashSet};
+
+use rdkafka::message::{Header, OwnedHeaders};
+
+use super::admin;
 use super::config::{ConfigError, KafkaConfig};
 use super::schema;
-use crate::domain::Tick;
+use crate::domain::{Record, Tick};
+use crate::ports::{BusError, DeadLetters, RawMessage, RecordBus};
 
 /// Extra time, beyond the delivery timeout, that `publish` waits for the last
 /// delivery report before giving up on librdkafka keeping its promise.
@@ -49,13 +66,13 @@ pub enum PublishError {
     Create(KafkaError),
     /// Some messages were not acknowledged within the delivery timeout, or
     /// were refused outright. The others were acknowledged.
-    #[error("{failed} of {total} ticks not delivered to `{topic}`: {first_error}")]
+    #[error("{failed} of {total} messages not delivered to `{topic}`: {first_error}")]
     Undelivered {
         /// The topic.
         topic: String,
-        /// How many ticks failed.
+        /// How many messages failed.
         failed: usize,
-        /// How many ticks the batch had.
+        /// How many messages the batch had.
         total: usize,
         /// The first failure's cause.
         first_error: KafkaError,
@@ -63,14 +80,14 @@ pub enum PublishError {
     /// No delivery report arrived for some messages, even after the delivery
     /// timeout. Their fate is unknown: re-publish them.
     #[error(
-        "{outstanding} of {total} ticks to `{topic}` without delivery report after {waited:?}"
+        "{outstanding} of {total} messages to `{topic}` without delivery report after {waited:?}"
     )]
     NoReport {
         /// The topic.
         topic: String,
-        /// How many ticks have no report.
+        /// How many messages have no report.
         outstanding: usize,
-        /// How many ticks the batch had.
+        /// How many messages the batch had.
         total: usize,
         /// How long we waited.
         waited: Duration,
@@ -89,7 +106,7 @@ pub enum PublishError {
 /// What an acknowledged batch amounted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublishReport {
-    /// Ticks acknowledged.
+    /// Messages acknowledged.
     pub messages: usize,
     /// Payload and key bytes acknowledged.
     pub bytes: u64,
@@ -186,23 +203,56 @@ enum Enqueue {
     Refused(KafkaError),
 }
 
-/// Publishes ticks to Kafka, keyed by instrument, idempotently and with
-/// `acks=all`. Cheap to share behind an `Arc`; `publish` may run concurrently.
-pub struct TickPublisher {
+/// Dead-letter header: why the message could not be decoded.
+pub const DLQ_REASON: &str = "dlq.reason";
+/// Dead-letter header: the topic the message came from.
+pub const DLQ_TOPIC: &str = "dlq.topic";
+/// Dead-letter header: its partition there (decimal text).
+pub const DLQ_PARTITION: &str = "dlq.partition";
+/// Dead-letter header: its offset there (decimal text).
+pub const DLQ_OFFSET: &str = "dlq.offset";
+/// Partitions of a dead-letter topic when this layer creates it.
+pub const DLQ_PARTITIONS: i32 = 1;
+
+/// The dead-letter topic of `topic`: `{topic}.dlq`.
+pub fn dead_letter_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
+/// One outgoing message, filled in place for each record of a batch so the
+/// buffers are reused.
+#[derive(Default)]
+struct Outgoing {
+    payload: Vec<u8>,
+    key: Vec<u8>,
+    keyed: bool,
+    headers: Option<OwnedHeaders>,
+}
+
+/// Publishes records to Kafka, keyed by instrument, idempotently and with
+/// `acks=all`; also the dead-letter publisher. Cheap to share behind an
+/// `Arc`; every method may run concurrently.
+pub struct KafkaPublisher {
     producer: ThreadedProducer<Context>,
     counters: Arc<Counters>,
     delivery_timeout: Duration,
+    config: KafkaConfig,
+    /// Dead-letter topics known to exist.
+    dead_letter_topics: Mutex<HashSet<String>>,
 }
 
-impl std::fmt::Debug for TickPublisher {
+/// The former name of [`KafkaPublisher`], when it published ticks only.
+pub type TickPublisher = KafkaPublisher;
+
+impl std::fmt::Debug for KafkaPublisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TickPublisher")
+        f.debug_struct("KafkaPublisher")
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
 }
 
-impl TickPublisher {
+impl KafkaPublisher {
     /// A publisher for `config`'s brokers. Connects lazily: a broker that is
     /// down shows up as a failed `publish`, not here.
     pub fn new(config: &KafkaConfig) -> Result<Self, PublishError> {
@@ -218,6 +268,8 @@ impl TickPublisher {
             producer,
             counters,
             delivery_timeout: config.delivery_timeout(),
+            config: config.clone(),
+            dead_letter_topics: Mutex::new(HashSet::new()),
         })
     }
 
@@ -239,8 +291,71 @@ impl TickPublisher {
         topic: &str,
         ticks: &[Tick],
     ) -> Result<PublishReport, PublishError> {
+        let mut key = String::with_capacity(64);
+        self.send_all(topic, ticks.len(), |i, out| {
+            schema::encode_into(&ticks[i], &mut out.payload);
+            schema::write_key(&ticks[i].instrument, &mut key);
+            out.key.extend_from_slice(key.as_bytes());
+            out.keyed = true;
+        })
+        .await
+    }
+
+    /// Sends every record (trade or history bar) of `records` to `topic`,
+    /// keyed by instrument, with the same guarantee as [`Self::publish`].
+    pub async fn publish_records(
+        &self,
+        topic: &str,
+        records: &[Record],
+    ) -> Result<PublishReport, PublishError> {
+        let mut key = String::with_capacity(64);
+        self.send_all(topic, records.len(), |i, out| {
+            schema::encode_record(&records[i], &mut out.payload);
+            schema::write_key(records[i].instrument(), &mut key);
+            out.key.extend_from_slice(key.as_bytes());
+            out.keyed = true;
+        })
+        .await
+    }
+
+    /// Creates the dead-letter topic `dlq` unless this publisher already
+    /// knows it exists.
+    async fn ensure_dead_letter_topic(&self, dlq: &str) -> Result<(), BusError> {
+        let known = self
+            .dead_letter_topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(dlq);
+        if known {
+            return Ok(());
+        }
+        admin::ensure_topic(
+            &self.config,
+            dlq,
+            DLQ_PARTITIONS,
+            self.config.replication_factor,
+        )
+        .await
+        .map_err(|e| BusError::Topic {
+            topic: dlq.to_owned(),
+            reason: e.to_string(),
+        })?;
+        self.dead_letter_topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(dlq.to_owned());
+        Ok(())
+    }
+
+    /// Enqueues `total` messages, each filled by `fill(i, ..)` into cleared
+    /// buffers, and waits for every delivery report.
+    async fn send_all(
+        &self,
+        topic: &str,
+        total: usize,
+        mut fill: impl FnMut(usize, &mut Outgoing) + Send,
+    ) -> Result<PublishReport, PublishError> {
         let started = Instant::now();
-        let total = ticks.len();
         if total == 0 {
             return Ok(PublishReport {
                 messages: 0,
@@ -250,15 +365,20 @@ impl TickPublisher {
         }
         let (done_tx, done_rx) = oneshot::channel();
         let batch = Arc::new(Batch::new(done_tx));
-        let mut payload = Vec::with_capacity(256);
-        let mut key = String::with_capacity(64);
+        let mut out = Outgoing {
+            payload: Vec::with_capacity(256),
+            key: Vec::with_capacity(64),
+            ..Outgoing::default()
+        };
         let enqueue_deadline = started + self.delivery_timeout;
-        for (i, tick) in ticks.iter().enumerate() {
-            payload.clear();
-            schema::encode_into(tick, &mut payload);
-            schema::write_key(&tick.instrument, &mut key);
+        for i in 0..total {
+            out.payload.clear();
+            out.key.clear();
+            out.keyed = false;
+            out.headers = None;
+            fill(i, &mut out);
             loop {
-                match self.try_enqueue(topic, &key, &payload, &batch) {
+                match self.try_enqueue(topic, &out, &batch) {
                     Enqueue::Queued => break,
                     Enqueue::QueueFull if Instant::now() < enqueue_deadline => {
                         // librdkafka's queue is full: let deliveries drain it.
@@ -339,10 +459,15 @@ impl TickPublisher {
 
     /// Hands one message to librdkafka. Synchronous, so the record (which is
     /// not `Send`) never lives across an await.
-    fn try_enqueue(&self, topic: &str, key: &str, payload: &[u8], batch: &Arc<Batch>) -> Enqueue {
-        let record = BaseRecord::with_opaque_to(topic, Arc::clone(batch))
-            .key(key)
-            .payload(payload);
+    fn try_enqueue(&self, topic: &str, out: &Outgoing, batch: &Arc<Batch>) -> Enqueue {
+        let mut record = BaseRecord::<[u8], [u8], Arc<Batch>>::with_opaque_to(topic, Arc::clone(batch))
+            .payload(&out.payload);
+        if out.keyed {
+            record = record.key(&out.key);
+        }
+        if let Some(headers) = &out.headers {
+            record = record.headers(headers.clone());
+        }
         batch.outstanding.fetch_add(1, Ordering::AcqRel);
         match self.producer.send(record) {
             Ok(()) => Enqueue::Queued,
@@ -357,5 +482,117 @@ impl TickPublisher {
                 }
             }
         }
+    }
+}
+
+impl PublishError {
+    /// The port's view of this error, for a batch of `total` messages to `topic`.
+    pub fn into_bus_error(self, topic: &str, total: usize) -> BusError {
+        match self {
+            PublishError::Undelivered {
+                topic,
+                failed,
+                total,
+                first_error,
+            } => BusError::Undelivered {
+                topic,
+                failed,
+                total,
+                reason: first_error.to_string(),
+            },
+            PublishError::NoReport {
+                topic,
+                outstanding,
+                total,
+                waited,
+            } => BusError::Undelivered {
+                topic,
+                failed: outstanding,
+                total,
+                reason: format!("no delivery report after {waited:?} (fate unknown: publish again)"),
+            },
+            other => BusError::Undelivered {
+                topic: topic.to_owned(),
+                failed: total,
+                total,
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+impl RecordBus for KafkaPublisher {
+    /// Creates `topic` with the configured replication factor (idempotent).
+    async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), BusError> {
+        admin::ensure_topic(
+            &self.config,
+            topic,
+            partitions,
+            self.config.replication_factor,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| BusError::Topic {
+            topic: topic.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    async fn publish(&self, topic: &str, records: &[Record]) -> Result<(), BusError> {
+        self.publish_records(topic, records)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.into_bus_error(topic, records.len()))
+    }
+}
+
+impl DeadLetters for KafkaPublisher {
+    async fn dead_letter(&self, messages: &[(RawMessage, String)]) -> Result<(), BusError> {
+        let mut by_topic: BTreeMap<&str, Vec<&(RawMessage, String)>> = BTreeMap::new();
+        for m in messages {
+            by_topic.entry(m.0.topic.as_str()).or_default().push(m);
+        }
+        for (source, letters) in by_topic {
+            let dlq = dead_letter_topic(source);
+            self.ensure_dead_letter_topic(&dlq).await?;
+            self.send_all(&dlq, letters.len(), |i, out| {
+                let (m, reason) = letters[i];
+                out.payload.extend_from_slice(&m.payload);
+                if let Some(key) = &m.key {
+                    out.key.extend_from_slice(key);
+                    out.keyed = true;
+                }
+                let partition = m.partition.to_string();
+                let offset = m.offset.to_string();
+                out.headers = Some(
+                    OwnedHeaders::new_with_capacity(4)
+                        .insert(Header {
+                            key: DLQ_REASON,
+                            value: Some(reason.as_str()),
+                        })
+                        .insert(Header {
+                            key: DLQ_TOPIC,
+                            value: Some(m.topic.as_str()),
+                        })
+                        .insert(Header {
+                            key: DLQ_PARTITION,
+                            value: Some(partition.as_str()),
+                        })
+                        .insert(Header {
+                            key: DLQ_OFFSET,
+                            value: Some(offset.as_str()),
+                        }),
+                );
+            })
+            .await
+            .map_err(|e| e.into_bus_error(&dlq, letters.len()))?;
+            tracing::info!(
+                topic = source,
+                dead_letter_topic = %dlq,
+                count = letters.len(),
+                "dead-lettered undecodable messages"
+            );
+        }
+        Ok(())
     }
 }

@@ -1,20 +1,28 @@
-//! The wire format of a tick on Kafka: versioned JSON that any Kafka client can
-//! read, documented in `docs/kafka-schema.md` at the repository root.
+//! The wire format of a record on Kafka: versioned JSON that any Kafka client
+//! can read, documented in `docs/kafka-schema.md` at the repository root.
+//!
+//! A message is a live trade or a closed minute (history bar), told apart by
+//! the field `type`. A trade is written exactly as before the field existed
+//! (no `type`), so every version-1 trade message ever written still decodes
+//! as a trade and old readers keep reading trades:
 //!
 //! ```json
 //! {"v":1,"market":"Coinbase","base":"BTC","quote":"USD","id":"593817342",
 //!  "ts_ns":1700000000123000000,"price":"37250.12","qty":"0.015",
 //!  "side":"buy","recv_ns":1700000000200000000}
+//! {"v":1,"type":"bar","market":"Coinbase","base":"BTC","quote":"USD",
+//!  "open_time":1700000040,"open":"37250.12","high":"37260","low":"37240.5",
+//!  "close":"37255","volume_base":"12.5","volume_quote":"465650.25"}
 //! ```
 //!
-//! Prices and quantities are decimal strings, so they survive every JSON
-//! parser exactly (scale included: `"0.0150"` stays `"0.0150"`). The message
-//! key is the instrument, `Coinbase:BTC-USD`, so all ticks of one instrument
-//! land in one partition and keep their order.
+//! Prices, quantities and volumes are decimal strings, so they survive every
+//! JSON parser exactly (scale included: `"0.0150"` stays `"0.0150"`). The
+//! message key is the instrument, `Coinbase:BTC-USD`, so all records of one
+//! instrument land in one partition and keep their order.
 //!
 //! Encoding and decoding are pure functions with no I/O. Decoding never
-//! panics: an unknown version or a malformed message is a [`DecodeError`],
-//! which the consumer routes to a dead-letter topic.
+//! panics: an unknown version or type, or a malformed message, is a
+//! [`DecodeError`], which the consumer routes to a dead-letter topic.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -23,25 +31,31 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Instrument, Side, Tick};
+use crate::domain::{HistoryBar, Instrument, Record, Side, Tick};
 
 /// The schema version this build writes, and the only one it reads.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Why a message is not a tick this build can read.
+/// Why a message is not a record this build can read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// The message carries a schema version this build does not read.
-    #[error("unsupported tick schema version {found} (this build reads version {SCHEMA_VERSION})")]
+    #[error("unsupported schema version {found} (this build reads version {SCHEMA_VERSION})")]
     UnsupportedVersion {
         /// The version found in the message.
         found: u64,
     },
+    /// The message's `type` is neither `trade` nor `bar`.
+    #[error("unknown record type `{found}` (this build reads `trade` and `bar`)")]
+    UnknownType {
+        /// The type found in the message.
+        found: String,
+    },
     /// The message is not JSON, or lacks a field, or a field has the wrong type.
-    #[error("malformed tick message: {0}")]
+    #[error("malformed message: {0}")]
     Malformed(String),
     /// A field is present but its value is not acceptable.
-    #[error("invalid tick field `{field}`: {reason}")]
+    #[error("invalid field `{field}`: {reason}")]
     InvalidField {
         /// The field's name in the schema.
         field: &'static str,
@@ -50,10 +64,10 @@ pub enum DecodeError {
     },
 }
 
-/// Version 1 as written: borrows from the tick, so encoding allocates nothing
-/// but the output.
+/// A trade as written: borrows from the tick, so encoding allocates nothing
+/// but the output. No `type` field: a trade is the default kind.
 #[derive(Serialize)]
-struct V1Out<'a> {
+struct TradeOut<'a> {
     v: u32,
     market: &'a str,
     base: &'a str,
@@ -68,27 +82,98 @@ struct V1Out<'a> {
     recv_ns: i64,
 }
 
-/// Version 1 as read. Strings borrow from the input unless they hold escapes.
-/// Unknown fields are ignored: adding an optional field is a compatible change
-/// that keeps `v: 1` (see the schema doc).
+/// A history bar as written.
+#[derive(Serialize)]
+struct BarOut<'a> {
+    v: u32,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    market: &'a str,
+    base: &'a str,
+    quote: &'a str,
+    open_time: i64,
+    #[serde(with = "rust_decimal::serde::str")]
+    open: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    high: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    low: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    close: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    volume_base: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    volume_quote: Decimal,
+}
+
+/// A JSON string that borrows from the input unless it holds escapes.
+/// (`Option<Cow<str>>` would always allocate: serde borrows only a bare `Cow`.)
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Every field of every kind, as read. Which ones are required depends on
+/// `type`; unknown fields are ignored (adding an optional field is a
+/// compatible change that keeps `v: 1`, see the schema doc).
 #[derive(Deserialize)]
-struct V1In<'a> {
+struct In<'a> {
     v: u64,
-    #[serde(borrow)]
-    market: Cow<'a, str>,
-    #[serde(borrow)]
-    base: Cow<'a, str>,
-    #[serde(borrow)]
-    quote: Cow<'a, str>,
-    #[serde(borrow)]
-    id: Cow<'a, str>,
-    ts_ns: i64,
-    #[serde(borrow)]
-    price: Cow<'a, str>,
-    #[serde(borrow)]
-    qty: Cow<'a, str>,
-    side: Side,
-    recv_ns: i64,
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    market: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    base: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    quote: Option<Text<'a>>,
+    // Trade.
+    #[serde(borrow, default)]
+    id: Option<Text<'a>>,
+    #[serde(default)]
+    ts_ns: Option<i64>,
+    #[serde(borrow, default)]
+    price: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    qty: Option<Text<'a>>,
+    #[serde(default)]
+    side: Option<Side>,
+    #[serde(default)]
+    recv_ns: Option<i64>,
+    // Bar.
+    #[serde(default)]
+    open_time: Option<i64>,
+    #[serde(borrow, default)]
+    open: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    high: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    low: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    close: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    volume_base: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    volume_quote: Option<Text<'a>>,
 }
 
 /// Only the version, to classify a message that is not valid version 1.
@@ -100,7 +185,7 @@ struct Probe {
 /// Appends the JSON encoding of `tick` to `out`. Reusing `out` across ticks
 /// makes encoding allocation-free once the buffer has grown.
 pub fn encode_into(tick: &Tick, out: &mut Vec<u8>) {
-    let msg = V1Out {
+    let msg = TradeOut {
         v: SCHEMA_VERSION,
         market: &tick.instrument.market,
         base: &tick.instrument.base,
@@ -123,6 +208,31 @@ pub fn encode(tick: &Tick) -> Vec<u8> {
     out
 }
 
+/// Appends the JSON encoding of `record` to `out`: a trade exactly as
+/// [`encode_into`] writes it, a bar with `"type":"bar"`.
+pub fn encode_record(record: &Record, out: &mut Vec<u8>) {
+    match record {
+        Record::Trade(tick) => encode_into(tick, out),
+        Record::Bar(bar) => {
+            let msg = BarOut {
+                v: SCHEMA_VERSION,
+                kind: "bar",
+                market: &bar.instrument.market,
+                base: &bar.instrument.base,
+                quote: &bar.instrument.quote,
+                open_time: bar.open_time,
+                open: bar.open,
+                high: bar.high,
+                low: bar.low,
+                close: bar.close,
+                volume_base: bar.volume_base,
+                volume_quote: bar.volume_quote,
+            };
+            serde_json::to_writer(out, &msg).expect("writing bar JSON to a Vec cannot fail");
+        }
+    }
+}
+
 /// Writes the message key of `instrument` (its display form,
 /// `Coinbase:BTC-USD`) into `out`, replacing what was there.
 pub fn write_key(instrument: &Instrument, out: &mut String) {
@@ -136,9 +246,28 @@ pub fn key(instrument: &Instrument) -> String {
     instrument.to_string()
 }
 
-/// Decodes one message payload.
+/// Decodes one message payload that must be a trade (a bar is an
+/// [`DecodeError::InvalidField`] on `type`).
 pub fn decode(payload: &[u8]) -> Result<Tick, DecodeError> {
-    let raw: V1In<'_> = match serde_json::from_slice(payload) {
+    match decode_record(payload)? {
+        Record::Trade(tick) => Ok(tick),
+        Record::Bar(_) => Err(DecodeError::InvalidField {
+            field: "type",
+            reason: "a history bar, where a trade was expected".into(),
+        }),
+    }
+}
+
+/// [`decode_record`] with the error as text: the consumer pipeline's
+/// [`Decode`](crate::consumer::Decode) function.
+pub fn decode_for_pipeline(payload: &[u8]) -> Result<Record, String> {
+    decode_record(payload).map_err(|e| e.to_string())
+}
+
+/// Decodes one message payload: a trade (`type` absent or `"trade"`) or a
+/// history bar (`type` `"bar"`).
+pub fn decode_record(payload: &[u8]) -> Result<Record, DecodeError> {
+    let raw: In<'_> = match serde_json::from_slice(payload) {
         Ok(raw) => raw,
         Err(e) => {
             // Not version 1 as we know it: say whether it is another version.
@@ -153,34 +282,111 @@ pub fn decode(payload: &[u8]) -> Result<Tick, DecodeError> {
     if raw.v != u64::from(SCHEMA_VERSION) {
         return Err(DecodeError::UnsupportedVersion { found: raw.v });
     }
-    let non_empty = |field: &'static str, s: Cow<'_, str>| {
-        if s.is_empty() {
-            Err(DecodeError::InvalidField {
-                field,
-                reason: "empty".into(),
-            })
-        } else {
-            Ok(s.into_owned())
-        }
-    };
-    let decimal = |field: &'static str, s: &str| {
-        Decimal::from_str(s).map_err(|e| DecodeError::InvalidField {
+    match raw.kind.as_ref().map(|k| k.0.as_ref()) {
+        None | Some("trade") => trade(raw).map(Record::Trade),
+        Some("bar") => bar(raw).map(Record::Bar),
+        Some(other) => Err(DecodeError::UnknownType {
+            found: other.to_owned(),
+        }),
+    }
+}
+
+fn required<T>(field: &'static str, value: Option<T>) -> Result<T, DecodeError> {
+    value.ok_or_else(|| DecodeError::Malformed(format!("missing field `{field}`")))
+}
+
+fn text(field: &'static str, value: Option<Text<'_>>) -> Result<String, DecodeError> {
+    let s = required(field, value)?.0;
+    if s.is_empty() {
+        Err(DecodeError::InvalidField {
             field,
-            reason: format!("`{s}` is not a decimal: {e}"),
+            reason: "empty".into(),
         })
-    };
+    } else {
+        Ok(s.into_owned())
+    }
+}
+
+fn decimal(field: &'static str, value: Option<Text<'_>>) -> Result<Decimal, DecodeError> {
+    let s = required(field, value)?.0;
+    Decimal::from_str(&s).map_err(|e| DecodeError::InvalidField {
+        field,
+        reason: format!("`{s}` is not a decimal: {e}"),
+    })
+}
+
+fn instrument(
+    market: Option<Text<'_>>,
+    base: Option<Text<'_>>,
+    quote: Option<Text<'_>>,
+) -> Result<Instrument, DecodeError> {
+    Ok(Instrument {
+        market: text("market", market)?,
+        base: text("base", base)?,
+        quote: text("quote", quote)?,
+    })
+}
+
+fn trade(raw: In<'_>) -> Result<Tick, DecodeError> {
+    // Presence first (a missing field is malformed), then values.
+    let ts_ns = required("ts_ns", raw.ts_ns)?;
+    let side = required("side", raw.side)?;
+    let recv_ns = required("recv_ns", raw.recv_ns)?;
+    for (field, present) in [
+        ("market", raw.market.is_some()),
+        ("base", raw.base.is_some()),
+        ("quote", raw.quote.is_some()),
+        ("id", raw.id.is_some()),
+        ("price", raw.price.is_some()),
+        ("qty", raw.qty.is_some()),
+    ] {
+        if !present {
+            return Err(DecodeError::Malformed(format!("missing field `{field}`")));
+        }
+    }
     Ok(Tick {
-        price: decimal("price", &raw.price)?,
-        quantity: decimal("qty", &raw.qty)?,
-        instrument: Instrument {
-            market: non_empty("market", raw.market)?,
-            base: non_empty("base", raw.base)?,
-            quote: non_empty("quote", raw.quote)?,
-        },
-        trade_id: non_empty("id", raw.id)?,
-        trade_time_ns: raw.ts_ns,
-        side: raw.side,
-        received_ns: raw.recv_ns,
+        price: decimal("price", raw.price)?,
+        quantity: decimal("qty", raw.qty)?,
+        instrument: instrument(raw.market, raw.base, raw.quote)?,
+        trade_id: text("id", raw.id)?,
+        trade_time_ns: ts_ns,
+        side,
+        received_ns: recv_ns,
+    })
+}
+
+fn bar(raw: In<'_>) -> Result<HistoryBar, DecodeError> {
+    let open_time = required("open_time", raw.open_time)?;
+    for (field, present) in [
+        ("market", raw.market.is_some()),
+        ("base", raw.base.is_some()),
+        ("quote", raw.quote.is_some()),
+        ("open", raw.open.is_some()),
+        ("high", raw.high.is_some()),
+        ("low", raw.low.is_some()),
+        ("close", raw.close.is_some()),
+        ("volume_base", raw.volume_base.is_some()),
+        ("volume_quote", raw.volume_quote.is_some()),
+    ] {
+        if !present {
+            return Err(DecodeError::Malformed(format!("missing field `{field}`")));
+        }
+    }
+    if open_time.rem_euclid(60) != 0 {
+        return Err(DecodeError::InvalidField {
+            field: "open_time",
+            reason: format!("{open_time} is not the start of a minute (a multiple of 60)"),
+        });
+    }
+    Ok(HistoryBar {
+        instrument: instrument(raw.market, raw.base, raw.quote)?,
+        open_time,
+        open: decimal("open", raw.open)?,
+        high: decimal("high", raw.high)?,
+        low: decimal("low", raw.low)?,
+        close: decimal("close", raw.close)?,
+        volume_base: decimal("volume_base", raw.volume_base)?,
+        volume_quote: decimal("volume_quote", raw.volume_quote)?,
     })
 }
 
@@ -198,6 +404,90 @@ mod tests {
             quantity: "0.0150".parse().unwrap(),
             side: Side::Buy,
             received_ns: 1_700_000_000_200_000_000,
+        }
+    }
+
+    fn sample_bar() -> HistoryBar {
+        HistoryBar {
+            instrument: Instrument::new("Coinbase", "BTC", "USD"),
+            open_time: 1_700_000_040,
+            open: "37250.12".parse().unwrap(),
+            high: "37260".parse().unwrap(),
+            low: "37240.50".parse().unwrap(),
+            close: "37255".parse().unwrap(),
+            volume_base: "12.5".parse().unwrap(),
+            volume_quote: "465650.25".parse().unwrap(),
+        }
+    }
+
+    fn encoded(record: &Record) -> String {
+        let mut out = Vec::new();
+        encode_record(record, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_bar_encodes_the_documented_shape() {
+        let json = encoded(&Record::Bar(sample_bar()));
+        assert_eq!(
+            json,
+            r#"{"v":1,"type":"bar","market":"Coinbase","base":"BTC","quote":"USD","open_time":1700000040,"open":"37250.12","high":"37260","low":"37240.50","close":"37255","volume_base":"12.5","volume_quote":"465650.25"}"#
+        );
+        assert_eq!(
+            decode_record(json.as_bytes()).unwrap(),
+            Record::Bar(sample_bar())
+        );
+        // The trade-only decoder refuses it with a typed error.
+        assert!(matches!(
+            decode(json.as_bytes()),
+            Err(DecodeError::InvalidField { field: "type", .. })
+        ));
+    }
+
+    #[test]
+    fn a_trade_is_written_as_before_and_read_with_or_without_type() {
+        let tick = sample();
+        let json = encoded(&Record::Trade(tick.clone()));
+        assert_eq!(json.as_bytes(), encode(&tick).as_slice());
+        assert!(!json.contains("type"));
+        assert_eq!(
+            decode_record(json.as_bytes()).unwrap(),
+            Record::Trade(tick.clone())
+        );
+        let typed = json.replacen(r#"{"v":1,"#, r#"{"v":1,"type":"trade","#, 1);
+        assert_eq!(decode_record(typed.as_bytes()).unwrap(), Record::Trade(tick));
+        assert_eq!(
+            decode_for_pipeline(b"nope").unwrap_err(),
+            decode_record(b"nope").unwrap_err().to_string()
+        );
+    }
+
+    #[test]
+    fn unknown_types_and_bad_bars_are_typed_errors() {
+        let ok = encoded(&Record::Bar(sample_bar()));
+        assert_eq!(
+            decode_record(ok.replace(r#""bar""#, r#""quote""#).as_bytes()),
+            Err(DecodeError::UnknownType {
+                found: "quote".into()
+            })
+        );
+        let cases: Vec<(String, &str)> = vec![
+            (ok.replace(r#","close":"37255""#, ""), "malformed"),
+            (ok.replace(r#""type":"bar","#, ""), "malformed"),
+            (ok.replace("1700000040", "1700000041"), "open_time"),
+            (ok.replace("1700000040", r#""1700000040""#), "malformed"),
+            (ok.replace(r#""12.5""#, r#""12,5""#), "volume_base"),
+            (ok.replace(r#""37260""#, "37260"), "malformed"),
+            (ok.replace(r#""Coinbase""#, r#""""#), "market"),
+            (ok.replace(r#""bar""#, "7"), "malformed"),
+        ];
+        for (input, expect) in cases {
+            let err = decode_record(input.as_bytes()).unwrap_err();
+            match (&err, expect) {
+                (DecodeError::Malformed(_), "malformed") => {}
+                (DecodeError::InvalidField { field, .. }, f) if *field == f => {}
+                _ => panic!("{input}: expected {expect}, got {err:?}"),
+            }
         }
     }
 
@@ -306,6 +596,46 @@ mod tests {
             )
     }
 
+    fn arb_bar() -> impl Strategy<Value = HistoryBar> {
+        (
+            (arb_part(), arb_part(), arb_part()),
+            (i64::MIN / 120)..(i64::MAX / 120),
+            (arb_decimal(), arb_decimal(), arb_decimal(), arb_decimal()),
+            (arb_decimal(), arb_decimal()),
+        )
+            .prop_map(
+                |((market, base, quote), minute, (open, high, low, close), (vb, vq))| HistoryBar {
+                    instrument: Instrument::new(market, base, quote),
+                    open_time: minute * 60,
+                    open,
+                    high,
+                    low,
+                    close,
+                    volume_base: vb,
+                    volume_quote: vq,
+                },
+            )
+    }
+
+    fn arb_record() -> impl Strategy<Value = Record> {
+        prop_oneof![
+            arb_tick().prop_map(Record::Trade),
+            arb_bar().prop_map(Record::Bar)
+        ]
+    }
+
+    /// Every decimal of a record as text: equality of `Decimal` is numeric,
+    /// the scale must survive too.
+    fn decimals(r: &Record) -> Vec<String> {
+        match r {
+            Record::Trade(t) => vec![t.price.to_string(), t.quantity.to_string()],
+            Record::Bar(b) => [b.open, b.high, b.low, b.close, b.volume_base, b.volume_quote]
+                .iter()
+                .map(Decimal::to_string)
+                .collect(),
+        }
+    }
+
     proptest! {
         #[test]
         fn encode_then_decode_is_exact(tick in arb_tick()) {
@@ -331,8 +661,29 @@ mod tests {
         }
 
         #[test]
+        fn records_round_trip_exactly(record in arb_record()) {
+            let mut bytes = Vec::new();
+            encode_record(&record, &mut bytes);
+            let back = decode_record(&bytes).unwrap();
+            prop_assert_eq!(decimals(&back), decimals(&record));
+            prop_assert_eq!(&back, &record);
+            prop_assert_eq!(decode_for_pipeline(&bytes), Ok(record));
+        }
+
+        #[test]
+        fn encode_record_appends_exactly_one_message(a in arb_record(), b in arb_record()) {
+            let mut buf = Vec::new();
+            encode_record(&a, &mut buf);
+            let first = buf.len();
+            encode_record(&b, &mut buf);
+            prop_assert_eq!(decode_record(&buf[..first]).unwrap(), a);
+            prop_assert_eq!(decode_record(&buf[first..]).unwrap(), b);
+        }
+
+        #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = decode(&bytes);
+            let _ = decode_record(&bytes);
         }
     }
 }

@@ -1,0 +1,412 @@
+//! Reading records from Kafka as a consumer-group member: the
+//! [`OpenStream`]/[`MessageStream`] ports of the consumer actors.
+//!
+//! [`KafkaStreams::open`] makes a new group member ([`KafkaStream`]) each time
+//! a consumer starts or is restarted. Offsets are never committed
+//! automatically (`enable.auto.commit=false`, `enable.auto.offset.store=false`):
+//! only [`MessageStream::commit`], which the pipeline calls after the batch's
+//! database transaction (and the cache update), moves them. A group without
+//! committed offsets starts at the earliest message (`auto.offset.reset=earliest`).
+//!
+//! **Threading.** librdkafka's consumer calls block, so each member owns one
+//! OS thread that holds the [`BaseConsumer`] and serves `next_batch` and
+//! `commit` requests sent over a channel; the async side only awaits the
+//! answer. A batch is one blocking `poll` for the first message (up to
+//! `wait`) and then non-blocking polls for what librdkafka has already
+//! fetched, up to `max`, so a batch costs one channel round trip however
+//! large it is. Dropping the stream ends the thread, which closes the
+//! consumer (it leaves the group, so its partitions move at once).
+//!
+//! **Delivery.** A member returns each fetched message once: a batch that is
+//! never committed is not returned again by the *same* member, but by the
+//! next member that owns its partition (a restarted consumer, or another node
+//! after a rebalance), which resumes from the committed offsets. The consumer
+//! actor fails on any error in a cycle and is restarted with a fresh member,
+//! so an uncommitted batch is always delivered again.
+//!
+//! **Rebalances.** Assignment changes are served inside `poll`, i.e. only
+//! while a `next_batch` runs, between the pipeline's cycles, so a batch that
+//! was returned is normally committed (or abandoned) before its partitions can
+//! move. Two guards cover the rest:
+//!
+//! * messages of a partition revoked while a `next_batch` was collecting them
+//!   are dropped from that batch (the partition's new owner resumes from the
+//!   committed offset and gets them);
+//! * `commit` commits only partitions this member holds now, so an old owner
+//!   never commits a partition a new owner took (the broker also refuses
+//!   commits from a stale group generation; that is a `BusError::Commit`).
+//!
+//! Should a commit land late anyway, the worst case is a redelivery: offsets
+//! are only ever committed after the database commit, and the store ignores
+//! ticks it already holds and applies a history bar only once, so a
+//! redelivered batch changes no bar.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use super::config::KafkaConfig;
+use crate::consumer::OpenStream;
+use crate::ports::{BusError, MessageStream, RawMessage};
+
+/// Opens consumer-group members on the brokers of a [`KafkaConfig`].
+#[derive(Debug, Clone)]
+pub struct KafkaStreams {
+    config: KafkaConfig,
+}
+
+impl KafkaStreams {
+    /// Members on `config`'s brokers (its `client_id` and `extra` settings
+    /// apply to them too).
+    pub fn new(config: KafkaConfig) -> Self {
+        Self { config }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
+    /// Subscribes a new member of `group` to `topics` (blocking-free: the
+    /// group join happens on the member's first `next_batch`).
+    pub fn open_member(&self, group: &str, topics: &[String]) -> Result<KafkaStream, BusError> {
+        let subscribe_error = |reason: String| BusError::Subscribe {
+            group: group.to_owned(),
+            topics: topics.to_vec(),
+            reason,
+        };
+        self.config
+            .validate()
+            .map_err(|e| subscribe_error(e.to_string()))?;
+        if topics.is_empty() {
+            return Err(subscribe_error("no topics".into()));
+        }
+        let shared = Arc::new(Shared::default());
+        let mut cc = self.config.client_config();
+        cc.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false");
+        let consumer: BaseConsumer<MemberContext> = cc
+            .create_with_context(MemberContext {
+                shared: Arc::clone(&shared),
+                group: group.to_owned(),
+            })
+            .map_err(|e| subscribe_error(e.to_string()))?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(|e| subscribe_error(e.to_string()))?;
+        let (requests, rx) = mpsc::channel();
+        let member = Member {
+            consumer,
+            shared,
+            group: group.to_owned(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("kafka-consumer-{group}"))
+            .spawn(move || member.serve(rx))
+            .map_err(|e| subscribe_error(format!("cannot start the consumer thread: {e}")))?;
+        info!(group, ?topics, "kafka consumer member subscribed");
+        Ok(KafkaStream {
+            requests,
+            thread,
+            group: group.to_owned(),
+        })
+    }
+}
+
+impl OpenStream for KafkaStreams {
+    type Stream = KafkaStream;
+
+    async fn open(&self, group: &str, topics: &[String]) -> Result<KafkaStream, BusError> {
+        self.open_member(group, topics)
+    }
+}
+
+/// What the member's thread and its rebalance callbacks share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// The partitions this member holds now.
+    assigned: Mutex<HashSet<(String, i32)>>,
+    /// Counts revocations, so a batch can tell one happened while it was
+    /// being collected.
+    revocations: AtomicU64,
+}
+
+impl Shared {
+    fn holds(&self, topic: &str, partition: i32) -> bool {
+        self.assigned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(topic.to_owned(), partition))
+    }
+}
+
+/// Tracks the assignment as rebalances happen.
+struct MemberContext {
+    shared: Arc<Shared>,
+    group: String,
+}
+
+impl ClientContext for MemberContext {}
+
+impl ConsumerContext for MemberContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let revoked = partitions(tpl);
+            self.shared.revocations.fetch_add(1, Ordering::AcqRel);
+            let mut assigned = self
+                .shared
+                .assigned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for p in &revoked {
+                assigned.remove(p);
+            }
+            info!(group = %self.group, partitions = ?revoked, "kafka partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let added = partitions(tpl);
+                self.shared
+                    .assigned
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(added.iter().cloned());
+                info!(group = %self.group, partitions = ?added, "kafka partitions assigned");
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => warn!(group = %self.group, error = %e, "kafka rebalance failed"),
+        }
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
+}
+
+/// One committed position: the offset after the last processed message.
+type CommitOffset = ((String, i32), i64);
+
+enum Request {
+    Batch {
+        max: usize,
+        wait: Duration,
+        reply: oneshot::Sender<Result<Vec<RawMessage>, BusError>>,
+    },
+    Commit {
+        offsets: Vec<CommitOffset>,
+        reply: oneshot::Sender<Result<(), BusError>>,
+    },
+}
+
+/// The member's thread: owns the consumer.
+struct Member {
+    consumer: BaseConsumer<MemberContext>,
+    shared: Arc<Shared>,
+    group: String,
+}
+
+impl Member {
+    fn serve(self, requests: mpsc::Receiver<Request>) {
+        for request in requests {
+            match request {
+                Request::Batch { max, wait, reply } => {
+                    let _ = reply.send(self.batch(max, wait));
+                }
+                Request::Commit { offsets, reply } => {
+                    let _ = reply.send(self.commit(offsets));
+                }
+            }
+        }
+        // The stream was dropped: closing the consumer (on drop) leaves the group.
+        debug!(group = %self.group, "kafka consumer member closing");
+    }
+
+    fn batch(&self, max: usize, wait: Duration) -> Result<Vec<RawMessage>, BusError> {
+        let revocations = self.shared.revocations.load(Ordering::Acquire);
+        let deadline = Instant::now() + wait;
+        let mut out = Vec::with_capacity(max.min(4_096));
+        // The first message: wait for it (rebalance and commit events make
+        // `poll` return early without a message).
+        while out.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.consumer.poll(left) {
+                Some(Ok(m)) => out.push(raw(&m)),
+                Some(Err(e)) => self.check(e)?,
+                None => {}
+            }
+            if left.is_zero() {
+                break;
+            }
+        }
+        // Then what librdkafka has already fetched.
+        while !out.is_empty() && out.len() < max {
+            match self.consumer.poll(Duration::ZERO) {
+                Some(Ok(m)) => out.push(raw(&m)),
+                Some(Err(e)) => {
+                    self.check(e)?;
+                    break;
+                }
+                None => break,
+            }
+        }
+        if self.shared.revocations.load(Ordering::Acquire) != revocations {
+            let before = out.len();
+            out.retain(|m| self.shared.holds(&m.topic, m.partition));
+            if out.len() != before {
+                info!(
+                    group = %self.group,
+                    dropped = before - out.len(),
+                    "dropped messages of partitions revoked during the batch"
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// A consumer error is logged and survived (librdkafka retries by itself)
+    /// unless the client is fatally broken.
+    fn check(&self, error: KafkaError) -> Result<(), BusError> {
+        if let Some((code, reason)) = self.consumer.client().fatal_error() {
+            return Err(BusError::Receive {
+                reason: format!("fatal ({code}): {reason}"),
+            });
+        }
+        warn!(group = %self.group, %error, "kafka consumer error (retrying)");
+        Ok(())
+    }
+
+    fn commit(&self, offsets: Vec<CommitOffset>) -> Result<(), BusError> {
+        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+        let mut skipped = 0;
+        for ((topic, partition), next) in &offsets {
+            if self.shared.holds(topic, *partition) {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
+                    .map_err(|e| BusError::Commit {
+                        reason: e.to_string(),
+                    })?;
+            } else {
+                skipped += 1;
+            }
+        }
+        if skipped > 0 {
+            info!(
+                group = %self.group,
+                skipped,
+                "not committing partitions this member no longer holds"
+            );
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        self.consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(|e| BusError::Commit {
+                reason: e.to_string(),
+            })?;
+        debug!(group = %self.group, partitions = tpl.count(), "kafka offsets committed");
+        Ok(())
+    }
+}
+
+fn raw(m: &BorrowedMessage<'_>) -> RawMessage {
+    RawMessage {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().unwrap_or_default().to_vec(),
+    }
+}
+
+/// A consumer-group member: see the module doc. Dropping it leaves the group.
+#[derive(Debug)]
+pub struct KafkaStream {
+    requests: mpsc::Sender<Request>,
+    thread: std::thread::JoinHandle<()>,
+    group: String,
+}
+
+impl KafkaStream {
+    /// The consumer group.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// Leaves the group and waits until the consumer is closed (dropping the
+    /// stream does the same without waiting).
+    pub async fn close(self) {
+        let KafkaStream {
+            requests, thread, ..
+        } = self;
+        drop(requests);
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+
+    async fn ask<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<T, BusError>>) -> Request,
+        gone: impl Fn(String) -> BusError,
+    ) -> Result<T, BusError> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(request(tx))
+            .map_err(|_| gone("the consumer thread is gone".into()))?;
+        rx.await
+            .map_err(|_| gone("the consumer thread is gone".into()))?
+    }
+}
+
+impl MessageStream for KafkaStream {
+    async fn next_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<RawMessage>, BusError> {
+        let max = max.max(1);
+        self.ask(
+            |reply| Request::Batch { max, wait, reply },
+            |reason| BusError::Receive { reason },
+        )
+        .await
+    }
+
+    async fn commit(&mut self, messages: &[RawMessage]) -> Result<(), BusError> {
+        let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        for m in messages {
+            let after = m.offset + 1;
+            next.entry((m.topic.as_str(), m.partition))
+                .and_modify(|o| *o = (*o).max(after))
+                .or_insert(after);
+        }
+        if next.is_empty() {
+            return Ok(());
+        }
+        let offsets = next
+            .into_iter()
+            .map(|((t, p), o)| ((t.to_owned(), p), o))
+            .collect();
+        self.ask(
+            |reply| Request::Commit { offsets, reply },
+            |reason| BusError::Commit { reason },
+        )
+        .await
+    }
+}
