@@ -129,14 +129,24 @@ impl Actor for Supervisor {
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let mut children = Vec::with_capacity(args.children.len());
         for spec in args.children {
-            let cell = (spec.start)(myself.get_cell(), 0).await?;
-            children.push(Child {
+            let mut child = Child {
                 spec,
-                cell: Some(cell),
+                cell: None,
                 restarts: 0,
                 recent: VecDeque::new(),
                 last_failure: None,
-            });
+            };
+            // A child that cannot start (a dependency is down) is retried
+            // like one that failed, rather than failing the supervisor.
+            match (child.spec.start)(myself.get_cell(), 0).await {
+                Ok(cell) => child.cell = Some(cell),
+                Err(err) => {
+                    tracing::warn!(child = %child.spec.name, error = %err, "child failed to start; retrying");
+                    child.last_failure = Some(err.to_string());
+                    schedule_restart(&myself, &mut child, &args.policy)?;
+                }
+            }
+            children.push(child);
         }
         Ok(SupervisorState {
             children,

@@ -52,8 +52,9 @@ pub struct ProducerArgs<H, L, B> {
     pub history: Arc<H>,
     /// Live trades.
     pub live: Arc<L>,
-    /// Where records go.
-    pub bus: Arc<B>,
+    /// Makes the bus client. Each start (and restart) makes a fresh one, so a
+    /// RESET also replaces a client left unusable by a broker outage.
+    pub make_bus: BusFactory<B>,
     /// The fixed topic (`tick-data`).
     pub fixed_topic: String,
     /// Partitions of the fixed topic when it has to be created.
@@ -73,7 +74,7 @@ impl<H, L, B> Clone for ProducerArgs<H, L, B> {
             instance: self.instance.clone(),
             history: Arc::clone(&self.history),
             live: Arc::clone(&self.live),
-            bus: Arc::clone(&self.bus),
+            make_bus: Arc::clone(&self.make_bus),
             fixed_topic: self.fixed_topic.clone(),
             fixed_partitions: self.fixed_partitions,
             live_instruments: self.live_instruments.clone(),
@@ -82,6 +83,9 @@ impl<H, L, B> Clone for ProducerArgs<H, L, B> {
         }
     }
 }
+
+/// Makes a bus client.
+pub type BusFactory<B> = Arc<dyn Fn() -> Result<B, String> + Send + Sync>;
 
 /// The ports a producer is generic over, as one type (keeps `Producer: Send`
 /// whatever the ports are).
@@ -99,6 +103,7 @@ impl<H, L, B> Default for Producer<H, L, B> {
 /// The actor's state.
 pub struct ProducerState<H, L: LiveSource, B> {
     args: ProducerArgs<H, L, B>,
+    bus: B,
     fsm: Fsm<Machine>,
     live: Option<L::Control>,
     forwarder: Option<JoinHandle<()>>,
@@ -126,8 +131,8 @@ where
         } else {
             Fsm::new(args.instance.clone())
         };
-        args.bus
-            .ensure_topic(&args.fixed_topic, args.fixed_partitions)
+        let bus = (args.make_bus)()?;
+        bus.ensure_topic(&args.fixed_topic, args.fixed_partitions)
             .await?;
         let targets = args
             .live_instruments
@@ -140,6 +145,7 @@ where
                 ..ProducerStatus::default()
             },
             args,
+            bus,
             fsm,
             live: None,
             forwarder: None,
@@ -185,7 +191,7 @@ where
                 target,
                 reply,
             } => {
-                let result = fetch_history(state, &instrument, from_ts, to_ts, &target).await;
+                let result = history_cycle(state, &instrument, from_ts, to_ts, &target).await;
                 let failed = result.as_ref().err().cloned();
                 let _ = reply.send(result);
                 if let Some(err) = failed {
@@ -217,7 +223,7 @@ where
                 reply,
             } => {
                 state.fsm.fire(Event::CreateDynamicTopic)?;
-                match state.args.bus.ensure_topic(&topic, partitions).await {
+                match state.bus.ensure_topic(&topic, partitions).await {
                     Ok(()) => {
                         state.fsm.fire(Event::CreateTopicSuccess)?;
                         let _ = reply.send(Ok(()));
@@ -284,7 +290,7 @@ async fn forward(
     }
 }
 
-async fn fetch_history<H: HistorySource, L: LiveSource, B: RecordBus>(
+async fn history_cycle<H: HistorySource, L: LiveSource, B: RecordBus>(
     state: &mut ProducerState<H, L, B>,
     instrument: &Instrument,
     from_ts: i64,
@@ -364,7 +370,7 @@ async fn publish_cycle<H: HistorySource, L: LiveSource, B: RecordBus>(
     };
     state.fsm.fire(ready).map_err(|e| e.to_string())?;
     for chunk in records.chunks(state.args.batch_max.max(1)) {
-        if let Err(err) = state.args.bus.publish(&topic, chunk).await {
+        if let Err(err) = state.bus.publish(&topic, chunk).await {
             state
                 .fsm
                 .fire(Event::PublishFailure)
@@ -384,4 +390,66 @@ async fn publish_cycle<H: HistorySource, L: LiveSource, B: RecordBus>(
 /// A shared handle on a producer's run, for the admin endpoint.
 pub async fn run_view(producer: &ActorRef<ProducerMsg>) -> Option<RunView> {
     ractor::call_t!(producer, ProducerMsg::View, 2_000).ok()
+}
+
+/// Asks `producer` for history (`FETCH_DATA`) and waits at most `timeout`.
+pub async fn fetch_history(
+    producer: &ActorRef<ProducerMsg>,
+    instrument: Instrument,
+    from_ts: i64,
+    to_ts: i64,
+    target: Target,
+    timeout: std::time::Duration,
+) -> Result<FetchReport, String> {
+    match producer
+        .call(
+            |reply| ProducerMsg::FetchHistory {
+                instrument,
+                from_ts,
+                to_ts,
+                target,
+                reply,
+            },
+            Some(timeout),
+        )
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(result)) => result,
+        Ok(ractor::rpc::CallResult::Timeout) => {
+            Err(format!("no answer within {} ms", timeout.as_millis()))
+        }
+        Ok(ractor::rpc::CallResult::SenderError) => {
+            Err("the producer stopped before answering".into())
+        }
+        Err(err) => Err(format!("the producer cannot be reached: {err}")),
+    }
+}
+
+/// Asks `producer` to create a dynamic topic (`CREATE_DYNAMIC_TOPIC`).
+pub async fn create_topic(
+    producer: &ActorRef<ProducerMsg>,
+    topic: String,
+    partitions: i32,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    match producer
+        .call(
+            |reply| ProducerMsg::CreateTopic {
+                topic,
+                partitions,
+                reply,
+            },
+            Some(timeout),
+        )
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(result)) => result,
+        Ok(ractor::rpc::CallResult::Timeout) => {
+            Err(format!("no answer within {} ms", timeout.as_millis()))
+        }
+        Ok(ractor::rpc::CallResult::SenderError) => {
+            Err("the producer stopped before answering".into())
+        }
+        Err(err) => Err(format!("the producer cannot be reached: {err}")),
+    }
 }
