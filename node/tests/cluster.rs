@@ -279,7 +279,7 @@ fn a_node_with_a_wrong_cookie_is_refused() {
     });
     wait_for("alpha to log the refusal", &nodes, || {
         let log = nodes[0].log();
-        log.contains("auth_fail") && log.contains("closed before it was ready")
+        log.contains("auth_fail") && log.contains("refused during authentication")
     });
     assert!(intruder.connected_peers().is_empty());
     let alpha = nodes[0].status().unwrap();
@@ -294,7 +294,7 @@ fn a_node_with_a_wrong_cookie_is_refused() {
     );
     assert_eq!(nodes[0].connected_peers(), ["beta"]);
     assert!(
-        intruder.log().contains("closed before it was ready"),
+        intruder.log().contains("refused during authentication"),
         "{}",
         tail(&intruder.log(), 20)
     );
@@ -313,6 +313,7 @@ fn a_killed_node_is_noticed_and_rejoins_unaided() {
         })
     });
     let noticed = killed.elapsed();
+    eprintln!("a killed node was noticed after {noticed:?}");
     assert!(
         noticed < Duration::from_millis(HEARTBEAT_MS * (MISSES + 1)),
         "a killed node should be noticed at once, took {noticed:?}"
@@ -350,6 +351,7 @@ fn a_stopped_node_is_dropped_and_returns_after_sigcont() {
         states.iter().all(|s| s == "down" || s == "connecting")
     });
     let dropped = stopped.elapsed();
+    eprintln!("a stopped node was dropped after {dropped:?}");
     // The limit is heartbeat × (misses + 1); allow for polling and a loaded machine.
     let limit = Duration::from_millis(HEARTBEAT_MS * (MISSES + 1));
     assert!(

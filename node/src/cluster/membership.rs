@@ -170,10 +170,13 @@ pub struct NameStatus {
 /// An actor holding a name.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Holder {
-    /// The actor id, as this node sees it.
-    pub actor: String,
     /// The node it runs on, when known.
     pub node: Option<String>,
+    /// Its pid on that node.
+    pub pid: u64,
+    /// The actor id as this node sees it (`<session>.<pid>`, `0.<pid>` when
+    /// local); it changes with every session, so never keep it.
+    pub actor: String,
 }
 
 struct Peer {
@@ -185,12 +188,30 @@ struct Peer {
     dialled: Option<SocketAddr>,
 }
 
+/// A session opened but not yet ready.
+struct Pending {
+    info: NodeServerSessionInformation,
+    authenticated: bool,
+    /// We closed it ourselves (its handshake took too long).
+    abandoned: bool,
+}
+
+/// A session that closed during authentication, judged a little later: if
+/// the peer is connected by then through another session it was only the
+/// losing half of a simultaneous connect, otherwise it was refused.
+struct Refusal {
+    peer: String,
+    address: String,
+    direction: &'static str,
+    at: Instant,
+}
+
 /// The actor's state.
 pub struct MembershipState {
     args: MembershipArgs,
     peers: BTreeMap<String, Peer>,
-    /// Sessions opened but not yet ready.
-    pending: HashMap<ActorId, NodeServerSessionInformation>,
+    pending: HashMap<ActorId, Pending>,
+    refusals: Vec<Refusal>,
     rng: fastrand::Rng,
     ticker: Option<JoinHandle<()>>,
 }
@@ -286,6 +307,7 @@ impl Actor for Membership {
             args,
             peers,
             pending: HashMap::new(),
+            refusals: Vec::new(),
             rng: fastrand::Rng::new(),
             ticker: None,
         };
@@ -343,6 +365,7 @@ impl Actor for Membership {
                         state.perform(&myself, &name, action);
                     }
                 }
+                state.judge_refusals(now);
             }
             MembershipMsg::Session(event) => state.session_event(event, now).await?,
             MembershipMsg::Dialed { peer, result } => {
@@ -370,7 +393,12 @@ impl Actor for Membership {
             }
             MembershipMsg::Heartbeat { peer, seq, result } => {
                 let jitter = state.rng.f64();
-                let Some(p) = state.peers.get_mut(&peer) else {
+                let Some(p) = state
+                    .peers
+                    .get_mut(&peer)
+                    .filter(|p| p.machine.awaiting(seq))
+                else {
+                    // Stale: the peer was dropped, or a newer heartbeat is out.
                     return Ok(());
                 };
                 match result {
@@ -418,17 +446,25 @@ impl MembershipState {
                 });
             }
             Action::AbandonDial => {
-                tracing::warn!(
-                    peer = %name,
-                    address = peer.address.as_deref().unwrap_or("?"),
-                    handshake_ms = self.args.timing.handshake.as_millis() as u64,
-                    "peer did not finish the handshake in time; closing the attempt"
-                );
+                // Warn once per outage, not at every attempt.
+                let failed_dials = peer.machine.failures();
+                let address = peer.address.as_deref().unwrap_or("?");
+                if failed_dials <= 1 {
+                    tracing::warn!(
+                        peer = %name,
+                        address,
+                        handshake_ms = self.args.timing.handshake.as_millis() as u64,
+                        "peer did not finish the handshake in time; closing the attempt"
+                    );
+                } else {
+                    tracing::info!(peer = %name, address, failed_dials, "handshake timed out again");
+                }
                 if let Some(addr) = peer.dialled.take() {
                     let addr = addr.to_string();
-                    for ses in self.pending.values() {
-                        if !ses.is_server && ses.peer_addr == addr {
-                            ses.actor.stop(Some("handshake_timeout".into()));
+                    for pending in self.pending.values_mut() {
+                        if !pending.info.is_server && pending.info.peer_addr == addr {
+                            pending.abandoned = true;
+                            pending.info.actor.stop(Some("handshake_timeout".into()));
                         }
                     }
                 }
@@ -460,10 +496,20 @@ impl MembershipState {
         match event {
             SessionEvent::Opened(ses) => {
                 tracing::debug!(address = %ses.peer_addr, direction = direction(&ses), "session opened");
-                self.pending.insert(ses.actor.get_id(), ses);
+                self.pending.insert(
+                    ses.actor.get_id(),
+                    Pending {
+                        info: ses,
+                        authenticated: false,
+                        abandoned: false,
+                    },
+                );
             }
             SessionEvent::Authenticated(ses) => {
                 tracing::debug!(peer = ?peer_node(&ses), address = %ses.peer_addr, "session authenticated");
+                if let Some(pending) = self.pending.get_mut(&ses.actor.get_id()) {
+                    pending.authenticated = true;
+                }
             }
             SessionEvent::Ready(ses) => self.ready(ses, now),
             SessionEvent::Disconnected(ses) => self.disconnected(ses, now).await?,
@@ -510,7 +556,7 @@ impl MembershipState {
         now: Instant,
     ) -> Result<(), ActorProcessingErr> {
         let id = ses.actor.get_id();
-        let was_pending = self.pending.remove(&id).is_some();
+        let pending = self.pending.remove(&id);
         let name = peer_node(&ses);
         let current = name.as_ref().and_then(|n| {
             self.peers
@@ -519,18 +565,23 @@ impl MembershipState {
                 .map(|_| n.clone())
         });
         let Some(name) = current else {
-            let peer_up = name
-                .as_ref()
-                .and_then(|n| self.peers.get(n))
-                .is_some_and(|p| p.machine.is_up());
-            if was_pending && !peer_up {
-                // ractor logs the precise reason (`auth_fail` for a wrong cookie).
-                tracing::warn!(
-                    peer = name.as_deref().unwrap_or("?"),
+            match (pending, name) {
+                (Some(p), _) if p.abandoned || p.authenticated => {
+                    // Our own time-out, or the loser of a session election.
+                    tracing::debug!(address = %ses.peer_addr, "half-open session closed");
+                }
+                (Some(_), Some(peer)) => self.refusals.push(Refusal {
+                    peer,
+                    address: ses.peer_addr.clone(),
+                    direction: direction(&ses),
+                    at: now,
+                }),
+                (Some(_), None) => tracing::info!(
                     address = %ses.peer_addr,
                     direction = direction(&ses),
-                    "cluster session closed before it was ready (wrong cookie, a simultaneous duplicate, or the peer went away)"
-                );
+                    "cluster session closed before the peer gave its name"
+                ),
+                (None, _) => {}
             }
             return Ok(());
         };
@@ -558,6 +609,28 @@ impl MembershipState {
             "peer lost"
         );
         Ok(())
+    }
+
+    /// Warns of sessions refused during authentication whose peer is still
+    /// not connected a heartbeat later (a wrong cookie, typically; ractor
+    /// logs the precise reason, `auth_fail`).
+    fn judge_refusals(&mut self, now: Instant) {
+        let hold = self.args.timing.heartbeat;
+        let peers = &self.peers;
+        self.refusals.retain(|r| {
+            if now.saturating_duration_since(r.at) < hold {
+                return true;
+            }
+            if !peers.get(&r.peer).is_some_and(|p| p.machine.is_up()) {
+                tracing::warn!(
+                    peer = %r.peer,
+                    address = %r.address,
+                    direction = r.direction,
+                    "cluster session refused during authentication (wrong cookie?)"
+                );
+            }
+            false
+        });
     }
 
     async fn status(&self, now: Instant) -> Result<ClusterStatus, ActorProcessingErr> {
@@ -588,6 +661,7 @@ impl MembershipState {
                 holders: holders
                     .into_iter()
                     .map(|id| Holder {
+                        pid: id.pid(),
                         actor: id.to_string(),
                         node: if id.is_local() {
                             Some(self.args.node.clone())
@@ -653,7 +727,7 @@ async fn heartbeat(
         Ok(ractor::rpc::CallResult::Timeout) => {
             Err(format!("no answer within {} ms", timeout.as_millis()))
         }
-        Ok(ractor::rpc::CallResult::SenderError) => Err("the responder went away".into()),
+        Ok(ractor::rpc::CallResult::SenderError) => Err("the call was dropped unanswered".into()),
         Err(e) => Err(format!("cannot send: {e}")),
     }
 }

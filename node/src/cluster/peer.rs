@@ -311,6 +311,11 @@ impl PeerMachine {
         }
     }
 
+    /// Whether heartbeat `seq` is the one awaited (older answers are stale).
+    pub fn awaiting(&self, seq: u64) -> bool {
+        self.in_flight == Some(seq)
+    }
+
     /// Heartbeat `seq` failed (timed out, or could not be sent).
     pub fn on_ping_failed(&mut self, seq: u64, now: Instant, jitter: f64) -> Option<Action> {
         if self.in_flight == Some(seq) {
@@ -481,6 +486,7 @@ mod tests {
         assert_eq!(m.state(), PeerState::Suspect);
         assert_eq!(m.misses(), 1);
         assert_eq!(m.poll(t0 + ms(100), 0.0), vec![Action::Ping { seq: 2 }]);
+        assert!(m.awaiting(2) && !m.awaiting(1));
         // A late answer to an old heartbeat changes nothing.
         m.on_pong(1, ms(90), t0 + ms(101));
         assert_eq!(m.state(), PeerState::Suspect);
