@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use serde_json::Value;
 
 const COOKIE: &str = "candela-test-cookie";
@@ -101,17 +103,10 @@ impl Node {
         self.child = Some(child);
     }
 
-    fn pid(&self) -> String {
-        self.child.as_ref().expect("running").id().to_string()
-    }
-
-    fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .args([signal, &self.pid()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {signal} {}", self.name);
+    fn signal(&self, signal: Signal) {
+        let pid = self.child.as_ref().expect("running").id();
+        kill(Pid::from_raw(pid as i32), signal)
+            .unwrap_or_else(|e| panic!("{signal} to {}: {e}", self.name));
     }
 
     fn kill(&mut self) {
@@ -339,7 +334,7 @@ fn a_stopped_node_is_dropped_and_returns_after_sigcont() {
                 .is_some_and(|p| p["state"] == "connected" && p["last_rtt_ms"].is_number())
         })
     });
-    nodes[2].signal("-STOP");
+    nodes[2].signal(Signal::SIGSTOP);
     let stopped = Instant::now();
     let mut suspect_seen = false;
     wait_for("alpha and beta to drop the stopped gamma", &nodes, || {
@@ -363,7 +358,7 @@ fn a_stopped_node_is_dropped_and_returns_after_sigcont() {
     // alpha and beta still see each other.
     assert_eq!(nodes[0].connected_peers(), ["beta"]);
 
-    nodes[2].signal("-CONT");
+    nodes[2].signal(Signal::SIGCONT);
     wait_for("gamma to come back", &nodes, || fully_connected(&nodes));
     for node in &nodes[..2] {
         let gamma = node.peer("gamma").unwrap();

@@ -175,8 +175,7 @@ pub async fn start(config: &Config, cookie: String) -> Result<Cluster, ClusterEr
 
 /// A status snapshot from this node's membership actor.
 pub async fn status() -> Result<ClusterStatus, ClusterError> {
-    let cell =
-        ractor::registry::where_is(MEMBERSHIP_NAME.to_owned()).ok_or(ClusterError::NotRunning)?;
+    let cell = ractor::registry::where_is(MEMBERSHIP_NAME).ok_or(ClusterError::NotRunning)?;
     let membership: ActorRef<MembershipMsg> = cell.into();
     ractor::call_t!(membership, MembershipMsg::Status, 5_000)
         .map_err(|e| ClusterError::Unanswered(e.to_string()))
