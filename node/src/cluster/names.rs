@@ -16,6 +16,14 @@
 //! remote id changes on every reconnect and pids are reused, and a restarted
 //! holder re-registers under the same name (its old membership ended with it).
 //!
+//! ```ignore
+//! // In the actor's `pre_start` (a restarted instance registers again):
+//! names::register(&myself.get_cell(), "producers", "producer/main")?;
+//! // On any connected node:
+//! let producer: ActorRef<ProducerMsg> = names::resolve("producer/main")?;
+//! let status = names::call_by_name("producer/main", ProducerMsg::Status, timeout).await?;
+//! ```
+//!
 //! Only actors whose message type crosses nodes
 //! (`#[derive(RactorClusterMessage)]`) are announced to other nodes; a
 //! local-only actor registered here is visible on its own node only, so
@@ -346,6 +354,52 @@ mod tests {
         assert_ne!(first.actor, second.actor);
         assert_eq!(second.actor, b.get_id().to_string());
         b.stop(None);
+    }
+
+    /// Holds a name; at the first call it hands the name over to a new probe
+    /// and drops the reply port, as a holder stopping mid-call would.
+    struct Handover;
+
+    impl Actor for Handover {
+        type Msg = ProbeMsg;
+        type State = String;
+        type Arguments = String;
+
+        async fn pre_start(
+            &self,
+            myself: ActorRef<ProbeMsg>,
+            name: String,
+        ) -> Result<String, ractor::ActorProcessingErr> {
+            register(&myself.get_cell(), "handovers", &name)?;
+            Ok(name)
+        }
+
+        async fn handle(
+            &self,
+            myself: ActorRef<ProbeMsg>,
+            msg: ProbeMsg,
+            name: &mut String,
+        ) -> Result<(), ractor::ActorProcessingErr> {
+            let ProbeMsg::Whoami(reply) = msg;
+            unregister(&myself.get_cell(), "handovers", name);
+            Actor::spawn(None, Probe, ("successor".into(), name.clone())).await?;
+            drop(reply);
+            myself.stop(None);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn call_by_name_resolves_again_when_the_holder_goes_mid_call() {
+        let (first, _) = Actor::spawn(None, Handover, "test/handover".into())
+            .await
+            .unwrap();
+        let answer = call_by_name("test/handover", ProbeMsg::Whoami, T)
+            .await
+            .unwrap();
+        assert_eq!(answer.node, "successor");
+        assert_ne!(answer.actor, first.get_id().to_string());
+        resolve::<ProbeMsg>("test/handover").unwrap().stop(None);
     }
 
     #[tokio::test]
