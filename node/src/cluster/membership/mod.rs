@@ -19,6 +19,9 @@
 //! Dials and heartbeats run in tasks that report back by message, so the
 //! mailbox never waits on the network.
 
+mod io;
+mod snapshot;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -26,20 +29,19 @@ use std::time::{Duration, Instant};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::node::NodeServerSessionInformation;
-use ractor_cluster::{NodeEventSubscription, NodeServerMessage, NodeSessionMessage};
-use serde::{Deserialize, Serialize};
+use ractor_cluster::{NodeServerMessage, NodeSessionMessage};
 
-use super::heartbeat::{responder_name, HeartbeatMsg, Ping};
-use super::names;
-use super::peer::{Action, PeerMachine, PeerState, Timing};
+use crate::cluster::names;
+use crate::cluster::peer::{Action, PeerMachine, PeerState, Timing};
 use crate::config::PeerAddr;
+pub use io::peer_node;
+use io::{dial, direction, heartbeat, sessions, Forward};
+pub use snapshot::{ClusterStatus, Holder, NameStatus, PeerStatus, SessionStatus};
 
 /// The membership actor's registry name (local to each node).
 pub const MEMBERSHIP_NAME: &str = "candela.membership";
 /// The id of its subscription to the node server's events.
 const SUBSCRIPTION_ID: &str = "candela.membership";
-/// Longest wait for the node server's session list.
-const SERVER_CALL: Duration = Duration::from_secs(2);
 
 /// The membership actor.
 pub struct Membership;
@@ -98,87 +100,6 @@ pub enum MembershipMsg {
 
 impl ractor::Message for MembershipMsg {}
 
-/// What membership knows, for the status endpoint and for tests.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ClusterStatus {
-    /// This node.
-    pub node: String,
-    /// Every peer: the configured ones, and any other that dialled us.
-    pub peers: Vec<PeerStatus>,
-    /// The node server's authenticated sessions.
-    pub sessions: Vec<SessionStatus>,
-    /// Every cluster-wide name visible from here.
-    pub names: Vec<NameStatus>,
-}
-
-impl ClusterStatus {
-    /// The peers in `state`, by name.
-    pub fn peers_in(&self, state: PeerState) -> Vec<&str> {
-        self.peers
-            .iter()
-            .filter(|p| p.state == state)
-            .map(|p| p.name.as_str())
-            .collect()
-    }
-}
-
-/// One peer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PeerStatus {
-    /// Its node name.
-    pub name: String,
-    /// Where it is dialled (configured peers only).
-    pub address: Option<String>,
-    /// Whether it is in `cluster.peers` (others are not re-dialled).
-    pub configured: bool,
-    /// Where it stands.
-    pub state: PeerState,
-    /// For how long, in milliseconds.
-    pub for_ms: u64,
-    /// Heartbeats missed in a row.
-    pub misses: u32,
-    /// The last answered heartbeat's round trip, in milliseconds.
-    pub last_rtt_ms: Option<f64>,
-    /// Sessions after the first one.
-    pub reconnects: u32,
-    /// Failed dials since the last ready session.
-    pub failed_dials: u32,
-}
-
-/// One session of the node server.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SessionStatus {
-    /// The node server's id for the session (and for the peer's actors).
-    pub node_id: u64,
-    /// The peer's node name, once it said it.
-    pub peer: Option<String>,
-    /// The peer's address.
-    pub address: String,
-    /// `inbound` (the peer dialled) or `outbound`.
-    pub direction: String,
-}
-
-/// One cluster-wide name.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NameStatus {
-    /// The name.
-    pub name: String,
-    /// Its holders (more than one is a collision).
-    pub holders: Vec<Holder>,
-}
-
-/// An actor holding a name.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Holder {
-    /// The node it runs on, when known.
-    pub node: Option<String>,
-    /// Its pid on that node.
-    pub pid: u64,
-    /// The actor id as this node sees it (`<session>.<pid>`, `0.<pid>` when
-    /// local); it changes with every session, so never keep it.
-    pub actor: String,
-}
-
 struct Peer {
     address: Option<String>,
     machine: PeerMachine,
@@ -214,63 +135,6 @@ pub struct MembershipState {
     refusals: Vec<Refusal>,
     rng: fastrand::Rng,
     ticker: Option<JoinHandle<()>>,
-}
-
-/// Forwards the node server's session events to the membership actor.
-struct Forward(ActorRef<MembershipMsg>);
-
-impl Forward {
-    fn send(&self, event: SessionEvent) {
-        // The actor may be restarting; it reads the sessions afresh when it starts.
-        let _ = self.0.cast(MembershipMsg::Session(event));
-    }
-}
-
-impl NodeEventSubscription for Forward {
-    fn node_session_opened(&self, ses: NodeServerSessionInformation) {
-        self.send(SessionEvent::Opened(ses));
-    }
-    fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
-        self.send(SessionEvent::Disconnected(ses));
-    }
-    fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
-        self.send(SessionEvent::Authenticated(ses));
-    }
-    fn node_session_ready(&self, ses: NodeServerSessionInformation) {
-        self.send(SessionEvent::Ready(ses));
-    }
-}
-
-/// The node name in a session's peer name (`name@host`).
-pub fn peer_node(ses: &NodeServerSessionInformation) -> Option<String> {
-    ses.peer_name.as_ref().map(|n| {
-        n.name
-            .split_once('@')
-            .map_or(n.name.as_str(), |(name, _)| name)
-            .to_owned()
-    })
-}
-
-fn direction(ses: &NodeServerSessionInformation) -> &'static str {
-    if ses.is_server {
-        "inbound"
-    } else {
-        "outbound"
-    }
-}
-
-/// The node server's authenticated sessions.
-async fn sessions(
-    server: &ActorRef<NodeServerMessage>,
-) -> Result<Vec<NodeServerSessionInformation>, ActorProcessingErr> {
-    let map = ractor::call_t!(
-        server,
-        NodeServerMessage::GetSessions,
-        SERVER_CALL.as_millis() as u64
-    )?;
-    let mut list: Vec<_> = map.into_values().collect();
-    list.sort_by_key(|s| s.node_id);
-    Ok(list)
 }
 
 impl Actor for Membership {
@@ -686,48 +550,5 @@ impl MembershipState {
                 .collect(),
             names,
         })
-    }
-}
-
-/// Opens a TCP connection to `address` and hands it to the node server;
-/// answers the address actually dialled.
-async fn dial(server: &ActorRef<NodeServerMessage>, address: &str) -> Result<SocketAddr, String> {
-    let addr = tokio::net::lookup_host(address)
-        .await
-        .map_err(|e| format!("cannot resolve `{address}`: {e}"))?
-        .next()
-        .ok_or_else(|| format!("`{address}` resolves to nothing"))?;
-    ractor_cluster::client_connect(server, addr)
-        .await
-        .map_err(|e| match e {
-            ractor_cluster::ClientConnectErr::Socket(e) => e.to_string(),
-            other => other.to_string(),
-        })?;
-    Ok(addr)
-}
-
-/// One heartbeat to `peer`'s responder: the round trip, or why it failed.
-async fn heartbeat(
-    peer: &str,
-    from: String,
-    seq: u64,
-    timeout: Duration,
-) -> Result<Duration, String> {
-    let responder: ActorRef<HeartbeatMsg> =
-        names::resolve(&responder_name(peer)).map_err(|e| e.to_string())?;
-    let start = Instant::now();
-    match responder
-        .call(
-            |reply| HeartbeatMsg::Ping(Ping { from, seq }, reply),
-            Some(timeout),
-        )
-        .await
-    {
-        Ok(ractor::rpc::CallResult::Success(_)) => Ok(start.elapsed()),
-        Ok(ractor::rpc::CallResult::Timeout) => {
-            Err(format!("no answer within {} ms", timeout.as_millis()))
-        }
-        Ok(ractor::rpc::CallResult::SenderError) => Err("the call was dropped unanswered".into()),
-        Err(e) => Err(format!("cannot send: {e}")),
     }
 }
