@@ -29,6 +29,8 @@ use super::probe::{Probe, ProbeMsg, PROBE_ROLE};
 
 /// Longest wait for a probe's answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most probes one node runs (each `POST` starts one).
+const MAX_PROBES: usize = 64;
 
 struct Ctx {
     node: String,
@@ -103,6 +105,16 @@ async fn name_holders(Path(name): Path<String>) -> Response {
 
 #[handler]
 async fn start_probe(Path(name): Path<String>, Data(ctx): Data<&Arc<Ctx>>) -> Response {
+    let local = names::role_members(PROBE_ROLE)
+        .iter()
+        .filter(|c| c.get_id().is_local())
+        .count();
+    if local >= MAX_PROBES {
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("this node already runs {MAX_PROBES} probes; DELETE some first"),
+        );
+    }
     match Actor::spawn(None, Probe, (ctx.node.clone(), name)).await {
         Ok((probe, _)) => Json(json!({ "actor": probe.get_id().to_string() }))
             .with_status(StatusCode::CREATED)
