@@ -95,6 +95,9 @@ pub struct Config {
     /// The HTTP API.
     #[serde(default)]
     pub api: ApiConfig,
+    /// The cluster: this node's listener, its peers, failure detection.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
 }
 
 /// This node.
@@ -290,6 +293,155 @@ impl Default for ApiConfig {
     }
 }
 
+/// The cluster layer: where this node listens for its peers, whom it dials,
+/// and how it notices a failed peer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Where this node's cluster server listens (loopback by default; a
+    /// multi-host cluster sets the host's own address).
+    pub listen: SocketAddr,
+    /// The environment variable holding the cluster's shared cookie; a node
+    /// refuses to start its cluster layer without one.
+    pub cookie_env: String,
+    /// The other nodes, `name@host:port`; each is dialled, and re-dialled
+    /// after a loss.
+    pub peers: Vec<String>,
+    /// How often each connected peer is sent a heartbeat, in milliseconds.
+    pub heartbeat_ms: u64,
+    /// Heartbeats missed in a row after which the peer's session is dropped.
+    pub heartbeat_misses: u32,
+    /// First delay before re-dialling a lost peer, in milliseconds.
+    pub reconnect_min_ms: u64,
+    /// Longest delay between dial attempts, in milliseconds.
+    pub reconnect_max_ms: u64,
+    /// Where the cluster status endpoint listens (`GET /cluster/status`);
+    /// off when absent.
+    pub status_listen: Option<SocketAddr>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:4370".parse().expect("address"),
+            cookie_env: "CANDELA_CLUSTER_COOKIE".into(),
+            peers: Vec::new(),
+            heartbeat_ms: 1_000,
+            heartbeat_misses: 3,
+            reconnect_min_ms: 200,
+            reconnect_max_ms: 10_000,
+            status_listen: None,
+        }
+    }
+}
+
+/// A peer from `cluster.peers`: `name@host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddr {
+    /// The peer's `node.name`.
+    pub name: String,
+    /// Where it listens, `host:port`.
+    pub addr: String,
+}
+
+impl std::str::FromStr for PeerAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (name, addr) = text
+            .split_once('@')
+            .ok_or_else(|| format!("`{text}` is not `name@host:port`"))?;
+        valid_node_name(name)?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{text}` has no port (`name@host:port`)"))?;
+        if host.is_empty() {
+            return Err(format!("`{text}` has no host"));
+        }
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => {}
+            _ => return Err(format!("`{text}`: `{port}` is not a port")),
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            addr: addr.to_owned(),
+        })
+    }
+}
+
+impl ClusterConfig {
+    /// The peers, parsed (validation has checked them).
+    pub fn peers(&self) -> Vec<PeerAddr> {
+        self.peers.iter().filter_map(|p| p.parse().ok()).collect()
+    }
+
+    /// Reads the cookie from the variable named by `cookie_env`.
+    pub fn cookie(&self, env: impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+        match env(&self.cookie_env) {
+            Some(cookie) if !cookie.trim().is_empty() => Ok(cookie),
+            _ => Err(ConfigError::Value {
+                field: "cluster.cookie_env".into(),
+                reason: format!(
+                    "the cluster needs a shared cookie: set the environment variable `{}`",
+                    self.cookie_env
+                ),
+            }),
+        }
+    }
+
+    fn validate(&self, node: &str) -> Result<(), ConfigError> {
+        let bad = |field: String, reason: String| ConfigError::Value { field, reason };
+        let mut names = BTreeSet::new();
+        for (i, text) in self.peers.iter().enumerate() {
+            let field = format!("cluster.peers[{i}]");
+            let peer: PeerAddr = text.parse().map_err(|e| bad(field.clone(), e))?;
+            if peer.name == node {
+                return Err(bad(
+                    field,
+                    format!("`{}` is this node (node.name)", peer.name),
+                ));
+            }
+            if !names.insert(peer.name.clone()) {
+                return Err(bad(field, format!("`{}` is listed twice", peer.name)));
+            }
+        }
+        if self.cookie_env.is_empty() {
+            return Err(bad(
+                "cluster.cookie_env".into(),
+                "must name a variable".into(),
+            ));
+        }
+        for (field, n) in [
+            ("cluster.heartbeat_ms", self.heartbeat_ms),
+            ("cluster.heartbeat_misses", u64::from(self.heartbeat_misses)),
+            ("cluster.reconnect_min_ms", self.reconnect_min_ms),
+        ] {
+            if n == 0 {
+                return Err(bad(field.into(), "must be at least 1".into()));
+            }
+        }
+        if self.reconnect_max_ms < self.reconnect_min_ms {
+            return Err(bad(
+                "cluster.reconnect_max_ms".into(),
+                "must not be below reconnect_min_ms".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A node name: letters, digits, `-` or `_`.
+fn valid_node_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!("`{name}` must be letters, digits, `-` or `_`"));
+    }
+    Ok(())
+}
+
 impl Config {
     /// Reads `path`, applies the environment's overrides, and validates.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -346,18 +498,7 @@ impl Config {
             field: field.into(),
             reason,
         };
-        if self.node.name.is_empty()
-            || !self
-                .node
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(bad(
-                "node.name",
-                format!("`{}` must be letters, digits, `-` or `_`", self.node.name),
-            ));
-        }
+        valid_node_name(&self.node.name).map_err(|reason| bad("node.name", reason))?;
         let roles: BTreeSet<_> = self.node.roles.iter().collect();
         if roles.len() != self.node.roles.len() {
             return Err(bad("node.roles", "a role is listed twice".into()));
@@ -414,6 +555,7 @@ impl Config {
                 .validate()
                 .map_err(|e| bad("source.cryptocompare", e.to_string()))?;
         }
+        self.cluster.validate(&self.node.name)?;
         Ok(())
     }
 }
@@ -463,6 +605,103 @@ mod tests {
         let config = Config::parse(text, env(&[])).unwrap();
         assert!(!config.instruments().is_empty());
         assert!(config.has(Role::Api));
+        assert!(config.cluster.listen.ip().is_loopback());
+        assert_eq!(config.cluster.heartbeat_ms, 1_000);
+        assert_eq!(config.cluster.heartbeat_misses, 3);
+        assert_eq!(
+            config.cluster.peers()[0],
+            PeerAddr {
+                name: "node-b".into(),
+                addr: "127.0.0.1:4371".into()
+            }
+        );
+    }
+
+    #[test]
+    fn cluster_defaults_are_loopback_and_overridable() {
+        let config = Config::parse("", env(&[])).unwrap();
+        assert!(config.cluster.listen.ip().is_loopback());
+        assert!(config.cluster.peers.is_empty());
+        assert_eq!(config.cluster.status_listen, None);
+        let config = Config::parse(
+            "",
+            env(&[
+                (
+                    "CANDELA__CLUSTER__PEERS",
+                    "[\"b@127.0.0.1:7001\", \"c@localhost:7002\"]",
+                ),
+                ("CANDELA__CLUSTER__LISTEN", "127.0.0.1:7000"),
+                ("CANDELA__CLUSTER__HEARTBEAT_MS", "200"),
+                ("CANDELA__CLUSTER__STATUS_LISTEN", "127.0.0.1:7100"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.cluster.listen.port(), 7000);
+        assert_eq!(config.cluster.heartbeat_ms, 200);
+        assert_eq!(config.cluster.status_listen.unwrap().port(), 7100);
+        let peers = config.cluster.peers();
+        assert_eq!(peers.len(), 2);
+        assert_eq!(peers[1].name, "c");
+        assert_eq!(peers[1].addr, "localhost:7002");
+    }
+
+    #[test]
+    fn bad_cluster_settings_name_the_field() {
+        for (text, overrides, field) in [
+            ("[cluster]\nheartbeat = 5\n", vec![], "heartbeat"),
+            ("", vec![("CANDELA__CLUSTER__PEER", "[]")], "peer"),
+            (
+                "[cluster]\npeers = [\"b:7001\"]\n",
+                vec![],
+                "cluster.peers[0]",
+            ),
+            ("[cluster]\npeers = [\"b@h\"]\n", vec![], "cluster.peers[0]"),
+            (
+                "[cluster]\npeers = [\"b@h:0\"]\n",
+                vec![],
+                "cluster.peers[0]",
+            ),
+            (
+                "[cluster]\npeers = [\"b@h:1\", \"b@h:2\"]\n",
+                vec![],
+                "cluster.peers[1]",
+            ),
+            (
+                "[cluster]\npeers = [\"node-a@h:1\"]\n",
+                vec![],
+                "cluster.peers[0]",
+            ),
+            (
+                "[cluster]\nheartbeat_misses = 0\n",
+                vec![],
+                "cluster.heartbeat_misses",
+            ),
+            (
+                "[cluster]\nreconnect_min_ms = 500\nreconnect_max_ms = 100\n",
+                vec![],
+                "cluster.reconnect_max_ms",
+            ),
+        ] {
+            let err = Config::parse(text, env(&overrides))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_without_a_cookie_is_refused() {
+        let config = Config::parse("", env(&[])).unwrap();
+        let err = config.cluster.cookie(|_| None).unwrap_err().to_string();
+        assert!(err.contains("CANDELA_CLUSTER_COOKIE"), "{err}");
+        assert!(config.cluster.cookie(|_| Some("  ".into())).is_err());
+        assert_eq!(
+            config
+                .cluster
+                .cookie(|v| (v == "CANDELA_CLUSTER_COOKIE").then(|| "s3cret".into()))
+                .unwrap(),
+            "s3cret"
+        );
     }
 
     #[test]

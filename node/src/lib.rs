@@ -3,5 +3,8 @@
 //!
 //! * [`config`]: the configuration file, with environment overrides and
 //!   validation that names the offending field;
+//! * [`cluster`]: the cluster layer: node server, membership (dial, heartbeat,
+//!   reconnect), cluster-wide names;
 
+pub mod cluster;
 pub mod config;

@@ -1,7 +1,8 @@
 //! `candela`, the node binary.
 //!
-//! For now it knows one command, `fsm`, which prints the state machines the
-//! platform runs on; starting nodes comes with the cluster work.
+//! * `candela fsm`: prints the state machines the platform runs on;
+//! * `candela node --config cluster.toml`: starts this node's cluster layer
+//!   (node server, membership, names) and runs until SIGINT or SIGTERM.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -10,6 +11,8 @@ use anyhow::Context;
 use candela_actors::fsm::catalog::{self, Kind};
 use candela_actors::fsm::diagram::Format;
 use clap::{Parser, Subcommand};
+
+mod node;
 
 /// The candela market-data platform node.
 #[derive(Debug, Parser)]
@@ -32,6 +35,13 @@ enum Command {
         /// for an actor's current state.
         #[arg(long)]
         highlight: Option<String>,
+    },
+    /// Run a node: its cluster server and membership, until SIGINT/SIGTERM.
+    /// The cookie is read from the variable named by `cluster.cookie_env`.
+    Node {
+        /// The configuration file.
+        #[arg(long, short, default_value = "cluster.toml")]
+        config: std::path::PathBuf,
     },
 }
 
@@ -56,6 +66,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             None | Some("list") => list(),
             Some(name) => print_diagram(name, format, highlight.as_deref()),
         },
+        Command::Node { config } => node::run(&config),
     }
 }
 

@@ -1,0 +1,121 @@
+//! Membership's contact with the outside: the node server's session events
+//! (forwarded as messages), its session list, dials and heartbeat calls. Each
+//! function either casts to the actor or is awaited in a task of its own, so
+//! the actor's mailbox never waits on the network.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ractor::{ActorProcessingErr, ActorRef};
+use ractor_cluster::node::NodeServerSessionInformation;
+use ractor_cluster::{NodeEventSubscription, NodeServerMessage};
+
+use super::{MembershipMsg, SessionEvent};
+use crate::cluster::heartbeat::{responder_name, HeartbeatMsg, Ping};
+use crate::cluster::names;
+
+/// Longest wait for the node server's session list.
+const SERVER_CALL: Duration = Duration::from_secs(2);
+
+/// Forwards the node server's session events to the membership actor.
+pub(super) struct Forward(pub(super) ActorRef<MembershipMsg>);
+
+impl Forward {
+    fn send(&self, event: SessionEvent) {
+        // The actor may be restarting; it reads the sessions afresh when it starts.
+        let _ = self.0.cast(MembershipMsg::Session(event));
+    }
+}
+
+impl NodeEventSubscription for Forward {
+    fn node_session_opened(&self, ses: NodeServerSessionInformation) {
+        self.send(SessionEvent::Opened(ses));
+    }
+    fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
+        self.send(SessionEvent::Disconnected(ses));
+    }
+    fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        self.send(SessionEvent::Authenticated(ses));
+    }
+    fn node_session_ready(&self, ses: NodeServerSessionInformation) {
+        self.send(SessionEvent::Ready(ses));
+    }
+}
+
+/// The node name in a session's peer name (`name@host`).
+pub fn peer_node(ses: &NodeServerSessionInformation) -> Option<String> {
+    ses.peer_name.as_ref().map(|n| {
+        n.name
+            .split_once('@')
+            .map_or(n.name.as_str(), |(name, _)| name)
+            .to_owned()
+    })
+}
+
+pub(super) fn direction(ses: &NodeServerSessionInformation) -> &'static str {
+    if ses.is_server {
+        "inbound"
+    } else {
+        "outbound"
+    }
+}
+
+/// The node server's authenticated sessions.
+pub(super) async fn sessions(
+    server: &ActorRef<NodeServerMessage>,
+) -> Result<Vec<NodeServerSessionInformation>, ActorProcessingErr> {
+    let map = ractor::call_t!(
+        server,
+        NodeServerMessage::GetSessions,
+        SERVER_CALL.as_millis() as u64
+    )?;
+    let mut list: Vec<_> = map.into_values().collect();
+    list.sort_by_key(|s| s.node_id);
+    Ok(list)
+}
+
+/// Opens a TCP connection to `address` and hands it to the node server;
+/// answers the address actually dialled.
+pub(super) async fn dial(
+    server: &ActorRef<NodeServerMessage>,
+    address: &str,
+) -> Result<SocketAddr, String> {
+    let addr = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| format!("cannot resolve `{address}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{address}` resolves to nothing"))?;
+    ractor_cluster::client_connect(server, addr)
+        .await
+        .map_err(|e| match e {
+            ractor_cluster::ClientConnectErr::Socket(e) => e.to_string(),
+            other => other.to_string(),
+        })?;
+    Ok(addr)
+}
+
+/// One heartbeat to `peer`'s responder: the round trip, or why it failed.
+pub(super) async fn heartbeat(
+    peer: &str,
+    from: String,
+    seq: u64,
+    timeout: Duration,
+) -> Result<Duration, String> {
+    let responder: ActorRef<HeartbeatMsg> =
+        names::resolve(&responder_name(peer)).map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    match responder
+        .call(
+            |reply| HeartbeatMsg::Ping(Ping { from, seq }, reply),
+            Some(timeout),
+        )
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(_)) => Ok(start.elapsed()),
+        Ok(ractor::rpc::CallResult::Timeout) => {
+            Err(format!("no answer within {} ms", timeout.as_millis()))
+        }
+        Ok(ractor::rpc::CallResult::SenderError) => Err("the call was dropped unanswered".into()),
+        Err(e) => Err(format!("cannot send: {e}")),
+    }
+}

@@ -1,0 +1,149 @@
+//! The cluster status endpoint, on `cluster.status_listen` (off by default).
+//!
+//! * `GET /cluster/status`: membership's [`ClusterStatus`] (peers with their
+//!   state, heartbeat round trip and reconnects; sessions; names);
+//! * `GET /cluster/names/{name}`: who holds a cluster-wide name
+//!   (200, 404 when nobody, 409 when several);
+//! * `POST /cluster/probes/{name}`: starts a [`Probe`] on this node holding
+//!   `name`; `GET` calls the holder of `name` by name from this node and
+//!   shows its answer; `DELETE` stops this node's probes holding `name` (never another actor).
+//!
+//! It has no authentication: it binds where it is told (loopback in every
+//! shipped configuration) and must never be exposed beyond the host. The
+//! authenticated admin API belongs to the `api` crate.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::http::StatusCode;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::web::{Data, Json, Path};
+use poem::{get, handler, EndpointExt, IntoResponse, Response, Route, Server};
+use ractor::{pg, Actor};
+use serde_json::json;
+
+use super::membership::ClusterStatus;
+use super::names::{self, NameError, NAMES_SCOPE};
+use super::probe::{Probe, ProbeMsg, PROBE_ROLE};
+
+/// Longest wait for a probe's answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most probes one node runs (each `POST` starts one).
+const MAX_PROBES: usize = 64;
+
+struct Ctx {
+    node: String,
+}
+
+/// Binds `addr` and serves the endpoint until the runtime stops; answers the
+/// bound address (useful with port 0).
+pub async fn serve(addr: SocketAddr, node: String) -> std::io::Result<SocketAddr> {
+    let acceptor = TcpListener::bind(addr).into_acceptor().await?;
+    let bound = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .unwrap_or(addr);
+    let app = Route::new()
+        .at("/cluster/status", get(cluster_status))
+        .at("/cluster/names/*name", get(name_holders))
+        .at(
+            "/cluster/probes/*name",
+            get(call_probe).post(start_probe).delete(stop_probes),
+        )
+        .data(Arc::new(Ctx { node }));
+    tokio::spawn(async move {
+        if let Err(error) = Server::new_with_acceptor(acceptor).run(app).await {
+            tracing::error!(%error, "cluster status endpoint stopped");
+        }
+    });
+    tracing::info!(addr = %bound, "cluster status endpoint listening");
+    Ok(bound)
+}
+
+fn error(status: StatusCode, err: impl std::fmt::Display) -> Response {
+    Json(json!({ "error": err.to_string() }))
+        .with_status(status)
+        .into_response()
+}
+
+fn name_error(err: NameError) -> Response {
+    let status = match &err {
+        NameError::NotFound { .. } => StatusCode::NOT_FOUND,
+        NameError::Duplicate { .. } => StatusCode::CONFLICT,
+        NameError::Invalid { .. } | NameError::NotRemotable { .. } => StatusCode::BAD_REQUEST,
+        NameError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        NameError::Send { .. } => StatusCode::BAD_GATEWAY,
+    };
+    let holders: Vec<String> = match &err {
+        NameError::Duplicate { holders, .. } => holders.iter().map(ToString::to_string).collect(),
+        _ => vec![],
+    };
+    Json(json!({ "error": err.to_string(), "holders": holders }))
+        .with_status(status)
+        .into_response()
+}
+
+#[handler]
+async fn cluster_status() -> Response {
+    match super::status().await {
+        Ok(status) => Json::<ClusterStatus>(status).into_response(),
+        Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, err),
+    }
+}
+
+#[handler]
+async fn name_holders(Path(name): Path<String>) -> Response {
+    match names::resolve_cell(&name) {
+        Ok(cell) => {
+            Json(json!({ "name": name, "holders": [cell.get_id().to_string()] })).into_response()
+        }
+        Err(err) => name_error(err),
+    }
+}
+
+#[handler]
+async fn start_probe(Path(name): Path<String>, Data(ctx): Data<&Arc<Ctx>>) -> Response {
+    let local = names::role_members(PROBE_ROLE)
+        .iter()
+        .filter(|c| c.get_id().is_local())
+        .count();
+    if local >= MAX_PROBES {
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("this node already runs {MAX_PROBES} probes; DELETE some first"),
+        );
+    }
+    match Actor::spawn(None, Probe, (ctx.node.clone(), name)).await {
+        Ok((probe, _)) => Json(json!({ "actor": probe.get_id().to_string() }))
+            .with_status(StatusCode::CREATED)
+            .into_response(),
+        Err(err) => error(StatusCode::BAD_REQUEST, err),
+    }
+}
+
+#[handler]
+async fn call_probe(Path(name): Path<String>) -> Response {
+    match names::call_by_name(&name, ProbeMsg::Whoami, PROBE_TIMEOUT).await {
+        Ok(reply) => Json(reply).into_response(),
+        Err(err) => name_error(err),
+    }
+}
+
+#[handler]
+async fn stop_probes(Path(name): Path<String>) -> Response {
+    // Only probes: the name may be held by a real actor too.
+    let probes: Vec<_> = names::role_members(PROBE_ROLE)
+        .iter()
+        .map(|c| c.get_id())
+        .collect();
+    let local: Vec<_> = pg::get_scoped_local_members(&NAMES_SCOPE.to_owned(), &name)
+        .into_iter()
+        .filter(|c| probes.contains(&c.get_id()))
+        .collect();
+    for cell in &local {
+        cell.stop(Some("stopped through the status endpoint".into()));
+    }
+    Json(json!({ "stopped": local.len() })).into_response()
+}

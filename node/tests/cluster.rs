@@ -1,0 +1,471 @@
+//! The cluster layer with real processes: several `candela node` processes on
+//! loopback, each from the shipped `cluster.toml` with environment overrides
+//! (name, ports, peers, fast heartbeats) and the cookie from the environment.
+//! Membership is read from each node's status endpoint; waits poll with a
+//! deadline; every child is killed when its test ends, pass or fail.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+const COOKIE: &str = "candela-test-cookie";
+const HEARTBEAT_MS: u64 = 250;
+const MISSES: u64 = 3;
+/// Long enough for a loaded two-core machine, short enough to fail fast.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One `candela node` process.
+struct Node {
+    name: String,
+    cluster_port: u16,
+    status_port: u16,
+    peers: Vec<String>,
+    cookie: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Node {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            cluster_port: free_port(),
+            status_port: free_port(),
+            peers: vec![],
+            cookie: COOKIE.into(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            starts: 0,
+        }
+    }
+
+    fn address(&self) -> String {
+        format!("{}@127.0.0.1:{}", self.name, self.cluster_port)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join(format!("{}.{}.log", self.name, self.starts))
+    }
+
+    fn start(&mut self) {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        self.starts += 1;
+        let log = std::fs::File::create(self.log_path()).unwrap();
+        let peers = format!(
+            "[{}]",
+            self.peers
+                .iter()
+                .map(|p| format!("\"{p}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster.toml");
+        let child = Command::new(env!("CARGO_BIN_EXE_candela"))
+            .args(["node", "--config", config])
+            .env("CANDELA_CLUSTER_COOKIE", &self.cookie)
+            .env("CANDELA__NODE__NAME", &self.name)
+            .env(
+                "CANDELA__CLUSTER__LISTEN",
+                format!("127.0.0.1:{}", self.cluster_port),
+            )
+            .env(
+                "CANDELA__CLUSTER__STATUS_LISTEN",
+                format!("127.0.0.1:{}", self.status_port),
+            )
+            .env("CANDELA__CLUSTER__PEERS", peers)
+            .env("CANDELA__CLUSTER__HEARTBEAT_MS", HEARTBEAT_MS.to_string())
+            .env("CANDELA__CLUSTER__HEARTBEAT_MISSES", MISSES.to_string())
+            .env("CANDELA__CLUSTER__RECONNECT_MIN_MS", "100")
+            .env("CANDELA__CLUSTER__RECONNECT_MAX_MS", "1000")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start candela node");
+        self.child = Some(child);
+    }
+
+    fn signal(&self, signal: Signal) {
+        let pid = self.child.as_ref().expect("running").id();
+        kill(Pid::from_raw(pid as i32), signal)
+            .unwrap_or_else(|e| panic!("{signal} to {}: {e}", self.name));
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        (1..=self.starts)
+            .map(|n| {
+                std::fs::read_to_string(self.dir.path().join(format!("{}.{n}.log", self.name)))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// (HTTP status, JSON body) of a request to the status endpoint.
+    fn http(&self, method: &str, path: &str) -> Option<(u16, Value)> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.status_port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let code = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, serde_json::from_str(body).ok()?))
+    }
+
+    fn status(&self) -> Option<Value> {
+        match self.http("GET", "/cluster/status")? {
+            (200, body) => Some(body),
+            _ => None,
+        }
+    }
+
+    /// `peer`'s entry in this node's membership.
+    fn peer(&self, peer: &str) -> Option<Value> {
+        self.status()?["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == peer)
+            .cloned()
+    }
+
+    fn peer_state(&self, peer: &str) -> Option<String> {
+        Some(self.peer(peer)?["state"].as_str()?.to_owned())
+    }
+
+    fn connected_peers(&self) -> Vec<String> {
+        self.status()
+            .and_then(|s| {
+                s["peers"].as_array().map(|ps| {
+                    ps.iter()
+                        .filter(|p| p["state"] == "connected" || p["state"] == "suspect")
+                        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Nodes that all list each other, started.
+fn mesh(names: &[&str]) -> Vec<Node> {
+    let mut nodes: Vec<Node> = names.iter().map(|n| Node::new(n)).collect();
+    let addresses: Vec<String> = nodes.iter().map(Node::address).collect();
+    for node in &mut nodes {
+        let own = node.address();
+        node.peers = addresses.iter().filter(|a| **a != own).cloned().collect();
+    }
+    for node in &mut nodes {
+        node.start();
+    }
+    nodes
+}
+
+fn wait_for(what: &str, nodes: &[Node], mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < DEADLINE {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut report = String::new();
+    for node in nodes {
+        report += &format!(
+            "\n--- {} status: {}\n--- {} log (tail):\n{}",
+            node.name,
+            node.status().map(|s| s.to_string()).unwrap_or_default(),
+            node.name,
+            tail(&node.log(), 30)
+        );
+    }
+    panic!("timed out after {DEADLINE:?} waiting for {what}{report}");
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn fully_connected(nodes: &[Node]) -> bool {
+    nodes
+        .iter()
+        .filter(|n| n.child.is_some())
+        .all(|n| n.connected_peers().len() == nodes.len() - 1)
+}
+
+#[test]
+fn three_nodes_connect_to_each_other() {
+    let nodes = mesh(&["alpha", "beta", "gamma"]);
+    wait_for("a full mesh", &nodes, || fully_connected(&nodes));
+    for node in &nodes {
+        let status = node.status().unwrap();
+        assert_eq!(status["node"], node.name.as_str());
+        assert_eq!(status["sessions"].as_array().unwrap().len(), 2, "{status}");
+        // Each node sees every node's heartbeat responder by its cluster name.
+        for other in &nodes {
+            let name = format!("membership/{}", other.name);
+            let holders = node.http("GET", &format!("/cluster/names/{name}")).unwrap();
+            assert_eq!(holders.0, 200, "{name} from {}: {}", node.name, holders.1);
+        }
+    }
+    // Heartbeats flow: every peer gets a round-trip time.
+    wait_for("heartbeat round trips", &nodes, || {
+        nodes.iter().all(|n| {
+            n.status().is_some_and(|s| {
+                s["peers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|p| p["last_rtt_ms"].is_number())
+            })
+        })
+    });
+}
+
+#[test]
+fn a_node_with_a_wrong_cookie_is_refused() {
+    let nodes = mesh(&["alpha", "beta"]);
+    wait_for("a full mesh", &nodes, || fully_connected(&nodes));
+    let mut intruder = Node::new("intruder");
+    intruder.cookie = "not-the-cookie".into();
+    intruder.peers = vec![nodes[0].address()];
+    intruder.start();
+    // The intruder keeps trying and keeps being refused.
+    wait_for("refused attempts", &nodes, || {
+        intruder
+            .peer("alpha")
+            .is_some_and(|p| p["failed_dials"].as_u64().unwrap_or(0) >= 2)
+    });
+    wait_for("alpha to log the refusal", &nodes, || {
+        let log = nodes[0].log();
+        log.contains("auth_fail") && log.contains("refused during authentication")
+    });
+    assert!(intruder.connected_peers().is_empty());
+    let alpha = nodes[0].status().unwrap();
+    assert_eq!(alpha["peers"].as_array().unwrap().len(), 1, "{alpha}");
+    assert!(
+        alpha["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["peer"] != "intruder"),
+        "{alpha}"
+    );
+    assert_eq!(nodes[0].connected_peers(), ["beta"]);
+    assert!(
+        intruder.log().contains("refused during authentication"),
+        "{}",
+        tail(&intruder.log(), 20)
+    );
+}
+
+#[test]
+fn a_killed_node_is_noticed_and_rejoins_unaided() {
+    let mut nodes = mesh(&["alpha", "beta", "gamma"]);
+    wait_for("a full mesh", &nodes, || fully_connected(&nodes));
+    nodes[2].kill();
+    let killed = Instant::now();
+    wait_for("alpha and beta to notice gamma's death", &nodes, || {
+        nodes[..2].iter().all(|n| {
+            n.peer_state("gamma")
+                .is_some_and(|s| s == "down" || s == "connecting")
+        })
+    });
+    let noticed = killed.elapsed();
+    eprintln!("a killed node was noticed after {noticed:?}");
+    assert!(
+        noticed < Duration::from_millis(HEARTBEAT_MS * (MISSES + 1)),
+        "a killed node should be noticed at once, took {noticed:?}"
+    );
+    for node in &nodes[..2] {
+        assert_eq!(node.connected_peers().len(), 1);
+    }
+    nodes[2].start();
+    wait_for("gamma to rejoin", &nodes, || fully_connected(&nodes));
+    for node in &nodes[..2] {
+        let gamma = node.peer("gamma").unwrap();
+        assert!(gamma["reconnects"].as_u64().unwrap() >= 1, "{gamma}");
+    }
+}
+
+#[test]
+fn a_stopped_node_is_dropped_and_returns_after_sigcont() {
+    let nodes = mesh(&["alpha", "beta", "gamma"]);
+    wait_for("a full mesh", &nodes, || fully_connected(&nodes));
+    wait_for("steady heartbeats", &nodes, || {
+        nodes[..2].iter().all(|n| {
+            n.peer("gamma")
+                .is_some_and(|p| p["state"] == "connected" && p["last_rtt_ms"].is_number())
+        })
+    });
+    nodes[2].signal(Signal::SIGSTOP);
+    let stopped = Instant::now();
+    let mut suspect_seen = false;
+    wait_for("alpha and beta to drop the stopped gamma", &nodes, || {
+        let states: Vec<_> = nodes[..2]
+            .iter()
+            .map(|n| n.peer_state("gamma").unwrap_or_default())
+            .collect();
+        suspect_seen |= states.iter().any(|s| s == "suspect");
+        states.iter().all(|s| s == "down" || s == "connecting")
+    });
+    let dropped = stopped.elapsed();
+    eprintln!("a stopped node was dropped after {dropped:?}");
+    // The limit is heartbeat × (misses + 1); allow for polling and a loaded machine.
+    let limit = Duration::from_millis(HEARTBEAT_MS * (MISSES + 1));
+    assert!(
+        dropped <= limit + Duration::from_millis(1_500),
+        "dropped after {dropped:?}, limit {limit:?}"
+    );
+    assert!(suspect_seen, "gamma should have been suspect first");
+    assert!(nodes[0].log().contains("dropping unresponsive peer"));
+    // alpha and beta still see each other.
+    assert_eq!(nodes[0].connected_peers(), ["beta"]);
+
+    nodes[2].signal(Signal::SIGCONT);
+    wait_for("gamma to come back", &nodes, || fully_connected(&nodes));
+    for node in &nodes[..2] {
+        let gamma = node.peer("gamma").unwrap();
+        assert!(gamma["reconnects"].as_u64().unwrap() >= 1, "{gamma}");
+    }
+}
+
+#[test]
+fn names_resolve_across_nodes_follow_a_move_and_report_duplicates() {
+    let nodes = mesh(&["alpha", "beta", "gamma"]);
+    wait_for("a full mesh", &nodes, || fully_connected(&nodes));
+
+    let (code, body) = nodes[0].http("POST", "/cluster/probes/probe/one").unwrap();
+    assert_eq!(code, 201, "{body}");
+    for node in &nodes {
+        wait_for("probe/one to resolve to alpha", &nodes, || {
+            node.http("GET", "/cluster/probes/probe/one")
+                .is_some_and(|(code, body)| code == 200 && body["node"] == "alpha")
+        });
+    }
+
+    // The holder moves: alpha's probe stops, gamma starts one; lookups follow.
+    let (code, body) = nodes[0]
+        .http("DELETE", "/cluster/probes/probe/one")
+        .unwrap();
+    assert_eq!((code, body["stopped"].as_u64()), (200, Some(1)));
+    wait_for("probe/one to be gone", &nodes, || {
+        nodes.iter().all(|n| {
+            n.http("GET", "/cluster/probes/probe/one")
+                .is_some_and(|(c, _)| c == 404)
+        })
+    });
+    assert_eq!(
+        nodes[2]
+            .http("POST", "/cluster/probes/probe/one")
+            .unwrap()
+            .0,
+        201
+    );
+    for node in &nodes {
+        wait_for("probe/one to resolve to gamma", &nodes, || {
+            node.http("GET", "/cluster/probes/probe/one")
+                .is_some_and(|(code, body)| code == 200 && body["node"] == "gamma")
+        });
+    }
+
+    // Two nodes claim the same name: every lookup reports the collision.
+    assert_eq!(
+        nodes[0]
+            .http("POST", "/cluster/probes/probe/dup")
+            .unwrap()
+            .0,
+        201
+    );
+    assert_eq!(
+        nodes[1]
+            .http("POST", "/cluster/probes/probe/dup")
+            .unwrap()
+            .0,
+        201
+    );
+    for node in &nodes {
+        wait_for("probe/dup to be reported as a duplicate", &nodes, || {
+            node.http("GET", "/cluster/probes/probe/dup")
+                .is_some_and(|(code, body)| {
+                    code == 409 && body["holders"].as_array().is_some_and(|h| h.len() == 2)
+                })
+        });
+    }
+    let (code, _) = nodes[2].http("GET", "/cluster/names/probe/dup").unwrap();
+    assert_eq!(code, 409);
+    assert!(nodes[2].log().contains("duplicate cluster name"));
+    // The status shows both holders with their nodes.
+    let status = nodes[2].status().unwrap();
+    let dup = status["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "probe/dup")
+        .unwrap()
+        .clone();
+    let mut holders: Vec<_> = dup["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["node"].as_str().unwrap().to_owned())
+        .collect();
+    holders.sort();
+    assert_eq!(holders, ["alpha", "beta"]);
+}
+
+#[test]
+fn a_node_without_a_cookie_refuses_to_start() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_candela"))
+        .args(["node", "--config", config])
+        .env_remove("CANDELA_CLUSTER_COOKIE")
+        .env(
+            "CANDELA__CLUSTER__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cluster.cookie_env") && err.contains("CANDELA_CLUSTER_COOKIE"),
+        "{err}"
+    );
+}
