@@ -3,8 +3,11 @@
 //!
 //! * [`config`]: the configuration file, with environment overrides and
 //!   validation that names the offending field;
+//! * [`platform`]: the data plane by role: source, producer, consumer,
+//!   datastore pool, HTTP API;
 //! * [`cluster`]: the cluster layer: node server, membership (dial, heartbeat,
 //!   reconnect), cluster-wide names;
 
 pub mod cluster;
 pub mod config;
+pub mod platform;

@@ -1,6 +1,8 @@
 //! `candela`, the node binary.
 //!
 //! * `candela fsm`: prints the state machines the platform runs on;
+//! * `candela run --config cluster.toml`: one node on its own: the data plane
+//!   of its roles (source, producer, consumer, datastore, HTTP API);
 //! * `candela node --config cluster.toml`: starts this node's cluster layer
 //!   (node server, membership, names) and runs until SIGINT or SIGTERM.
 
@@ -38,6 +40,12 @@ enum Command {
     },
     /// Run a node: its cluster server and membership, until SIGINT/SIGTERM.
     /// The cookie is read from the variable named by `cluster.cookie_env`.
+    /// Runs one node on its own (no cluster layer): the data plane of its roles.
+    Run {
+        /// The configuration file.
+        #[arg(long, short, default_value = "cluster.toml")]
+        config: std::path::PathBuf,
+    },
     Node {
         /// The configuration file.
         #[arg(long, short, default_value = "cluster.toml")]
@@ -67,6 +75,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Some(name) => print_diagram(name, format, highlight.as_deref()),
         },
         Command::Node { config } => node::run(&config),
+        Command::Run { config } => node::run_standalone(&config),
     }
 }
 

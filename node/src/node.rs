@@ -1,33 +1,60 @@
-//! `candela node`: loads the configuration, starts the cluster layer and
-//! waits for SIGINT/SIGTERM (or for the cluster layer to fail).
+//! `candela node` and `candela run`: load the configuration, start the data
+//! plane this node's roles call for (and, for `node`, the cluster layer), and
+//! run until SIGINT/SIGTERM (or until the cluster layer fails).
 
 use std::path::Path;
 
 use anyhow::Context;
-use candela_node::cluster;
 use candela_node::config::Config;
+use candela_node::{cluster, platform};
 use tracing_subscriber::EnvFilter;
 
-/// Runs the node until a signal; an error if it cannot start or fails.
+/// Runs a cluster member until a signal; an error if it cannot start or fails.
 pub fn run(path: &Path) -> anyhow::Result<()> {
     init_tracing();
     let config = Config::load(path).with_context(|| format!("loading {}", path.display()))?;
     let cookie = config.cluster.cookie(|var| std::env::var(var).ok())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    runtime()?.block_on(serve(config, cookie))
+}
+
+/// Runs one node on its own, without the cluster layer.
+pub fn run_standalone(path: &Path) -> anyhow::Result<()> {
+    init_tracing();
+    let config = Config::load(path).with_context(|| format!("loading {}", path.display()))?;
+    runtime()?.block_on(async move {
+        let platform = platform::start(&config).await?;
+        announce(&config, &platform);
+        let signal = shutdown_signal().await?;
+        tracing::info!(signal, "shutting down");
+        platform.shutdown().await;
+        Ok(())
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the runtime")?;
-    runtime.block_on(serve(config, cookie))
+        .context("starting the runtime")
+}
+
+/// Says where to look.
+fn announce(config: &Config, platform: &platform::Platform) {
+    tracing::info!(node = %config.node.name, roles = ?config.node.roles, "node running");
+    if let Some(addr) = platform.api_addr {
+        eprintln!("candela: serving http://{addr}  (API docs: http://{addr}/docs, OHLCV: http://{addr}/api/v1/ohlcv?instrument=Coinbase:BTC-USD&from=0)");
+    }
 }
 
 async fn serve(config: Config, cookie: String) -> anyhow::Result<()> {
     let mut cluster = cluster::start(&config, cookie).await?;
+    let platform = platform::start(&config).await?;
+    announce(&config, &platform);
     if let Some(addr) = config.cluster.status_listen {
         cluster::status::serve(addr, config.node.name.clone())
             .await
             .with_context(|| format!("cluster.status_listen: cannot listen on {addr}"))?;
     }
-    tracing::info!(node = %config.node.name, "node running");
     let outcome = tokio::select! {
         signal = shutdown_signal() => {
             tracing::info!(signal = signal?, "shutting down");
@@ -35,6 +62,7 @@ async fn serve(config: Config, cookie: String) -> anyhow::Result<()> {
         }
         why = cluster.stopped() => Err(anyhow::anyhow!(why)),
     };
+    platform.shutdown().await;
     cluster.shutdown().await;
     outcome
 }

@@ -81,6 +81,8 @@ impl Node {
             .args(["node", "--config", config])
             .env("CANDELA_CLUSTER_COOKIE", &self.cookie)
             .env("CANDELA__NODE__NAME", &self.name)
+            // Cluster layer only: no data plane (no broker or database here).
+            .env("CANDELA__NODE__ROLES", "[]")
             .env(
                 "CANDELA__CLUSTER__LISTEN",
                 format!("127.0.0.1:{}", self.cluster_port),
