@@ -81,7 +81,7 @@ fn kafka_bus(config: &KafkaConfig) -> candela_actors::producer::BusFactory<Kafka
 }
 
 fn producer(name: &str) -> Option<ActorRef<ProducerMsg>> {
-    ractor::registry::where_is(name.to_owned()).map(Into::into)
+    ractor::registry::where_is(name).map(Into::into)
 }
 
 /// Reads every record of `topic` from the beginning until `quiet` passes
