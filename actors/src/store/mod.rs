@@ -6,6 +6,7 @@
 
 pub mod postgres;
 pub mod redis_cache;
+pub mod timescale;
 
 use std::future::Future;
 

@@ -50,6 +50,7 @@ impl PgStore {
             .connect(url)
             .await?;
         MIGRATOR.run(&pool).await?;
+        super::timescale::upgrade(&pool).await?;
         Ok(Self { pool })
     }
 
