@@ -7,8 +7,7 @@
 //! trades/s), `BENCH_BATCH` (5000), `BENCH_STORAGE` (`sqlite` | `memory`, the
 //! broker's storage), or `CANDELA_KAFKA_BROKERS` to use a running broker.
 
-#[path = "../tests/common/broker.rs"]
-mod broker;
+use candela_testkit::broker;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -12,8 +12,7 @@
 //! `BENCH_STORAGE` (`sqlite` or `memory`), `BENCH_COMPRESSION` (`lz4`/`none`),
 //! `BENCH_LINGER_MS` (5).
 
-#[path = "../tests/common/broker.rs"]
-mod broker;
+use candela_testkit::broker;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

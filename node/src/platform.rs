@@ -3,7 +3,7 @@
 //! and the HTTP API, each under a supervisor.
 //!
 //! ```text
-//!  candela.platform (supervisor)
+//!  candela.platform/<node> (supervisor)
 //!     ├── producer/<node>         role producer
 //!     └── consumer-fixed/<node>   role consumer
 //!  datastore/<node>-supervisor
@@ -205,7 +205,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Platform> {
     }
 
     let (supervisor, _) = Actor::spawn(
-        Some("candela.platform".into()),
+        Some(format!("candela.platform/{node}")),
         Supervisor,
         SupervisorArgs {
             children,

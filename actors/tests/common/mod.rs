@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-pub mod broker;
+pub use candela_testkit::broker;
 mod cc;
 
 #[allow(unused_imports)]

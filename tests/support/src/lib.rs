@@ -9,6 +9,8 @@
 //! Redis where each test uses a key prefix of its own. `.ci/run` installs and
 //! starts both when they are missing.
 
+pub mod broker;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use sqlx::{Connection, Executor, PgConnection};

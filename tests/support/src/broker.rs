@@ -313,11 +313,10 @@ fn free_port() -> u16 {
         .expect("cannot bind a loopback port")
 }
 
-/// A new directory under the target directory's tmp (so leftovers are
-/// cleaned with the target), named after this process; directories of
-/// processes that no longer run are removed first.
+/// A new directory under the system's temporary directory, named after this
+/// process; directories of processes that no longer run are removed first.
 fn fresh_dir() -> PathBuf {
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tansu");
+    let root = std::env::temp_dir().join("candela-tansu");
     let _ = fs::create_dir_all(&root);
     if let Ok(entries) = fs::read_dir(&root) {
         for e in entries.flatten() {
