@@ -91,10 +91,17 @@ pub struct ConsumerMetrics {
     pub commit_failures: AtomicU64,
     /// Cache updates skipped because the cache was unreachable.
     pub cache_skipped: AtomicU64,
+    /// Recent tick visibility latencies in microseconds: from the producer's
+    /// receipt of a tick to the end of the cycle that stored and cached it
+    /// (from then on every API request sees it).
+    pub visibility_us: std::sync::Mutex<std::collections::VecDeque<u64>>,
 }
 
+/// How many visibility samples a consumer keeps.
+pub const VISIBILITY_SAMPLES: usize = 100_000;
+
 /// A copy of [`ConsumerMetrics`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct MetricsSnapshot {
     /// Batches fully processed and committed.
     pub batches: u64,
@@ -114,6 +121,9 @@ pub struct MetricsSnapshot {
     pub commit_failures: u64,
     /// Cache updates skipped (cache unreachable).
     pub cache_skipped: u64,
+    /// Visibility latency percentiles over the recent samples, in ms:
+    /// (p50, p99, samples).
+    pub visibility_ms: Option<(f64, f64, usize)>,
 }
 
 impl ConsumerMetrics {
@@ -130,6 +140,16 @@ impl ConsumerMetrics {
             failures: g(&self.failures),
             commit_failures: g(&self.commit_failures),
             cache_skipped: g(&self.cache_skipped),
+            visibility_ms: {
+                let samples = self.visibility_us.lock().unwrap_or_else(|e| e.into_inner());
+                let mut v: Vec<u64> = samples.iter().copied().collect();
+                drop(samples);
+                v.sort_unstable();
+                (!v.is_empty()).then(|| {
+                    let p = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as f64 / 1e3;
+                    (p(0.5), p(0.99), v.len())
+                })
+            },
         }
     }
 }
@@ -264,7 +284,28 @@ where
             tracing::warn!(error = %err, "offset commit failed; the next commit covers it");
         }
         self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+        self.record_visibility(&ticks);
         Ok(messages.len())
+    }
+}
+
+impl<S, D, T, C> Pipeline<S, D, T, C> {
+    /// Notes how long each live tick took from receipt to visibility.
+    fn record_visibility(&self, ticks: &[Tick]) {
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        let mut samples = self
+            .metrics
+            .visibility_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for t in ticks.iter().filter(|t| t.received_ns > 0) {
+            if samples.len() == VISIBILITY_SAMPLES {
+                samples.pop_front();
+            }
+            samples.push_back(u64::try_from((now_ns - t.received_ns) / 1_000).unwrap_or(0));
+        }
     }
 }
 

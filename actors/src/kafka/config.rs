@@ -71,6 +71,10 @@ pub struct KafkaConfig {
     pub compression: Compression,
     /// Timeout of admin requests (create topic, metadata), in milliseconds.
     pub admin_timeout_ms: u64,
+    /// Longest time a consumer's fetch waits at the broker for data, in
+    /// milliseconds (librdkafka `fetch.wait.max.ms`, 500 by default there): it
+    /// bounds how long a tick can sit on the broker before a consumer sees it.
+    pub fetch_wait_max_ms: u64,
     /// Further librdkafka settings, passed through as they are, e.g.
     /// `"socket.keepalive.enable" = "true"`. Settings that would weaken the
     /// delivery guarantee or shadow a field above are refused.
@@ -92,6 +96,7 @@ impl Default for KafkaConfig {
             queue_max_messages: 200_000,
             compression: Compression::Lz4,
             admin_timeout_ms: 10_000,
+            fetch_wait_max_ms: 10,
             extra: BTreeMap::new(),
         }
     }

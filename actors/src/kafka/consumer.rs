@@ -95,7 +95,11 @@ impl KafkaStreams {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            .set(
+                "fetch.wait.max.ms",
+                self.config.fetch_wait_max_ms.to_string(),
+            );
         let consumer: BaseConsumer<MemberContext> = cc
             .create_with_context(MemberContext {
                 shared: Arc::clone(&shared),
