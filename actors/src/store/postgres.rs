@@ -24,7 +24,10 @@
 //!   from history repairs it;
 //! * otherwise (the live row is complete) the live row stays;
 //! * live ticks never change a `history` row: the closed minute already counts
-//!   them (they are still stored as ticks).
+//!   them (they are still stored as ticks);
+//! * a history bar for a minute that is already `history` changes nothing, and
+//!   within one batch only the first history bar of a minute is considered
+//!   (a replayed history bar is a no-op, wherever the replay lands).
 
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
@@ -205,10 +208,15 @@ impl BarStore for PgStore {
         }
 
         // 3. History bars, by the reconciliation rule.
+        // A minute repeated within the batch counts once, the first time (as
+        // across batches: once a minute is history, later history bars of it
+        // change nothing); one statement cannot update a row twice anyway.
+        let mut seen = std::collections::HashSet::with_capacity(batch.history.len());
         let h: Vec<_> = batch
             .history
             .iter()
             .filter(|b| !b.volume_base.is_zero())
+            .filter(|b| seen.insert((&b.instrument, b.open_time)))
             .collect();
         if !h.is_empty() {
             let applied = sqlx::query(
