@@ -117,7 +117,10 @@ async fn records_published_with_the_publisher_are_read_back_exactly() {
         let record = decode_record(&m.payload).unwrap();
         let key = String::from_utf8(m.key.clone().unwrap()).unwrap();
         assert_eq!(key, schema::key(record.instrument()));
-        partitions.entry(key.clone()).or_default().insert(m.partition);
+        partitions
+            .entry(key.clone())
+            .or_default()
+            .insert(m.partition);
         per_key.entry(key).or_default().push(record);
     }
     for i in &instruments {
@@ -148,10 +151,7 @@ async fn a_new_member_resumes_where_the_last_one_committed() {
     let mut first = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while first.len() < 250 && Instant::now() < deadline {
-        let batch = a
-            .next_batch(100, Duration::from_millis(500))
-            .await
-            .unwrap();
+        let batch = a.next_batch(100, Duration::from_millis(500)).await.unwrap();
         a.commit(&batch).await.unwrap();
         first.extend(batch);
     }
@@ -256,7 +256,11 @@ async fn undecodable_messages_land_on_the_dead_letter_topic_with_their_reason() 
     assert_eq!(got.len(), good.len() + garbage.len());
     let invalid: Vec<(RawMessage, String)> = got
         .iter()
-        .filter_map(|m| decode_for_pipeline(&m.payload).err().map(|e| (m.clone(), e)))
+        .filter_map(|m| {
+            decode_for_pipeline(&m.payload)
+                .err()
+                .map(|e| (m.clone(), e))
+        })
         .collect();
     assert_eq!(invalid.len(), garbage.len());
     publisher.dead_letter(&invalid).await.unwrap();
@@ -310,7 +314,9 @@ async fn undecodable_messages_land_on_the_dead_letter_topic_with_their_reason() 
     }
     let reasons: Vec<&str> = invalid.iter().map(|(_, r)| r.as_str()).collect();
     assert!(
-        reasons.iter().any(|r| r.contains("unsupported schema version 2")),
+        reasons
+            .iter()
+            .any(|r| r.contains("unsupported schema version 2")),
         "{reasons:?}"
     );
     assert!(reasons.iter().any(|r| r.contains("unknown record type")));

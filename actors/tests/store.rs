@@ -266,10 +266,7 @@ async fn a_history_bar_repeated_within_one_batch_counts_once() {
         .await
         .unwrap();
     assert_eq!(out.history_applied, 2);
-    let bars = store
-        .bars(&i, Interval::M1, t0, t0 + 60, 10)
-        .await
-        .unwrap();
+    let bars = store.bars(&i, Interval::M1, t0, t0 + 60, 10).await.unwrap();
     assert_eq!(bars.len(), 2);
     assert_eq!(bars[0].bar.close, Decimal::from(101));
     assert_eq!(bars[0].version, 1);

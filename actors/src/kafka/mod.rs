@@ -34,8 +34,8 @@ pub mod publisher;
 pub mod schema;
 
 pub use admin::{ensure_topic, topic_partitions, AdminError, EnsuredTopic};
-pub use consumer::{KafkaStream, KafkaStreams};
 pub use config::{Compression, ConfigError, KafkaConfig, DEFAULT_TICK_TOPIC};
+pub use consumer::{KafkaStream, KafkaStreams};
 pub use publisher::{
     dead_letter_topic, KafkaPublisher, PublishError, PublishReport, PublisherStats, TickPublisher,
 };

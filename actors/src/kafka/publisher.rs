@@ -460,8 +460,9 @@ impl KafkaPublisher {
     /// Hands one message to librdkafka. Synchronous, so the record (which is
     /// not `Send`) never lives across an await.
     fn try_enqueue(&self, topic: &str, out: &Outgoing, batch: &Arc<Batch>) -> Enqueue {
-        let mut record = BaseRecord::<[u8], [u8], Arc<Batch>>::with_opaque_to(topic, Arc::clone(batch))
-            .payload(&out.payload);
+        let mut record =
+            BaseRecord::<[u8], [u8], Arc<Batch>>::with_opaque_to(topic, Arc::clone(batch))
+                .payload(&out.payload);
         if out.keyed {
             record = record.key(&out.key);
         }
@@ -509,7 +510,9 @@ impl PublishError {
                 topic,
                 failed: outstanding,
                 total,
-                reason: format!("no delivery report after {waited:?} (fate unknown: publish again)"),
+                reason: format!(
+                    "no delivery report after {waited:?} (fate unknown: publish again)"
+                ),
             },
             other => BusError::Undelivered {
                 topic: topic.to_owned(),

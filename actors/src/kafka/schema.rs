@@ -455,7 +455,10 @@ mod tests {
             Record::Trade(tick.clone())
         );
         let typed = json.replacen(r#"{"v":1,"#, r#"{"v":1,"type":"trade","#, 1);
-        assert_eq!(decode_record(typed.as_bytes()).unwrap(), Record::Trade(tick));
+        assert_eq!(
+            decode_record(typed.as_bytes()).unwrap(),
+            Record::Trade(tick)
+        );
         assert_eq!(
             decode_for_pipeline(b"nope").unwrap_err(),
             decode_record(b"nope").unwrap_err().to_string()
@@ -629,10 +632,17 @@ mod tests {
     fn decimals(r: &Record) -> Vec<String> {
         match r {
             Record::Trade(t) => vec![t.price.to_string(), t.quantity.to_string()],
-            Record::Bar(b) => [b.open, b.high, b.low, b.close, b.volume_base, b.volume_quote]
-                .iter()
-                .map(Decimal::to_string)
-                .collect(),
+            Record::Bar(b) => [
+                b.open,
+                b.high,
+                b.low,
+                b.close,
+                b.volume_base,
+                b.volume_quote,
+            ]
+            .iter()
+            .map(Decimal::to_string)
+            .collect(),
         }
     }
 
