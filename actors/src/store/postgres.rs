@@ -112,6 +112,7 @@ fn side(side: Side) -> &'static str {
 
 impl BarStore for PgStore {
     async fn write(&self, batch: WriteBatch<'_>) -> Result<WriteOutcome, StoreError> {
+        let started = std::time::Instant::now();
         let mut tx = self.pool.begin().await?;
         let mut outcome = WriteOutcome::default();
 
@@ -150,6 +151,7 @@ impl BarStore for PgStore {
             }
             new
         };
+        let inserted_at = started.elapsed();
         outcome.new_ticks = new_ticks.len() as u64;
         outcome.duplicate_ticks = (t.len() - new_ticks.len()) as u64;
 
@@ -207,6 +209,8 @@ impl BarStore for PgStore {
             .await?;
         }
 
+        let merged_at = started.elapsed();
+
         // 3. History bars, by the reconciliation rule.
         // A minute repeated within the batch counts once, the first time (as
         // across batches: once a minute is history, later history bars of it
@@ -247,6 +251,8 @@ impl BarStore for PgStore {
             outcome.history_applied = applied.rows_affected();
         }
 
+        let history_at = started.elapsed();
+
         // 4. Read back every touched minute.
         let mut keys: Vec<(String, i64)> = t
             .iter()
@@ -276,7 +282,20 @@ impl BarStore for PgStore {
                 .map(|r| stored_bar(r, Interval::M1))
                 .collect::<Result<_, _>>()?;
         }
+        let read_at = started.elapsed();
         tx.commit().await?;
+        tracing::debug!(
+            ticks = t.len(),
+            new_ticks = outcome.new_ticks,
+            history = batch.history.len(),
+            touched = outcome.touched.len(),
+            insert_us = inserted_at.as_micros() as u64,
+            merge_us = (merged_at - inserted_at).as_micros() as u64,
+            history_us = (history_at - merged_at).as_micros() as u64,
+            read_back_us = (read_at - history_at).as_micros() as u64,
+            commit_us = (started.elapsed() - read_at).as_micros() as u64,
+            "store write"
+        );
         Ok(outcome)
     }
 
