@@ -322,3 +322,84 @@ async fn undecodable_messages_land_on_the_dead_letter_topic_with_their_reason() 
     assert!(reasons.iter().any(|r| r.contains("unknown record type")));
     assert!(reasons.iter().any(|r| r.contains("missing field `open`")));
 }
+
+#[tokio::test]
+async fn a_partition_revoked_after_a_batch_is_not_committed_by_its_old_owner() {
+    let config = common::config();
+    let publisher = KafkaPublisher::new(&config).unwrap();
+    let topic = topic_with(2, &publisher).await;
+    let sent = records(&common::instruments(6), 600, 1_000);
+    RecordBus::publish(&publisher, &topic, &sent).await.unwrap();
+    let streams = KafkaStreams::new(config.clone());
+    let group = common::unique("rebalance");
+    let topics = vec![topic.clone()];
+
+    // A holds both partitions and takes a batch from each.
+    let mut a = streams.open(&group, &topics).await.unwrap();
+    let mut batch = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ids(&batch)
+        .iter()
+        .map(|(p, _)| *p)
+        .collect::<BTreeSet<_>>()
+        .len()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "A never saw both partitions");
+        batch.extend(a.next_batch(50, Duration::from_millis(500)).await.unwrap());
+    }
+    assert_eq!(a.assignment().len(), 2);
+
+    // B joins; A goes on polling (as its pipeline would) until the group
+    // has moved one partition to B.
+    let mut b = streams.open(&group, &topics).await.unwrap();
+    let b_task = tokio::spawn(async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while b.assignment().len() != 1 && Instant::now() < deadline {
+            b.next_batch(10, Duration::from_millis(200)).await.unwrap();
+        }
+        b
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while a.assignment().len() != 1 {
+        assert!(Instant::now() < deadline, "no rebalance");
+        a.next_batch(10, Duration::from_millis(200)).await.unwrap();
+    }
+    let b = b_task.await.unwrap();
+    let (held, lost) = (a.assignment()[0].1, b.assignment()[0].1);
+    assert_ne!(held, lost);
+
+    // A commits the batch it took before the rebalance: only the partition
+    // it still holds is committed.
+    a.commit(&batch).await.unwrap();
+    let probe: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", config.bootstrap_servers())
+        .set("group.id", &group)
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(&topic, 0);
+    tpl.add_partition(&topic, 1);
+    let committed = probe
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    let next_of = |p: i32| {
+        batch
+            .iter()
+            .filter(|m| m.partition == p)
+            .map(|m| m.offset + 1)
+            .max()
+            .unwrap()
+    };
+    assert_eq!(
+        committed.find_partition(&topic, held).unwrap().offset(),
+        rdkafka::Offset::Offset(next_of(held))
+    );
+    assert_eq!(
+        committed.find_partition(&topic, lost).unwrap().offset(),
+        rdkafka::Offset::Invalid,
+        "the old owner committed a partition it no longer holds"
+    );
+    a.close().await;
+    b.close().await;
+}

@@ -246,6 +246,46 @@ async fn history_reconciliation_rule() {
 }
 
 #[tokio::test]
+async fn a_history_bar_repeated_within_one_batch_counts_once() {
+    // Replays of history can land in one consumer batch: the first bar of a
+    // minute counts, as if the batch were applied message by message.
+    let db = TestDb::new().await;
+    let store = PgStore::connect(&db.url, 2).await.unwrap();
+    let i = btc();
+    let t0 = 1_700_000_000 - 1_700_000_000 % 60;
+    let out = store
+        .write(WriteBatch {
+            ticks: &[],
+            history: &[
+                history(&i, t0, 101, 5),
+                history(&i, t0 + 60, 102, 5),
+                history(&i, t0, 101, 5),
+                history(&i, t0, 109, 9),
+            ],
+        })
+        .await
+        .unwrap();
+    assert_eq!(out.history_applied, 2);
+    let bars = store.bars(&i, Interval::M1, t0, t0 + 60, 10).await.unwrap();
+    assert_eq!(bars.len(), 2);
+    assert_eq!(bars[0].bar.close, Decimal::from(101));
+    assert_eq!(bars[0].version, 1);
+    // The same replayed in a later batch changes nothing either.
+    let again = store
+        .write(WriteBatch {
+            ticks: &[],
+            history: &[history(&i, t0, 109, 9), history(&i, t0, 109, 9)],
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.history_applied, 0);
+    assert_eq!(
+        store.bars(&i, Interval::M1, t0, t0 + 60, 10).await.unwrap(),
+        bars
+    );
+}
+
+#[tokio::test]
 async fn cache_serves_only_what_it_holds_and_never_goes_back() {
     let db = TestDb::new().await;
     let store = PgStore::connect(&db.url, 2).await.unwrap();

@@ -113,7 +113,7 @@ impl KafkaStreams {
         let (requests, rx) = mpsc::channel();
         let member = Member {
             consumer,
-            shared,
+            shared: Arc::clone(&shared),
             group: group.to_owned(),
         };
         let thread = std::thread::Builder::new()
@@ -125,6 +125,7 @@ impl KafkaStreams {
             requests,
             thread,
             group: group.to_owned(),
+            shared: Arc::clone(&shared),
         })
     }
 }
@@ -346,12 +347,28 @@ pub struct KafkaStream {
     requests: mpsc::Sender<Request>,
     thread: std::thread::JoinHandle<()>,
     group: String,
+    shared: Arc<Shared>,
 }
 
 impl KafkaStream {
     /// The consumer group.
     pub fn group(&self) -> &str {
         &self.group
+    }
+
+    /// The partitions this member holds now, as (topic, partition), sorted
+    /// (empty until it joined the group; it changes only during `next_batch`).
+    pub fn assignment(&self) -> Vec<(String, i32)> {
+        let mut a: Vec<_> = self
+            .shared
+            .assigned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        a.sort();
+        a
     }
 
     /// Leaves the group and waits until the consumer is closed (dropping the

@@ -24,7 +24,10 @@
 //!   from history repairs it;
 //! * otherwise (the live row is complete) the live row stays;
 //! * live ticks never change a `history` row: the closed minute already counts
-//!   them (they are still stored as ticks).
+//!   them (they are still stored as ticks);
+//! * a history bar for a minute that is already `history` changes nothing, and
+//!   within one batch only the first history bar of a minute is considered
+//!   (a replayed history bar is a no-op, wherever the replay lands).
 
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
@@ -110,6 +113,7 @@ fn side(side: Side) -> &'static str {
 
 impl BarStore for PgStore {
     async fn write(&self, batch: WriteBatch<'_>) -> Result<WriteOutcome, StoreError> {
+        let started = std::time::Instant::now();
         let mut tx = self.pool.begin().await?;
         let mut outcome = WriteOutcome::default();
 
@@ -148,6 +152,7 @@ impl BarStore for PgStore {
             }
             new
         };
+        let inserted_at = started.elapsed();
         outcome.new_ticks = new_ticks.len() as u64;
         outcome.duplicate_ticks = (t.len() - new_ticks.len()) as u64;
 
@@ -205,11 +210,18 @@ impl BarStore for PgStore {
             .await?;
         }
 
+        let merged_at = started.elapsed();
+
         // 3. History bars, by the reconciliation rule.
+        // A minute repeated within the batch counts once, the first time (as
+        // across batches: once a minute is history, later history bars of it
+        // change nothing); one statement cannot update a row twice anyway.
+        let mut seen = std::collections::HashSet::with_capacity(batch.history.len());
         let h: Vec<_> = batch
             .history
             .iter()
             .filter(|b| !b.volume_base.is_zero())
+            .filter(|b| seen.insert((&b.instrument, b.open_time)))
             .collect();
         if !h.is_empty() {
             let applied = sqlx::query(
@@ -240,6 +252,8 @@ impl BarStore for PgStore {
             outcome.history_applied = applied.rows_affected();
         }
 
+        let history_at = started.elapsed();
+
         // 4. Read back every touched minute.
         let mut keys: Vec<(String, i64)> = t
             .iter()
@@ -269,7 +283,20 @@ impl BarStore for PgStore {
                 .map(|r| stored_bar(r, Interval::M1))
                 .collect::<Result<_, _>>()?;
         }
+        let read_at = started.elapsed();
         tx.commit().await?;
+        tracing::debug!(
+            ticks = t.len(),
+            new_ticks = outcome.new_ticks,
+            history = batch.history.len(),
+            touched = outcome.touched.len(),
+            insert_us = inserted_at.as_micros() as u64,
+            merge_us = (merged_at - inserted_at).as_micros() as u64,
+            history_us = (history_at - merged_at).as_micros() as u64,
+            read_back_us = (read_at - history_at).as_micros() as u64,
+            commit_us = (started.elapsed() - read_at).as_micros() as u64,
+            "store write"
+        );
         Ok(outcome)
     }
 
