@@ -43,6 +43,36 @@ pub struct ChildSpec {
     pub start: StartFn,
 }
 
+impl ChildSpec {
+    /// A child that is the actor `A` spawned under `name` from a template of
+    /// its arguments; `mark_restart` tells each new instance how many restarts
+    /// came before it (so its run can begin with `RESET`).
+    pub fn of<A>(
+        name: &str,
+        template: A::Arguments,
+        mark_restart: fn(&mut A::Arguments, u32),
+    ) -> Self
+    where
+        A: Actor + Default,
+        A::Arguments: Clone + Sync,
+    {
+        let child_name = name.to_owned();
+        ChildSpec {
+            name: name.to_owned(),
+            start: Arc::new(move |sup, restarts| {
+                let mut args = template.clone();
+                mark_restart(&mut args, restarts);
+                let name = child_name.clone();
+                Box::pin(async move {
+                    Actor::spawn_linked(Some(name), A::default(), args, sup)
+                        .await
+                        .map(|(actor, _)| actor.get_cell())
+                })
+            }),
+        }
+    }
+}
+
 /// When to restart and when to give up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartPolicy {

@@ -31,7 +31,7 @@ use candela_actors::supervisor::{
     ChildSpec, RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg,
 };
 use candela_testkit::TestDb;
-use ractor::{Actor, ActorCell, ActorRef};
+use ractor::{Actor, ActorRef};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -289,18 +289,7 @@ async fn supervise(
         metrics: Arc::clone(metrics),
         restarted: false,
     };
-    let spec = ChildSpec {
-        name: name.to_owned(),
-        start: Arc::new(move |sup: ActorCell, restarts: u32| {
-            let mut args = args.clone();
-            args.restarted = restarts > 0;
-            Box::pin(async move {
-                Actor::spawn_linked(Some(args.instance.clone()), Fixed::default(), args, sup)
-                    .await
-                    .map(|(a, _)| a.get_cell())
-            })
-        }),
-    };
+    let spec = ChildSpec::of::<Fixed>(name, args, |a, r| a.restarted = r > 0);
     let (sup, _) = Actor::spawn(
         None,
         Supervisor,

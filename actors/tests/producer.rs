@@ -42,20 +42,7 @@ async fn supervised_producer(
     name: &str,
     args: ProducerArgs<HistoryClient, LiveFeed, KafkaPublisher>,
 ) -> ActorRef<SupervisorMsg> {
-    let child_name = name.to_owned();
-    let spec = ChildSpec {
-        name: name.to_owned(),
-        start: Arc::new(move |sup, restarts| {
-            let mut args = args.clone();
-            args.restarted = restarts > 0;
-            let name = child_name.clone();
-            Box::pin(async move {
-                Actor::spawn_linked(Some(name), P::default(), args, sup)
-                    .await
-                    .map(|(a, _)| a.get_cell())
-            })
-        }),
-    };
+    let spec = ChildSpec::of::<P>(name, args, |a, r| a.restarted = r > 0);
     let (sup, _) = Actor::spawn(
         None,
         Supervisor,

@@ -181,7 +181,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Platform> {
             batch_max: config.ingest.batch_max,
             restarted: false,
         };
-        children.push(child::<NodeProducer>(&name, args, |a, r| a.restarted = r));
+        children.push(ChildSpec::of::<NodeProducer>(&name, args, |a, r| {
+            a.restarted = r > 0
+        }));
     }
 
     if config.has(Role::Consumer) {
@@ -201,7 +203,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Platform> {
             metrics: Arc::new(ConsumerMetrics::default()),
             restarted: false,
         };
-        children.push(child::<NodeConsumer>(&name, args, |a, r| a.restarted = r));
+        children.push(ChildSpec::of::<NodeConsumer>(&name, args, |a, r| {
+            a.restarted = r > 0
+        }));
     }
 
     let (supervisor, _) = Actor::spawn(
@@ -302,32 +306,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Platform> {
         api_task,
         stop_api,
     })
-}
-
-/// A supervised child spawned from a template of its arguments.
-fn child<A>(
-    name: &str,
-    template: A::Arguments,
-    mark_restart: fn(&mut A::Arguments, bool),
-) -> ChildSpec
-where
-    A: Actor + Default,
-    A::Arguments: Clone + Sync,
-{
-    let child_name = name.to_owned();
-    ChildSpec {
-        name: name.to_owned(),
-        start: Arc::new(move |sup, restarts| {
-            let mut args = template.clone();
-            mark_restart(&mut args, restarts > 0);
-            let name = child_name.clone();
-            Box::pin(async move {
-                Actor::spawn_linked(Some(name), A::default(), args, sup)
-                    .await
-                    .map(|(a, _)| a.get_cell())
-            })
-        }),
-    }
 }
 
 /// Fetches the closed minutes of the last `minutes` for each instrument, once

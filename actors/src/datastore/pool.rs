@@ -110,34 +110,14 @@ pub async fn start_pool<T: crate::store::BarStore, C: crate::store::BarCache>(
     policy: crate::supervisor::RestartPolicy,
     timeout: Duration,
 ) -> Result<(ActorRef<crate::supervisor::SupervisorMsg>, DatastorePool), ractor::SpawnErr> {
-    use std::sync::Arc;
-
     use crate::supervisor::{ChildSpec, Supervisor, SupervisorArgs};
 
     let children = (0..size.max(1))
         .map(|i| {
             let name = member_name(prefix, i);
-            let template = args.clone();
-            let child_name = name.clone();
-            ChildSpec {
-                name,
-                start: Arc::new(move |sup, restarts| {
-                    let mut args = template.clone();
-                    args.instance = child_name.clone();
-                    args.restarted = restarts > 0;
-                    let name = child_name.clone();
-                    Box::pin(async move {
-                        ractor::Actor::spawn_linked(
-                            Some(name),
-                            super::Datastore::<T, C>::default(),
-                            args,
-                            sup,
-                        )
-                        .await
-                        .map(|(actor, _)| actor.get_cell())
-                    })
-                }),
-            }
+            let mut template = args.clone();
+            template.instance = name.clone();
+            ChildSpec::of::<super::Datastore<T, C>>(&name, template, |a, r| a.restarted = r > 0)
         })
         .collect();
     let (supervisor, _) = ractor::Actor::spawn(
