@@ -51,6 +51,7 @@ async fn main() {
             "[\"Coinbase:BTC-USD\", \"Kraken:ETH-EUR\"]".into(),
         ),
         ("CANDELA__INGEST__BACKFILL_MINUTES", "0".into()),
+        ("CANDELA__INGEST__REPAIR_MINUTES", "0".into()),
         ("CANDELA__INGEST__BATCH_MAX", "2000".into()),
         ("CANDELA__CONSUMER__GROUP", unique("group")),
         ("CANDELA__CONSUMER__BATCH_WAIT_MS", wait_ms.to_string()),

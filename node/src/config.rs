@@ -208,6 +208,13 @@ pub struct IngestConfig {
     pub backfill_minutes: i64,
     /// Most records per publish.
     pub batch_max: usize,
+    /// Repair: every `repair_interval_secs`, the last `repair_minutes` closed
+    /// minutes of each instrument are fetched from history again, so minutes the
+    /// live stream missed (a disconnect, the partial minute at start-up) are
+    /// repaired by the reconciliation rule. 0 turns it off.
+    pub repair_minutes: i64,
+    /// How often the repair runs, in seconds.
+    pub repair_interval_secs: u64,
 }
 
 impl Default for IngestConfig {
@@ -220,6 +227,8 @@ impl Default for IngestConfig {
             ],
             backfill_minutes: 120,
             batch_max: 5_000,
+            repair_minutes: 5,
+            repair_interval_secs: 60,
         }
     }
 }

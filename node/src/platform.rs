@@ -297,6 +297,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Platform> {
             config.ingest.backfill_minutes,
         ));
     }
+    if config.has(Role::Producer) && config.ingest.repair_minutes > 0 {
+        tokio::spawn(repair(
+            format!("producer/{node}"),
+            config.instruments(),
+            config.ingest.repair_minutes,
+            Duration::from_secs(config.ingest.repair_interval_secs),
+        ));
+    }
 
     Ok(Platform {
         supervisor,
@@ -306,6 +314,48 @@ pub async fn start(config: &Config) -> anyhow::Result<Platform> {
         api_task,
         stop_api,
     })
+}
+
+/// Every `every`, fetches the last `minutes` closed minutes of each instrument
+/// again: history repairs the minutes the live stream missed (reconciliation
+/// rule in `store::postgres`), and changes nothing where live was complete.
+async fn repair(
+    producer: String,
+    instruments: Vec<candela_actors::domain::Instrument>,
+    minutes: i64,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(cell) = ractor::registry::where_is(producer.clone()) else {
+            continue; // being restarted
+        };
+        let actor: ActorRef<ProducerMsg> = cell.into();
+        let to = last_closed_minute();
+        for instrument in &instruments {
+            if let Err(err) = fetch_history(
+                &actor,
+                instrument.clone(),
+                to - (minutes - 1) * 60,
+                to,
+                Target::Fixed,
+                Duration::from_secs(60),
+            )
+            .await
+            {
+                tracing::warn!(%instrument, error = %err, "history repair failed; next round retries");
+            }
+        }
+    }
+}
+
+fn last_closed_minute() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    now - now.rem_euclid(60) - 60
 }
 
 /// Fetches the closed minutes of the last `minutes` for each instrument, once
@@ -326,10 +376,7 @@ async fn backfill(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let to = now - now.rem_euclid(60) - 60;
+    let to = last_closed_minute();
     for instrument in instruments {
         match fetch_history(
             &actor,

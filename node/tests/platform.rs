@@ -353,3 +353,53 @@ async fn the_live_stream_delivers_every_minute_once_across_the_seam() {
     );
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_repairs_the_minute_the_live_stream_joined_midway() {
+    let db = TestDb::new().await;
+    let mut config = config(&db, 0);
+    config.ingest.repair_minutes = 3;
+    config.ingest.repair_interval_secs = 2;
+    let p = platform::start(&config).await.unwrap();
+    let im = p.imitation.as_ref().unwrap();
+    let api = format!("http://{}", p.api_addr.unwrap());
+    let i: Instrument = "Coinbase:BTC-USD".parse().unwrap();
+    // The minute the stream joined: live has only part of it.
+    let joined = Interval::M1.floor(now());
+    let http = reqwest::Client::new();
+    let bar = wait_for("the repaired minute", 150, async || {
+        let body: Value = http
+            .get(format!(
+                "{api}/api/v1/ohlcv?instrument={i}&from={joined}&to={joined}"
+            ))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let bar = body["bars"].as_array()?.first()?.clone();
+        (bar["source"] == "history").then_some(bar)
+    })
+    .await;
+    let full = im.bars(
+        candela_actors::cryptocompare::Interval::Minute,
+        &i,
+        joined,
+        joined,
+    );
+    let full = &full[0];
+    assert_eq!(bar["time"].as_i64().unwrap(), full.time);
+    assert_eq!(
+        (
+            dec(&bar["open"]),
+            dec(&bar["high"]),
+            dec(&bar["low"]),
+            dec(&bar["close"]),
+            dec(&bar["volume_base"])
+        ),
+        (full.open, full.high, full.low, full.close, full.volume_from),
+        "the whole minute, as the source has it"
+    );
+    p.shutdown().await;
+}
