@@ -98,6 +98,7 @@ async fn main() {
         }),
         ready: Arc::new(|| Box::pin(async { Ok(()) })),
         config: ApiConfig::default(),
+        admin: Default::default(),
     });
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();

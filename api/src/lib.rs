@@ -2,6 +2,7 @@
 //!
 //! * `/api/v1/ohlcv`, `/api/v1/instruments`, `/api/v1/stream`: OHLCV data for
 //!   applications ([`data`]);
+//! * `/admin/...`: the cluster admin endpoint (bearer token) ([`admin`]);
 //! * `/openapi.json` and `/docs` (interactive): the API's own description;
 //! * `/health` (the process is up) and `/ready` (its storage answers).
 //!
@@ -10,6 +11,7 @@
 //! What the API serves of a state machine is the same table the actors run on
 //! ([`machines`]).
 
+pub mod admin;
 pub mod data;
 pub mod machines;
 pub mod model;

@@ -11,6 +11,7 @@ use poem_openapi::OpenApiService;
 use candela_actors::datastore::DatastorePool;
 use candela_actors::store::InstrumentSummary;
 
+use crate::admin::AdminApi;
 use crate::data::DataApi;
 
 /// A boxed future.
@@ -47,6 +48,20 @@ impl Default for ApiConfig {
     }
 }
 
+/// Renders the cluster layer's status as JSON.
+pub type ClusterStatusFn = Arc<dyn Fn() -> BoxFuture<String> + Send + Sync>;
+
+/// What the admin endpoint needs.
+#[derive(Default)]
+pub struct AdminConfig {
+    /// The bearer token; `None` disables the admin endpoint.
+    pub token: Option<String>,
+    /// The supervisors whose children it shows and resets, by registry name.
+    pub supervisors: Vec<String>,
+    /// The cluster layer's status, when the node has one.
+    pub cluster_status: Option<ClusterStatusFn>,
+}
+
 /// What the API talks to.
 pub struct ApiState {
     /// The Datastore pool.
@@ -57,6 +72,8 @@ pub struct ApiState {
     pub ready: ReadyFn,
     /// Settings.
     pub config: ApiConfig,
+    /// The admin endpoint.
+    pub admin: AdminConfig,
 }
 
 #[handler]
@@ -81,9 +98,14 @@ pub fn routes(
     server_url: &str,
 ) -> impl poem::Endpoint<Output = poem::Response> {
     let api = OpenApiService::new(
-        DataApi {
-            state: Arc::clone(&state),
-        },
+        (
+            DataApi {
+                state: Arc::clone(&state),
+            },
+            AdminApi {
+                state: Arc::clone(&state),
+            },
+        ),
         state.config.title.clone(),
         env!("CARGO_PKG_VERSION"),
     )

@@ -52,7 +52,10 @@ fn ticks(i: &Instrument, minutes: i64) -> Vec<Tick> {
     out
 }
 
+const TOKEN: &str = "test-admin-token";
+
 struct Platform {
+    prefix: String,
     client: TestClient<poem::endpoint::BoxEndpoint<'static>>,
     store: Arc<PgStore>,
     _db: TestDb,
@@ -105,10 +108,16 @@ async fn platform(redis_url: &str) -> Platform {
             stream_grace_secs: 1,
             ..ApiConfig::default()
         },
+        admin: candela_api::server::AdminConfig {
+            token: Some(TOKEN.into()),
+            supervisors: vec![format!("{prefix}-supervisor")],
+            cluster_status: None,
+        },
     });
     use poem::EndpointExt;
     let client = TestClient::new(candela_api::routes(state, "http://localhost").boxed());
     Platform {
+        prefix,
         client,
         store,
         _db: db,
@@ -387,4 +396,108 @@ async fn answers_from_the_database_while_redis_is_down_and_refills_after() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test]
+async fn admin_shows_live_actors_and_resets_them_and_refuses_without_the_token() {
+    let p = platform(&candela_testkit::redis_url()).await;
+    let i = btc();
+    p.store
+        .write(WriteBatch {
+            ticks: &ticks(&i, 3),
+            history: &[],
+        })
+        .await
+        .unwrap();
+    let (status, _) = get_json(
+        &p.client,
+        "/api/v1/ohlcv?instrument=Coinbase:BTC-USD&from=0",
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // No token, a wrong token: 401.
+    let resp = p.client.get("/admin/actors").send().await;
+    assert_eq!(resp.0.status().as_u16(), 401);
+    let resp = p
+        .client
+        .get("/admin/actors")
+        .header("authorization", "Bearer nope")
+        .send()
+        .await;
+    assert_eq!(resp.0.status().as_u16(), 401);
+
+    let get = |url: String| {
+        let client = &p.client;
+        async move {
+            let resp = client
+                .get(&url)
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .send()
+                .await;
+            let status = resp.0.status().as_u16();
+            (status, resp.0.into_body().into_string().await.unwrap())
+        }
+    };
+    let (status, body) = get("/admin/actors".into()).await;
+    assert_eq!(status, 200, "{body}");
+    let actors: Value = serde_json::from_str(&body).unwrap();
+    let member = format!("{}/0", p.prefix);
+    let a = actors
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == member.as_str())
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(a["machine"], "datastore");
+    assert_eq!(a["state"], "Idle");
+    assert_eq!(a["running"], true);
+    assert_eq!(actors.as_array().unwrap().len(), 2, "both pool members");
+
+    // Its diagram with the current state highlighted, as DOT and SVG.
+    let encoded = member.replace('/', "%2F");
+    let (status, dot) = get(format!("/admin/actors/{encoded}/diagram")).await;
+    assert_eq!(status, 200, "{dot}");
+    assert!(
+        dot.contains("\"Idle\" [label=\"Idle\", fillcolor=\"#FFD700\", penwidth=3]"),
+        "{dot}"
+    );
+    let (status, svg) = get(format!("/admin/actors/{encoded}/diagram?format=svg")).await;
+    assert_eq!(status, 200);
+    assert!(svg.contains("<svg"));
+    let (status, _) = get(format!("/admin/actors/{encoded}/diagram?format=png")).await;
+    assert_eq!(status, 400);
+    let (status, _) = get("/admin/actors/nobody/diagram".into()).await;
+    assert_eq!(status, 404);
+
+    // A manual RESET: restarted, counted, its new run starts with RESET.
+    let resp = p
+        .client
+        .post(format!("/admin/actors/{encoded}/reset"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .send()
+        .await;
+    assert_eq!(resp.0.status().as_u16(), 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = get("/admin/actors".into()).await;
+        let actors: Value = serde_json::from_str(&body).unwrap();
+        let a = actors
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == member.as_str())
+            .cloned();
+        if let Some(a) = a.filter(|a| a["restarts"] == 1 && a["running"] == true) {
+            assert_eq!(a["recent"][0]["event"], "RESET");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no restart seen: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) = get("/admin/cluster".into()).await;
+    assert_eq!(status, 404, "standalone: no cluster layer");
 }

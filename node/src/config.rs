@@ -98,6 +98,26 @@ pub struct Config {
     /// The cluster: this node's listener, its peers, failure detection.
     #[serde(default)]
     pub cluster: ClusterConfig,
+    /// The admin endpoint.
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// The admin endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// The environment variable holding the admin bearer token (unset: the
+    /// admin endpoint refuses every request).
+    pub token_env: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            token_env: "CANDELA_ADMIN_TOKEN".into(),
+        }
+    }
 }
 
 /// This node.

@@ -22,7 +22,7 @@ pub fn run_standalone(path: &Path) -> anyhow::Result<()> {
     init_tracing();
     let config = Config::load(path).with_context(|| format!("loading {}", path.display()))?;
     runtime()?.block_on(async move {
-        let platform = platform::start(&config).await?;
+        let platform = platform::start(&config, false).await?;
         announce(&config, &platform);
         let signal = shutdown_signal().await?;
         tracing::info!(signal, "shutting down");
@@ -48,7 +48,7 @@ fn announce(config: &Config, platform: &platform::Platform) {
 
 async fn serve(config: Config, cookie: String) -> anyhow::Result<()> {
     let mut cluster = cluster::start(&config, cookie).await?;
-    let platform = platform::start(&config).await?;
+    let platform = platform::start(&config, true).await?;
     announce(&config, &platform);
     if let Some(addr) = config.cluster.status_listen {
         cluster::status::serve(addr, config.node.name.clone())

@@ -136,8 +136,9 @@ async fn source(config: &Config) -> anyhow::Result<(CryptoCompareConfig, Option<
     }
 }
 
-/// Starts this node's data plane.
-pub async fn start(config: &Config) -> anyhow::Result<Platform> {
+/// Starts this node's data plane; `cluster` adds the cluster layer's status
+/// to the admin endpoint.
+pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
     let node = &config.node.name;
     let kafka = config.kafka.clone();
     let mut children = Vec::new();
@@ -276,6 +277,27 @@ pub async fn start(config: &Config) -> anyhow::Result<Platform> {
                     stream_poll_ms: config.api.stream_poll_ms,
                     stream_grace_secs: config.api.stream_grace_secs,
                     title: format!("candela ({node})"),
+                },
+                admin: candela_api::server::AdminConfig {
+                    token: std::env::var(&config.admin.token_env)
+                        .ok()
+                        .filter(|t| !t.is_empty()),
+                    supervisors: vec![
+                        format!("candela.platform/{node}"),
+                        format!("{prefix}-supervisor"),
+                    ],
+                    cluster_status: cluster.then(|| -> candela_api::server::ClusterStatusFn {
+                        Arc::new(|| {
+                            Box::pin(async {
+                                match crate::cluster::status().await {
+                                    Ok(status) => {
+                                        serde_json::to_string_pretty(&status).unwrap_or_default()
+                                    }
+                                    Err(e) => format!("{{\"error\": {:?}}}", e.to_string()),
+                                }
+                            })
+                        })
+                    }),
                 },
             });
             let listener = std::net::TcpListener::bind(config.api.listen)

@@ -24,6 +24,7 @@ pub mod diagram;
 pub mod examples;
 pub mod extended;
 pub mod mealy;
+pub mod registry;
 pub mod runtime;
 pub mod spec;
 

@@ -116,14 +116,17 @@ impl<M: MachineSpec> Fsm<M> {
             rejected_total: 0,
             last_rejected: None,
         };
-        Self {
+        let instance = snapshot.instance.clone();
+        let fsm = Self {
             machine: M::machine(),
             state,
             log: Arc::new(RwLock::new(RunLog {
                 snapshot,
                 recent: VecDeque::with_capacity(capacity),
             })),
-        }
+        };
+        super::registry::register(&instance, fsm.view());
+        fsm
     }
 
     /// A fresh instance replacing one that failed: the supervisor's restart is
