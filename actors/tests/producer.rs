@@ -478,12 +478,6 @@ async fn a_failed_publish_is_error_and_the_restart_is_reset() {
         ("Error", "RESET", "Idle")
     );
     let status = ractor::call_t!(sup, SupervisorMsg::Status, 2_000).unwrap();
-    assert!(
-        status[0]
-            .last_failure
-            .as_deref()
-            .unwrap_or_default()
-            .contains("delivered")
-            || status[0].restarts >= 1
-    );
+    assert!(status[0].running);
+    assert!(status[0].restarts >= 1);
 }

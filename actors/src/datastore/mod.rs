@@ -171,6 +171,9 @@ async fn serve<T: BarStore, C: BarCache>(
     step(fsm, Event::RequestData)?;
 
     // Processing Request: the cache answers recent 1-minute ranges.
+    // Whether the cache answered at all: when it is unreachable, refilling it
+    // (loading the whole recent window) would be wasted work on every request.
+    let mut cache_up = true;
     let cached = if query.interval == Interval::M1 {
         match state
             .args
@@ -180,6 +183,7 @@ async fn serve<T: BarStore, C: BarCache>(
         {
             Ok(hit) => hit,
             Err(err) => {
+                cache_up = false;
                 tracing::warn!(instance = %state.args.instance, error = %err, "cache read failed; asking the database");
                 None
             }
@@ -195,7 +199,7 @@ async fn serve<T: BarStore, C: BarCache>(
             bars.truncate(query.limit);
             Ok((bars, Served::Cache))
         }
-        None => query_db(&state.args, query)
+        None => query_db(&state.args, query, cache_up)
             .await
             .map(|b| (b, Served::Database)),
     };
@@ -283,7 +287,7 @@ async fn fetch_missing<T: BarStore, C: BarCache>(
             )
         }
     }
-    match query_db(&state.args, query).await {
+    match query_db(&state.args, query, true).await {
         Ok(bars) => {
             state
                 .fsm
@@ -298,13 +302,15 @@ async fn fetch_missing<T: BarStore, C: BarCache>(
     }
 }
 
-/// Queries the store; for a recent 1-minute range, also refills the cache.
+/// Queries the store; for a recent 1-minute range, also refills the cache
+/// (when `refill` and the cache is up).
 async fn query_db<T: BarStore, C: BarCache>(
     args: &DatastoreArgs<T, C>,
     query: &BarQuery,
+    refill: bool,
 ) -> Result<Vec<StoredBar>, DataError> {
     let window_start = Interval::M1.floor(now_secs() - args.cache_window_secs);
-    if query.interval == Interval::M1 && query.to >= window_start {
+    if refill && query.interval == Interval::M1 && query.to >= window_start {
         // Load the whole recent window once, fill the cache, answer from it
         // when the request lies inside.
         let recent = args
