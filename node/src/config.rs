@@ -101,6 +101,90 @@ pub struct Config {
     /// The admin endpoint.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Which backends: the real ones or the embedded ones.
+    #[serde(default)]
+    pub backends: BackendsConfig,
+}
+
+/// The record bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    /// Kafka / Redpanda (the brokers of `[kafka]`).
+    Kafka,
+    /// The in-process bus (one node only; nothing to install).
+    Memory,
+}
+
+/// The system of record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// PostgreSQL / TimescaleDB (`[postgres]`).
+    Postgres,
+    /// SQLite in `backends.data_dir` (one node only).
+    Sqlite,
+}
+
+/// The cache of recent bars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheKind {
+    /// Redis (`[redis]`).
+    Redis,
+    /// In the node's memory (one node only).
+    Memory,
+}
+
+/// Which backends the node runs on. The defaults are the embedded ones, so a
+/// node started without configuration needs no external service; each line
+/// switches one backend to the real thing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendsConfig {
+    /// `kafka` or `memory`.
+    pub bus: BusKind,
+    /// `postgres` or `sqlite`.
+    pub store: StoreKind,
+    /// `redis` or `memory`.
+    pub cache: CacheKind,
+    /// Where the embedded store keeps its files.
+    pub data_dir: String,
+}
+
+impl Default for BackendsConfig {
+    fn default() -> Self {
+        Self {
+            bus: BusKind::Memory,
+            store: StoreKind::Sqlite,
+            cache: CacheKind::Memory,
+            data_dir: "data".into(),
+        }
+    }
+}
+
+impl BackendsConfig {
+    /// Refuses embedded backends on a node with peers: they live inside one
+    /// process, so nodes would not share them.
+    pub fn check_shared(&self, peers: &[String]) -> Result<(), ConfigError> {
+        if peers.is_empty() {
+            return Ok(());
+        }
+        let embedded = [
+            ("backends.bus", self.bus == BusKind::Memory, "kafka"),
+            ("backends.store", self.store == StoreKind::Sqlite, "postgres"),
+            ("backends.cache", self.cache == CacheKind::Memory, "redis"),
+        ];
+        match embedded.into_iter().find(|(_, is, _)| *is) {
+            Some((field, _, real)) => Err(ConfigError::Value {
+                field: field.into(),
+                reason: format!(
+                    "the embedded backend lives inside one process; a node with cluster.peers needs `{real}`"
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The admin endpoint.
@@ -538,6 +622,9 @@ impl Config {
                 "`api` needs `datastore` on the same node".into(),
             ));
         }
+        if self.backends.data_dir.trim().is_empty() {
+            return Err(bad("backends.data_dir", "must name a folder".into()));
+        }
         for (i, text) in self.ingest.instruments.iter().enumerate() {
             text.parse::<Instrument>()
                 .map_err(|e| bad(&format!("ingest.instruments[{i}]"), e.to_string()))?;
@@ -644,6 +731,48 @@ mod tests {
                 addr: "127.0.0.1:4371".into()
             }
         );
+    }
+
+    #[test]
+    fn backends_default_to_embedded_and_switch_one_line_at_a_time() {
+        let config = Config::parse("", env(&[])).unwrap();
+        assert_eq!(config.backends.bus, BusKind::Memory);
+        assert_eq!(config.backends.store, StoreKind::Sqlite);
+        assert_eq!(config.backends.cache, CacheKind::Memory);
+        let config = Config::parse("[backends]\nstore = \"postgres\"\n", env(&[])).unwrap();
+        assert_eq!(config.backends.store, StoreKind::Postgres);
+        assert_eq!(config.backends.bus, BusKind::Memory);
+        let config = Config::parse("", env(&[("CANDELA__BACKENDS__BUS", "kafka")])).unwrap();
+        assert_eq!(config.backends.bus, BusKind::Kafka);
+        let err = Config::parse("", env(&[("CANDELA__BACKENDS__CACHE", "memcached")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("memcached"), "{err}");
+        let err = Config::parse("[backends]\ndata_dir = \" \"\n", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("backends.data_dir"), "{err}");
+    }
+
+    #[test]
+    fn embedded_backends_are_refused_on_a_node_with_peers() {
+        let shipped = Config::parse(include_str!("../../cluster.toml"), env(&[])).unwrap();
+        shipped
+            .backends
+            .check_shared(&shipped.cluster.peers)
+            .unwrap();
+        let config = Config::parse(
+            include_str!("../../cluster.toml"),
+            env(&[("CANDELA__BACKENDS__STORE", "sqlite")]),
+        )
+        .unwrap();
+        let err = config
+            .backends
+            .check_shared(&config.cluster.peers)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("backends.store"), "{err}");
+        config.backends.check_shared(&[]).unwrap();
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! * [`cluster`]: the cluster layer: node server, membership (dial, heartbeat,
 //!   reconnect), cluster-wide names;
 
+pub mod backends;
 pub mod cluster;
 pub mod config;
 pub mod platform;

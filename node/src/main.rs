@@ -1,5 +1,8 @@
 //! `candela`, the node binary.
 //!
+//! * `candela` (no arguments): the quick start: one node on the embedded
+//!   backends (in-process bus, SQLite in `./data`, in-memory cache) with the
+//!   CryptoCompare imitation streaming a few instruments; no external service;
 //! * `candela fsm`: prints the state machines the platform runs on;
 //! * `candela run --config cluster.toml`: one node on its own: the data plane
 //!   of its roles (source, producer, consumer, datastore, HTTP API);
@@ -21,7 +24,7 @@ mod node;
 #[command(name = "candela", version, about)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -38,14 +41,14 @@ enum Command {
         #[arg(long)]
         highlight: Option<String>,
     },
-    /// Run a node: its cluster server and membership, until SIGINT/SIGTERM.
-    /// The cookie is read from the variable named by `cluster.cookie_env`.
     /// Runs one node on its own (no cluster layer): the data plane of its roles.
     Run {
         /// The configuration file.
         #[arg(long, short, default_value = "cluster.toml")]
         config: std::path::PathBuf,
     },
+    /// Run a node: its cluster server and membership, until SIGINT/SIGTERM.
+    /// The cookie is read from the variable named by `cluster.cookie_env`.
     Node {
         /// The configuration file.
         #[arg(long, short, default_value = "cluster.toml")]
@@ -66,16 +69,17 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Fsm {
+        None => node::run_quick_start(),
+        Some(Command::Fsm {
             name,
             format,
             highlight,
-        } => match name.as_deref() {
+        }) => match name.as_deref() {
             None | Some("list") => list(),
             Some(name) => print_diagram(name, format, highlight.as_deref()),
         },
-        Command::Node { config } => node::run(&config),
-        Command::Run { config } => node::run_standalone(&config),
+        Some(Command::Node { config }) => node::run(&config),
+        Some(Command::Run { config }) => node::run_standalone(&config),
     }
 }
 

@@ -1,6 +1,7 @@
-//! `candela node` and `candela run`: load the configuration, start the data
-//! plane this node's roles call for (and, for `node`, the cluster layer), and
-//! run until SIGINT/SIGTERM (or until the cluster layer fails).
+//! `candela node`, `candela run` and `candela` alone: load the configuration
+//! (none for the quick start: the defaults, on embedded backends), start the
+//! data plane this node's roles call for (and, for `node`, the cluster layer),
+//! and run until SIGINT/SIGTERM (or until the cluster layer fails).
 
 use std::path::Path;
 
@@ -13,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 pub fn run(path: &Path) -> anyhow::Result<()> {
     init_tracing();
     let config = Config::load(path).with_context(|| format!("loading {}", path.display()))?;
+    config.backends.check_shared(&config.cluster.peers)?;
     let cookie = config.cluster.cookie(|var| std::env::var(var).ok())?;
     runtime()?.block_on(serve(config, cookie))
 }
@@ -21,6 +23,35 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
 pub fn run_standalone(path: &Path) -> anyhow::Result<()> {
     init_tracing();
     let config = Config::load(path).with_context(|| format!("loading {}", path.display()))?;
+    standalone(config)
+}
+
+/// The quick start: no configuration file, the defaults (embedded backends,
+/// the imitation as the source), environment overrides still applying. An
+/// admin token is made up for the session unless one is set, and printed
+/// with the page's address.
+pub fn run_quick_start() -> anyhow::Result<()> {
+    init_tracing();
+    let config = Config::parse("", std::env::vars()).context("the default configuration")?;
+    let var = &config.admin.token_env;
+    if std::env::var(var).map_or(true, |t| t.is_empty()) {
+        // Still single-threaded: no runtime yet.
+        std::env::set_var(var, session_token()?);
+    }
+    standalone(config)
+}
+
+/// 128 random bits, hex.
+fn session_token() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom for the admin token")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn standalone(config: Config) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let platform = platform::start(&config, false).await?;
         announce(&config, &platform);
@@ -41,8 +72,31 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Says where to look.
 fn announce(config: &Config, platform: &platform::Platform) {
     tracing::info!(node = %config.node.name, roles = ?config.node.roles, "node running");
+    tracing::info!(
+        bus = ?config.backends.bus,
+        store = ?config.backends.store,
+        cache = ?config.backends.cache,
+        data_dir = %config.backends.data_dir,
+        "backends"
+    );
     if let Some(addr) = platform.api_addr {
-        eprintln!("candela: serving http://{addr}  (API docs: http://{addr}/docs, OHLCV: http://{addr}/api/v1/ohlcv?instrument=Coinbase:BTC-USD&from=0)");
+        let token = std::env::var(&config.admin.token_env)
+            .ok()
+            .filter(|t| !t.is_empty());
+        let fragment = token.map(|t| format!("#token={t}")).unwrap_or_default();
+        let instrument = config
+            .ingest
+            .instruments
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "Coinbase:BTC-USD".into());
+        eprintln!(
+            "\ncandela is serving on http://{addr}\n  \
+             live chart:   http://{addr}/{fragment}\n  \
+             cluster page: http://{addr}/ui/cluster{fragment}\n  \
+             API docs:     http://{addr}/docs\n  \
+             OHLCV:        http://{addr}/api/v1/ohlcv?instrument={instrument}&interval=1m&from=0\n"
+        );
     }
 }
 

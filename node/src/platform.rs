@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ractor::{Actor, ActorRef};
-use sqlx::{Connection, Executor};
 
 use candela_actors::consumer::fixed::{FixedConsumer, FixedConsumerArgs};
 use candela_actors::consumer::ConsumerMetrics;
@@ -24,20 +23,18 @@ use candela_actors::cryptocompare::{ApiKey, CryptoCompareConfig, HistoryClient, 
 use candela_actors::datastore::{start_pool, DatastoreArgs};
 use candela_actors::imitation::{Imitation, ImitationHandle};
 use candela_actors::kafka::schema::decode_for_pipeline;
-use candela_actors::kafka::{KafkaPublisher, KafkaStreams};
 use candela_actors::producer::{fetch_history, Producer, ProducerArgs, ProducerMsg, Target};
-use candela_actors::store::postgres::PgStore;
-use candela_actors::store::redis_cache::RedisCache;
 use candela_actors::store::BarStore;
 use candela_actors::supervisor::{
     ChildSpec, RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg,
 };
 use candela_api::server::{ApiConfig, ApiState};
 
+use crate::backends::{Backends, Bus, Cache, Store, Streams};
 use crate::config::{Config, Role, SourceKind};
 
-type NodeProducer = Producer<HistoryClient, LiveFeed, KafkaPublisher>;
-type NodeConsumer = FixedConsumer<KafkaStreams, KafkaPublisher, PgStore, RedisCache>;
+type NodeProducer = Producer<HistoryClient, LiveFeed, Bus>;
+type NodeConsumer = FixedConsumer<Streams, Bus, Store, Cache>;
 
 /// A running data plane.
 pub struct Platform {
@@ -83,30 +80,6 @@ fn policy() -> RestartPolicy {
     }
 }
 
-/// Creates the database named in `url` when it does not exist yet.
-async fn ensure_database(url: &str) -> anyhow::Result<()> {
-    if sqlx::PgConnection::connect(url).await.is_ok() {
-        return Ok(());
-    }
-    let (server, name) = url
-        .rsplit_once('/')
-        .context("postgres.url has no database name")?;
-    let name = name.split('?').next().unwrap_or(name);
-    anyhow::ensure!(
-        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-        "postgres.url: database name `{name}` must be letters, digits or `_`"
-    );
-    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
-        .await
-        .with_context(|| format!("postgres.url: cannot reach the server at {server}"))?;
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .with_context(|| format!("creating database {name}"))?;
-    tracing::info!(database = name, "created the database");
-    Ok(())
-}
-
 /// The CryptoCompare client configuration, starting the imitation if asked.
 async fn source(config: &Config) -> anyhow::Result<(CryptoCompareConfig, Option<ImitationHandle>)> {
     let mut cc = config.source.cryptocompare.clone();
@@ -145,26 +118,14 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
     let mut imitation = None;
 
     let needs_store = config.has(Role::Consumer) || config.has(Role::Datastore);
-    let (store, cache) = if needs_store {
-        ensure_database(&config.postgres.url).await?;
-        let store = Arc::new(
-            PgStore::connect(&config.postgres.url, config.postgres.max_connections)
-                .await
-                .context("postgres.url: connecting and migrating")?,
-        );
-        let cache = Arc::new(
-            RedisCache::connect(
-                &config.redis.url,
-                &config.redis.key_prefix,
-                config.redis.window_secs,
-            )
-            .await
-            .context("redis.url: connecting")?,
-        );
-        (Some(store), Some(cache))
-    } else {
-        (None, None)
-    };
+    let backends = Backends::connect(config, needs_store).await?;
+    tracing::info!(
+        bus = ?config.backends.bus,
+        store = ?config.backends.store,
+        cache = ?config.backends.cache,
+        "backends connected"
+    );
+    let (store, cache) = (backends.store.clone(), backends.cache.clone());
 
     if config.has(Role::Producer) {
         let (cc, im) = source(config).await?;
@@ -175,7 +136,10 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
             instance: name.clone(),
             history: Arc::new(HistoryClient::new(cc.clone())?),
             live: Arc::new(LiveFeed { config: cc }),
-            make_bus: Arc::new(move || KafkaPublisher::new(&k).map_err(|e| e.to_string())),
+            make_bus: {
+                let bus = backends.bus.clone();
+                Arc::new(move || Backends::make_bus(&k, &bus))
+            },
             fixed_topic: kafka.tick_topic.clone(),
             fixed_partitions: kafka.tick_topic_partitions,
             live_instruments: config.instruments(),
@@ -189,13 +153,12 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
 
     if config.has(Role::Consumer) {
         let name = format!("consumer-fixed/{node}");
-        let k = kafka.clone();
         let args = FixedConsumerArgs {
             instance: name.clone(),
-            streams: Arc::new(KafkaStreams::new(kafka.clone())),
+            streams: Arc::new(backends.streams.clone()),
             group: config.consumer.group.clone(),
             topics: vec![kafka.tick_topic.clone()],
-            dead_letters: Arc::new(KafkaPublisher::new(&k)?),
+            dead_letters: Arc::new(backends.bus.clone()),
             store: Arc::clone(store.as_ref().expect("store")),
             cache: Arc::clone(cache.as_ref().expect("cache")),
             decode: decode_for_pipeline,
@@ -264,13 +227,7 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
                 }),
                 ready: Arc::new(move || {
                     let s = Arc::clone(&s2);
-                    Box::pin(async move {
-                        sqlx::query("SELECT 1")
-                            .execute(s.pool())
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| e.to_string())
-                    })
+                    Box::pin(async move { s.ping().await })
                 }),
                 config: ApiConfig {
                     max_limit: config.api.max_limit,
