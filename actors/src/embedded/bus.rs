@@ -187,7 +187,12 @@ impl State {
                 }
             }
         }
-        tracing::debug!(group, generation = g.generation, ?assignment, "memory bus rebalance");
+        tracing::debug!(
+            group,
+            generation = g.generation,
+            ?assignment,
+            "memory bus rebalance"
+        );
         g.assignment = assignment;
     }
 
@@ -248,9 +253,7 @@ impl State {
         let now = Instant::now();
         let mut written = BTreeSet::new();
         for (key, payload, headers) in messages {
-            let p = key
-                .as_deref()
-                .map_or(0, |k| (crc32(k) % n as u32) as usize);
+            let p = key.as_deref().map_or(0, |k| (crc32(k) % n as u32) as usize);
             t.partitions[p].log.push_back(Entry {
                 key,
                 payload,
@@ -389,11 +392,7 @@ impl MemoryBus {
         )
     }
 
-    fn append(
-        &self,
-        topic: &str,
-        messages: Vec<Outgoing>,
-    ) -> Result<(), BusError> {
+    fn append(&self, topic: &str, messages: Vec<Outgoing>) -> Result<(), BusError> {
         let total = messages.len();
         if total == 0 {
             return Ok(());

@@ -37,7 +37,11 @@ struct Entry {
 impl Entry {
     /// Drops the minutes before `horizon`.
     fn trim(&mut self, horizon: i64) {
-        if self.bars.first_key_value().is_some_and(|(t, _)| *t < horizon) {
+        if self
+            .bars
+            .first_key_value()
+            .is_some_and(|(t, _)| *t < horizon)
+        {
             self.bars = self.bars.split_off(&horizon);
         }
     }
@@ -130,7 +134,13 @@ impl BarCache for MemoryCache {
         if to < from {
             return Ok(Some(Vec::new()));
         }
-        Ok(Some(entry.bars.range(from..=to).map(|(_, b)| b.clone()).collect()))
+        Ok(Some(
+            entry
+                .bars
+                .range(from..=to)
+                .map(|(_, b)| b.clone())
+                .collect(),
+        ))
     }
 
     async fn fill(
@@ -212,7 +222,10 @@ mod tests {
         cache.put(&recent).await.unwrap();
         assert_eq!(cache.len(), 10);
         // A fill from before the window keeps what it covers.
-        cache.fill(&recent[0].bar.instrument, now - 7_200, &old).await.unwrap();
+        cache
+            .fill(&recent[0].bar.instrument, now - 7_200, &old)
+            .await
+            .unwrap();
         assert_eq!(cache.len(), 10);
     }
 }
