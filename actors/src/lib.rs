@@ -24,6 +24,7 @@ pub mod consumer;
 pub mod cryptocompare;
 pub mod datastore;
 pub mod domain;
+pub mod embedded;
 pub mod imitation;
 pub mod kafka;
 pub mod machines;

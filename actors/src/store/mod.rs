@@ -31,6 +31,14 @@ pub enum StoreError {
     /// its back-off ends.
     #[error("cache unreachable (retrying after a back-off)")]
     CacheDown,
+    /// The data folder of an embedded store cannot be used.
+    #[error("data folder `{path}`: {source}")]
+    DataDir {
+        /// The folder.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 impl StoreError {

@@ -1,0 +1,231 @@
+//! [`MemoryCache`]: the in-process [`BarCache`], with the contract of
+//! [`RedisCache`](crate::store::redis_cache::RedisCache).
+//!
+//! Per instrument, a map from minute (`open_time`) to its [`StoredBar`], and a
+//! "complete from" mark (absent = nothing is trusted):
+//!
+//! * [`BarCache::put`] keeps, per minute, the bar with the highest row version
+//!   (an equal version replaces, as in Redis), so a slow writer can never put
+//!   an older bar back over a newer one; it never moves the mark;
+//! * [`BarCache::get`] serves a range only from the mark on, anything else is
+//!   a miss (`None`);
+//! * [`BarCache::fill`] loads the bars from `from` on, sets the mark to `from`
+//!   and trims minutes older than `min(from, now - window)`;
+//! * [`BarCache::invalidate_all`] drops every mark (bars stay until trimmed).
+//!
+//! Memory is bounded by the window: besides the trim on fill, a put trims the
+//! minutes of an instrument that are older than the window and not covered by
+//! its mark. The cache lives and dies with the process, so it can never be
+//! "unreachable" and never misses a write; it never returns
+//! [`StoreError::CacheDown`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::domain::Instrument;
+use crate::store::{BarCache, StoreError, StoredBar};
+
+/// What the cache holds for one instrument.
+#[derive(Debug, Default)]
+struct Entry {
+    /// Minute → bar.
+    bars: BTreeMap<i64, StoredBar>,
+    /// The first minute from which `bars` is complete.
+    from: Option<i64>,
+}
+
+impl Entry {
+    /// Drops the minutes before `horizon`.
+    fn trim(&mut self, horizon: i64) {
+        if self
+            .bars
+            .first_key_value()
+            .is_some_and(|(t, _)| *t < horizon)
+        {
+            self.bars = self.bars.split_off(&horizon);
+        }
+    }
+}
+
+/// An in-process [`BarCache`]. Cloning shares the cache.
+#[derive(Debug, Clone)]
+pub struct MemoryCache {
+    window_secs: i64,
+    inner: Arc<Mutex<HashMap<Instrument, Entry>>>,
+}
+
+impl MemoryCache {
+    /// An empty cache that keeps about `window_secs` of recent minutes (the
+    /// node's `redis.window_secs`, e.g. 86 400).
+    pub fn new(window_secs: i64) -> Self {
+        Self {
+            window_secs,
+            inner: Arc::default(),
+        }
+    }
+
+    /// The window, in seconds.
+    pub fn window_secs(&self) -> i64 {
+        self.window_secs
+    }
+
+    /// How many minutes the cache holds, over every instrument.
+    pub fn len(&self) -> usize {
+        self.lock().values().map(|e| e.bars.len()).sum()
+    }
+
+    /// Whether the cache holds no minute.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Instrument, Entry>> {
+        // A panic while holding the lock cannot leave an entry half-written
+        // in a way that breaks the contract (each step is a whole insert).
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn window_start(&self) -> i64 {
+        now_secs().saturating_sub(self.window_secs)
+    }
+
+    fn put_into(entry: &mut Entry, bar: &StoredBar) {
+        match entry.bars.get(&bar.bar.open_time) {
+            Some(held) if held.version > bar.version => {}
+            _ => {
+                entry.bars.insert(bar.bar.open_time, bar.clone());
+            }
+        }
+    }
+}
+
+impl BarCache for MemoryCache {
+    async fn put(&self, bars: &[StoredBar]) -> Result<(), StoreError> {
+        let window_start = self.window_start();
+        let mut map = self.lock();
+        for bar in bars {
+            let entry = map.entry(bar.bar.instrument.clone()).or_default();
+            Self::put_into(entry, bar);
+        }
+        // Keep memory bounded: minutes out of the window that no mark covers.
+        for bar in bars {
+            if let Some(entry) = map.get_mut(&bar.bar.instrument) {
+                let horizon = entry.from.map_or(window_start, |f| f.min(window_start));
+                entry.trim(horizon);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        instrument: &Instrument,
+        from: i64,
+        to: i64,
+    ) -> Result<Option<Vec<StoredBar>>, StoreError> {
+        let map = self.lock();
+        let Some(entry) = map.get(instrument) else {
+            return Ok(None);
+        };
+        match entry.from {
+            Some(start) if start <= from => {}
+            _ => return Ok(None),
+        }
+        if to < from {
+            return Ok(Some(Vec::new()));
+        }
+        Ok(Some(
+            entry
+                .bars
+                .range(from..=to)
+                .map(|(_, b)| b.clone())
+                .collect(),
+        ))
+    }
+
+    async fn fill(
+        &self,
+        instrument: &Instrument,
+        from: i64,
+        bars: &[StoredBar],
+    ) -> Result<(), StoreError> {
+        let horizon = from.min(self.window_start());
+        let mut map = self.lock();
+        let entry = map.entry(instrument.clone()).or_default();
+        for bar in bars.iter().filter(|b| b.bar.open_time >= from) {
+            Self::put_into(entry, bar);
+        }
+        entry.from = Some(from);
+        entry.trim(horizon);
+        tracing::debug!(%instrument, from, held = entry.bars.len(), "memory cache filled");
+        Ok(())
+    }
+
+    async fn invalidate_all(&self) -> Result<(), StoreError> {
+        for entry in self.lock().values_mut() {
+            entry.from = None;
+        }
+        Ok(())
+    }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Bar, Interval, TradeMark};
+    use crate::store::Source;
+    use rust_decimal::Decimal;
+
+    fn bar(open_time: i64, version: i64, close: i64) -> StoredBar {
+        let d = Decimal::from(close);
+        StoredBar {
+            bar: Bar {
+                instrument: Instrument::new("Coinbase", "BTC", "USD"),
+                interval: Interval::M1,
+                open_time,
+                open: d,
+                high: d,
+                low: d,
+                close: d,
+                volume_base: Decimal::ONE,
+                volume_quote: d,
+                trades: 1,
+                first: TradeMark {
+                    time_ns: open_time * 1_000_000_000,
+                    id: "1".into(),
+                },
+                last: TradeMark {
+                    time_ns: open_time * 1_000_000_000,
+                    id: "1".into(),
+                },
+            },
+            source: Source::Live,
+            version,
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_stays_within_the_window() {
+        let cache = MemoryCache::new(3_600);
+        let now = Interval::M1.floor(now_secs());
+        let old: Vec<StoredBar> = (0..100).map(|k| bar(now - 86_400 + k * 60, 1, 1)).collect();
+        cache.put(&old).await.unwrap();
+        // Out of the window and not covered by a mark: trimmed at once.
+        assert_eq!(cache.len(), 0);
+        let recent: Vec<StoredBar> = (0..10).map(|k| bar(now - 600 + k * 60, 1, 1)).collect();
+        cache.put(&recent).await.unwrap();
+        assert_eq!(cache.len(), 10);
+        // A fill from before the window keeps what it covers.
+        cache
+            .fill(&recent[0].bar.instrument, now - 7_200, &old)
+            .await
+            .unwrap();
+        assert_eq!(cache.len(), 10);
+    }
+}

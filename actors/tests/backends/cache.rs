@@ -1,0 +1,267 @@
+//! The [`BarCache`] contract: only ranges from the "complete from" mark on
+//! are served; a lower row version never replaces a higher one; fill marks
+//! and trims to the window; invalidation forgets every mark.
+//!
+//! Cases take a function making a fresh, empty cache with a given window.
+
+use std::future::Future;
+
+use candela_actors::domain::{Bar, Instrument, Interval, TradeMark};
+use candela_actors::store::{BarCache, BarStore, Source, StoredBar, WriteBatch};
+use rust_decimal::Decimal;
+
+use super::data::{btc, eth, ticks};
+
+/// One `#[tokio::test]` per case: `$make(window_secs).await` makes a fresh
+/// cache; `$store().await` a fresh `(guard, store)` for the case that needs
+/// one.
+#[macro_export]
+macro_rules! cache_contract_tests {
+    ($make:ident, $store:ident) => {
+        #[tokio::test]
+        async fn cache_serves_only_what_it_holds_and_never_goes_back() {
+            let (_guard, store) = $store().await;
+            $crate::backends::cache::cache_serves_only_what_it_holds_and_never_goes_back(
+                &store, $make,
+            )
+            .await;
+        }
+
+        #[tokio::test]
+        async fn cache_versions_marks_and_ranges() {
+            $crate::backends::cache::cache_versions_marks_and_ranges($make).await;
+        }
+
+        #[tokio::test]
+        async fn cache_fill_trims_to_the_window() {
+            $crate::backends::cache::cache_fill_trims_to_the_window($make).await;
+        }
+    };
+}
+
+/// A window that keeps test data from 2023.
+pub const CENTURY: i64 = 86_400 * 365 * 100;
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A synthetic stored 1-minute bar.
+pub fn bar(instrument: &Instrument, open_time: i64, version: i64, close: i64) -> StoredBar {
+    let d = Decimal::new(close, 1);
+    StoredBar {
+        bar: Bar {
+            instrument: instrument.clone(),
+            interval: Interval::M1,
+            open_time,
+            open: d,
+            high: d,
+            low: d,
+            close: d,
+            volume_base: Decimal::new(15, 1),
+            volume_quote: d * Decimal::new(15, 1),
+            trades: 2,
+            first: TradeMark {
+                time_ns: open_time * 1_000_000_000 + 1,
+                id: format!("{open_time}1"),
+            },
+            last: TradeMark {
+                time_ns: open_time * 1_000_000_000 + 2,
+                id: format!("{open_time}2"),
+            },
+        },
+        source: if version % 2 == 0 {
+            Source::History
+        } else {
+            Source::Live
+        },
+        version,
+    }
+}
+
+pub async fn cache_serves_only_what_it_holds_and_never_goes_back<S, C, F>(
+    store: &S,
+    make: impl Fn(i64) -> F,
+) where
+    S: BarStore,
+    C: BarCache,
+    F: Future<Output = C>,
+{
+    let cache = make(CENTURY).await;
+    let i = btc();
+    let start = 1_700_000_000 - 1_700_000_000 % 60;
+    let all = ticks(&i, start, 30, 4);
+    store
+        .write(WriteBatch {
+            ticks: &all[..60],
+            history: &[],
+        })
+        .await
+        .unwrap();
+
+    // Nothing filled yet: a miss.
+    assert_eq!(cache.get(&i, start, start + 3_600).await.unwrap(), None);
+
+    let stored = store
+        .bars(&i, Interval::M1, start, start + 3_600, 10_000)
+        .await
+        .unwrap();
+    cache.fill(&i, start, &stored).await.unwrap();
+    assert_eq!(
+        cache.get(&i, start, start + 3_600).await.unwrap(),
+        Some(stored.clone())
+    );
+    // Before the filled range: a miss.
+    assert_eq!(
+        cache.get(&i, start - 60, start + 3_600).await.unwrap(),
+        None
+    );
+
+    // The consumer's put after a commit updates the touched minutes.
+    let out = store
+        .write(WriteBatch {
+            ticks: &all[60..],
+            history: &[],
+        })
+        .await
+        .unwrap();
+    cache.put(&out.touched).await.unwrap();
+    let now_db = store
+        .bars(&i, Interval::M1, start, start + 3_600, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.get(&i, start, start + 3_600).await.unwrap(),
+        Some(now_db.clone())
+    );
+
+    // An older version written late does not replace a newer one.
+    let old: Vec<StoredBar> = stored
+        .iter()
+        .filter(|b| b.bar.open_time >= start + 14 * 60)
+        .cloned()
+        .collect();
+    assert!(!old.is_empty());
+    cache.put(&old).await.unwrap();
+    assert_eq!(
+        cache.get(&i, start, start + 3_600).await.unwrap(),
+        Some(now_db)
+    );
+
+    // Invalidation makes every read a miss until the next fill.
+    cache.invalidate_all().await.unwrap();
+    assert_eq!(cache.get(&i, start, start + 60).await.unwrap(), None);
+}
+
+pub async fn cache_versions_marks_and_ranges<C, F>(make: impl Fn(i64) -> F)
+where
+    C: BarCache,
+    F: Future<Output = C>,
+{
+    let cache = make(CENTURY).await;
+    let (a, b) = (btc(), eth());
+    let t0 = 1_700_000_000 - 1_700_000_000 % 60;
+    let minute = |k: i64| t0 + k * 60;
+
+    // Puts alone are never served: no mark.
+    cache
+        .put(&[bar(&a, minute(0), 1, 10), bar(&b, minute(0), 1, 10)])
+        .await
+        .unwrap();
+    assert_eq!(cache.get(&a, minute(0), minute(5)).await.unwrap(), None);
+
+    // Fill marks a from minute 2; bars before the mark are not loaded.
+    let loaded: Vec<StoredBar> = (0..6).map(|k| bar(&a, minute(k), 3, 20 + k)).collect();
+    cache.fill(&a, minute(2), &loaded).await.unwrap();
+    assert_eq!(
+        cache.get(&a, minute(2), minute(5)).await.unwrap(),
+        Some(loaded[2..].to_vec())
+    );
+    assert_eq!(cache.get(&a, minute(1), minute(5)).await.unwrap(), None);
+    // Sub-minute bounds: minutes whose start is within [from, to].
+    assert_eq!(
+        cache.get(&a, minute(2) + 1, minute(4)).await.unwrap(),
+        Some(loaded[3..5].to_vec())
+    );
+    // An empty or reversed range inside the mark is an empty hit.
+    assert_eq!(
+        cache.get(&a, minute(3), minute(2)).await.unwrap(),
+        Some(Vec::new())
+    );
+    assert_eq!(
+        cache.get(&a, minute(100), minute(200)).await.unwrap(),
+        Some(Vec::new())
+    );
+    // Marks are per instrument.
+    assert_eq!(cache.get(&b, minute(0), minute(5)).await.unwrap(), None);
+
+    // Versions: lower never replaces, equal or higher does.
+    cache.put(&[bar(&a, minute(3), 2, 99)]).await.unwrap();
+    cache.put(&[bar(&a, minute(4), 3, 77)]).await.unwrap();
+    cache.put(&[bar(&a, minute(5), 4, 55)]).await.unwrap();
+    cache.put(&[bar(&a, minute(6), 1, 66)]).await.unwrap();
+    let mut want = loaded[2..].to_vec();
+    want[2] = bar(&a, minute(4), 3, 77);
+    want[3] = bar(&a, minute(5), 4, 55);
+    want.push(bar(&a, minute(6), 1, 66));
+    assert_eq!(
+        cache.get(&a, minute(2), minute(10)).await.unwrap(),
+        Some(want.clone())
+    );
+    // A fill with older rows does not put them back either (an equal
+    // version does replace).
+    cache.fill(&a, minute(2), &loaded).await.unwrap();
+    want[2] = loaded[4].clone();
+    assert_eq!(
+        cache.get(&a, minute(2), minute(10)).await.unwrap(),
+        Some(want.clone())
+    );
+
+    // Invalidation forgets every mark; the bars come back with the next fill.
+    cache.fill(&b, minute(0), &[]).await.unwrap();
+    assert!(cache.get(&b, minute(0), minute(1)).await.unwrap().is_some());
+    cache.invalidate_all().await.unwrap();
+    assert_eq!(cache.get(&a, minute(2), minute(10)).await.unwrap(), None);
+    assert_eq!(cache.get(&b, minute(0), minute(1)).await.unwrap(), None);
+    cache.fill(&a, minute(2), &[]).await.unwrap();
+    assert_eq!(
+        cache.get(&a, minute(2), minute(10)).await.unwrap(),
+        Some(want)
+    );
+}
+
+pub async fn cache_fill_trims_to_the_window<C, F>(make: impl Fn(i64) -> F)
+where
+    C: BarCache,
+    F: Future<Output = C>,
+{
+    let cache = make(3_600).await;
+    let i = btc();
+    let end = Interval::M1.floor(now());
+    // Two hours of minutes, the first out of the window.
+    let bars: Vec<StoredBar> = (0..120)
+        .map(|k| bar(&i, end - (119 - k) * 60, 1, k))
+        .collect();
+    cache.put(&bars).await.unwrap();
+    // A fill from half an hour ago trims what left the window (older than
+    // min(from, now - window)) ...
+    cache.fill(&i, end - 1_800, &[]).await.unwrap();
+    // ... which a fill from further back then shows.
+    cache.fill(&i, end - 7_200, &[]).await.unwrap();
+    let got = cache.get(&i, end - 7_200, end).await.unwrap().unwrap();
+    let horizon = got[0].bar.open_time;
+    assert!(
+        (end - 3_600 - 60..=end - 3_600 + 60).contains(&horizon),
+        "kept from {} s ago",
+        end - horizon
+    );
+    let want: Vec<StoredBar> = bars
+        .iter()
+        .filter(|b| b.bar.open_time >= horizon)
+        .cloned()
+        .collect();
+    assert_eq!(got, want);
+}

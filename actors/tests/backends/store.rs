@@ -1,0 +1,491 @@
+//! The [`BarStore`] contract: exactly-once bars from distinct ticks, the
+//! history reconciliation rule, row versions, coarse intervals, the
+//! instruments summary, exact decimals, and all-or-nothing writes.
+//!
+//! Each case takes a fresh, empty store.
+
+use candela_actors::domain::{aggregate, Bar, Instrument, Interval, Tick};
+use candela_actors::store::{BarStore, Source, StoredBar, WriteBatch};
+use rust_decimal::Decimal;
+
+use super::data::{btc, eth, history, history_as_bar, ohlcv, tick, ticks, widen_all, Ohlcv};
+
+/// One `#[tokio::test]` per case of the contract, each on a fresh store made
+/// by `$make().await`, which returns `(guard, store)` (the guard keeps the
+/// store's database alive).
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($make:ident) => {
+        $crate::store_contract_tests!(@cases $make;
+            bars_are_a_function_of_the_distinct_ticks,
+            history_reconciliation_rule,
+            a_history_bar_repeated_within_one_batch_counts_once,
+            versions_grow_with_every_change_and_only_then,
+            coarse_intervals_are_merged_minutes_including_history,
+            instruments_summary_and_holds,
+            sums_are_exact_decimals,
+            a_write_is_all_or_nothing,
+        );
+    };
+    (@cases $make:ident; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let (_guard, store) = $make().await;
+                $crate::backends::store::$case(&store).await;
+            }
+        )*
+    };
+}
+
+/// A far end of time that every backend accepts (2100-01-01).
+const END: i64 = 4_102_444_800;
+
+async fn write(store: &impl BarStore, ticks: &[Tick]) -> candela_actors::store::WriteOutcome {
+    store
+        .write(WriteBatch {
+            ticks,
+            history: &[],
+        })
+        .await
+        .unwrap()
+}
+
+async fn all_m1(store: &impl BarStore, i: &Instrument, from: i64, to: i64) -> Vec<StoredBar> {
+    store
+        .bars(i, Interval::M1, from, to, 100_000)
+        .await
+        .unwrap()
+}
+
+pub async fn bars_are_a_function_of_the_distinct_ticks(store: &impl BarStore) {
+    let i = btc();
+    let start = 1_700_000_040 - 1_700_000_040 % 86_400; // a day boundary
+    let all = ticks(&i, start, 130, 9);
+
+    // Deliver in three overlapping, reordered batches, with a replay inside a batch.
+    let mut b1: Vec<Tick> = all[..500].to_vec();
+    b1.reverse();
+    let mut b2: Vec<Tick> = all[300..900].to_vec();
+    b2.push(all[310].clone());
+    let b3: Vec<Tick> = all[800..].iter().rev().cloned().collect();
+    let mut new = 0;
+    for batch in [&b1, &b2, &b3] {
+        let out = write(store, batch).await;
+        new += out.new_ticks;
+        assert!(!out.touched.is_empty());
+    }
+    assert_eq!(new, all.len() as u64, "every distinct tick stored once");
+
+    for interval in Interval::ALL {
+        let expected = aggregate(&all, interval);
+        let got = store
+            .bars(&i, interval, start, start + 86_400, 10_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|b| ohlcv(&b.bar)).collect::<Vec<_>>(),
+            expected.iter().map(ohlcv).collect::<Vec<_>>(),
+            "{interval:?}"
+        );
+    }
+    // 1-minute bars also keep the first and last trade exactly.
+    let m1 = all_m1(store, &i, start, start + 86_400).await;
+    let expected = aggregate(&all, Interval::M1);
+    assert_eq!(
+        m1.iter().map(|b| b.bar.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    assert!(m1.iter().all(|b| b.source == Source::Live));
+
+    // A redelivered batch changes nothing, and says so.
+    let versions: Vec<i64> = m1.iter().map(|b| b.version).collect();
+    let again = write(store, &b2).await;
+    assert_eq!(again.new_ticks, 0);
+    assert_eq!(again.duplicate_ticks, b2.len() as u64);
+    let after = all_m1(store, &i, start, start + 86_400).await;
+    assert_eq!(
+        after.iter().map(|b| b.version).collect::<Vec<_>>(),
+        versions
+    );
+    // ...but still reports the rows it touched (as stored), so a cache can be
+    // healed.
+    let touched_minutes: std::collections::BTreeSet<i64> = b2
+        .iter()
+        .map(|t| Interval::M1.floor(t.trade_time_ns / 1_000_000_000))
+        .collect();
+    assert_eq!(
+        again
+            .touched
+            .iter()
+            .map(|b| b.bar.open_time)
+            .collect::<Vec<_>>(),
+        touched_minutes.into_iter().collect::<Vec<_>>()
+    );
+    for b in &again.touched {
+        assert!(after.contains(b), "touched row differs from the stored one");
+    }
+
+    // Limit and range.
+    let few = store
+        .bars(&i, Interval::M1, start + 60, start + 600, 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        few.iter().map(|b| b.bar.open_time).collect::<Vec<_>>(),
+        [start + 60, start + 120, start + 180]
+    );
+    assert!(store
+        .bars(&i, Interval::M1, start + 600, start + 60, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let summary = store.instruments().await.unwrap();
+    assert_eq!(summary.len(), 1);
+    assert_eq!(summary[0].instrument, i);
+    assert_eq!(summary[0].first_open, start);
+    assert_eq!(summary[0].last_open, start + 129 * 60);
+    assert_eq!(summary[0].bars, 130);
+}
+
+pub async fn history_reconciliation_rule(store: &impl BarStore) {
+    let i = btc();
+    let t0 = 1_700_000_000 - 1_700_000_000 % 60;
+
+    // Minute t0 has a live bar of volume 3 (three ticks of quantity 1).
+    let live: Vec<Tick> = (0..3)
+        .map(|k| Tick {
+            quantity: Decimal::ONE,
+            ..tick(&i, 10 + k, t0 + k as i64, 10_000, 1)
+        })
+        .collect();
+    write(store, &live).await;
+
+    let out = store
+        .write(WriteBatch {
+            ticks: &[],
+            history: &[
+                history(&i, t0, 101, 2),       // smaller than live: live stays
+                history(&i, t0 + 60, 102, 5),  // no row: created
+                history(&i, t0 + 120, 103, 0), // zero volume: ignored
+            ],
+        })
+        .await
+        .unwrap();
+    assert_eq!(out.history_applied, 1);
+    // Touched: the rows of the minutes it names that exist.
+    assert_eq!(
+        out.touched
+            .iter()
+            .map(|b| (b.bar.open_time, b.source))
+            .collect::<Vec<_>>(),
+        [(t0, Source::Live), (t0 + 60, Source::History)]
+    );
+    let bars = all_m1(store, &i, t0, t0 + 300).await;
+    assert_eq!(bars.len(), 2);
+    assert_eq!(bars[0].source, Source::Live);
+    assert_eq!(bars[0].bar.volume_base, Decimal::from(3));
+    assert_eq!(bars[1].source, Source::History);
+    assert_eq!(bars[1].bar, history_as_bar(&history(&i, t0 + 60, 102, 5)));
+
+    // A history bar with more volume repairs the live minute...
+    let out = store
+        .write(WriteBatch {
+            ticks: &[],
+            history: &[history(&i, t0, 104, 7)],
+        })
+        .await
+        .unwrap();
+    assert_eq!(out.history_applied, 1);
+    assert_eq!(out.touched.len(), 1);
+    assert_eq!(out.touched[0].source, Source::History);
+    assert_eq!(out.touched[0].bar, history_as_bar(&history(&i, t0, 104, 7)));
+    // ...and later live ticks of that closed minute do not change it.
+    let late = [Tick {
+        quantity: Decimal::ONE,
+        ..tick(&i, 99, t0 + 30, 20_000, 1)
+    }];
+    let out = write(store, &late).await;
+    assert_eq!(out.new_ticks, 1, "the tick itself is stored");
+    assert_eq!(out.touched.len(), 1);
+    assert_eq!(out.touched[0].source, Source::History);
+    let bars = store.bars(&i, Interval::M1, t0, t0, 10).await.unwrap();
+    assert_eq!(bars[0].bar.volume_base, Decimal::from(7));
+    assert_eq!(bars[0].bar.close, Decimal::from(104));
+
+    // A history bar equal in volume to a live minute leaves it live.
+    let t2 = t0 + 600;
+    let live2: Vec<Tick> = (0..2)
+        .map(|k| Tick {
+            quantity: Decimal::ONE,
+            ..tick(&i, 200 + k, t2 + k as i64, 10_000, 1)
+        })
+        .collect();
+    write(store, &live2).await;
+    let out = store
+        .write(WriteBatch {
+            ticks: &[],
+            history: &[history(&i, t2, 150, 2)],
+        })
+        .await
+        .unwrap();
+    assert_eq!(out.history_applied, 0);
+    assert_eq!(out.touched[0].source, Source::Live);
+
+    // Ticks and history of one minute in one batch: the ticks merge first,
+    // then the history bar is compared with the merged live row.
+    let t3 = t0 + 1_200;
+    let mixed: Vec<Tick> = (0..2)
+        .map(|k| Tick {
+            quantity: Decimal::ONE,
+            ..tick(&i, 300 + k, t3 + k as i64, 10_000, 1)
+        })
+        .collect();
+    let out = store
+        .write(WriteBatch {
+            ticks: &mixed,
+            history: &[history(&i, t3, 160, 3), history(&i, t3 + 60, 161, 0)],
+        })
+        .await
+        .unwrap();
+    assert_eq!((out.new_ticks, out.history_applied), (2, 1));
+    assert_eq!(out.touched.len(), 1);
+    assert_eq!(out.touched[0].source, Source::History);
+    assert_eq!(out.touched[0].version, 2);
+}
+
+pub async fn a_history_bar_repeated_within_one_batch_counts_once(store: &impl BarStore) {
+    // Replays of history can land in one consumer batch: the first bar of a
+    // minute counts, as if the batch were applied message by message.
+    let i = btc();
+    let t0 = 1_700_000_000 - 1_700_000_000 % 60;
+    let out = store
+        .write(WriteBatch {
+            ticks: &[],
+            history: &[
+                history(&i, t0, 101, 5),
+                history(&i, t0 + 60, 102, 5),
+                history(&i, t0, 101, 5),
+                history(&i, t0, 109, 9),
+            ],
+        })
+        .await
+        .unwrap();
+    assert_eq!(out.history_applied, 2);
+    let bars = store.bars(&i, Interval::M1, t0, t0 + 60, 10).await.unwrap();
+    assert_eq!(bars.len(), 2);
+    assert_eq!(bars[0].bar.close, Decimal::from(101));
+    assert_eq!(bars[0].version, 1);
+    // The same replayed in a later batch changes nothing either.
+    let again = store
+        .write(WriteBatch {
+            ticks: &[],
+            history: &[history(&i, t0, 109, 9), history(&i, t0, 109, 9)],
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.history_applied, 0);
+    assert_eq!(
+        store.bars(&i, Interval::M1, t0, t0 + 60, 10).await.unwrap(),
+        bars
+    );
+}
+
+async fn version_at(store: &impl BarStore, i: &Instrument, minute: i64) -> i64 {
+    let bars = all_m1(store, i, minute, minute).await;
+    assert_eq!(bars.len(), 1);
+    bars[0].version
+}
+
+pub async fn versions_grow_with_every_change_and_only_then(store: &impl BarStore) {
+    let i = btc();
+    let t0 = 1_700_000_000 - 1_700_000_000 % 60;
+    let a = tick(&i, 1, t0 + 1, 10_000, 1);
+    let b = tick(&i, 2, t0 + 2, 10_100, 1);
+    let c = tick(&i, 3, t0 + 3, 10_200, 1);
+    write(store, std::slice::from_ref(&a)).await;
+    assert_eq!(version_at(store, &i, t0).await, 1, "a new row");
+    write(store, &[b.clone(), a.clone()]).await;
+    assert_eq!(version_at(store, &i, t0).await, 2, "one change per batch");
+    write(store, &[a.clone(), b.clone()]).await;
+    assert_eq!(
+        version_at(store, &i, t0).await,
+        2,
+        "duplicates change nothing"
+    );
+    let out = store
+        .write(WriteBatch {
+            ticks: &[],
+            history: &[history(&i, t0, 101, 5)],
+        })
+        .await
+        .unwrap();
+    assert_eq!(out.touched[0].version, 3, "the repair is a change");
+    write(store, &[c]).await;
+    assert_eq!(
+        version_at(store, &i, t0).await,
+        3,
+        "a history row does not change"
+    );
+    // Touched rows carry the version they have after the commit.
+    let out = write(store, &[a]).await;
+    assert_eq!(out.touched[0].version, 3);
+}
+
+pub async fn coarse_intervals_are_merged_minutes_including_history(store: &impl BarStore) {
+    let i = btc();
+    // Two hours ending 30 minutes into a day, with history minutes among
+    // live ones (a day, an hour, 15- and 5-minute buckets all cross).
+    let day = 1_700_006_400; // 2023-11-15T00:00:00Z
+    let start = day - 90 * 60;
+    let live = ticks(&i, start, 120, 3);
+    // History for minutes without live ticks: the same minutes shifted by
+    // two hours, and a repair of one live minute (more volume than 3 ticks).
+    let hist: Vec<_> = [0i64, 7, 29, 88, 95, 119]
+        .iter()
+        .map(|m| history(&i, start + 7_200 + m * 60, 100 + m, 1 + m))
+        .chain([history(&i, start + 600, 99, 1_000)])
+        .collect();
+    let out = store
+        .write(WriteBatch {
+            ticks: &live,
+            history: &hist,
+        })
+        .await
+        .unwrap();
+    assert_eq!(out.history_applied, hist.len() as u64);
+    let minutes: Vec<Bar> = all_m1(store, &i, 0, END)
+        .await
+        .into_iter()
+        .map(|b| b.bar)
+        .collect();
+    assert_eq!(minutes.len(), 126);
+    for interval in [Interval::M5, Interval::M15, Interval::H1, Interval::D1] {
+        let expected = widen_all(&minutes, interval);
+        let got = store.bars(&i, interval, 0, END, 100_000).await.unwrap();
+        assert_eq!(
+            got.iter().map(|b| ohlcv(&b.bar)).collect::<Vec<Ohlcv>>(),
+            expected.iter().map(ohlcv).collect::<Vec<_>>(),
+            "{interval:?}"
+        );
+        for (g, e) in got.iter().zip(&expected) {
+            assert_eq!(g.bar.interval, interval);
+            assert_eq!((g.source, g.version), (Source::Live, 0));
+            assert_eq!(
+                (g.bar.first.time_ns, g.bar.last.time_ns),
+                (e.first.time_ns, e.last.time_ns)
+            );
+            assert!(g.bar.first.id.is_empty() && g.bar.last.id.is_empty());
+        }
+        // A bucket is in range when it starts in it; a limit counts buckets.
+        let step = interval.seconds();
+        let second = expected[1].open_time;
+        let got = store
+            .bars(&i, interval, second - step + 1, second + step, 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|b| ohlcv(&b.bar)).collect::<Vec<_>>(),
+            [ohlcv(&expected[1])],
+            "{interval:?}"
+        );
+        let got = store
+            .bars(&i, interval, expected[0].open_time, second, 10)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 2, "{interval:?}");
+        assert!(store
+            .bars(&i, interval, second + 1, second + 2, 10)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+    assert!(store
+        .bars(&eth(), Interval::H1, 0, END, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+pub async fn instruments_summary_and_holds(store: &impl BarStore) {
+    let (a, b) = (btc(), eth());
+    assert!(!store.holds(&a).await.unwrap());
+    assert!(store.instruments().await.unwrap().is_empty());
+    let t0 = 1_700_000_000 - 1_700_000_000 % 60;
+    write(store, &ticks(&b, t0 + 600, 3, 2)).await;
+    write(store, &ticks(&a, t0, 5, 2)).await;
+    store
+        .write(WriteBatch {
+            ticks: &[],
+            history: &[history(&a, t0 - 3_600, 100, 1)],
+        })
+        .await
+        .unwrap();
+    assert!(store.holds(&a).await.unwrap());
+    assert!(store.holds(&b).await.unwrap());
+    assert!(!store
+        .holds(&Instrument::new("Coinbase", "BTC", "EUR"))
+        .await
+        .unwrap());
+    let summary: Vec<_> = store
+        .instruments()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.instrument, s.first_open, s.last_open, s.bars))
+        .collect();
+    assert_eq!(
+        summary,
+        [(a, t0 - 3_600, t0 + 240, 6), (b, t0 + 600, t0 + 720, 3)]
+    );
+}
+
+pub async fn sums_are_exact_decimals(store: &impl BarStore) {
+    // Sums that binary floating point gets wrong, and scales that must
+    // survive (0.10 + 0.20 is 0.30, written with its scale).
+    let i = btc();
+    let t0 = 1_700_000_000 - 1_700_000_000 % 60;
+    let mut all = Vec::new();
+    for k in 0..30u64 {
+        let mut t = tick(&i, 500 + k, t0 + k as i64, 1, 1);
+        t.price = Decimal::new(1 + k as i64, 1); // 0.1, 0.2, ...
+        t.quantity = Decimal::new(10 + (k as i64 % 3) * 10, 2); // 0.10, 0.20, 0.30
+        all.push(t);
+    }
+    // One at a time: the stored sum is built up by 30 merges.
+    for t in &all {
+        write(store, std::slice::from_ref(t)).await;
+    }
+    let got = all_m1(store, &i, t0, t0).await;
+    let want = aggregate(&all, Interval::M1);
+    assert_eq!(got[0].bar, want[0]);
+    assert_eq!(got[0].bar.volume_base.to_string(), "6.00");
+    assert_eq!(
+        got[0].bar.volume_quote.to_string(),
+        want[0].volume_quote.to_string()
+    );
+    let day = store.bars(&i, Interval::D1, 0, t0, 10).await.unwrap();
+    assert_eq!(day[0].bar.volume_base.to_string(), "6.00");
+}
+
+pub async fn a_write_is_all_or_nothing(store: &impl BarStore) {
+    // A tick the store refuses (price must be positive) fails the whole
+    // batch: nothing of it is stored, and a corrected batch then goes in.
+    let i = btc();
+    let t0 = 1_700_000_000 - 1_700_000_000 % 60;
+    let mut batch = ticks(&i, t0, 3, 4);
+    batch[7].price = Decimal::ZERO;
+    let err = store
+        .write(WriteBatch {
+            ticks: &batch,
+            history: &[history(&i, t0 + 600, 100, 1)],
+        })
+        .await;
+    assert!(err.is_err(), "a zero price was accepted");
+    assert!(!store.holds(&i).await.unwrap());
+    assert!(store.instruments().await.unwrap().is_empty());
+    batch[7].price = Decimal::ONE;
+    let out = write(store, &batch).await;
+    assert_eq!(out.new_ticks, batch.len() as u64);
+}
