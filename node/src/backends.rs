@@ -7,7 +7,6 @@
 //! [`BarCache`]) by delegating, so the actors are instantiated once, with
 //! these types, whatever the configuration says.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -116,17 +115,11 @@ impl Backends {
                         .context("postgres.url: connecting and migrating")?,
                 )
             }
-            StoreKind::Sqlite => {
-                let dir = Path::new(&b.data_dir);
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("backends.data_dir: cannot create {}", dir.display()))?;
-                let path = dir.join("candela.sqlite");
-                Store::Sqlite(
-                    SqliteStore::open(&path)
-                        .await
-                        .with_context(|| format!("backends.data_dir: opening {}", path.display()))?,
-                )
-            }
+            StoreKind::Sqlite => Store::Sqlite(
+                SqliteStore::open(&b.data_dir)
+                    .await
+                    .with_context(|| format!("backends.data_dir: opening the store in {}", b.data_dir))?,
+            ),
         };
         let cache = match b.cache {
             CacheKind::Redis => Cache::Redis(
@@ -193,7 +186,11 @@ impl Store {
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
-            Store::Sqlite(s) => s.ping().await.map_err(|e| e.to_string()),
+            Store::Sqlite(s) => sqlx::query("SELECT 1")
+                .execute(s.pool())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
         }
     }
 }
