@@ -79,6 +79,7 @@ async fn main() {
             fixed_partitions: 6,
             live_instruments: instruments.clone(),
             batch_max: batch,
+            dynamic: Default::default(),
             restarted: false,
         },
     )

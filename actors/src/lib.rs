@@ -21,6 +21,7 @@
 #[macro_use]
 pub mod fsm;
 pub mod consumer;
+pub mod coordinator;
 pub mod cryptocompare;
 pub mod datastore;
 pub mod domain;

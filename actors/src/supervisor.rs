@@ -116,6 +116,9 @@ pub enum SupervisorMsg {
     Status(RpcReplyPort<Vec<ChildStatus>>),
     /// Restart the named child now (a manual RESET); answers whether it exists.
     Reset(String, RpcReplyPort<bool>),
+    /// Add a child and start it; answers once it runs (or why not). A name
+    /// already supervised is refused.
+    Add(ChildSpec, RpcReplyPort<Result<(), String>>),
     /// Internal: a back-off elapsed, start the child again.
     StartDue(String),
 }
@@ -216,6 +219,28 @@ impl Actor for Supervisor {
                     }
                 }
                 let _ = reply.send(found);
+            }
+            SupervisorMsg::Add(spec, reply) => {
+                if state.children.iter().any(|c| c.spec.name == spec.name) {
+                    let _ = reply.send(Err(format!("`{}` is already supervised", spec.name)));
+                    return Ok(());
+                }
+                match (spec.start)(myself.get_cell(), 0).await {
+                    Ok(cell) => {
+                        tracing::info!(child = %spec.name, "child added");
+                        state.children.push(Child {
+                            spec,
+                            cell: Some(cell),
+                            restarts: 0,
+                            recent: VecDeque::new(),
+                            last_failure: None,
+                        });
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(err) => {
+                        let _ = reply.send(Err(format!("starting `{}`: {err}", spec.name)));
+                    }
+                }
             }
             SupervisorMsg::StartDue(name) => {
                 let Some(child) = state.children.iter_mut().find(|c| c.spec.name == name) else {

@@ -120,6 +120,7 @@ async fn live_trades_reach_the_topic_exactly_once_in_arrival_order() {
             fixed_partitions: 3,
             live_instruments: instruments(),
             batch_max: 500,
+            dynamic: Default::default(),
             restarted: false,
         },
     )
@@ -236,6 +237,7 @@ async fn history_longer_than_a_page_is_published_whole() {
             fixed_partitions: 2,
             live_instruments: vec![],
             batch_max: 1_000,
+            dynamic: Default::default(),
             restarted: false,
         },
     )
@@ -373,6 +375,7 @@ async fn a_failed_publish_is_error_and_the_restart_is_reset() {
             fixed_partitions: 1,
             live_instruments: vec![],
             batch_max: 100,
+            dynamic: Default::default(),
             restarted: false,
         },
     )

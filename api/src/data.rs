@@ -34,6 +34,10 @@ pub enum OhlcvResponse {
     /// Storage is unreachable; try again.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
+    /// The instrument was not held, and fetching it on demand did not finish
+    /// in time; it may still arrive: ask again later.
+    #[oai(status = 504)]
+    Timeout(Json<ErrorBody>),
 }
 
 fn ohlcv_bad_request(err: poem::Error) -> OhlcvResponse {
@@ -174,6 +178,9 @@ impl DataApi {
             Ok(a) => a,
             Err(DataError::NotAvailable(msg)) => {
                 return OhlcvResponse::NotFound(Json(ErrorBody::new("not_found", msg)))
+            }
+            Err(DataError::Timeout(msg)) => {
+                return OhlcvResponse::Timeout(Json(ErrorBody::new("timeout", msg)))
             }
             Err(err) => {
                 tracing::warn!(%instrument, error = %err, "ohlcv request failed");

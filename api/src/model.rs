@@ -146,7 +146,7 @@ pub struct InstrumentDto {
 /// What went wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Object)]
 pub struct ErrorBody {
-    /// A short code: `bad_request`, `not_found`, `unavailable`.
+    /// A short code: `bad_request`, `not_found`, `unavailable`, `timeout`.
     pub error: String,
     /// What is wrong, for a person.
     pub message: String,

@@ -62,6 +62,8 @@ pub enum Role {
     Datastore,
     /// Serves the HTTP API (needs `datastore`).
     Api,
+    /// Runs the Coordinator (dynamic topics; one node in the cluster).
+    Coordinator,
 }
 
 /// The whole configuration.
@@ -92,6 +94,9 @@ pub struct Config {
     /// The datastore.
     #[serde(default)]
     pub datastore: DatastoreConfig,
+    /// Dynamic topics: the Coordinator and the Consumers for dynamic topics.
+    #[serde(default)]
+    pub dynamic: DynamicConfig,
     /// The HTTP API.
     #[serde(default)]
     pub api: ApiConfig,
@@ -378,6 +383,80 @@ impl Default for DatastoreConfig {
             fetch_timeout_secs: 60,
             request_timeout_ms: 10_000,
         }
+    }
+}
+
+/// Dynamic topics (the Data Not Found path): how the Coordinator names and
+/// creates them, how much history a new one gets, and how its consumers join.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DynamicConfig {
+    /// Topic of instrument `M:B-Q` is `{topic_prefix}.M.B-Q`.
+    pub topic_prefix: String,
+    /// Partitions of each dynamic topic.
+    pub partitions: i32,
+    /// Closed minutes of history published to a new dynamic topic.
+    pub history_minutes: i64,
+    /// The consumer group of dynamic topic `t` is `{group_prefix}.{t}`.
+    pub group_prefix: String,
+    /// Longest wait for a consumer's or an agent's answer, in milliseconds.
+    pub call_timeout_ms: u64,
+    /// Longest wait for the producer to publish a new topic's history, in
+    /// milliseconds.
+    pub producer_timeout_ms: u64,
+    /// How often a waiting request checks the store, in milliseconds.
+    pub poll_ms: u64,
+}
+
+impl Default for DynamicConfig {
+    fn default() -> Self {
+        Self {
+            topic_prefix: candela_actors::coordinator::topic::DEFAULT_PREFIX.into(),
+            partitions: 1,
+            history_minutes: 120,
+            group_prefix: "candela-dynamic".into(),
+            call_timeout_ms: 10_000,
+            producer_timeout_ms: 50_000,
+            poll_ms: 200,
+        }
+    }
+}
+
+impl DynamicConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, reason: String| ConfigError::Value {
+            field: format!("dynamic.{field}"),
+            reason,
+        };
+        candela_actors::coordinator::topic::check_prefix(&self.topic_prefix)
+            .map_err(|e| bad("topic_prefix", e.to_string()))?;
+        if !(1..=1_000).contains(&self.partitions) {
+            return Err(bad("partitions", "must be 1 to 1000".into()));
+        }
+        if !(1..=10_080).contains(&self.history_minutes) {
+            return Err(bad("history_minutes", "must be 1 to 10080 (a week)".into()));
+        }
+        if self.group_prefix.is_empty()
+            || !self
+                .group_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(bad(
+                "group_prefix",
+                "must be letters, digits, `.`, `_` or `-`".into(),
+            ));
+        }
+        for (field, n) in [
+            ("call_timeout_ms", self.call_timeout_ms),
+            ("producer_timeout_ms", self.producer_timeout_ms),
+            ("poll_ms", self.poll_ms),
+        ] {
+            if n == 0 {
+                return Err(bad(field, "must be at least 1".into()));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -671,6 +750,7 @@ impl Config {
                 .validate()
                 .map_err(|e| bad("source.cryptocompare", e.to_string()))?;
         }
+        self.dynamic.validate()?;
         self.cluster.validate(&self.node.name)?;
         Ok(())
     }
@@ -845,6 +925,48 @@ mod tests {
                 .to_string();
             assert!(err.contains(field), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn dynamic_settings_default_and_refuse_bad_values() {
+        let config = Config::parse("", env(&[])).unwrap();
+        assert_eq!(config.dynamic.topic_prefix, "tick-data.dyn");
+        assert!(!config.has(Role::Coordinator));
+        let shipped = Config::parse(include_str!("../../cluster.toml"), env(&[])).unwrap();
+        assert!(shipped.has(Role::Coordinator));
+        assert_eq!(shipped.dynamic.history_minutes, 120);
+        for (key, value, field) in [
+            (
+                "CANDELA__DYNAMIC__TOPIC_PREFIX",
+                "a b",
+                "dynamic.topic_prefix",
+            ),
+            (
+                "CANDELA__DYNAMIC__TOPIC_PREFIX",
+                "x.",
+                "dynamic.topic_prefix",
+            ),
+            ("CANDELA__DYNAMIC__PARTITIONS", "0", "dynamic.partitions"),
+            (
+                "CANDELA__DYNAMIC__HISTORY_MINUTES",
+                "0",
+                "dynamic.history_minutes",
+            ),
+            (
+                "CANDELA__DYNAMIC__GROUP_PREFIX",
+                "g/h",
+                "dynamic.group_prefix",
+            ),
+            ("CANDELA__DYNAMIC__POLL_MS", "0", "dynamic.poll_ms"),
+        ] {
+            let err = Config::parse("", env(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{key}={value}: {err}");
+        }
+        let config =
+            Config::parse("", env(&[("CANDELA__NODE__ROLES", "[\"coordinator\"]")])).unwrap();
+        assert_eq!(config.node.roles, vec![Role::Coordinator]);
     }
 
     #[test]

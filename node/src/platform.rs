@@ -1,15 +1,24 @@
 //! The data plane of a node, by role: the source (CryptoCompare or its
-//! imitation), the Producer, the Consumer for fixed topics, the Datastore pool
-//! and the HTTP API, each under a supervisor.
+//! imitation), the Producer, the Consumer for fixed topics, the Coordinator,
+//! the node's agent, the Datastore pool and the HTTP API, each under a
+//! supervisor.
 //!
 //! ```text
+//!  candela.dynamic/<node> (supervisor, children added at run time)
+//!     └── consumer-dynamic/<node>/<n>   started by the agent   (cluster-named)
 //!  candela.platform/<node> (supervisor)
-//!     ├── producer/<node>         role producer
-//!     └── consumer-fixed/<node>   role consumer
+//!     ├── producer/<node>         role producer                (cluster-named)
+//!     ├── consumer-fixed/<node>   role consumer
+//!     ├── coordinator/<node>      role coordinator   (cluster name `coordinator`)
+//!     └── agent/<node>            every node                   (cluster-named)
 //!  datastore/<node>-supervisor
-//!     └── datastore/<node>/0 … N-1  role datastore
+//!     └── datastore/<node>/0 … N-1  role datastore (Data Not Found → coordinator)
 //!  HTTP API                       role api
 //! ```
+//!
+//! Cluster names are registered on the process groups of `cluster::names`
+//! (they work in one process without the cluster layer too, so `candela run`
+//! with every role serves the Data Not Found path on its own).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +26,13 @@ use std::time::Duration;
 use anyhow::Context;
 use ractor::{Actor, ActorRef};
 
+use candela_actors::consumer::dynamic::{DynamicConsumer, DynamicConsumerArgs};
 use candela_actors::consumer::fixed::{FixedConsumer, FixedConsumerArgs};
 use candela_actors::consumer::ConsumerMetrics;
+use candela_actors::coordinator::directory::{COORDINATORS, COORDINATOR_NAME, PRODUCERS};
+use candela_actors::coordinator::{Coordinator, CoordinatorArgs, CoordinatorSettings};
 use candela_actors::cryptocompare::{ApiKey, CryptoCompareConfig, HistoryClient, LiveFeed};
+use candela_actors::datastore::fetch::CoordinatorFetcher;
 use candela_actors::datastore::{start_pool, DatastoreArgs};
 use candela_actors::imitation::{Imitation, ImitationHandle};
 use candela_actors::kafka::schema::decode_for_pipeline;
@@ -31,15 +44,22 @@ use candela_actors::supervisor::{
 use candela_api::server::{ApiConfig, ApiState};
 
 use crate::backends::{Backends, Bus, Cache, Store, Streams};
+use crate::cluster::agent::{self, AgentArgs, ConsumerFactory};
+use crate::cluster::names::{self, NameDirectory};
 use crate::config::{Config, Role, SourceKind};
 
 type NodeProducer = Producer<HistoryClient, LiveFeed, Bus>;
 type NodeConsumer = FixedConsumer<Streams, Bus, Store, Cache>;
+type NodeDynamicConsumer = DynamicConsumer<Streams, Bus, Store, Cache>;
+type NodeCoordinator = Coordinator<Bus>;
 
 /// A running data plane.
 pub struct Platform {
-    /// The supervisor of the producer and the consumer.
+    /// The supervisor of the producer, the consumer, the coordinator and
+    /// the agent.
     pub supervisor: ActorRef<SupervisorMsg>,
+    /// The supervisor of the Consumers for dynamic topics.
+    pub dynamic: ActorRef<SupervisorMsg>,
     /// The supervisor of the datastore pool, if this node runs one.
     pub datastore: Option<ActorRef<SupervisorMsg>>,
     /// Where the HTTP API listens, if this node serves it.
@@ -63,6 +83,7 @@ impl Platform {
             ds.stop(None);
         }
         self.supervisor.stop(None);
+        self.dynamic.stop(None);
         if let Some(im) = self.imitation.take() {
             im.shutdown().await;
         }
@@ -144,11 +165,14 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
             fixed_partitions: kafka.tick_topic_partitions,
             live_instruments: config.instruments(),
             batch_max: config.ingest.batch_max,
+            dynamic: Default::default(),
             restarted: false,
         };
-        children.push(ChildSpec::of::<NodeProducer>(&name, args, |a, r| {
-            a.restarted = r > 0
-        }));
+        children.push(names::named_child(
+            ChildSpec::of::<NodeProducer>(&name, args, |a, r| a.restarted = r > 0),
+            PRODUCERS,
+            &[],
+        ));
     }
 
     if config.has(Role::Consumer) {
@@ -171,6 +195,75 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
             a.restarted = r > 0
         }));
     }
+
+    if config.has(Role::Coordinator) {
+        let name = format!("coordinator/{node}");
+        let d = &config.dynamic;
+        let args = CoordinatorArgs {
+            instance: name.clone(),
+            bus: Arc::new(backends.bus.clone()),
+            directory: Arc::new(NameDirectory),
+            settings: CoordinatorSettings {
+                topic_prefix: d.topic_prefix.clone(),
+                partitions: d.partitions,
+                history_minutes: d.history_minutes,
+                call_timeout: Duration::from_millis(d.call_timeout_ms),
+                producer_timeout: Duration::from_millis(d.producer_timeout_ms),
+            },
+            restarted: false,
+        };
+        children.push(names::named_child_as(
+            ChildSpec::of::<NodeCoordinator>(&name, args, |a, r| a.restarted = r > 0),
+            COORDINATOR_NAME.to_owned(),
+            COORDINATORS,
+            &[],
+        ));
+    }
+
+    // The dynamic consumers' supervisor: empty until the agent adds to it.
+    let (dynamic, _) = Actor::spawn(
+        Some(format!("candela.dynamic/{node}")),
+        Supervisor,
+        SupervisorArgs {
+            children: Vec::new(),
+            policy: policy(),
+        },
+    )
+    .await
+    .context("starting the dynamic consumers' supervisor")?;
+    let factory: Option<ConsumerFactory> = if config.has(Role::Consumer) {
+        let streams = Arc::new(backends.streams.clone());
+        let dead_letters = Arc::new(backends.bus.clone());
+        let store = Arc::clone(store.as_ref().expect("store"));
+        let cache = Arc::clone(cache.as_ref().expect("cache"));
+        let group_prefix = config.dynamic.group_prefix.clone();
+        let batch_max = config.consumer.batch_max;
+        let batch_wait = Duration::from_millis(config.consumer.batch_wait_ms);
+        Some(Arc::new(move |name: String| {
+            NodeDynamicConsumer::child_spec(DynamicConsumerArgs {
+                instance: name,
+                streams: Arc::clone(&streams),
+                group_prefix: group_prefix.clone(),
+                dead_letters: Arc::clone(&dead_letters),
+                store: Arc::clone(&store),
+                cache: Arc::clone(&cache),
+                decode: decode_for_pipeline,
+                batch_max,
+                batch_wait,
+                metrics: Arc::new(ConsumerMetrics::default()),
+                assignment: Default::default(),
+                restarted: false,
+            })
+        }))
+    } else {
+        None
+    };
+    children.push(agent::child_spec(AgentArgs {
+        node: node.clone(),
+        supervisor: dynamic.clone(),
+        consumers: factory,
+        start_timeout: Duration::from_millis(config.dynamic.call_timeout_ms),
+    }));
 
     let (supervisor, _) = Actor::spawn(
         Some(format!("candela.platform/{node}")),
@@ -197,7 +290,13 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
                 instance: String::new(),
                 store: Arc::clone(&store),
                 cache: cache.clone().expect("cache"),
-                fetcher: None,
+                // The Data Not Found path: ask the coordinator, wherever it runs.
+                fetcher: Some(Arc::new(CoordinatorFetcher::new(
+                    Arc::new(NameDirectory),
+                    Arc::clone(&store),
+                    Duration::from_millis(config.dynamic.poll_ms),
+                    Duration::from_secs(config.datastore.fetch_timeout_secs),
+                ))),
                 cache_window_secs: config.redis.window_secs,
                 fetch_timeout: Duration::from_secs(config.datastore.fetch_timeout_secs),
                 restarted: false,
@@ -210,7 +309,9 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
                 backoff_max: Duration::from_secs(1),
                 ..policy()
             },
-            Duration::from_millis(config.datastore.request_timeout_ms),
+            // A request may wait for data fetched on demand.
+            Duration::from_millis(config.datastore.request_timeout_ms)
+                + Duration::from_secs(config.datastore.fetch_timeout_secs),
         )
         .await
         .context("starting the datastore pool")?;
@@ -241,6 +342,7 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
                         .filter(|t| !t.is_empty()),
                     supervisors: vec![
                         format!("candela.platform/{node}"),
+                        format!("candela.dynamic/{node}"),
                         format!("{prefix}-supervisor"),
                     ],
                     cluster_status: cluster.then(|| -> candela_api::server::ClusterStatusFn {
@@ -287,6 +389,7 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
 
     Ok(Platform {
         supervisor,
+        dynamic,
         datastore,
         api_addr,
         imitation,

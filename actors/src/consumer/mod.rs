@@ -1,8 +1,10 @@
 //! The consumers: Kafka → database → cache, exactly once per distinct tick.
 //!
 //! [`pipeline`] is the cycle both consumers share; [`fixed`] is the Consumer
-//! for fixed topics (`tick-data`).
+//! for fixed topics (`tick-data`); [`dynamic`] is the Consumer for dynamic
+//! topics (one topic per instrument, given by the Coordinator).
 
+pub mod dynamic;
 pub mod fixed;
 pub mod pipeline;
 

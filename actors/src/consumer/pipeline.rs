@@ -24,7 +24,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::{HistoryBar, Record, Tick};
 use crate::fsm::spec::MachineSpec;
@@ -101,7 +101,7 @@ pub struct ConsumerMetrics {
 pub const VISIBILITY_SAMPLES: usize = 100_000;
 
 /// A copy of [`ConsumerMetrics`].
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetricsSnapshot {
     /// Batches fully processed and committed.
     pub batches: u64,

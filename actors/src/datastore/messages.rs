@@ -49,6 +49,9 @@ pub enum DataError {
     /// The platform does not hold the instrument and could not fetch it.
     #[error("not available: {0}")]
     NotAvailable(String),
+    /// Data asked for on demand did not arrive in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
     /// The database could not be queried.
     #[error("storage unavailable: {0}")]
     Unavailable(String),

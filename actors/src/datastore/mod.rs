@@ -19,13 +19,17 @@
 //!   Found → `*` → Requesting Data Fetch → the [`FetchRequester`] (the
 //!   Coordinator, in a cluster) → `FETCH_INSTRUCTIONS_SENT` → Waiting for Data →
 //!   `DATA_FETCHED` → the query runs again → Returning Data. Without a requester,
-//!   or when it fails or times out, `DATA_FETCH_FAILED` → Error, and the
-//!   request is answered "not available";
+//!   or when it fails, `DATA_FETCH_FAILED` → Error, and the request is
+//!   answered "not available"; when the data does not arrive within
+//!   `fetch_timeout`, `DATA_FETCH_FAILED` → Error, answered
+//!   [`DataError::Timeout`] (HTTP 504). In a cluster the requester is
+//!   [`fetch::CoordinatorFetcher`];
 //! * `DB_QUERY_FAILURE` → Error, answered "unavailable".
 //!
 //! An actor in Error fails after answering, and its supervisor restarts it
 //! under the same name (`RESET`). The pool keeps answering meanwhile.
 
+pub mod fetch;
 mod messages;
 pub mod pool;
 
@@ -278,13 +282,12 @@ async fn fetch_missing<T: BarStore, C: BarCache>(
         Ok(Ok(())) => {}
         Ok(Err(err)) => return fail(state, format!("fetch failed: {err}")),
         Err(_) => {
-            return fail(
-                state,
-                format!(
-                    "not fetched within {} s",
-                    state.args.fetch_timeout.as_secs()
-                ),
-            )
+            let _ = state.fsm.fire(Event::DataFetchFailed);
+            return Err(DataError::Timeout(format!(
+                "{}: the platform did not hold this instrument and fetching it took longer than {} s; it may still arrive, ask again later",
+                query.instrument,
+                state.args.fetch_timeout.as_secs()
+            )));
         }
     }
     match query_db(&state.args, query, true).await {

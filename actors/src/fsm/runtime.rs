@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::mealy::{Mealy, Rejected};
 use super::spec::{MachineSpec, Named};
@@ -19,7 +19,7 @@ use super::spec::{MachineSpec, Named};
 pub const DEFAULT_HISTORY: usize = 64;
 
 /// One recorded transition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepRecord {
     /// When it happened, in milliseconds since the Unix epoch.
     pub at_ms: u64,
@@ -34,7 +34,7 @@ pub struct StepRecord {
 }
 
 /// The most recent event that the machine refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectedRecord {
     /// When, in milliseconds since the Unix epoch.
     pub at_ms: u64,
@@ -45,7 +45,7 @@ pub struct RejectedRecord {
 }
 
 /// What the admin endpoint shows of a running machine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSnapshot {
     /// The machine, e.g. `producer`.
     pub machine: String,

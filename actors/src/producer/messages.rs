@@ -1,10 +1,17 @@
 //! The Producer's messages and reports.
+//!
+//! The messages cross nodes (`RactorClusterMessage`, serde payloads): the
+//! Coordinator, on any node, tells a producer by its cluster name to serve a
+//! dynamic topic. Local senders pay nothing for it (a message to a local actor
+//! is never serialised). Run views are read from the process-wide machine
+//! registry (`fsm::registry`), not through the mailbox.
 
 use ractor::RpcReplyPort;
+use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Instrument, Tick};
-use crate::fsm::{RunSnapshot, RunView};
+use crate::fsm::RunSnapshot;
 
 /// Where fetched data is published.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,7 +32,7 @@ pub struct FetchReport {
 }
 
 /// Counters and the run of a producer.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerStatus {
     /// The instance name.
     pub instance: String,
@@ -44,9 +51,11 @@ pub struct ProducerStatus {
 }
 
 /// What a producer is asked to do.
+#[derive(RactorClusterMessage)]
 pub enum ProducerMsg {
     /// `FETCH_DATA` for history: the closed minutes of `instrument` with
     /// `from_ts <= open time <= to_ts`, published to `target`.
+    #[rpc]
     FetchHistory {
         /// The instrument.
         instrument: Instrument,
@@ -71,7 +80,26 @@ pub enum ProducerMsg {
         /// The instrument.
         instrument: Instrument,
     },
+    /// The Coordinator's "use this dynamic topic": stream `instrument` live
+    /// to `topic` from now on (kept across restarts of the producer), then
+    /// publish its history `from_ts..=to_ts` there (`FETCH_DATA` →
+    /// `DATA_READY(dynamic)` → Publishing to Dynamic Topics). Answers with the
+    /// history published.
+    #[rpc]
+    ServeDynamic {
+        /// The instrument.
+        instrument: Instrument,
+        /// The dynamic topic (created by the Coordinator).
+        topic: String,
+        /// First minute of history, Unix seconds.
+        from_ts: i64,
+        /// Last minute of history, Unix seconds.
+        to_ts: i64,
+        /// The history report, or the failure.
+        reply: RpcReplyPort<Result<FetchReport, String>>,
+    },
     /// `CREATE_DYNAMIC_TOPIC`.
+    #[rpc]
     CreateTopic {
         /// The topic.
         topic: String,
@@ -81,6 +109,7 @@ pub enum ProducerMsg {
         reply: RpcReplyPort<Result<(), String>>,
     },
     /// A batch of live ticks from the feed (sent by the forwarder task).
+    #[rpc]
     LiveBatch {
         /// The ticks, in arrival order.
         ticks: Vec<Tick>,
@@ -88,9 +117,6 @@ pub enum ProducerMsg {
         reply: RpcReplyPort<()>,
     },
     /// Counters and run.
+    #[rpc]
     Status(RpcReplyPort<ProducerStatus>),
-    /// A shared handle on the run.
-    View(RpcReplyPort<RunView>),
 }
-
-impl ractor::Message for ProducerMsg {}

@@ -21,6 +21,13 @@
 //! was not acknowledged is reported, and the missed minutes are repaired from
 //! history.
 //!
+//! Dynamic topics: the Coordinator (on any node, by this producer's cluster
+//! name) sends [`ProducerMsg::ServeDynamic`]: the instrument is streamed live
+//! to its dynamic topic from then on, and its history is published there.
+//! Those live targets are kept in a [`DynamicBook`] shared across restarts, so
+//! a producer replaced by its supervisor (`RESET`) resumes them, as it resumes
+//! the fixed instruments of its arguments.
+//!
 //! The forwarder waits for each batch to be acknowledged before it drains the
 //! next, so a slow broker slows the feed (bounded channel, then TCP) instead of
 //! growing a mailbox.
@@ -31,7 +38,7 @@ pub use messages::{FetchReport, ProducerMsg, ProducerStatus, Target};
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -40,7 +47,7 @@ use tokio::task::JoinHandle;
 
 use crate::domain::{Instrument, Record, Tick};
 use crate::fsm::runtime::DEFAULT_HISTORY;
-use crate::fsm::{Fsm, RunView};
+use crate::fsm::Fsm;
 use crate::machines::producer::{Event, Producer as Machine};
 use crate::ports::{HistorySource, LiveControl, LiveSource, RecordBus};
 
@@ -63,10 +70,17 @@ pub struct ProducerArgs<H, L, B> {
     pub live_instruments: Vec<Instrument>,
     /// Most records per publish call.
     pub batch_max: usize,
+    /// Instruments streamed live to dynamic topics; shared by every instance,
+    /// so a restarted producer resumes them.
+    pub dynamic: DynamicBook,
     /// True when this instance replaces one that failed (its run starts with
     /// `RESET`).
     pub restarted: bool,
 }
+
+/// Instrument → dynamic topic, for the live targets a producer was given by
+/// the Coordinator. Kept outside the actor so it survives restarts.
+pub type DynamicBook = Arc<Mutex<BTreeMap<Instrument, String>>>;
 
 impl<H, L, B> Clone for ProducerArgs<H, L, B> {
     fn clone(&self) -> Self {
@@ -79,6 +93,7 @@ impl<H, L, B> Clone for ProducerArgs<H, L, B> {
             fixed_partitions: self.fixed_partitions,
             live_instruments: self.live_instruments.clone(),
             batch_max: self.batch_max,
+            dynamic: Arc::clone(&self.dynamic),
             restarted: self.restarted,
         }
     }
@@ -134,11 +149,14 @@ where
         let bus = (args.make_bus)()?;
         bus.ensure_topic(&args.fixed_topic, args.fixed_partitions)
             .await?;
-        let targets = args
+        let mut targets: BTreeMap<Instrument, Target> = args
             .live_instruments
             .iter()
             .map(|i| (i.clone(), Target::Fixed))
             .collect();
+        for (instrument, topic) in lock(&args.dynamic).iter() {
+            targets.insert(instrument.clone(), Target::Dynamic(topic.clone()));
+        }
         let mut state = ProducerState {
             status: ProducerStatus {
                 instance: args.instance.clone(),
@@ -204,13 +222,40 @@ where
                 result?;
             }
             ProducerMsg::StartLive { instrument, target } => {
-                state.targets.insert(instrument.clone(), target);
-                match &state.live {
-                    Some(live) => live.subscribe(instrument),
-                    None => start_live(&myself, state)?,
+                live_to(&myself, state, instrument, target)?;
+            }
+            ProducerMsg::ServeDynamic {
+                instrument,
+                topic,
+                from_ts,
+                to_ts,
+                reply,
+            } => {
+                if !crate::kafka::admin::is_valid_topic_name(&topic) {
+                    let _ = reply.send(Err(format!("`{topic}` is not a valid topic name")));
+                    return Ok(());
+                }
+                tracing::info!(instance = %state.args.instance, %instrument, %topic, from_ts, to_ts, "serving a dynamic topic");
+                // Live first, so the stream starts no later than the history ends.
+                if let Err(err) = live_to(
+                    &myself,
+                    state,
+                    instrument.clone(),
+                    Target::Dynamic(topic.clone()),
+                ) {
+                    let _ = reply.send(Err(format!("live feed: {err}")));
+                    return Err(err.into());
+                }
+                let target = Target::Dynamic(topic);
+                let result = history_cycle(state, &instrument, from_ts, to_ts, &target).await;
+                let failed = result.as_ref().err().cloned();
+                let _ = reply.send(result);
+                if let Some(err) = failed {
+                    return Err(err.into());
                 }
             }
             ProducerMsg::StopLive { instrument } => {
+                lock(&state.args.dynamic).remove(&instrument);
                 if state.targets.remove(&instrument).is_some() {
                     if let Some(live) = &state.live {
                         live.unsubscribe(instrument);
@@ -241,11 +286,41 @@ where
                 status.live = state.targets.keys().map(ToString::to_string).collect();
                 let _ = reply.send(status);
             }
-            ProducerMsg::View(reply) => {
-                let _ = reply.send(state.fsm.view());
-            }
         }
         Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Streams `instrument` live to `target` (a dynamic target is also written to
+/// the book). Subscribing an instrument already streamed to the same target
+/// changes nothing.
+fn live_to<H, L: LiveSource, B>(
+    myself: &ActorRef<ProducerMsg>,
+    state: &mut ProducerState<H, L, B>,
+    instrument: Instrument,
+    target: Target,
+) -> Result<(), crate::ports::SourceError> {
+    match &target {
+        Target::Dynamic(topic) => {
+            lock(&state.args.dynamic).insert(instrument.clone(), topic.clone());
+        }
+        Target::Fixed => {
+            lock(&state.args.dynamic).remove(&instrument);
+        }
+    }
+    let previous = state.targets.insert(instrument.clone(), target.clone());
+    match &state.live {
+        // Already subscribed: at most the target changed.
+        Some(_) if previous.is_some() => Ok(()),
+        Some(live) => {
+            live.subscribe(instrument);
+            Ok(())
+        }
+        None => start_live(myself, state),
     }
 }
 
@@ -385,11 +460,6 @@ async fn publish_cycle<H: HistorySource, L: LiveSource, B: RecordBus>(
         .fire(Event::PublishSuccess)
         .map_err(|e| e.to_string())?;
     Ok(())
-}
-
-/// A shared handle on a producer's run, for the admin endpoint.
-pub async fn run_view(producer: &ActorRef<ProducerMsg>) -> Option<RunView> {
-    ractor::call_t!(producer, ProducerMsg::View, 2_000).ok()
 }
 
 /// Asks `producer` for history (`FETCH_DATA`) and waits at most `timeout`.

@@ -11,6 +11,8 @@
 //! * [`names`]: cluster-wide names on process groups (`register`, `resolve`,
 //!   `call_by_name`);
 //! * [`probe`]: a tiny named actor for checking names end to end;
+//! * [`agent`]: the per-node agent that starts actors (dynamic consumers) on
+//!   request from other nodes;
 //! * [`status`]: the optional HTTP status endpoint.
 //!
 //! The tree [`start`] builds on each node:
@@ -27,6 +29,7 @@
 //! connect only to the peers they list (no transitive connections), so list
 //! every other node on every node: names and heartbeats need a full mesh.
 
+pub mod agent;
 pub mod heartbeat;
 pub mod membership;
 pub mod names;

@@ -136,6 +136,75 @@ pub fn register(actor: &ActorCell, role: &str, name: &str) -> Result<(), NameErr
     Ok(())
 }
 
+/// Adds `actor` to one more role group (e.g. a node's agent to
+/// `agents/consumer` on a node that runs consumers).
+pub fn join_role(actor: &ActorCell, role: &str) -> Result<(), NameError> {
+    check(role)?;
+    if !actor.supports_remoting() {
+        return Err(NameError::NotRemotable {
+            actor: actor.get_id(),
+        });
+    }
+    pg::join_scoped(ROLES_SCOPE.into(), role.into(), vec![actor.clone()]);
+    Ok(())
+}
+
+/// A supervised child that holds a cluster name: `spec`'s start function,
+/// followed by [`register`] under the child's name in `role` (and in each of
+/// `extra_roles`). Every restart registers the new instance again; a child
+/// that cannot be registered is stopped and counts as failing to start.
+pub fn named_child(
+    spec: candela_actors::supervisor::ChildSpec,
+    role: &'static str,
+    extra_roles: &'static [&'static str],
+) -> candela_actors::supervisor::ChildSpec {
+    let name = spec.name.clone();
+    named_child_as(spec, name, role, extra_roles)
+}
+
+/// [`named_child`] with a cluster name other than the child's local one (for
+/// a cluster-wide singleton such as `coordinator`, whose local name carries
+/// the node's name).
+pub fn named_child_as(
+    spec: candela_actors::supervisor::ChildSpec,
+    name: String,
+    role: &'static str,
+    extra_roles: &'static [&'static str],
+) -> candela_actors::supervisor::ChildSpec {
+    let inner = spec.start;
+    candela_actors::supervisor::ChildSpec {
+        name: spec.name,
+        start: std::sync::Arc::new(move |sup, restarts| {
+            let inner = std::sync::Arc::clone(&inner);
+            let name = name.clone();
+            Box::pin(async move {
+                let cell = inner(sup, restarts).await?;
+                let registered = register(&cell, role, &name)
+                    .and_then(|()| extra_roles.iter().try_for_each(|r| join_role(&cell, r)));
+                if let Err(err) = registered {
+                    cell.stop(Some(err.to_string()));
+                    return Err(ractor::SpawnErr::StartupFailed(err.to_string().into()));
+                }
+                Ok(cell)
+            })
+        }),
+    }
+}
+
+/// The name service as the actors' [`Directory`](candela_actors::coordinator::Directory).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NameDirectory;
+
+impl candela_actors::coordinator::Directory for NameDirectory {
+    fn resolve(&self, name: &str) -> Result<ActorCell, String> {
+        resolve_cell(name).map_err(|e| e.to_string())
+    }
+
+    fn members(&self, role: &str) -> Vec<ActorCell> {
+        role_members(role)
+    }
+}
+
 /// Removes `actor` from `name` and `role` (stopping the actor does this too).
 pub fn unregister(actor: &ActorCell, role: &str, name: &str) {
     pg::leave_scoped(ROLES_SCOPE.into(), role.into(), vec![actor.clone()]);

@@ -1,0 +1,153 @@
+//! The per-node agent: ractor has no remote spawn, so each node runs an agent,
+//! named `agent/<node>` cluster-wide, that starts actors on its own node on
+//! request from another.
+//!
+//! Today it starts Consumers for dynamic topics: the Coordinator, when no idle
+//! one exists, asks the agent of a node with the `consumer` role (the role
+//! group `agents/consumer`; agents of other nodes only join `agents` and
+//! refuse). The agent adds the consumer to its node's dynamic supervisor
+//! (`candela.dynamic/<node>`) under a fresh name `consumer-dynamic/<node>/<n>`,
+//! registered cluster-wide, and answers with that name. The consumer starts
+//! Idle; the Coordinator then tells it its topic by name.
+//!
+//! A consumer restarted by that supervisor is re-told its topic by the child
+//! spec the agent gave the supervisor (see `consumer::dynamic`): the spec
+//! holds the consumer's assignment, which outlives each instance.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use candela_actors::coordinator::directory::{CONSUMER_AGENTS, DYNAMIC_CONSUMERS};
+use candela_actors::coordinator::AgentMsg;
+use candela_actors::supervisor::{ChildSpec, SupervisorMsg};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use super::names;
+
+/// The role group every agent joins.
+pub const AGENT_ROLE: &str = "agents";
+
+/// Makes the child spec of a dynamic consumer with the given name.
+pub type ConsumerFactory = Arc<dyn Fn(String) -> ChildSpec + Send + Sync>;
+
+/// The agent's arguments.
+#[derive(Clone)]
+pub struct AgentArgs {
+    /// This node's name.
+    pub node: String,
+    /// The supervisor dynamic consumers are added to.
+    pub supervisor: ActorRef<SupervisorMsg>,
+    /// Builds a consumer's spec; `None` on a node without the `consumer` role.
+    pub consumers: Option<ConsumerFactory>,
+    /// Longest wait for the supervisor to start a consumer.
+    pub start_timeout: Duration,
+}
+
+/// The child spec of the agent of `args.node`: named `agent/<node>`, in the
+/// role group `agents`, and in `agents/consumer` when it can start consumers.
+pub fn child_spec(args: AgentArgs) -> ChildSpec {
+    let name = candela_actors::coordinator::directory::agent_name(&args.node);
+    let extra: &'static [&'static str] = if args.consumers.is_some() {
+        &[CONSUMER_AGENTS]
+    } else {
+        &[]
+    };
+    let spec = ChildSpec {
+        name: name.clone(),
+        start: Arc::new(move |sup, _| {
+            let (name, args) = (name.clone(), args.clone());
+            Box::pin(async move {
+                Actor::spawn_linked(Some(name), Agent, args, sup)
+                    .await
+                    .map(|(a, _)| a.get_cell())
+            })
+        }),
+    };
+    names::named_child(spec, AGENT_ROLE, extra)
+}
+
+/// The agent actor.
+pub struct Agent;
+
+/// The agent's state.
+pub struct AgentState {
+    args: AgentArgs,
+    next: u32,
+}
+
+/// The cluster name of dynamic consumer `n` of `node`.
+pub fn consumer_name(node: &str, n: u32) -> String {
+    format!("consumer-dynamic/{node}/{n}")
+}
+
+impl Actor for Agent {
+    type Msg = AgentMsg;
+    type State = AgentState;
+    type Arguments = AgentArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<AgentMsg>,
+        args: AgentArgs,
+    ) -> Result<AgentState, ActorProcessingErr> {
+        tracing::info!(node = %args.node, consumers = args.consumers.is_some(), "agent started");
+        Ok(AgentState { args, next: 0 })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<AgentMsg>,
+        message: AgentMsg,
+        state: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            AgentMsg::StartDynamicConsumer(reply) => {
+                let result = start_consumer(state).await;
+                match &result {
+                    Ok(name) => {
+                        tracing::info!(node = %state.args.node, consumer = %name, "started a dynamic consumer")
+                    }
+                    Err(err) => {
+                        tracing::warn!(node = %state.args.node, error = %err, "could not start a dynamic consumer")
+                    }
+                }
+                let _ = reply.send(result);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Adds a consumer under the first free name; answers with it.
+async fn start_consumer(state: &mut AgentState) -> Result<String, String> {
+    let Some(factory) = state.args.consumers.clone() else {
+        return Err(format!(
+            "node `{}` does not have the `consumer` role",
+            state.args.node
+        ));
+    };
+    // A restarted agent counts from 0 again: skip the names already in use.
+    for _ in 0..1_000 {
+        let n = state.next;
+        state.next += 1;
+        let name = consumer_name(&state.args.node, n);
+        if ractor::registry::where_is(name.clone()).is_some() || !names::holders(&name).is_empty() {
+            continue;
+        }
+        let spec = names::named_child(factory(name.clone()), DYNAMIC_CONSUMERS, &[]);
+        let added = ractor::call_t!(
+            state.args.supervisor,
+            SupervisorMsg::Add,
+            state.args.start_timeout.as_millis() as u64,
+            spec
+        )
+        .map_err(|e| format!("the node's dynamic supervisor did not answer: {e}"))?;
+        match added {
+            Ok(()) => return Ok(name),
+            // Still supervised (stopped and being restarted): the next name.
+            Err(err) if err.contains("already supervised") => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    Err("no free dynamic consumer name".into())
+}

@@ -1,0 +1,334 @@
+//! The Data Not Found path across three `candela node` processes on loopback,
+//! each from the shipped `cluster.toml` with environment overrides:
+//!
+//! * `node-a`: datastore + API — receives the request;
+//! * `node-b`: coordinator + producer (and the CryptoCompare imitation);
+//! * `node-c`: consumer — its agent starts the Consumer for dynamic topics.
+//!
+//! The API on node-a is asked for an instrument no node holds; the datastore
+//! asks the coordinator on node-b by name, which creates the topic, asks
+//! node-c's agent for a dynamic consumer and subscribes it, and has node-b's
+//! producer publish the history; node-c stores it; node-a answers. The bars
+//! equal bars computed here from the imitation's trade model (a pure
+//! function of seed, rate and start, so this process can recompute it).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use candela_actors::domain::{aggregate, Instrument, Interval, Tick};
+use candela_actors::imitation::TradeModel;
+use candela_testkit::{broker, unique, TestDb};
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+const COOKIE: &str = "candela-dynamic-test-cookie";
+const SEED: u64 = 7;
+const TRADES_PER_SEC: f64 = 4.0;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+struct Node {
+    name: &'static str,
+    cluster_port: u16,
+    status_port: u16,
+    log: std::path::PathBuf,
+    child: Child,
+}
+
+impl Node {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// (HTTP status, JSON body) of a request to the status endpoint.
+    fn names(&self, name: &str) -> Option<u16> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.status_port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            stream,
+            "GET /cluster/names/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        text.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start(
+    dir: &std::path::Path,
+    name: &'static str,
+    roles: &str,
+    ports: &[(&'static str, u16)],
+    status_port: u16,
+    common: &[(String, String)],
+    extra: &[(&str, String)],
+) -> Node {
+    let cluster_port = ports.iter().find(|(n, _)| *n == name).unwrap().1;
+    let peers = ports
+        .iter()
+        .filter(|(n, _)| *n != name)
+        .map(|(n, p)| format!("\"{n}@127.0.0.1:{p}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let log = dir.join(format!("{name}.log"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_candela"));
+    cmd.args([
+        "node",
+        "--config",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster.toml"),
+    ])
+    .env("CANDELA_CLUSTER_COOKIE", COOKIE)
+    .env("CANDELA__NODE__NAME", name)
+    .env("CANDELA__NODE__ROLES", roles)
+    .env(
+        "CANDELA__CLUSTER__LISTEN",
+        format!("127.0.0.1:{cluster_port}"),
+    )
+    .env(
+        "CANDELA__CLUSTER__STATUS_LISTEN",
+        format!("127.0.0.1:{status_port}"),
+    )
+    .env("CANDELA__CLUSTER__PEERS", format!("[{peers}]"))
+    .env("CANDELA__CLUSTER__HEARTBEAT_MS", "250")
+    .env("CANDELA__CLUSTER__RECONNECT_MIN_MS", "100")
+    .env("CANDELA__CLUSTER__RECONNECT_MAX_MS", "1000")
+    .env("RUST_LOG", "info")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in common {
+        cmd.env(k, v);
+    }
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    Node {
+        name,
+        cluster_port,
+        status_port,
+        log,
+        child: cmd.spawn().expect("start candela node"),
+    }
+}
+
+fn report(nodes: &[&Node]) -> String {
+    nodes
+        .iter()
+        .map(|n| {
+            let log = n.log();
+            let lines: Vec<&str> = log.lines().collect();
+            format!(
+                "\n--- {} (cluster port {}) log tail:\n{}",
+                n.name,
+                n.cluster_port,
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            )
+        })
+        .collect()
+}
+
+fn dec(v: &Value) -> Decimal {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_instrument_asked_on_one_node_is_served_by_two_others() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let history_start = (now() - 86_400).div_euclid(86_400) * 86_400;
+    let common: Vec<(String, String)> = [
+        (
+            "CANDELA__KAFKA__BROKERS",
+            format!("[\"{}\"]", broker::shared_bootstrap()),
+        ),
+        ("CANDELA__KAFKA__TICK_TOPIC", unique("tick-data")),
+        ("CANDELA__KAFKA__TICK_TOPIC_PARTITIONS", "1".into()),
+        ("CANDELA__POSTGRES__URL", db.url.clone()),
+        ("CANDELA__REDIS__URL", candela_testkit::redis_url()),
+        ("CANDELA__REDIS__KEY_PREFIX", unique("candela")),
+        ("CANDELA__CONSUMER__GROUP", unique("group")),
+        ("CANDELA__INGEST__INSTRUMENTS", "[]".into()),
+        ("CANDELA__INGEST__BACKFILL_MINUTES", "0".into()),
+        ("CANDELA__INGEST__REPAIR_MINUTES", "0".into()),
+        ("CANDELA__DYNAMIC__TOPIC_PREFIX", unique("dyn")),
+        ("CANDELA__DYNAMIC__GROUP_PREFIX", unique("dyngroup")),
+        ("CANDELA__DYNAMIC__HISTORY_MINUTES", "15".into()),
+        ("CANDELA__DATASTORE__FETCH_TIMEOUT_SECS", "90".into()),
+        ("CANDELA__SOURCE__KIND", "imitation".into()),
+        ("CANDELA__SOURCE__IMITATION__SEED", SEED.to_string()),
+        (
+            "CANDELA__SOURCE__IMITATION__TRADES_PER_SEC",
+            TRADES_PER_SEC.to_string(),
+        ),
+        (
+            "CANDELA__SOURCE__IMITATION__HISTORY_START_TS",
+            history_start.to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let ports = [
+        ("node-a", free_port()),
+        ("node-b", free_port()),
+        ("node-c", free_port()),
+    ];
+    let api_port = free_port();
+    let c = start(
+        dir.path(),
+        "node-c",
+        "[\"consumer\"]",
+        &ports,
+        free_port(),
+        &common,
+        &[],
+    );
+    let b = start(
+        dir.path(),
+        "node-b",
+        "[\"coordinator\", \"producer\"]",
+        &ports,
+        free_port(),
+        &common,
+        &[],
+    );
+    let a = start(
+        dir.path(),
+        "node-a",
+        "[\"datastore\", \"api\"]",
+        &ports,
+        free_port(),
+        &common,
+        &[("CANDELA__API__LISTEN", format!("127.0.0.1:{api_port}"))],
+    );
+    let nodes = [&a, &b, &c];
+
+    // node-a sees the coordinator, node-b's producer and node-c's agent.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for name in ["coordinator", "producer/node-b", "agent/node-c"] {
+        while a.names(name) != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "node-a never saw `{name}`{}",
+                report(&nodes)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(
+        a.names("agent/node-a"),
+        Some(200),
+        "every node has an agent"
+    );
+
+    let sol: Instrument = "Binance:SOL-USDT".parse().unwrap();
+    let asked_at = now();
+    let last_closed = asked_at - asked_at.rem_euclid(60) - 60;
+    let from = Interval::M1.floor(asked_at - 10 * 60);
+    let url = format!(
+        "http://127.0.0.1:{api_port}/api/v1/ohlcv?instrument={sol}&interval=1m&from={from}&limit=10000"
+    );
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let resp = http
+        .get(&url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}{}", report(&nodes)));
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "{body}{}", report(&nodes));
+    assert_eq!(body["served"], "fetched", "{body}");
+
+    // The dynamic consumer runs on node-c, seen by name from node-a.
+    assert_eq!(
+        a.names("consumer-dynamic/node-c/0"),
+        Some(200),
+        "{}",
+        report(&nodes)
+    );
+
+    // Bars of the closed minutes equal the independent computation.
+    let model = TradeModel::new(SEED, TRADES_PER_SEC, history_start);
+    let trades: Vec<Tick> = model
+        .trades_between(
+            &sol,
+            Interval::M1.floor(from) * 1_000_000_000,
+            (last_closed + 60) * 1_000_000_000 - 1,
+        )
+        .iter()
+        .map(|t| t.to_tick(&sol))
+        .collect();
+    let want: Vec<_> = aggregate(&trades, Interval::M1)
+        .iter()
+        .filter(|b| b.open_time >= from)
+        .map(|b| {
+            (
+                b.open_time,
+                b.open,
+                b.high,
+                b.low,
+                b.close,
+                b.volume_base,
+                b.volume_quote,
+            )
+        })
+        .collect();
+    assert!(want.len() >= 9, "{} minutes expected", want.len());
+    let got: Vec<_> = body["bars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["time"].as_i64().unwrap() <= last_closed)
+        .map(|b| {
+            (
+                b["time"].as_i64().unwrap(),
+                dec(&b["open"]),
+                dec(&b["high"]),
+                dec(&b["low"]),
+                dec(&b["close"]),
+                dec(&b["volume_base"]),
+                dec(&b["volume_quote"]),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+
+    // The log lines say who did what, where.
+    assert!(
+        b.log().contains("dynamic topic arranged"),
+        "{}",
+        report(&nodes)
+    );
+    assert!(
+        c.log().contains("subscribed to a dynamic topic"),
+        "{}",
+        report(&nodes)
+    );
+}
