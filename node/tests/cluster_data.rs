@@ -108,7 +108,10 @@ impl Node {
             .env("CANDELA_ADMIN_TOKEN", TOKEN)
             .env("CANDELA__NODE__NAME", &self.name)
             .env("CANDELA__NODE__ROLES", self.roles)
-            .env("CANDELA__KAFKA__BROKERS", list(&[s.bootstrap.clone()]))
+            .env(
+                "CANDELA__KAFKA__BROKERS",
+                list(std::slice::from_ref(&s.bootstrap)),
+            )
             .env("CANDELA__KAFKA__TICK_TOPIC", &s.topic)
             .env(
                 "CANDELA__KAFKA__TICK_TOPIC_PARTITIONS",

@@ -71,8 +71,11 @@ fn compose() -> Value {
     doc
 }
 
-/// (service name, its environment interpolated) of every candela node.
-fn nodes(env: &BTreeMap<&str, &str>) -> Vec<(String, Vec<(String, String)>, Value)> {
+/// A candela node service: its name, its environment interpolated, its spec.
+type NodeService = (String, Vec<(String, String)>, Value);
+
+/// Every candela node service of the file.
+fn nodes(env: &BTreeMap<&str, &str>) -> Vec<NodeService> {
     let doc = compose();
     let services = doc["services"].as_mapping().expect("services");
     services

@@ -105,8 +105,8 @@ fn now_ms() -> u64 {
 
 /// This node's membership snapshot, within [`LOCAL_TIMEOUT`].
 async fn membership() -> Result<ClusterStatus, String> {
-    let cell = ractor::registry::where_is(MEMBERSHIP_NAME.to_owned())
-        .ok_or("cluster membership is not running")?;
+    let cell =
+        ractor::registry::where_is(MEMBERSHIP_NAME).ok_or("cluster membership is not running")?;
     let membership: ActorRef<MembershipMsg> = cell.into();
     ractor::call_t!(
         membership,
