@@ -1,10 +1,20 @@
 //! The cluster admin endpoint (`/admin/...`), protected by a bearer token:
-//! every actor of this node with its machine's current state, recent run,
-//! rejected events and restart count; one actor's diagram with its current
-//! state highlighted (DOT, SVG, Mermaid, TikZ); a manual RESET; and the
-//! cluster layer's view (nodes, sessions, names) when the node has one.
 //!
-//! Without a configured token every admin request is refused.
+//! * `/admin/actors`: every supervised actor of this node with its machine's
+//!   current state, recent run, rejected events and restart count;
+//! * `/admin/actors/{name}/diagram`: one actor's diagram with its current
+//!   state highlighted (DOT, SVG, Mermaid, TikZ); `.../reset`: a manual RESET;
+//! * `/admin/cluster`: the whole cluster as this node sees it
+//!   ([`ClusterView`]): every node with its membership state and sessions,
+//!   every actor on every reachable node (machine, state, recent run,
+//!   restarts), the process groups and their holders, and the Kafka topics.
+//!   The node layer builds it (`candela_node::cluster::inspect`), asking each
+//!   peer's inspector with a timed call, so an unreachable node is reported
+//!   as such instead of holding the request.
+//!
+//! Without a configured token every admin request is refused. The view's
+//! types are also what the per-node inspectors send each other (serde), so
+//! the wire format and the OpenAPI schema cannot drift apart.
 
 use std::sync::Arc;
 
@@ -12,6 +22,7 @@ use poem_openapi::auth::Bearer;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
+use serde::{Deserialize, Serialize};
 
 use candela_actors::fsm::catalog;
 use candela_actors::fsm::diagram::Format;
@@ -32,7 +43,7 @@ pub struct AdminApi {
 }
 
 /// One step of a run.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
 pub struct StepDto {
     /// When, ms since the epoch.
     pub at_ms: u64,
@@ -69,6 +80,144 @@ pub struct ActorDto {
     pub recent: Vec<StepDto>,
 }
 
+/// The cluster as one node sees it (`GET /admin/cluster`).
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// The node that answered.
+    pub node: String,
+    /// When the view was taken, ms since the epoch.
+    pub at_ms: u64,
+    /// This node first, then every peer it knows (configured or not).
+    pub nodes: Vec<NodeView>,
+    /// Every non-empty process group visible here, with its holders.
+    pub groups: Vec<GroupView>,
+    /// The Kafka topics, from the broker's metadata.
+    pub topics: TopicsView,
+}
+
+/// One node of the cluster.
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Its node name.
+    pub name: String,
+    /// `self` for the answering node, otherwise the peer's membership state
+    /// there: `connected`, `suspect`, `connecting` or `down`.
+    pub membership: String,
+    /// Where it is dialled (configured peers).
+    pub address: Option<String>,
+    /// The last answered heartbeat's round trip, in milliseconds.
+    pub last_rtt_ms: Option<f64>,
+    /// Sessions to it after the first one.
+    pub reconnects: u32,
+    /// Whether its inspector answered in time.
+    pub reachable: bool,
+    /// Why it did not (not connected, timed out, no inspector).
+    pub error: Option<String>,
+    /// Its own sessions, as it reported them.
+    pub sessions: Vec<SessionView>,
+    /// Every actor on it, as it reported them.
+    pub actors: Vec<NodeActorView>,
+}
+
+/// What one node's inspector reports about itself.
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// The node.
+    pub node: String,
+    /// Its cluster sessions.
+    pub sessions: Vec<SessionView>,
+    /// Every local actor, and every machine whose actor is not running.
+    pub actors: Vec<NodeActorView>,
+}
+
+/// One cluster session of a node.
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
+pub struct SessionView {
+    /// The peer's node name, once it said it.
+    pub peer: Option<String>,
+    /// The peer's address.
+    pub address: String,
+    /// `inbound` (the peer dialled) or `outbound`.
+    pub direction: String,
+}
+
+/// One actor on some node.
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
+pub struct NodeActorView {
+    /// Its id on its own node (`0.<pid>`), empty when it is not running.
+    pub id: String,
+    /// Its registry name, if it has one.
+    pub name: Option<String>,
+    /// The runtime's status: `running`, `starting`, `stopping`, … or
+    /// `not running` for a machine whose actor is between a failure and
+    /// its restart (or gone).
+    pub status: String,
+    /// Its parent in the supervision tree (name, or id when unnamed).
+    pub parent: Option<String>,
+    /// Its state machine (`producer`, `consumer`, …), if it runs one.
+    pub machine: Option<String>,
+    /// The machine's current state.
+    pub state: Option<String>,
+    /// Whether the current state is an error state.
+    pub in_error: bool,
+    /// Restarts by its supervisor (supervised actors only).
+    pub restarts: Option<u32>,
+    /// Why it last stopped, if its supervisor saw it stop.
+    pub last_failure: Option<String>,
+    /// Transitions taken by this instance of the machine.
+    pub transitions_total: u64,
+    /// Events this instance refused.
+    pub rejected_total: u64,
+    /// The machine's most recent steps, oldest first.
+    pub recent: Vec<StepDto>,
+}
+
+/// A process group (`ractor::pg`): cluster names, roles, ….
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
+pub struct GroupView {
+    /// Its scope (`candela.names`, `candela.roles`, …).
+    pub scope: String,
+    /// The group.
+    pub group: String,
+    /// Its members.
+    pub holders: Vec<GroupHolder>,
+}
+
+/// A member of a process group.
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
+pub struct GroupHolder {
+    /// The node it runs on, when known.
+    pub node: Option<String>,
+    /// Its pid on that node.
+    pub pid: u64,
+    /// Its registry name, if it has one.
+    pub name: Option<String>,
+}
+
+/// The Kafka topics.
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
+pub struct TopicsView {
+    /// The brokers asked.
+    pub brokers: Vec<String>,
+    /// Why the metadata could not be read (unreachable broker, time-out).
+    pub error: Option<String>,
+    /// Every topic the broker reports.
+    pub topics: Vec<TopicView>,
+}
+
+/// One Kafka topic.
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
+pub struct TopicView {
+    /// Its name.
+    pub name: String,
+    /// Its partitions.
+    pub partitions: u32,
+    /// A broker-internal topic (`__consumer_offsets`, …).
+    pub internal: bool,
+    /// The broker's error for it, if any.
+    pub error: Option<String>,
+}
+
 /// Answer of the admin endpoints.
 #[derive(ApiResponse)]
 pub enum AdminResponse<
@@ -101,21 +250,25 @@ fn err<
     make(Json(ErrorBody::new(code, message)))
 }
 
+/// Whether `given` equals the configured token `expected`, compared in
+/// constant time (for every endpoint that takes the admin token).
+pub fn token_matches(given: &str, expected: &str) -> bool {
+    let (given, want) = (given.as_bytes(), expected.as_bytes());
+    given.len() == want.len()
+        && given
+            .iter()
+            .zip(want)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
 impl AdminApi {
     /// Whether `token` is the configured one (compared in constant time).
     fn authorized(&self, token: &AdminToken) -> Result<(), String> {
         let Some(expected) = self.state.admin.token.as_deref() else {
             return Err("the admin endpoint is disabled: no admin token is configured".into());
         };
-        let given = token.0.token.as_bytes();
-        let want = expected.as_bytes();
-        let same = given.len() == want.len()
-            && given
-                .iter()
-                .zip(want)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if same {
+        if token_matches(&token.0.token, expected) {
             Ok(())
         } else {
             Err("wrong admin token".into())
@@ -253,14 +406,17 @@ impl AdminApi {
         )
     }
 
-    /// The cluster layer's view: peers, sessions and names.
+    /// The whole cluster as this node sees it: nodes with their membership
+    /// state and sessions, every actor on every reachable node (machine,
+    /// state, recent run, restarts), process groups, Kafka topics. A node
+    /// that does not answer in time is listed with `reachable: false`.
     #[oai(path = "/cluster", method = "get")]
-    async fn cluster(&self, token: AdminToken) -> AdminResponse<PlainText<String>> {
+    async fn cluster(&self, token: AdminToken) -> AdminResponse<Json<ClusterView>> {
         if let Err(why) = self.authorized(&token) {
             return err(AdminResponse::Unauthorized, "unauthorized", why);
         }
         match &self.state.admin.cluster_status {
-            Some(status) => AdminResponse::Ok(PlainText(status().await)),
+            Some(view) => AdminResponse::Ok(Json(view().await)),
             None => err(
                 AdminResponse::NotFound,
                 "not_found",

@@ -48,8 +48,8 @@ impl Default for ApiConfig {
     }
 }
 
-/// Renders the cluster layer's status as JSON.
-pub type ClusterStatusFn = Arc<dyn Fn() -> BoxFuture<String> + Send + Sync>;
+/// Builds the cluster-wide admin view (the node layer supplies it).
+pub type ClusterStatusFn = Arc<dyn Fn() -> BoxFuture<crate::admin::ClusterView> + Send + Sync>;
 
 /// What the admin endpoint needs.
 #[derive(Default)]

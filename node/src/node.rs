@@ -105,7 +105,10 @@ async fn serve(config: Config, cookie: String) -> anyhow::Result<()> {
     let platform = platform::start(&config, true).await?;
     announce(&config, &platform);
     if let Some(addr) = config.cluster.status_listen {
-        cluster::status::serve(addr, config.node.name.clone())
+        let token = std::env::var(&config.admin.token_env)
+            .ok()
+            .filter(|t| !t.is_empty());
+        cluster::status::serve(addr, config.node.name.clone(), token)
             .await
             .with_context(|| format!("cluster.status_listen: cannot listen on {addr}"))?;
     }

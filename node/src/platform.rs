@@ -345,16 +345,11 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
                         format!("candela.dynamic/{node}"),
                         format!("{prefix}-supervisor"),
                     ],
-                    cluster_status: cluster.then(|| -> candela_api::server::ClusterStatusFn {
-                        Arc::new(|| {
-                            Box::pin(async {
-                                match crate::cluster::status().await {
-                                    Ok(status) => {
-                                        serde_json::to_string_pretty(&status).unwrap_or_default()
-                                    }
-                                    Err(e) => format!("{{\"error\": {:?}}}", e.to_string()),
-                                }
-                            })
+                    cluster_status: cluster.then(|| {
+                        crate::cluster::inspect::admin_view(crate::cluster::inspect::ViewSettings {
+                            node: node.clone(),
+                            kafka: kafka.clone(),
+                            timeout: Duration::from_secs(2),
                         })
                     }),
                 },

@@ -1,8 +1,9 @@
 //! The cluster layer with real processes: several `candela node` processes on
 //! loopback, each from the shipped `cluster.toml` with environment overrides
 //! (name, ports, peers, fast heartbeats) and the cookie from the environment.
-//! Membership is read from each node's status endpoint; waits poll with a
-//! deadline; every child is killed when its test ends, pass or fail.
+//! Membership is read from each node's status endpoint (which takes the admin
+//! token); waits poll with a deadline; every child is killed when its test
+//! ends, pass or fail.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -15,6 +16,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 const COOKIE: &str = "candela-test-cookie";
+const TOKEN: &str = "candela-test-admin-token";
 const HEARTBEAT_MS: u64 = 250;
 const MISSES: u64 = 3;
 /// Long enough for a loaded two-core machine, short enough to fail fast.
@@ -80,6 +82,7 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_candela"))
             .args(["node", "--config", config])
             .env("CANDELA_CLUSTER_COOKIE", &self.cookie)
+            .env("CANDELA_ADMIN_TOKEN", TOKEN)
             .env("CANDELA__NODE__NAME", &self.name)
             // Cluster layer only: no data plane (no broker or database here).
             .env("CANDELA__NODE__ROLES", "[]")
@@ -128,13 +131,22 @@ impl Node {
             .join("\n")
     }
 
-    /// (HTTP status, JSON body) of a request to the status endpoint.
+    /// (HTTP status, JSON body) of a request to the status endpoint, with
+    /// the admin token.
     fn http(&self, method: &str, path: &str) -> Option<(u16, Value)> {
+        self.http_with(method, path, Some(TOKEN))
+    }
+
+    /// (HTTP status, JSON body) of a request presenting `token`, if any.
+    fn http_with(&self, method: &str, path: &str, token: Option<&str>) -> Option<(u16, Value)> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.status_port)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
         write!(
             stream,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
         )
         .ok()?;
         let mut text = String::new();
@@ -235,6 +247,15 @@ fn fully_connected(nodes: &[Node]) -> bool {
 fn three_nodes_connect_to_each_other() {
     let nodes = mesh(&["alpha", "beta", "gamma"]);
     wait_for("a full mesh", &nodes, || fully_connected(&nodes));
+    // The status endpoint takes the admin token.
+    for token in [None, Some("wrong")] {
+        let (code, body) = nodes[0].http_with("GET", "/cluster/status", token).unwrap();
+        assert_eq!(code, 401, "{token:?}: {body}");
+        let (code, _) = nodes[0]
+            .http_with("POST", "/cluster/probes/probe/x", token)
+            .unwrap();
+        assert_eq!(code, 401);
+    }
     for node in &nodes {
         let status = node.status().unwrap();
         assert_eq!(status["node"], node.name.as_str());

@@ -140,6 +140,42 @@ pub async fn topic_partitions(
     run_blocking(move || partitions_now(&admin, &name, timeout)).await
 }
 
+/// One topic as the broker's metadata reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// Its name.
+    pub name: String,
+    /// Its partition count.
+    pub partitions: usize,
+    /// The broker's error for this topic, if any.
+    pub error: Option<String>,
+}
+
+/// Every topic the broker reports, sorted by name; a broker that does not
+/// answer within `timeout` is an error (for the admin view, which must not
+/// hang on a broker outage).
+pub async fn list_topics(
+    config: &KafkaConfig,
+    timeout: Duration,
+) -> Result<Vec<TopicInfo>, AdminError> {
+    let admin = admin_client(config)?;
+    run_blocking(move || {
+        let md = admin.inner().fetch_metadata(None, timeout)?;
+        let mut topics: Vec<TopicInfo> = md
+            .topics()
+            .iter()
+            .map(|t| TopicInfo {
+                name: t.name().to_owned(),
+                partitions: t.partitions().len(),
+                error: t.error().map(|e| RDKafkaErrorCode::from(e).to_string()),
+            })
+            .collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(topics)
+    })
+    .await
+}
+
 /// Metadata requests block in librdkafka: keep them off the async threads.
 async fn run_blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, AdminError> + Send + 'static,

@@ -8,6 +8,8 @@
 //! * [`peer`]: the pure per-peer machine (dials, heartbeats, misses, back-off);
 //! * [`membership`]: the actor that runs one machine per peer;
 //! * [`heartbeat`]: the actor that answers other nodes' heartbeats;
+//! * [`inspect`]: the per-node inspector and the cluster-wide admin view
+//!   (every actor on every node, groups, topics);
 //! * [`names`]: cluster-wide names on process groups (`register`, `resolve`,
 //!   `call_by_name`);
 //! * [`probe`]: a tiny named actor for checking names end to end;
@@ -21,7 +23,8 @@
 //! NodeServer "candela.node_server"       (ractor_cluster; sessions are its children)
 //! Supervisor "candela.cluster"
 //!  ├── HeartbeatResponder "candela.heartbeat"    cluster name membership/<node>
-//!  └── Membership         "candela.membership"   dials, heartbeats, reconnects
+//!  ├── Membership         "candela.membership"   dials, heartbeats, reconnects
+//!  └── Inspector          "candela.inspect"      cluster name inspect/<node>
 //! ```
 //!
 //! Every node must run the same ractor version (`=0.16.5`): the wire format
@@ -31,6 +34,7 @@
 
 pub mod agent;
 pub mod heartbeat;
+pub mod inspect;
 pub mod membership;
 pub mod names;
 pub mod peer;
@@ -50,6 +54,7 @@ use ractor_cluster::{NodeServer, NodeServerMessage};
 
 use crate::config::Config;
 use heartbeat::HeartbeatResponder;
+use inspect::{Inspector, INSPECTOR_NAME};
 use membership::{ClusterStatus, Membership, MembershipArgs, MembershipMsg, MEMBERSHIP_NAME};
 use peer::Timing;
 
@@ -127,6 +132,7 @@ pub async fn start(config: &Config, cookie: String) -> Result<Cluster, ClusterEr
         server: server.clone(),
     };
     let responder_node = node.clone();
+    let inspector_node = node.clone();
     let children = vec![
         ChildSpec {
             name: HEARTBEAT_NAME.into(),
@@ -145,6 +151,17 @@ pub async fn start(config: &Config, cookie: String) -> Result<Cluster, ClusterEr
                 let args = args.clone();
                 Box::pin(async move {
                     Actor::spawn_linked(Some(MEMBERSHIP_NAME.into()), Membership, args, sup)
+                        .await
+                        .map(|(a, _)| a.get_cell())
+                })
+            }),
+        },
+        ChildSpec {
+            name: INSPECTOR_NAME.into(),
+            start: Arc::new(move |sup, _| {
+                let node = inspector_node.clone();
+                Box::pin(async move {
+                    Actor::spawn_linked(Some(INSPECTOR_NAME.into()), Inspector, node, sup)
                         .await
                         .map(|(a, _)| a.get_cell())
                 })

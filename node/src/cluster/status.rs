@@ -8,9 +8,11 @@
 //!   `name`; `GET` calls the holder of `name` by name from this node and
 //!   shows its answer; `DELETE` stops this node's probes holding `name` (never another actor).
 //!
-//! It has no authentication: it binds where it is told (loopback in every
-//! shipped configuration) and must never be exposed beyond the host. The
-//! authenticated admin API belongs to the `api` crate.
+//! Every request must carry the admin token (`Authorization: Bearer …`, the
+//! token from `admin.token_env`, as for `/admin/...`): the probe routes start
+//! and stop actors, and the status names every node and actor. Without a
+//! configured token every request is refused (401). It should still bind to
+//! loopback or a private interface only: it speaks plain HTTP.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use std::time::Duration;
 use poem::http::StatusCode;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::{Data, Json, Path};
-use poem::{get, handler, EndpointExt, IntoResponse, Response, Route, Server};
+use poem::{get, handler, Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
 use ractor::{pg, Actor};
 use serde_json::json;
 
@@ -37,8 +39,17 @@ struct Ctx {
 }
 
 /// Binds `addr` and serves the endpoint until the runtime stops; answers the
-/// bound address (useful with port 0).
-pub async fn serve(addr: SocketAddr, node: String) -> std::io::Result<SocketAddr> {
+/// bound address (useful with port 0). `token` is the admin token every
+/// request must present; `None` refuses every request.
+pub async fn serve(
+    addr: SocketAddr,
+    node: String,
+    token: Option<String>,
+) -> std::io::Result<SocketAddr> {
+    if token.is_none() {
+        tracing::warn!(addr = %addr, "no admin token configured: the cluster status endpoint refuses every request");
+    }
+    let token = Arc::new(token);
     let acceptor = TcpListener::bind(addr).into_acceptor().await?;
     let bound = acceptor
         .local_addr()
@@ -52,7 +63,16 @@ pub async fn serve(addr: SocketAddr, node: String) -> std::io::Result<SocketAddr
             "/cluster/probes/*name",
             get(call_probe).post(start_probe).delete(stop_probes),
         )
-        .data(Arc::new(Ctx { node }));
+        .data(Arc::new(Ctx { node }))
+        .around(move |ep, req| {
+            let token = Arc::clone(&token);
+            async move {
+                match authorize(&req, token.as_deref()) {
+                    Ok(()) => ep.call(req).await.map(IntoResponse::into_response),
+                    Err(why) => Ok(error(StatusCode::UNAUTHORIZED, why)),
+                }
+            }
+        });
     tokio::spawn(async move {
         if let Err(error) = Server::new_with_acceptor(acceptor).run(app).await {
             tracing::error!(%error, "cluster status endpoint stopped");
@@ -60,6 +80,24 @@ pub async fn serve(addr: SocketAddr, node: String) -> std::io::Result<SocketAddr
     });
     tracing::info!(addr = %bound, "cluster status endpoint listening");
     Ok(bound)
+}
+
+/// Checks the request's bearer token against the configured one.
+fn authorize(req: &Request, expected: Option<&str>) -> Result<(), &'static str> {
+    let Some(expected) = expected else {
+        return Err("the cluster status endpoint is disabled: no admin token is configured");
+    };
+    let given = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or("missing `Authorization: Bearer <admin token>`")?;
+    if candela_api::admin::token_matches(given.trim(), expected) {
+        Ok(())
+    } else {
+        Err("wrong admin token")
+    }
 }
 
 fn error(status: StatusCode, err: impl std::fmt::Display) -> Response {

@@ -1,0 +1,601 @@
+//! Three `candela node` processes on loopback with the data plane, on one
+//! real tansu broker, one PostgreSQL database and Redis, fed by the
+//! CryptoCompare imitation (run in this test process, so the test can
+//! recompute every trade).
+//!
+//! Roles (one imitation, so one source):
+//!
+//! | node  | roles                        | why |
+//! |-------|------------------------------|-----|
+//! | alpha | producer, datastore, api     | the only source; serves the API and the admin view the test reads |
+//! | beta  | consumer                     | shares the consumer group with gamma |
+//! | gamma | consumer                     | the node that is killed (`kill -9`) mid-flow |
+//!
+//! The killed node is a consumer node: killing the producer would stop the
+//! flow, which is not what this test is about. While ticks flow, gamma is
+//! killed; beta takes over gamma's partitions (a Kafka rebalance) and stores
+//! every tick. After the flow, every bar the API serves, at every interval,
+//! equals the bars computed here from the imitation's distinct trades.
+//! Then gamma is started again and rejoins unaided, as the admin view shows.
+//! Throughout, the admin endpoint on alpha shows the three nodes with every
+//! actor's live state, and refuses requests without the token.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use candela_actors::domain::{aggregate, Instrument, Interval, Tick};
+use candela_actors::imitation::{Imitation, ImitationConfig, TradeModel};
+use candela_testkit::{broker, free_port, unique, TestDb};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use sqlx::Row;
+
+const COOKIE: &str = "candela-test-cookie";
+const TOKEN: &str = "candela-test-admin-token";
+const PARTITIONS: i32 = 4;
+const INSTRUMENTS: [&str; 2] = ["Coinbase:BTC-USD", "Kraken:ETH-EUR"];
+
+/// What every node shares.
+struct Shared {
+    bootstrap: String,
+    topic: String,
+    group: String,
+    db_url: String,
+    redis_prefix: String,
+    rest_url: String,
+    ws_url: String,
+}
+
+/// One `candela node` process.
+struct Node {
+    name: String,
+    roles: &'static str,
+    cluster_port: u16,
+    status_port: u16,
+    api_port: u16,
+    peers: Vec<String>,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Node {
+    fn new(name: &str, roles: &'static str) -> Self {
+        Self {
+            name: name.into(),
+            roles,
+            cluster_port: free_port(),
+            status_port: free_port(),
+            api_port: free_port(),
+            peers: vec![],
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            starts: 0,
+        }
+    }
+
+    fn address(&self) -> String {
+        format!("{}@127.0.0.1:{}", self.name, self.cluster_port)
+    }
+
+    fn log_path(&self, n: u32) -> PathBuf {
+        self.dir.path().join(format!("{}.{n}.log", self.name))
+    }
+
+    fn start(&mut self, s: &Shared) {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        self.starts += 1;
+        let log = std::fs::File::create(self.log_path(self.starts)).unwrap();
+        let list = |items: &[String]| {
+            format!(
+                "[{}]",
+                items
+                    .iter()
+                    .map(|p| format!("\"{p}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let instruments: Vec<String> = INSTRUMENTS.iter().map(|s| (*s).to_owned()).collect();
+        let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster.toml");
+        let child = Command::new(env!("CARGO_BIN_EXE_candela"))
+            .args(["node", "--config", config])
+            .env("CANDELA_CLUSTER_COOKIE", COOKIE)
+            .env("CANDELA_ADMIN_TOKEN", TOKEN)
+            .env("CANDELA__NODE__NAME", &self.name)
+            .env("CANDELA__NODE__ROLES", self.roles)
+            .env(
+                "CANDELA__KAFKA__BROKERS",
+                list(std::slice::from_ref(&s.bootstrap)),
+            )
+            .env("CANDELA__KAFKA__TICK_TOPIC", &s.topic)
+            .env(
+                "CANDELA__KAFKA__TICK_TOPIC_PARTITIONS",
+                PARTITIONS.to_string(),
+            )
+            // A killed member's partitions move after the session times out.
+            .env("CANDELA__KAFKA__EXTRA__session.timeout.ms", "\"10000\"")
+            .env("CANDELA__POSTGRES__URL", &s.db_url)
+            .env("CANDELA__POSTGRES__MAX_CONNECTIONS", "4")
+            .env("CANDELA__REDIS__URL", candela_testkit::redis_url())
+            .env("CANDELA__REDIS__KEY_PREFIX", &s.redis_prefix)
+            .env("CANDELA__SOURCE__KIND", "cryptocompare")
+            .env("CANDELA__SOURCE__CRYPTOCOMPARE__REST_URL", &s.rest_url)
+            .env("CANDELA__SOURCE__CRYPTOCOMPARE__WS_URL", &s.ws_url)
+            .env("CANDELA__SOURCE__CRYPTOCOMPARE__RECONNECT_MIN_MS", "100")
+            .env("CANDELA__INGEST__INSTRUMENTS", list(&instruments))
+            // Ticks only: the reference is computed from trades.
+            .env("CANDELA__INGEST__BACKFILL_MINUTES", "0")
+            .env("CANDELA__INGEST__REPAIR_MINUTES", "0")
+            .env("CANDELA__CONSUMER__GROUP", &s.group)
+            .env("CANDELA__CONSUMER__BATCH_MAX", "200")
+            .env("CANDELA__DATASTORE__POOL_SIZE", "2")
+            .env(
+                "CANDELA__API__LISTEN",
+                format!("127.0.0.1:{}", self.api_port),
+            )
+            .env(
+                "CANDELA__CLUSTER__LISTEN",
+                format!("127.0.0.1:{}", self.cluster_port),
+            )
+            .env(
+                "CANDELA__CLUSTER__STATUS_LISTEN",
+                format!("127.0.0.1:{}", self.status_port),
+            )
+            .env("CANDELA__CLUSTER__PEERS", list(&self.peers))
+            .env("CANDELA__CLUSTER__HEARTBEAT_MS", "250")
+            .env("CANDELA__CLUSTER__HEARTBEAT_MISSES", "3")
+            .env("CANDELA__CLUSTER__RECONNECT_MIN_MS", "100")
+            .env("CANDELA__CLUSTER__RECONNECT_MAX_MS", "1000")
+            .env_remove("CRYPTOCOMPARE_API_KEY")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start candela node");
+        self.child = Some(child);
+    }
+
+    /// `kill -9`.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        let text = (1..=self.starts)
+            .map(|n| std::fs::read_to_string(self.log_path(n)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    fn api(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The three nodes, wired as a full mesh (not started).
+fn nodes() -> Vec<Node> {
+    let mut nodes = vec![
+        Node::new("alpha", r#"["producer", "datastore", "api"]"#),
+        Node::new("beta", r#"["consumer"]"#),
+        Node::new("gamma", r#"["consumer"]"#),
+    ];
+    let addresses: Vec<String> = nodes.iter().map(Node::address).collect();
+    for node in &mut nodes {
+        let own = node.address();
+        node.peers = addresses.iter().filter(|a| **a != own).cloned().collect();
+    }
+    nodes
+}
+
+/// Polls `f` until it answers, or panics after `secs` with the nodes' logs.
+async fn wait_for<T>(
+    what: &str,
+    secs: u64,
+    nodes: &[Node],
+    mut f: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let logs: String = nodes
+                .iter()
+                .map(|n| format!("\n--- {} log (tail):\n{}", n.name, n.log_tail(40)))
+                .collect();
+            panic!("timed out after {secs} s waiting for {what}{logs}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// `GET /admin/cluster` on `node` with `token`: (status, body).
+async fn admin(node: &Node, token: Option<&str>) -> Option<(u16, Value)> {
+    let mut req = client().get(format!("{}/admin/cluster", node.api()));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.ok()?;
+    let code = resp.status().as_u16();
+    Some((code, resp.json().await.unwrap_or(Value::Null)))
+}
+
+/// The admin view, when the request succeeds.
+async fn view(node: &Node) -> Option<Value> {
+    match admin(node, Some(TOKEN)).await? {
+        (200, body) => Some(body),
+        _ => None,
+    }
+}
+
+fn node_in<'a>(view: &'a Value, name: &str) -> Option<&'a Value> {
+    view["nodes"].as_array()?.iter().find(|n| n["name"] == name)
+}
+
+fn actor_in<'a>(view: &'a Value, node: &str, actor: &str) -> Option<&'a Value> {
+    node_in(view, node)?["actors"]
+        .as_array()?
+        .iter()
+        .find(|a| a["name"] == actor)
+}
+
+/// Whether `actor` on `node` runs and its machine has left its initial state.
+fn live(view: &Value, node: &str, actor: &str, machine: &str) -> bool {
+    actor_in(view, node, actor).is_some_and(|a| {
+        a["status"] == "running"
+            && a["machine"] == machine
+            && a["state"].is_string()
+            && a["transitions_total"].as_u64().unwrap_or(0) > 0
+            && a["recent"].as_array().is_some_and(|r| !r.is_empty())
+    })
+}
+
+/// Every partition's committed offset for the group has reached its high
+/// watermark: every published tick is stored (offsets are committed only
+/// after the database transaction).
+fn caught_up(s: &Shared) -> Result<bool, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &s.bootstrap)
+        .set("group.id", &s.group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let timeout = Duration::from_secs(5);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(&s.topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, timeout)
+        .map_err(|e| e.to_string())?;
+    for p in 0..PARTITIONS {
+        let (_, high) = consumer
+            .fetch_watermarks(&s.topic, p, timeout)
+            .map_err(|e| e.to_string())?;
+        let done = match committed.find_partition(&s.topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o >= high,
+            _ => high == 0,
+        };
+        if !done {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn dec(v: &Value) -> Decimal {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+async fn stored(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query("SELECT count(*) FROM ticks")
+        .fetch_one(pool)
+        .await
+        .map(|r| r.get::<i64, _>(0))
+        .unwrap_or(0)
+}
+
+/// The API's bars equal the bars of the imitation's distinct trades over the
+/// time the platform covered, at every interval.
+async fn assert_bars_equal_reference(api: &str, pool: &sqlx::PgPool, model: &TradeModel) {
+    let http = client();
+    for i in INSTRUMENTS {
+        let i: Instrument = i.parse().unwrap();
+        let row = sqlx::query(
+            "SELECT min(trade_time_ns), max(trade_time_ns), count(*) FROM ticks WHERE instrument = $1",
+        )
+        .bind(i.to_string())
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        let (from_ns, to_ns, count): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        let trades: Vec<Tick> = model
+            .trades_between(&i, from_ns, to_ns)
+            .iter()
+            .map(|t| t.to_tick(&i))
+            .collect();
+        assert_eq!(
+            trades.len() as i64,
+            count,
+            "{i}: the stored ticks are exactly the distinct trades"
+        );
+        for interval in Interval::ALL {
+            let expected = aggregate(&trades, interval);
+            let url = format!(
+                "{api}/api/v1/ohlcv?instrument={i}&interval={}&from={}&to={}&limit=10000",
+                interval.as_str(),
+                from_ns / 1_000_000_000,
+                now_secs() + 60
+            );
+            let body: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+            let bars = body["bars"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{url}: {body}"));
+            let got: Vec<_> = bars
+                .iter()
+                .map(|b| {
+                    (
+                        b["time"].as_i64().unwrap(),
+                        dec(&b["open"]),
+                        dec(&b["high"]),
+                        dec(&b["low"]),
+                        dec(&b["close"]),
+                        dec(&b["volume_base"]),
+                        dec(&b["volume_quote"]),
+                        b["trades"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+            let want: Vec<_> = expected
+                .iter()
+                .map(|b| {
+                    (
+                        b.open_time,
+                        b.open,
+                        b.high,
+                        b.low,
+                        b.close,
+                        b.volume_base,
+                        b.volume_quote,
+                        b.trades,
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "{i} {}", interval.as_str());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_consumer_node_loses_no_tick_and_rejoins_unaided() {
+    let db = TestDb::new().await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let im = Imitation::serve(
+        ImitationConfig {
+            trades_per_sec: 15.0,
+            heartbeat_interval_ms: 1_000,
+            ..ImitationConfig::default()
+        },
+        listener,
+    )
+    .await
+    .unwrap();
+    let shared = Shared {
+        bootstrap: broker::shared_bootstrap().to_owned(),
+        topic: unique("tick-data"),
+        group: unique("group"),
+        db_url: db.url.clone(),
+        redis_prefix: unique("candela"),
+        rest_url: im.rest_url(),
+        ws_url: im.ws_url(),
+    };
+    let mut nodes = nodes();
+
+    // alpha first: it migrates the database and creates the topic.
+    nodes[0].start(&shared);
+    wait_for("alpha's API", 90, &nodes, async || {
+        let resp = client()
+            .get(format!("{}/ready", nodes[0].api()))
+            .send()
+            .await
+            .ok()?;
+        resp.status().is_success().then_some(())
+    })
+    .await;
+    wait_for("the tick topic", 60, &nodes, async || {
+        let v = view(&nodes[0]).await?;
+        v["topics"]["topics"]
+            .as_array()?
+            .iter()
+            .any(|t| t["name"] == shared.topic.as_str() && t["partitions"] == PARTITIONS)
+            .then_some(())
+    })
+    .await;
+    nodes[1].start(&shared);
+    nodes[2].start(&shared);
+
+    // The admin view: three reachable nodes, every actor live.
+    let v = wait_for("the three nodes and their actors", 90, &nodes, async || {
+        let v = view(&nodes[0]).await?;
+        let ok = ["alpha", "beta", "gamma"]
+            .iter()
+            .all(|n| node_in(&v, n).is_some_and(|n| n["reachable"] == true))
+            && live(&v, "alpha", "producer/alpha", "producer")
+            && live(&v, "beta", "consumer-fixed/beta", "consumer-fixed")
+            && live(&v, "gamma", "consumer-fixed/gamma", "consumer-fixed");
+        ok.then_some(v)
+    })
+    .await;
+    assert_eq!(v["node"], "alpha");
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 3, "{v}");
+    for n in v["nodes"].as_array().unwrap() {
+        let name = n["name"].as_str().unwrap();
+        let sessions = n["sessions"].as_array().unwrap();
+        assert_eq!(sessions.len(), 2, "{name}'s sessions: {n}");
+        let actors = n["actors"].as_array().unwrap();
+        for actor in [
+            "candela.node_server",
+            "candela.membership",
+            "candela.heartbeat",
+            "candela.inspect",
+        ] {
+            assert!(
+                actors.iter().any(|a| a["name"] == actor),
+                "{name} lacks {actor}: {n}"
+            );
+        }
+        // Every actor has a status; every machine its state and restarts.
+        for a in actors {
+            assert!(a["status"].is_string(), "{a}");
+            if a["machine"].is_string() {
+                assert!(a["state"].is_string(), "{a}");
+                assert!(a["restarts"].is_u64(), "supervised: {a}");
+            }
+        }
+    }
+    let membership: Vec<_> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["membership"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(membership[0], "self");
+    assert!(
+        membership[1..]
+            .iter()
+            .all(|m| m == "connected" || m == "suspect"),
+        "{membership:?}"
+    );
+    let groups = v["groups"].as_array().unwrap();
+    for name in ["inspect/alpha", "inspect/beta", "inspect/gamma"] {
+        let g = groups
+            .iter()
+            .find(|g| g["scope"] == "candela.names" && g["group"] == name)
+            .unwrap_or_else(|| panic!("no group {name}: {v}"));
+        let holders = g["holders"].as_array().unwrap();
+        assert_eq!(holders.len(), 1);
+        assert_eq!(holders[0]["node"], name.trim_start_matches("inspect/"));
+    }
+    assert!(v["topics"]["error"].is_null(), "{}", v["topics"]);
+
+    // Without the token, or with a wrong one: 401, here and on the status endpoint.
+    for token in [None, Some("wrong")] {
+        let (code, _) = admin(&nodes[0], token).await.unwrap();
+        assert_eq!(code, 401, "{token:?}");
+        let mut req = client().get(format!(
+            "http://127.0.0.1:{}/cluster/status",
+            nodes[0].status_port
+        ));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        assert_eq!(req.send().await.unwrap().status().as_u16(), 401);
+    }
+
+    // Ticks flow through both consumers.
+    wait_for("ticks in the database", 90, &nodes, async || {
+        (stored(&pool).await > 100).then_some(())
+    })
+    .await;
+
+    // kill -9 the consumer node gamma while ticks flow.
+    nodes[2].kill();
+    let at_kill = stored(&pool).await;
+    let v = wait_for(
+        "alpha to report gamma unreachable",
+        30,
+        &nodes,
+        async || {
+            let v = view(&nodes[0]).await?;
+            let g = node_in(&v, "gamma")?;
+            (g["reachable"] == false && g["actors"].as_array()?.is_empty()).then_some(v.clone())
+        },
+    )
+    .await;
+    let gamma = node_in(&v, "gamma").unwrap();
+    assert!(gamma["error"].is_string(), "{gamma}");
+    assert!(node_in(&v, "beta").unwrap()["reachable"] == true);
+
+    // beta carries on: well past the kill, then the flow stops.
+    wait_for("beta to carry on", 120, &nodes, async || {
+        (stored(&pool).await > at_kill + 300).then_some(())
+    })
+    .await;
+    let model = im.model();
+    im.shutdown().await;
+    // The producer publishes what it received within milliseconds; then
+    // the group must have stored every tick on the topic.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_for(
+        "every published tick to be stored",
+        120,
+        &nodes,
+        async || match caught_up(&shared) {
+            Ok(true) => Some(()),
+            Ok(false) => None,
+            Err(e) => {
+                eprintln!("offsets: {e}");
+                None
+            }
+        },
+    )
+    .await;
+    assert_bars_equal_reference(&nodes[0].api(), &pool, &model).await;
+
+    // gamma, started again, rejoins unaided.
+    nodes[2].start(&shared);
+    let v = wait_for("gamma to rejoin", 90, &nodes, async || {
+        let v = view(&nodes[0]).await?;
+        let g = node_in(&v, "gamma")?;
+        (g["reachable"] == true
+            && g["membership"] == "connected"
+            && live(&v, "gamma", "consumer-fixed/gamma", "consumer-fixed"))
+        .then_some(v.clone())
+    })
+    .await;
+    let gamma = node_in(&v, "gamma").unwrap();
+    assert!(gamma["reconnects"].as_u64().unwrap() >= 1, "{gamma}");
+    assert_eq!(gamma["sessions"].as_array().unwrap().len(), 2, "{gamma}");
+    // Every node reports its actors again.
+    let mut by_node = BTreeMap::new();
+    for n in v["nodes"].as_array().unwrap() {
+        by_node.insert(
+            n["name"].as_str().unwrap().to_owned(),
+            n["actors"].as_array().unwrap().len(),
+        );
+    }
+    assert!(by_node.values().all(|n| *n > 0), "{by_node:?}");
+}
