@@ -8,7 +8,8 @@
 // it in sessionStorage (this tab only), and says so plainly when it is refused.
 //
 // Rows and cards carry data-actor, data-machine and data-state; a card's
-// diagram carries data-diagram-state (the state it highlights).
+// diagram carries data-diagram-state (the state it highlights). A click on a
+// diagram widens it to the whole row.
 'use strict';
 (() => {
   const KEY = 'candela.adminToken';
@@ -91,9 +92,9 @@
   }
 
   // The node an actor runs on: its own `node` field when the endpoint gives
-  // one, else this node.
+  // one, else this node, else the node in its name (`machine/node[/n]`).
   function nodeOf(a, here) {
-    return a.node || here || '';
+    return a.node || here || (a.name.split('/')[1] || '');
   }
 
   function renderNodes(cluster, actors, here) {
@@ -180,6 +181,9 @@
       card = el('article', { class: 'card' },
         el('header', {}, el('span', { class: 'name' }, a.name), el('span', { class: 'meta' }), el('span', { class: 'badge' })),
         el('div', { class: 'diagram', 'data-diagram-state': '' }, el('p', { class: 'note' }, 'loading diagram…')));
+      // A click on the diagram widens the card to the whole row (and back).
+      const widen = card;
+      card.querySelector('.diagram').addEventListener('click', () => widen.classList.toggle('wide'));
       cardOf.set(a.name, card);
     }
     card.dataset.actor = a.name;
