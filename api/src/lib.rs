@@ -4,7 +4,9 @@
 //!   applications ([`data`]);
 //! * `/admin/...`: the cluster admin endpoint (bearer token) ([`admin`]);
 //! * `/openapi.json` and `/docs` (interactive): the API's own description;
-//! * `/health` (the process is up) and `/ready` (its storage answers).
+//! * `/health` (the process is up) and `/ready` (its storage answers);
+//! * `/` and `/ui/...`: a live candlestick chart and a cluster view, embedded
+//!   in the binary ([`web`]).
 //!
 //! Every bad parameter is answered 400 or 404 with a JSON body that says what
 //! is wrong; a storage outage is a 503; nothing a client sends produces a 500.
@@ -17,5 +19,6 @@ pub mod machines;
 pub mod model;
 pub mod server;
 mod stream;
+pub mod web;
 
 pub use server::{routes, serve, ApiConfig, ApiState};

@@ -92,7 +92,7 @@ async fn ready(state: Data<&Arc<ApiState>>) -> poem::Response {
 }
 
 /// Every route of the API: the data API, `/openapi.json`, `/docs`, `/health`,
-/// `/ready`.
+/// `/ready`, and the web pages (`/`, `/ui/...`).
 pub fn routes(
     state: Arc<ApiState>,
     server_url: &str,
@@ -119,7 +119,9 @@ pub fn routes(
         .at("/openapi.json", spec)
         .at("/health", health)
         .at("/ready", ready)
+        .nest("/ui", crate::web::routes())
         .data(state)
+        .around(crate::web::root)
         .map_to_response()
 }
 
