@@ -594,10 +594,8 @@ impl MemoryStream {
             let held = g.assignment.get(&self.member).cloned().unwrap_or_default();
             self.positions.retain(|tp, _| held.contains(tp));
             for tp in held {
-                if !self.positions.contains_key(&tp) {
-                    let start = g.committed.get(&tp).copied().unwrap_or(i64::MIN);
-                    self.positions.insert(tp, start);
-                }
+                let start = g.committed.get(&tp).copied().unwrap_or(i64::MIN);
+                self.positions.entry(tp).or_insert(start);
             }
             self.generation = g.generation;
         }

@@ -262,7 +262,7 @@ pub async fn wait_for(what: &str, timeout: Duration, mut done: impl AsyncFnMut()
 }
 
 async fn status(name: &str) -> ConsumerStatus {
-    let actor: ActorRef<FixedConsumerMsg> = ractor::registry::where_is(name.to_owned())
+    let actor: ActorRef<FixedConsumerMsg> = ractor::registry::where_is(name)
         .expect("consumer running")
         .into();
     ractor::call_t!(actor, FixedConsumerMsg::Status, 5_000).unwrap()
