@@ -115,11 +115,11 @@ impl Backends {
                         .context("postgres.url: connecting and migrating")?,
                 )
             }
-            StoreKind::Sqlite => Store::Sqlite(
-                SqliteStore::open(&b.data_dir)
-                    .await
-                    .with_context(|| format!("backends.data_dir: opening the store in {}", b.data_dir))?,
-            ),
+            StoreKind::Sqlite => {
+                Store::Sqlite(SqliteStore::open(&b.data_dir).await.with_context(|| {
+                    format!("backends.data_dir: opening the store in {}", b.data_dir)
+                })?)
+            }
         };
         let cache = match b.cache {
             CacheKind::Redis => Cache::Redis(
@@ -198,14 +198,14 @@ impl Store {
 impl RecordBus for Bus {
     async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), BusError> {
         match self {
-            Bus::Kafka(b) => b.ensure_topic(topic, partitions).await,
+            Bus::Kafka(b) => RecordBus::ensure_topic(b.as_ref(), topic, partitions).await,
             Bus::Memory(b) => b.ensure_topic(topic, partitions).await,
         }
     }
 
     async fn publish(&self, topic: &str, records: &[Record]) -> Result<(), BusError> {
         match self {
-            Bus::Kafka(b) => b.publish(topic, records).await,
+            Bus::Kafka(b) => RecordBus::publish(b.as_ref(), topic, records).await,
             Bus::Memory(b) => b.publish(topic, records).await,
         }
     }
@@ -214,7 +214,7 @@ impl RecordBus for Bus {
 impl DeadLetters for Bus {
     async fn dead_letter(&self, messages: &[(RawMessage, String)]) -> Result<(), BusError> {
         match self {
-            Bus::Kafka(b) => b.dead_letter(messages).await,
+            Bus::Kafka(b) => DeadLetters::dead_letter(b.as_ref(), messages).await,
             Bus::Memory(b) => b.dead_letter(messages).await,
         }
     }

@@ -177,7 +177,11 @@ impl BackendsConfig {
         }
         let embedded = [
             ("backends.bus", self.bus == BusKind::Memory, "kafka"),
-            ("backends.store", self.store == StoreKind::Sqlite, "postgres"),
+            (
+                "backends.store",
+                self.store == StoreKind::Sqlite,
+                "postgres",
+            ),
             ("backends.cache", self.cache == CacheKind::Memory, "redis"),
         ];
         match embedded.into_iter().find(|(_, is, _)| *is) {

@@ -133,7 +133,10 @@ async fn the_default_run_serves_bars_with_no_external_service_and_keeps_them() {
     node.stop();
 
     let log = std::fs::read_to_string(dir.path().join("node.1.log")).unwrap();
-    assert!(log.contains("Memory"), "backends not logged as embedded:\n{log}");
+    assert!(
+        log.contains("Memory"),
+        "backends not logged as embedded:\n{log}"
+    );
     assert!(
         dir.path().join("data/candela.sqlite3").exists(),
         "no SQLite file in ./data"
