@@ -22,7 +22,7 @@ impl Node {
     /// Starts `candela` (no arguments) in `dir`, with only the API port and
     /// the pace of the imitation overridden. Every variable of the test
     /// environment that could point it at a real backend is removed.
-    fn start(dir: &Path, port: u16, run: u32) -> Self {
+    fn start(dir: &Path, port: u16, run: u32, backfill_minutes: u32) -> Self {
         let log = std::fs::File::create(dir.join(format!("node.{run}.log"))).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_candela"));
         for (key, _) in std::env::vars() {
@@ -33,7 +33,14 @@ impl Node {
         let child = cmd
             .current_dir(dir)
             .env("CANDELA__API__LISTEN", format!("127.0.0.1:{port}"))
-            .env("CANDELA__INGEST__BACKFILL_MINUTES", "30")
+            .env(
+                "CANDELA__INGEST__BACKFILL_MINUTES",
+                backfill_minutes.to_string(),
+            )
+            .env(
+                "CANDELA__INGEST__REPAIR_MINUTES",
+                if backfill_minutes > 0 { "5" } else { "0" },
+            )
             .env("CANDELA__SOURCE__IMITATION__TRADES_PER_SEC", "20.0")
             .env("CANDELA_ADMIN_TOKEN", "quick-start-test")
             .env("RUST_LOG", "info")
@@ -119,9 +126,19 @@ async fn the_default_run_serves_bars_with_no_external_service_and_keeps_them() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
 
-    let node = Node::start(dir.path(), port, 1);
+    let node = Node::start(dir.path(), port, 1, 30);
     // The backfill (30 closed minutes) and the live minute.
-    let first = node.wait_for_bars(30, dir.path(), 1).await;
+    node.wait_for_bars(30, dir.path(), 1).await;
+    // Live trades flow through the in-process bus into SQLite: a live bar.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        let bars = node.wait_for_bars(30, dir.path(), 1).await;
+        if bars.iter().any(|b| b["source"] == "live" && b["trades"].as_u64() > Some(0)) {
+            break bars;
+        }
+        assert!(Instant::now() < deadline, "no live bar within 60 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let (status, ready) = node.get("/ready").await.expect("ready answers");
     assert_eq!(status, 200, "{ready}");
     let (status, instruments) = node.get("/api/v1/instruments").await.expect("instruments");
@@ -142,11 +159,10 @@ async fn the_default_run_serves_bars_with_no_external_service_and_keeps_them() {
         "no SQLite file in ./data"
     );
 
-    // Started again: every minute stored before is still served, and the
-    // minutes taken from history (closed, final) are unchanged. A live
-    // minute may still be repaired by history after the restart (the
-    // reconciliation rule), so only its presence is checked.
-    let node = Node::start(dir.path(), port, 2);
+    // Started again with no backfill and no repair (nothing fetches the past
+    // again): every minute stored before is served from the SQLite file, and
+    // the minutes taken from history (closed, final) are unchanged.
+    let node = Node::start(dir.path(), port, 2, 0);
     let second = node.wait_for_bars(first.len(), dir.path(), 2).await;
     let history: Vec<&Value> = first.iter().filter(|b| b["source"] == "history").collect();
     assert!(history.len() >= 25, "{} history bars", history.len());
