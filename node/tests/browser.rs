@@ -1,8 +1,9 @@
 //! The API's own web pages in a real browser: headless Chromium, driven
 //! through chromedriver with the W3C WebDriver HTTP protocol (plain reqwest),
-//! against a whole node started in-process, as `platform.rs` starts it (the
-//! imitation of CryptoCompare, the real broker, PostgreSQL and Redis), with
-//! the cluster layer on and an admin token.
+//! against a whole node started in-process on the quick start's defaults (the
+//! imitation of CryptoCompare and the embedded backends: in-process bus,
+//! SQLite, in-memory cache — the same actors as on Kafka, PostgreSQL and
+//! Redis), with the cluster layer on and an admin token.
 //!
 //! * The chart (`/ui/`) draws bars: its canvas reports bars and its pixels
 //!   show candles in the up/down colours.
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use candela_node::config::Config;
 use candela_node::{cluster, platform};
-use candela_testkit::{broker, unique, TestDb};
+use candela_testkit::unique;
 use serde_json::{json, Value};
 
 /// How to get the browser.
@@ -295,22 +296,17 @@ impl Browser {
     }
 }
 
-/// A node's configuration for this test: its own node name, topic, group,
-/// database, cache prefix, API and cluster ports; two hours of history; the
-/// admin token from a variable of its own.
-fn config(db: &TestDb, token_env: &str) -> Config {
+/// A node's configuration for this test: the defaults (embedded backends),
+/// with its own node name, data folder, API and cluster ports; two hours of
+/// history; the admin token from a variable of its own.
+fn config(data_dir: &Path, token_env: &str) -> Config {
     let node = unique("node").replace('_', "-");
     let env = vec![
         ("CANDELA__NODE__NAME", node),
         (
-            "CANDELA__KAFKA__BROKERS",
-            format!("[\"{}\"]", broker::shared_bootstrap()),
+            "CANDELA__BACKENDS__DATA_DIR",
+            data_dir.display().to_string(),
         ),
-        ("CANDELA__KAFKA__TICK_TOPIC", unique("tick-data")),
-        ("CANDELA__KAFKA__TICK_TOPIC_PARTITIONS", "3".into()),
-        ("CANDELA__POSTGRES__URL", db.url.clone()),
-        ("CANDELA__REDIS__URL", candela_testkit::redis_url()),
-        ("CANDELA__REDIS__KEY_PREFIX", unique("candela")),
         ("CANDELA__SOURCE__KIND", "imitation".into()),
         ("CANDELA__SOURCE__IMITATION__TRADES_PER_SEC", "10.0".into()),
         (
@@ -318,7 +314,6 @@ fn config(db: &TestDb, token_env: &str) -> Config {
             "[\"Coinbase:BTC-USD\", \"Kraken:ETH-EUR\"]".into(),
         ),
         ("CANDELA__INGEST__BACKFILL_MINUTES", "120".into()),
-        ("CANDELA__CONSUMER__GROUP", unique("group")),
         ("CANDELA__API__LISTEN", "127.0.0.1:0".into()),
         ("CANDELA__API__STREAM_POLL_MS", "300".into()),
         ("CANDELA__API__STREAM_GRACE_SECS", "1".into()),
@@ -329,9 +324,7 @@ fn config(db: &TestDb, token_env: &str) -> Config {
         ("CANDELA__CLUSTER__PEERS", "[]".into()),
         ("CANDELA__ADMIN__TOKEN_ENV", token_env.into()),
     ];
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster.toml")).unwrap();
-    Config::parse(&text, env.into_iter().map(|(k, v)| (k.to_owned(), v))).unwrap()
+    Config::parse("", env.into_iter().map(|(k, v)| (k.to_owned(), v))).unwrap()
 }
 
 /// Counts the plot area's pixels in the up and down candle colours (the
@@ -381,8 +374,8 @@ async fn the_pages_draw_the_chart_live_and_show_every_actor() {
     let token_env = unique("CANDELA_BROWSER_TEST_TOKEN").to_uppercase();
     // Read once by platform::start; no other test in this binary reads it.
     std::env::set_var(&token_env, &token);
-    let db = TestDb::new().await;
-    let config = config(&db, &token_env);
+    let data = tempfile::tempdir().unwrap();
+    let config = config(data.path(), &token_env);
     let node = config.node.name.clone();
     let cluster = cluster::start(&config, unique("cookie")).await.unwrap();
     let p = platform::start(&config, true).await.unwrap();
