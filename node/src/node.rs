@@ -23,7 +23,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
 pub fn run_standalone(path: &Path) -> anyhow::Result<()> {
     init_tracing();
     let config = Config::load(path).with_context(|| format!("loading {}", path.display()))?;
-    standalone(config)
+    standalone(config, false)
 }
 
 /// The quick start: no configuration file, the defaults (embedded backends,
@@ -34,11 +34,12 @@ pub fn run_quick_start() -> anyhow::Result<()> {
     init_tracing();
     let config = Config::parse("", std::env::vars()).context("the default configuration")?;
     let var = &config.admin.token_env;
-    if std::env::var(var).map_or(true, |t| t.is_empty()) {
+    let made_up = std::env::var(var).map_or(true, |t| t.is_empty());
+    if made_up {
         // Still single-threaded: no runtime yet.
         std::env::set_var(var, session_token()?);
     }
-    standalone(config)
+    standalone(config, made_up)
 }
 
 /// 128 random bits, hex.
@@ -51,10 +52,12 @@ fn session_token() -> anyhow::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn standalone(config: Config) -> anyhow::Result<()> {
+/// Runs the data plane until a signal; `show_token` prints the admin token
+/// in the pages' addresses (only a token made up for this session).
+fn standalone(config: Config, show_token: bool) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let platform = platform::start(&config, false).await?;
-        announce(&config, &platform);
+        announce(&config, &platform, show_token);
         let signal = shutdown_signal().await?;
         tracing::info!(signal, "shutting down");
         platform.shutdown().await;
@@ -69,8 +72,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the runtime")
 }
 
-/// Says where to look.
-fn announce(config: &Config, platform: &platform::Platform) {
+/// Says where to look (with the admin token in the pages' addresses only
+/// when it was made up for this session: a configured secret is not logged).
+fn announce(config: &Config, platform: &platform::Platform, show_token: bool) {
     tracing::info!(node = %config.node.name, roles = ?config.node.roles, "node running");
     tracing::info!(
         bus = ?config.backends.bus,
@@ -80,10 +84,11 @@ fn announce(config: &Config, platform: &platform::Platform) {
         "backends"
     );
     if let Some(addr) = platform.api_addr {
-        let token = std::env::var(&config.admin.token_env)
+        let fragment = std::env::var(&config.admin.token_env)
             .ok()
-            .filter(|t| !t.is_empty());
-        let fragment = token.map(|t| format!("#token={t}")).unwrap_or_default();
+            .filter(|t| show_token && !t.is_empty())
+            .map(|t| format!("#token={t}"))
+            .unwrap_or_default();
         let instrument = config
             .ingest
             .instruments
@@ -103,7 +108,7 @@ fn announce(config: &Config, platform: &platform::Platform) {
 async fn serve(config: Config, cookie: String) -> anyhow::Result<()> {
     let mut cluster = cluster::start(&config, cookie).await?;
     let platform = platform::start(&config, true).await?;
-    announce(&config, &platform);
+    announce(&config, &platform, false);
     if let Some(addr) = config.cluster.status_listen {
         let token = std::env::var(&config.admin.token_env)
             .ok()
