@@ -24,6 +24,8 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 
 const COOKIE: &str = "candela-dynamic-test-cookie";
+/// The status endpoint refuses every request without the admin token.
+const TOKEN: &str = "candela-dynamic-test-admin-token";
 const SEED: u64 = 7;
 const TRADES_PER_SEC: f64 = 4.0;
 
@@ -55,13 +57,14 @@ impl Node {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// (HTTP status, JSON body) of a request to the status endpoint.
+    /// HTTP status of `GET /cluster/names/{name}` on the status endpoint,
+    /// presenting the admin token.
     fn names(&self, name: &str) -> Option<u16> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.status_port)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         write!(
             stream,
-            "GET /cluster/names/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            "GET /cluster/names/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
         )
         .ok()?;
         let mut text = String::new();
@@ -102,6 +105,7 @@ fn start(
         concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster.toml"),
     ])
     .env("CANDELA_CLUSTER_COOKIE", COOKIE)
+    .env("CANDELA_ADMIN_TOKEN", TOKEN)
     .env("CANDELA__NODE__NAME", name)
     .env("CANDELA__NODE__ROLES", roles)
     .env(
@@ -230,10 +234,14 @@ async fn an_unknown_instrument_asked_on_one_node_is_served_by_two_others() {
     // node-a sees the coordinator, node-b's producer and node-c's agent.
     let deadline = Instant::now() + Duration::from_secs(60);
     for name in ["coordinator", "producer/node-b", "agent/node-c"] {
-        while a.names(name) != Some(200) {
+        loop {
+            let code = a.names(name);
+            if code == Some(200) {
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
-                "node-a never saw `{name}`{}",
+                "node-a never saw `{name}` (last status {code:?}){}",
                 report(&nodes)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
