@@ -133,7 +133,10 @@ async fn the_default_run_serves_bars_with_no_external_service_and_keeps_them() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let first = loop {
         let bars = node.wait_for_bars(30, dir.path(), 1).await;
-        if bars.iter().any(|b| b["source"] == "live" && b["trades"].as_u64() > Some(0)) {
+        if bars
+            .iter()
+            .any(|b| b["source"] == "live" && b["trades"].as_u64() > Some(0))
+        {
             break bars;
         }
         assert!(Instant::now() < deadline, "no live bar within 60 s");
