@@ -19,6 +19,17 @@
 //! Then gamma is started again and rejoins unaided, as the admin view shows.
 //! Throughout, the admin endpoint on alpha shows the three nodes with every
 //! actor's live state, and refuses requests without the token.
+//!
+//! Node logs: set `CANDELA_TEST_LOG_DIR` to keep each node's log there.
+//!
+//! Known failure on tansu 0.6.0 (the broker `candela_testkit::broker` runs):
+//! after gamma's session times out, tansu drops gamma from the group inside
+//! its `Formed`-state heartbeat but keeps the group `Formed` with the old
+//! generation and the old stored assignments; beta rejoins with unchanged
+//! metadata and its SyncGroup is answered from the stored map (the leader's
+//! new assignment is ignored), so beta gets only its own partitions back and
+//! gamma's stay unowned until another member joins. The wait for every tick
+//! to be stored then times out.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -82,8 +93,13 @@ impl Node {
         format!("{}@127.0.0.1:{}", self.name, self.cluster_port)
     }
 
+    /// The node's log of its `n`th start: in `CANDELA_TEST_LOG_DIR` when set
+    /// (kept after the test), else in the node's temporary directory.
     fn log_path(&self, n: u32) -> PathBuf {
-        self.dir.path().join(format!("{}.{n}.log", self.name))
+        let dir = std::env::var_os("CANDELA_TEST_LOG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.dir.path().to_owned());
+        dir.join(format!("{}.{n}.log", self.name))
     }
 
     fn start(&mut self, s: &Shared) {
@@ -174,7 +190,11 @@ impl Node {
             .map(|n| std::fs::read_to_string(self.log_path(n)).unwrap_or_default())
             .collect::<Vec<_>>()
             .join("\n");
-        let all: Vec<&str> = text.lines().collect();
+        // The redials of a killed peer would crowd out everything else.
+        let all: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.contains("dial failed"))
+            .collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
