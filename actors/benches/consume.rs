@@ -10,16 +10,15 @@
 //!
 //! 1. reads them all with a bare `KafkaStreams` member (the stream alone);
 //! 2. runs the consumer pipeline on them with a fresh group (`BENCH_MEMBERS`
-//!    members sharing its 6 partitions), into a fresh
+//!    members, each placed on its share of the 6 partitions as the node
+//!    places its consumers), into a fresh
 //!    PostgreSQL database (candela-testkit) and Redis (a key prefix of its
 //!    own), and prints ticks/s into bars, with where the time went (simple
 //!    timers around each port).
 //!
 //! Knobs (environment): `BENCH_TICKS` (300000), `BENCH_BATCH` (messages per
 //! pipeline batch, 10000), `BENCH_MEMBERS` (pipelines in the consumer group,
-//! as that many consumer actors would run; 1; on tansu a 300,000-trade run
-//! with 2 members once stalled after the group rebalanced, not understood
-//! yet), `BENCH_STORAGE` (`memory` or `sqlite`, the
+//! as that many consumer actors would run; 1), `BENCH_STORAGE` (`memory` or `sqlite`, the
 //! broker's storage; default `memory` so the broker is not what is measured).
 
 use candela_testkit::broker;
@@ -33,6 +32,7 @@ use candela_actors::domain::{Instrument, Interval, Side, Tick};
 use candela_actors::fsm::Fsm;
 use candela_actors::kafka::{
     decode_for_pipeline, ensure_topic, Compression, KafkaConfig, KafkaPublisher, KafkaStreams,
+    Share,
 };
 use candela_actors::machines::ConsumerFixed;
 use candela_actors::ports::{BusError, MessageStream, RawMessage};
@@ -275,9 +275,18 @@ async fn main() {
     let group = format!("{topic}-pipeline");
     let mut tasks = Vec::new();
     for member in 0..members {
+        // Each member is placed on its share of the partitions, as the node
+        // places its consumers (no broker group protocol).
+        let placed = KafkaStreams::placed(
+            config.clone(),
+            Arc::new(move || Share {
+                index: member,
+                count: members,
+            }),
+        );
         let mut pipeline = Pipeline {
             stream: TimedStream {
-                inner: streams.open(&group, &topics).await.expect("open"),
+                inner: placed.open(&group, &topics).await.expect("open"),
                 timers: Arc::clone(&timers),
             },
             dead_letters: Arc::clone(&publisher),

@@ -15,7 +15,7 @@ use sqlx::Connection;
 use candela_actors::consumer::OpenStream;
 use candela_actors::domain::{Instrument, Interval, Record};
 use candela_actors::embedded::{MemoryBus, MemoryCache, MemoryStream, SqliteStore};
-use candela_actors::kafka::{KafkaConfig, KafkaPublisher, KafkaStream, KafkaStreams};
+use candela_actors::kafka::{KafkaConfig, KafkaPublisher, KafkaStream, KafkaStreams, Placement};
 use candela_actors::ports::{BusError, DeadLetters, MessageStream, RawMessage, RecordBus};
 use candela_actors::store::postgres::PgStore;
 use candela_actors::store::redis_cache::RedisCache;
@@ -216,6 +216,18 @@ impl DeadLetters for Bus {
         match self {
             Bus::Kafka(b) => DeadLetters::dead_letter(b.as_ref(), messages).await,
             Bus::Memory(b) => b.dead_letter(messages).await,
+        }
+    }
+}
+
+impl Streams {
+    /// The same bus, with Kafka members given their partitions by
+    /// `placement` rather than the broker's group protocol (the in-process
+    /// bus has one member per group on one node, and ignores it).
+    pub fn placed(&self, placement: Arc<dyn Placement>) -> Streams {
+        match self {
+            Streams::Kafka(s) => Streams::Kafka(s.with_placement(placement)),
+            Streams::Memory(b) => Streams::Memory(b.clone()),
         }
     }
 }

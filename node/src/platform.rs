@@ -36,6 +36,7 @@ use candela_actors::datastore::fetch::CoordinatorFetcher;
 use candela_actors::datastore::{start_pool, DatastoreArgs};
 use candela_actors::imitation::{Imitation, ImitationHandle};
 use candela_actors::kafka::schema::decode_for_pipeline;
+use candela_actors::kafka::AllPartitions;
 use candela_actors::producer::{fetch_history, Producer, ProducerArgs, ProducerMsg, Target};
 use candela_actors::store::BarStore;
 use candela_actors::supervisor::{
@@ -46,6 +47,7 @@ use candela_api::server::{ApiConfig, ApiState};
 use crate::backends::{Backends, Bus, Cache, Store, Streams};
 use crate::cluster::agent::{self, AgentArgs, ConsumerFactory};
 use crate::cluster::names::{self, NameDirectory};
+use crate::cluster::placement::ConsumerNodes;
 use crate::config::{Config, Role, SourceKind};
 
 type NodeProducer = Producer<HistoryClient, LiveFeed, Bus>;
@@ -177,9 +179,12 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
 
     if config.has(Role::Consumer) {
         let name = format!("consumer-fixed/{node}");
+        // Partitions are placed from the live consumer nodes, not by the
+        // broker's group protocol (crate::cluster::placement).
+        let placement = Arc::new(ConsumerNodes { node: node.clone() });
         let args = FixedConsumerArgs {
             instance: name.clone(),
-            streams: Arc::new(backends.streams.clone()),
+            streams: Arc::new(backends.streams.placed(placement)),
             group: config.consumer.group.clone(),
             topics: vec![kafka.tick_topic.clone()],
             dead_letters: Arc::new(backends.bus.clone()),
@@ -232,7 +237,9 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
     .await
     .context("starting the dynamic consumers' supervisor")?;
     let factory: Option<ConsumerFactory> = if config.has(Role::Consumer) {
-        let streams = Arc::new(backends.streams.clone());
+        // One consumer per dynamic topic (the coordinator's choice): it reads
+        // every partition.
+        let streams = Arc::new(backends.streams.placed(Arc::new(AllPartitions)));
         let dead_letters = Arc::new(backends.bus.clone());
         let store = Arc::clone(store.as_ref().expect("store"));
         let cache = Arc::clone(cache.as_ref().expect("cache"));

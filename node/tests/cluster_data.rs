@@ -22,20 +22,16 @@
 //!
 //! Node logs: set `CANDELA_TEST_LOG_DIR` to keep each node's log there.
 //!
-//! Known failure on tansu 0.6.0 (the broker `candela_testkit::broker` runs):
-//! after gamma's session times out, tansu drops gamma from the group inside
-//! its `Formed`-state heartbeat but keeps the group `Formed` with the old
-//! generation and the old stored assignments; beta rejoins with unchanged
-//! metadata and its SyncGroup is answered from the stored map (the leader's
-//! new assignment is ignored), so beta gets only its own partitions back and
-//! gamma's stay unowned until another member joins. The wait for every tick
-//! to be stored then times out.
+//! Partitions are placed by the platform from the live consumer nodes
+//! (`node/src/cluster/placement.rs`), not by the broker's group protocol:
+//! beta, first of the two sorted consumer nodes, reads partitions 0 and 2,
+//! gamma 1 and 3. The four instruments below are keyed to one partition
+//! each (CRC-32 of the key, modulo 4), so both nodes carry ticks, and the
+//! test waits until gamma has stored some (its partitions have committed
+//! offsets) before killing it. (tansu 0.6.0's group coordinator never gives
+//! a dead member's partitions to the survivors, so with `subscribe` this
+//! test could not pass on it; with placement it does not depend on that.)
 //!
-//! The test is therefore `#[ignore]`d in the default run (which starts
-//! tansu): run it with `--ignored` against a broker whose group coordinator
-//! reassigns a dead member's partitions (Redpanda or Kafka, named by
-//! `CANDELA_KAFKA_BROKERS`). It is not weakened to pass on tansu.
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -53,7 +49,15 @@ use sqlx::Row;
 const COOKIE: &str = "candela-test-cookie";
 const TOKEN: &str = "candela-test-admin-token";
 const PARTITIONS: i32 = 4;
-const INSTRUMENTS: [&str; 2] = ["Coinbase:BTC-USD", "Kraken:ETH-EUR"];
+/// One per partition: CRC-32 of the key modulo 4 is 0, 1, 2 and 3.
+const INSTRUMENTS: [&str; 4] = [
+    "Coinbase:BTC-USD",
+    "Kraken:BTC-EUR",
+    "Kraken:ETH-EUR",
+    "Coinbase:ETH-USD",
+];
+/// gamma's partitions: it is second of the two sorted consumer nodes.
+const GAMMA_PARTITIONS: [i32; 2] = [1, 3];
 
 /// What every node shares.
 struct Shared {
@@ -138,8 +142,6 @@ impl Node {
                 "CANDELA__KAFKA__TICK_TOPIC_PARTITIONS",
                 PARTITIONS.to_string(),
             )
-            // A killed member's partitions move after the session times out.
-            .env("CANDELA__KAFKA__EXTRA__session.timeout.ms", "\"10000\"")
             .env("CANDELA__POSTGRES__URL", &s.db_url)
             .env("CANDELA__POSTGRES__MAX_CONNECTIONS", "4")
             .env("CANDELA__REDIS__URL", candela_testkit::redis_url())
@@ -290,6 +292,19 @@ fn actor_in<'a>(view: &'a Value, node: &str, actor: &str) -> Option<&'a Value> {
 }
 
 /// Whether `actor` on `node` runs and its machine has left its initial state.
+/// The share of the node's consumer's latest partition placement in its
+/// current log (`share=1 of 2`).
+fn last_placement(node: &Node) -> Option<String> {
+    let log = std::fs::read_to_string(node.log_path(node.starts)).ok()?;
+    let line = log
+        .lines()
+        .rfind(|l| l.contains("kafka partitions placed"))?;
+    let at = line.find("share=")?;
+    let rest = &line[at..];
+    let end = rest.find(" released=").unwrap_or(rest.len());
+    Some(rest[..end].to_owned())
+}
+
 fn live(view: &Value, node: &str, actor: &str, machine: &str) -> bool {
     actor_in(view, node, actor).is_some_and(|a| {
         a["status"] == "running"
@@ -298,6 +313,31 @@ fn live(view: &Value, node: &str, actor: &str, machine: &str) -> bool {
             && a["transitions_total"].as_u64().unwrap_or(0) > 0
             && a["recent"].as_array().is_some_and(|r| !r.is_empty())
     })
+}
+
+/// The group's committed offset of every partition (`None`: none yet).
+fn committed(s: &Shared) -> Result<Vec<Option<i64>>, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &s.bootstrap)
+        .set("group.id", &s.group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(&s.topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    Ok((0..PARTITIONS)
+        .map(
+            |p| match committed.find_partition(&s.topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            },
+        )
+        .collect())
 }
 
 /// Every partition's committed offset for the group has reached its high
@@ -424,7 +464,6 @@ async fn assert_bars_equal_reference(api: &str, pool: &sqlx::PgPool, model: &Tra
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "tansu 0.6.0 leaves a dead member's partitions unowned (module docs); run with --ignored on Redpanda/Kafka via CANDELA_KAFKA_BROKERS"]
 async fn a_killed_consumer_node_loses_no_tick_and_rejoins_unaided() {
     let db = TestDb::new().await;
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
@@ -557,6 +596,24 @@ async fn a_killed_consumer_node_loses_no_tick_and_rejoins_unaided() {
     })
     .await;
 
+    // gamma reads its own share, and has stored ticks of it since the
+    // three nodes are connected (before that, beta may have read them).
+    wait_for("gamma to take its share", 60, &nodes, async || {
+        (last_placement(&nodes[2]).as_deref() == Some("share=2 of 2")
+            && last_placement(&nodes[1]).as_deref() == Some("share=1 of 2"))
+        .then_some(())
+    })
+    .await;
+    let before = committed(&shared).unwrap();
+    wait_for("gamma's partitions to be stored", 90, &nodes, async || {
+        let c = committed(&shared).ok()?;
+        GAMMA_PARTITIONS
+            .iter()
+            .all(|p| c[*p as usize].unwrap_or(0) > before[*p as usize].unwrap_or(0))
+            .then_some(())
+    })
+    .await;
+
     // kill -9 the consumer node gamma while ticks flow.
     nodes[2].kill();
     let at_kill = stored(&pool).await;
@@ -603,13 +660,25 @@ async fn a_killed_consumer_node_loses_no_tick_and_rejoins_unaided() {
 
     // gamma, started again, rejoins unaided.
     nodes[2].start(&shared);
+    // (No tick flows any more, so its consumer stays in its machine's
+    // first state: running, not yet having made a transition.)
     let v = wait_for("gamma to rejoin", 90, &nodes, async || {
         let v = view(&nodes[0]).await?;
         let g = node_in(&v, "gamma")?;
+        let consumer = actor_in(&v, "gamma", "consumer-fixed/gamma")?;
         (g["reachable"] == true
             && g["membership"] == "connected"
-            && live(&v, "gamma", "consumer-fixed/gamma", "consumer-fixed"))
+            && consumer["status"] == "running"
+            && consumer["machine"] == "consumer-fixed"
+            && consumer["state"].is_string())
         .then_some(v.clone())
+    })
+    .await;
+    // ... and takes its share of the partitions back from beta.
+    wait_for("gamma to take its share back", 60, &nodes, async || {
+        (last_placement(&nodes[2]).as_deref() == Some("share=2 of 2")
+            && last_placement(&nodes[1]).as_deref() == Some("share=1 of 2"))
+        .then_some(())
     })
     .await;
     let gamma = node_in(&v, "gamma").unwrap();

@@ -24,6 +24,15 @@
 //! actor fails on any error in a cycle and is restarted with a fresh member,
 //! so an uncommitted batch is always delivered again.
 //!
+//! **Placement.** A member either joins the group through the broker's group
+//! protocol (`subscribe`, [`KafkaStreams::new`]), or is given its partitions
+//! by a [`Placement`] ([`KafkaStreams::placed`]): before every batch the
+//! member asks its placement for its [`Share`] and, when the share or a
+//! topic's partition count changed, unassigns the partitions it no longer
+//! reads and assigns the new ones (`incremental_assign`), which resume from
+//! the group's committed offsets. Commits still go to the group. See
+//! [`super::placement`] for why, and why a moment of overlap is harmless.
+//!
 //! **Rebalances.** Assignment changes are served inside `poll`, i.e. only
 //! while a `next_batch` runs, between the pipeline's cycles, so a batch that
 //! was returned is normally committed (or abandoned) before its partitions can
@@ -41,7 +50,7 @@
 //! ticks it already holds and applies a history bar only once, so a
 //! redelivered batch changes no bar.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -54,20 +63,50 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::config::KafkaConfig;
+use super::placement::{Placement, Share};
 use crate::consumer::OpenStream;
 use crate::ports::{BusError, MessageStream, RawMessage};
 
 /// Opens consumer-group members on the brokers of a [`KafkaConfig`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KafkaStreams {
     config: KafkaConfig,
+    placement: Option<Arc<dyn Placement>>,
+}
+
+impl std::fmt::Debug for KafkaStreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaStreams")
+            .field("config", &self.config)
+            .field("placed", &self.placement.is_some())
+            .finish()
+    }
 }
 
 impl KafkaStreams {
     /// Members on `config`'s brokers (its `client_id` and `extra` settings
-    /// apply to them too).
+    /// apply to them too), given their partitions by the broker's group
+    /// protocol.
     pub fn new(config: KafkaConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            placement: None,
+        }
+    }
+
+    /// Members given their partitions by `placement` (see the module doc)
+    /// instead of the broker's group protocol. Every member of a group must
+    /// be opened the same way.
+    pub fn placed(config: KafkaConfig, placement: Arc<dyn Placement>) -> Self {
+        Self {
+            config,
+            placement: Some(placement),
+        }
+    }
+
+    /// The same brokers, with members placed by `placement`.
+    pub fn with_placement(&self, placement: Arc<dyn Placement>) -> Self {
+        Self::placed(self.config.clone(), placement)
     }
 
     /// The configuration.
@@ -106,21 +145,38 @@ impl KafkaStreams {
                 group: group.to_owned(),
             })
             .map_err(|e| subscribe_error(e.to_string()))?;
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        consumer
-            .subscribe(&names)
-            .map_err(|e| subscribe_error(e.to_string()))?;
+        if self.placement.is_none() {
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            consumer
+                .subscribe(&names)
+                .map_err(|e| subscribe_error(e.to_string()))?;
+        }
         let (requests, rx) = mpsc::channel();
         let member = Member {
             consumer,
             shared: Arc::clone(&shared),
             group: group.to_owned(),
+            placed: self.placement.clone().map(|placement| Placed {
+                placement,
+                topics: topics.to_vec(),
+                share: None,
+                partitions: BTreeMap::new(),
+                checked: None,
+                metadata_timeout: Duration::from_millis(
+                    self.config.admin_timeout_ms.clamp(100, 5_000),
+                ),
+            }),
         };
         let thread = std::thread::Builder::new()
             .name(format!("kafka-consumer-{group}"))
             .spawn(move || member.serve(rx))
             .map_err(|e| subscribe_error(format!("cannot start the consumer thread: {e}")))?;
-        info!(group, ?topics, "kafka consumer member subscribed");
+        info!(
+            group,
+            ?topics,
+            placed = self.placement.is_some(),
+            "kafka consumer member opened"
+        );
         Ok(KafkaStream {
             requests,
             thread,
@@ -226,10 +282,31 @@ struct Member {
     consumer: BaseConsumer<MemberContext>,
     shared: Arc<Shared>,
     group: String,
+    /// Set when a [`Placement`] gives the member its partitions.
+    placed: Option<Placed>,
+}
+
+/// How often a placed member re-reads its topics' partition counts (a topic
+/// created later, or given more partitions).
+const METADATA_REFRESH: Duration = Duration::from_secs(10);
+/// How soon a placed member retries when a topic's metadata is missing.
+const METADATA_RETRY: Duration = Duration::from_secs(1);
+
+/// A placed member's view.
+struct Placed {
+    placement: Arc<dyn Placement>,
+    topics: Vec<String>,
+    /// The share the current assignment was made for.
+    share: Option<Share>,
+    /// Each topic's partition count, as last read.
+    partitions: BTreeMap<String, i32>,
+    /// When the partition counts were last read, and whether all were found.
+    checked: Option<(Instant, bool)>,
+    metadata_timeout: Duration,
 }
 
 impl Member {
-    fn serve(self, requests: mpsc::Receiver<Request>) {
+    fn serve(mut self, requests: mpsc::Receiver<Request>) {
         for request in requests {
             match request {
                 Request::Batch { max, wait, reply } => {
@@ -244,7 +321,135 @@ impl Member {
         debug!(group = %self.group, "kafka consumer member closing");
     }
 
-    fn batch(&self, max: usize, wait: Duration) -> Result<Vec<RawMessage>, BusError> {
+    /// A placed member's assignment, brought up to date with its share and
+    /// its topics' partition counts. Errors reading metadata are logged and
+    /// retried; the current assignment stays meanwhile.
+    fn place(&mut self) -> Result<(), BusError> {
+        let Some(placed) = self.placed.as_mut() else {
+            return Ok(());
+        };
+        let share = placed.placement.share();
+        let now = Instant::now();
+        let stale = match placed.checked {
+            None => true,
+            Some((at, complete)) => {
+                let every = if complete {
+                    METADATA_REFRESH
+                } else {
+                    METADATA_RETRY
+                };
+                now.saturating_duration_since(at) >= every
+            }
+        };
+        let mut counts_changed = false;
+        if stale {
+            let mut complete = true;
+            for topic in &placed.topics {
+                let count = match self
+                    .consumer
+                    .fetch_metadata(Some(topic), placed.metadata_timeout)
+                {
+                    Ok(md) => md
+                        .topics()
+                        .iter()
+                        .find(|t| t.name() == topic && t.error().is_none())
+                        .map_or(0, |t| t.partitions().len() as i32),
+                    Err(error) => {
+                        warn!(group = %self.group, %topic, %error, "cannot read the topic's partitions (retrying)");
+                        complete = false;
+                        continue;
+                    }
+                };
+                if count == 0 {
+                    debug!(group = %self.group, %topic, "the topic has no partitions yet");
+                    complete = false;
+                }
+                if placed.partitions.get(topic) != Some(&count) {
+                    placed.partitions.insert(topic.clone(), count);
+                    counts_changed = true;
+                }
+            }
+            placed.checked = Some((now, complete));
+        }
+        if placed.share == Some(share) && !counts_changed {
+            return Ok(());
+        }
+        let want: BTreeSet<(String, i32)> = placed
+            .partitions
+            .iter()
+            .flat_map(|(topic, count)| {
+                share
+                    .partitions(*count)
+                    .into_iter()
+                    .map(move |p| (topic.clone(), p))
+            })
+            .collect();
+        let have: BTreeSet<(String, i32)> = self
+            .shared
+            .assigned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        let gone: Vec<_> = have.difference(&want).cloned().collect();
+        let added: Vec<_> = want.difference(&have).cloned().collect();
+        let assign_error = |e: KafkaError| BusError::Subscribe {
+            group: self.group.clone(),
+            topics: placed.topics.clone(),
+            reason: e.to_string(),
+        };
+        if !gone.is_empty() {
+            let mut tpl = TopicPartitionList::with_capacity(gone.len());
+            for (t, p) in &gone {
+                tpl.add_partition(t, *p);
+            }
+            self.shared.revocations.fetch_add(1, Ordering::AcqRel);
+            {
+                let mut assigned = self
+                    .shared
+                    .assigned
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                for p in &gone {
+                    assigned.remove(p);
+                }
+            }
+            self.consumer
+                .incremental_unassign(&tpl)
+                .map_err(assign_error)?;
+        }
+        if !added.is_empty() {
+            let mut tpl = TopicPartitionList::with_capacity(added.len());
+            for (t, p) in &added {
+                // Invalid = the group's committed offset, else auto.offset.reset.
+                tpl.add_partition_offset(t, *p, Offset::Invalid)
+                    .map_err(assign_error)?;
+            }
+            self.consumer
+                .incremental_assign(&tpl)
+                .map_err(assign_error)?;
+            self.shared
+                .assigned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(added.iter().cloned());
+        }
+        if placed.share != Some(share) || !gone.is_empty() || !added.is_empty() {
+            info!(
+                group = %self.group,
+                share = %share,
+                released = ?gone,
+                taken = ?added,
+                "kafka partitions placed"
+            );
+        }
+        placed.share = Some(share);
+        Ok(())
+    }
+
+    fn batch(&mut self, max: usize, wait: Duration) -> Result<Vec<RawMessage>, BusError> {
+        self.place()?;
         let revocations = self.shared.revocations.load(Ordering::Acquire);
         let deadline = Instant::now() + wait;
         let mut out = Vec::with_capacity(max.min(4_096));

@@ -11,7 +11,9 @@
 //!   acknowledged, or says how many were not; it is also the [`RecordBus`]
 //!   and the [`DeadLetters`] (`{topic}.dlq`) of the consumers;
 //! * [`consumer`]: [`KafkaStreams`], consumer-group members with explicit
-//!   offset commits, the consumers' [`OpenStream`]/[`MessageStream`].
+//!   offset commits, the consumers' [`OpenStream`]/[`MessageStream`];
+//! * [`placement`]: members given their partitions from the cluster's own
+//!   membership rather than the broker's group protocol.
 //!
 //! [`RecordBus`]: crate::ports::RecordBus
 //! [`DeadLetters`]: crate::ports::DeadLetters
@@ -30,12 +32,14 @@
 pub mod admin;
 pub mod config;
 pub mod consumer;
+pub mod placement;
 pub mod publisher;
 pub mod schema;
 
 pub use admin::{ensure_topic, topic_partitions, AdminError, EnsuredTopic};
 pub use config::{Compression, ConfigError, KafkaConfig, DEFAULT_TICK_TOPIC};
 pub use consumer::{KafkaStream, KafkaStreams};
+pub use placement::{AllPartitions, Placement, Share};
 pub use publisher::{
     dead_letter_topic, KafkaPublisher, PublishError, PublishReport, PublisherStats, TickPublisher,
 };

@@ -31,6 +31,20 @@ pub async fn kafka() -> Kafka {
     }
 }
 
+/// The same, with members that read every partition, placed by the platform
+/// (`assign`) rather than by the broker's group protocol.
+pub async fn kafka_placed() -> Kafka {
+    let config = crate::common::config();
+    Kafka {
+        publisher: Arc::new(KafkaPublisher::new(&config).unwrap()),
+        streams: Arc::new(KafkaStreams::placed(
+            config.clone(),
+            Arc::new(candela_actors::kafka::AllPartitions),
+        )),
+        config,
+    }
+}
+
 impl BusHarness for Kafka {
     type Bus = KafkaPublisher;
     type Streams = KafkaStreams;

@@ -15,6 +15,8 @@
 //! * [`probe`]: a tiny named actor for checking names end to end;
 //! * [`agent`]: the per-node agent that starts actors (dynamic consumers) on
 //!   request from other nodes;
+//! * [`placement`]: each fixed consumer's share of the tick topic's
+//!   partitions, from the live consumer nodes;
 //! * [`status`]: the optional HTTP status endpoint.
 //!
 //! The tree [`start`] builds on each node:
@@ -38,6 +40,7 @@ pub mod inspect;
 pub mod membership;
 pub mod names;
 pub mod peer;
+pub mod placement;
 pub mod probe;
 pub mod status;
 
