@@ -356,7 +356,15 @@ pub struct ConsumerConfig {
     pub batch_max: usize,
     /// Longest wait for a batch's first message, in milliseconds.
     pub batch_wait_ms: u64,
+    /// Consumers of the fixed topic on this node, each with its own share of
+    /// the partitions and its own database transaction at a time (1 to 32;
+    /// more than the topic's partitions leaves some idle). Each holds a
+    /// connection of `postgres.max_connections` while it writes.
+    pub workers: usize,
 }
+
+/// The most fixed-topic consumers one node runs.
+pub const MAX_CONSUMER_WORKERS: usize = 32;
 
 impl Default for ConsumerConfig {
     fn default() -> Self {
@@ -364,6 +372,7 @@ impl Default for ConsumerConfig {
             group: "candela-consumers".into(),
             batch_max: 5_000,
             batch_wait_ms: 100,
+            workers: 1,
         }
     }
 }
@@ -726,6 +735,12 @@ impl Config {
             if n == 0 {
                 return Err(bad(field, "must be at least 1".into()));
             }
+        }
+        if !(1..=MAX_CONSUMER_WORKERS).contains(&self.consumer.workers) {
+            return Err(bad(
+                "consumer.workers",
+                format!("must be 1 to {MAX_CONSUMER_WORKERS}"),
+            ));
         }
         if self.kafka.brokers.is_empty() {
             return Err(bad("kafka.brokers", "at least one broker is needed".into()));

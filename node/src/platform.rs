@@ -178,27 +178,39 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
     }
 
     if config.has(Role::Consumer) {
-        let name = format!("consumer-fixed/{node}");
-        // Partitions are placed from the live consumer nodes, not by the
-        // broker's group protocol (crate::cluster::placement).
-        let placement = Arc::new(ConsumerNodes { node: node.clone() });
-        let args = FixedConsumerArgs {
-            instance: name.clone(),
-            streams: Arc::new(backends.streams.placed(placement)),
-            group: config.consumer.group.clone(),
-            topics: vec![kafka.tick_topic.clone()],
-            dead_letters: Arc::new(backends.bus.clone()),
-            store: Arc::clone(store.as_ref().expect("store")),
-            cache: Arc::clone(cache.as_ref().expect("cache")),
-            decode: decode_for_pipeline,
-            batch_max: config.consumer.batch_max,
-            batch_wait: Duration::from_millis(config.consumer.batch_wait_ms),
-            metrics: Arc::new(ConsumerMetrics::default()),
-            restarted: false,
-        };
-        children.push(ChildSpec::of::<NodeConsumer>(&name, args, |a, r| {
-            a.restarted = r > 0
-        }));
+        let workers = config.consumer.workers;
+        for worker in 0..workers {
+            // One consumer keeps the plain name; several are numbered from 1.
+            let name = if workers == 1 {
+                format!("consumer-fixed/{node}")
+            } else {
+                format!("consumer-fixed/{node}/{}", worker + 1)
+            };
+            // Partitions are placed from the live consumer nodes, not by the
+            // broker's group protocol (crate::cluster::placement).
+            let placement = Arc::new(ConsumerNodes {
+                node: node.clone(),
+                worker,
+                workers,
+            });
+            let args = FixedConsumerArgs {
+                instance: name.clone(),
+                streams: Arc::new(backends.streams.placed(placement)),
+                group: config.consumer.group.clone(),
+                topics: vec![kafka.tick_topic.clone()],
+                dead_letters: Arc::new(backends.bus.clone()),
+                store: Arc::clone(store.as_ref().expect("store")),
+                cache: Arc::clone(cache.as_ref().expect("cache")),
+                decode: decode_for_pipeline,
+                batch_max: config.consumer.batch_max,
+                batch_wait: Duration::from_millis(config.consumer.batch_wait_ms),
+                metrics: Arc::new(ConsumerMetrics::default()),
+                restarted: false,
+            };
+            children.push(ChildSpec::of::<NodeConsumer>(&name, args, |a, r| {
+                a.restarted = r > 0
+            }));
+        }
     }
 
     if config.has(Role::Coordinator) {
@@ -269,6 +281,7 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
         node: node.clone(),
         supervisor: dynamic.clone(),
         consumers: factory,
+        fixed_workers: config.consumer.workers,
         start_timeout: Duration::from_millis(config.dynamic.call_timeout_ms),
     }));
 

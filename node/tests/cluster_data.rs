@@ -23,16 +23,17 @@
 //! Node logs: set `CANDELA_TEST_LOG_DIR` to keep each node's log there.
 //!
 //! Partitions are placed by the platform from the live consumer nodes
-//! (`node/src/cluster/placement.rs`), not by the broker's group protocol:
-//! beta, first of the two sorted consumer nodes, reads partitions 0 and 2,
-//! gamma 1 and 3. The four instruments below are keyed to one partition
-//! each (CRC-32 of the key, modulo 4), so both nodes carry ticks, and the
-//! test waits until gamma has stored some (its partitions have committed
-//! offsets) before killing it. (tansu 0.6.0's group coordinator never gives
+//! (`node/src/cluster/placement.rs`), not by the broker's group protocol.
+//! gamma runs two fixed consumers (`consumer.workers = 2`), beta one, so the
+//! members are beta#0, gamma#0 and gamma#1: beta reads partitions 0 and 3,
+//! gamma's consumers 1 and 2. The four instruments below are keyed to one
+//! partition each (CRC-32 of the key, modulo 4), so both nodes carry ticks,
+//! and the test waits until gamma has stored some (its partitions' committed
+//! offsets move) before killing it. (tansu 0.6.0's group coordinator never gives
 //! a dead member's partitions to the survivors, so with `subscribe` this
 //! test could not pass on it; with placement it does not depend on that.)
 //!
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -56,8 +57,8 @@ const INSTRUMENTS: [&str; 4] = [
     "Kraken:ETH-EUR",
     "Coinbase:ETH-USD",
 ];
-/// gamma's partitions: it is second of the two sorted consumer nodes.
-const GAMMA_PARTITIONS: [i32; 2] = [1, 3];
+/// gamma's partitions: its two consumers are the 2nd and 3rd of 3 members.
+const GAMMA_PARTITIONS: [i32; 2] = [1, 2];
 
 /// What every node shares.
 struct Shared {
@@ -74,6 +75,8 @@ struct Shared {
 struct Node {
     name: String,
     roles: &'static str,
+    /// Its fixed consumers (`consumer.workers`).
+    workers: usize,
     cluster_port: u16,
     status_port: u16,
     api_port: u16,
@@ -84,10 +87,11 @@ struct Node {
 }
 
 impl Node {
-    fn new(name: &str, roles: &'static str) -> Self {
+    fn new(name: &str, roles: &'static str, workers: usize) -> Self {
         Self {
             name: name.into(),
             roles,
+            workers,
             cluster_port: free_port(),
             status_port: free_port(),
             api_port: free_port(),
@@ -133,6 +137,7 @@ impl Node {
             .env("CANDELA_ADMIN_TOKEN", TOKEN)
             .env("CANDELA__NODE__NAME", &self.name)
             .env("CANDELA__NODE__ROLES", self.roles)
+            .env("CANDELA__CONSUMER__WORKERS", self.workers.to_string())
             .env(
                 "CANDELA__KAFKA__BROKERS",
                 list(std::slice::from_ref(&s.bootstrap)),
@@ -219,9 +224,9 @@ impl Drop for Node {
 /// The three nodes, wired as a full mesh (not started).
 fn nodes() -> Vec<Node> {
     let mut nodes = vec![
-        Node::new("alpha", r#"["producer", "datastore", "api"]"#),
-        Node::new("beta", r#"["consumer"]"#),
-        Node::new("gamma", r#"["consumer"]"#),
+        Node::new("alpha", r#"["producer", "datastore", "api"]"#, 1),
+        Node::new("beta", r#"["consumer"]"#, 1),
+        Node::new("gamma", r#"["consumer"]"#, 2),
     ];
     let addresses: Vec<String> = nodes.iter().map(Node::address).collect();
     for node in &mut nodes {
@@ -292,17 +297,35 @@ fn actor_in<'a>(view: &'a Value, node: &str, actor: &str) -> Option<&'a Value> {
 }
 
 /// Whether `actor` on `node` runs and its machine has left its initial state.
-/// The share of the node's consumer's latest partition placement in its
-/// current log (`share=1 of 2`).
-fn last_placement(node: &Node) -> Option<String> {
-    let log = std::fs::read_to_string(node.log_path(node.starts)).ok()?;
-    let line = log
+/// The shares of the last `n` partition placements in the node's current
+/// log (`share=1 of 3`); with `n` = its number of consumers, each one's
+/// latest once they settled.
+fn last_placements(node: &Node, n: usize) -> BTreeSet<String> {
+    let log = std::fs::read_to_string(node.log_path(node.starts)).unwrap_or_default();
+    let lines: Vec<&str> = log
         .lines()
-        .rfind(|l| l.contains("kafka partitions placed"))?;
-    let at = line.find("share=")?;
-    let rest = &line[at..];
-    let end = rest.find(" released=").unwrap_or(rest.len());
-    Some(rest[..end].to_owned())
+        .filter(|l| l.contains("kafka partitions placed"))
+        .collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .filter_map(|line| {
+            let rest = &line[line.find("share=")?..];
+            let end = rest.find(" released=").unwrap_or(rest.len());
+            Some(rest[..end].to_owned())
+        })
+        .collect()
+}
+
+/// beta's consumer and gamma's two have placed themselves among the three.
+fn settled(nodes: &[Node]) -> bool {
+    let set = |shares: &[&str]| {
+        shares
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect::<BTreeSet<_>>()
+    };
+    last_placements(&nodes[1], 1) == set(&["share=1 of 3"])
+        && last_placements(&nodes[2], 2) == set(&["share=2 of 3", "share=3 of 3"])
 }
 
 fn live(view: &Value, node: &str, actor: &str, machine: &str) -> bool {
@@ -520,7 +543,8 @@ async fn a_killed_consumer_node_loses_no_tick_and_rejoins_unaided() {
             .all(|n| node_in(&v, n).is_some_and(|n| n["reachable"] == true))
             && live(&v, "alpha", "producer/alpha", "producer")
             && live(&v, "beta", "consumer-fixed/beta", "consumer-fixed")
-            && live(&v, "gamma", "consumer-fixed/gamma", "consumer-fixed");
+            && live(&v, "gamma", "consumer-fixed/gamma/1", "consumer-fixed")
+            && live(&v, "gamma", "consumer-fixed/gamma/2", "consumer-fixed");
         ok.then_some(v)
     })
     .await;
@@ -599,9 +623,7 @@ async fn a_killed_consumer_node_loses_no_tick_and_rejoins_unaided() {
     // gamma reads its own share, and has stored ticks of it since the
     // three nodes are connected (before that, beta may have read them).
     wait_for("gamma to take its share", 60, &nodes, async || {
-        (last_placement(&nodes[2]).as_deref() == Some("share=2 of 2")
-            && last_placement(&nodes[1]).as_deref() == Some("share=1 of 2"))
-        .then_some(())
+        settled(&nodes).then_some(())
     })
     .await;
     let before = committed(&shared).unwrap();
@@ -665,20 +687,23 @@ async fn a_killed_consumer_node_loses_no_tick_and_rejoins_unaided() {
     let v = wait_for("gamma to rejoin", 90, &nodes, async || {
         let v = view(&nodes[0]).await?;
         let g = node_in(&v, "gamma")?;
-        let consumer = actor_in(&v, "gamma", "consumer-fixed/gamma")?;
+        let running = |name: &str| {
+            actor_in(&v, "gamma", name).is_some_and(|c| {
+                c["status"] == "running"
+                    && c["machine"] == "consumer-fixed"
+                    && c["state"].is_string()
+            })
+        };
         (g["reachable"] == true
             && g["membership"] == "connected"
-            && consumer["status"] == "running"
-            && consumer["machine"] == "consumer-fixed"
-            && consumer["state"].is_string())
+            && running("consumer-fixed/gamma/1")
+            && running("consumer-fixed/gamma/2"))
         .then_some(v.clone())
     })
     .await;
     // ... and takes its share of the partitions back from beta.
     wait_for("gamma to take its share back", 60, &nodes, async || {
-        (last_placement(&nodes[2]).as_deref() == Some("share=2 of 2")
-            && last_placement(&nodes[1]).as_deref() == Some("share=1 of 2"))
-        .then_some(())
+        settled(&nodes).then_some(())
     })
     .await;
     let gamma = node_in(&v, "gamma").unwrap();

@@ -39,6 +39,10 @@ pub struct AgentArgs {
     pub supervisor: ActorRef<SupervisorMsg>,
     /// Builds a consumer's spec; `None` on a node without the `consumer` role.
     pub consumers: Option<ConsumerFactory>,
+    /// How many fixed-topic consumers this node runs (`consumer.workers`),
+    /// announced to the other nodes for partition placement
+    /// ([`super::placement`]); unused without the `consumer` role.
+    pub fixed_workers: usize,
     /// Longest wait for the supervisor to start a consumer.
     pub start_timeout: Duration,
 }
@@ -87,10 +91,21 @@ impl Actor for Agent {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<AgentMsg>,
+        myself: ActorRef<AgentMsg>,
         args: AgentArgs,
     ) -> Result<AgentState, ActorProcessingErr> {
-        tracing::info!(node = %args.node, consumers = args.consumers.is_some(), "agent started");
+        if args.consumers.is_some() {
+            names::join_role(
+                &myself.get_cell(),
+                &super::placement::workers_role(args.fixed_workers),
+            )?;
+        }
+        tracing::info!(
+            node = %args.node,
+            consumers = args.consumers.is_some(),
+            fixed_workers = args.fixed_workers,
+            "agent started"
+        );
         Ok(AgentState { args, next: 0 })
     }
 
