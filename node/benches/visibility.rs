@@ -55,6 +55,8 @@ async fn main() {
         ("CANDELA__INGEST__BATCH_MAX", "2000".into()),
         ("CANDELA__CONSUMER__GROUP", unique("group")),
         ("CANDELA__CONSUMER__BATCH_WAIT_MS", wait_ms.to_string()),
+        // One consumer, whose status this bench reads.
+        ("CANDELA__CONSUMER__WORKERS", "1".into()),
         ("CANDELA__API__LISTEN", "127.0.0.1:0".into()),
     ];
     let text =

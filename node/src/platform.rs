@@ -8,7 +8,9 @@
 //!     └── consumer-dynamic/<node>/<n>   started by the agent   (cluster-named)
 //!  candela.platform/<node> (supervisor)
 //!     ├── producer/<node>         role producer                (cluster-named)
-//!     ├── consumer-fixed/<node>   role consumer
+//!     ├── consumer-fixed/<node>   role consumer (`consumer-fixed/<node>/1` … `/W`
+//!     │                            with `consumer.workers` = W > 1), placed
+//!     │                            on partitions by `cluster::placement`
 //!     ├── coordinator/<node>      role coordinator   (cluster name `coordinator`)
 //!     └── agent/<node>            every node                   (cluster-named)
 //!  datastore/<node>-supervisor

@@ -101,7 +101,9 @@ async fn api_bars_equal_the_independent_computation_through_faults_and_a_restart
     let im = p.imitation.as_ref().unwrap();
     let api = format!("http://{}", p.api_addr.unwrap());
     let producer = format!("producer/{node}");
-    let consumer = format!("consumer-fixed/{node}");
+    // The shipped cluster.toml runs two fixed consumers: restart the first.
+    assert_eq!(config.consumer.workers, 2);
+    let consumer = format!("consumer-fixed/{node}/1");
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     let stored = || {
         let pool = pool.clone();
