@@ -58,10 +58,18 @@ fn standalone(config: Config, show_token: bool) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let platform = platform::start(&config, false).await?;
         announce(&config, &platform, show_token);
-        let signal = shutdown_signal().await?;
-        tracing::info!(signal, "shutting down");
+        let outcome = tokio::select! {
+            signal = shutdown_signal() => {
+                tracing::info!(signal = signal?, "shutting down");
+                Ok(())
+            }
+            why = platform.stopped() => {
+                tracing::error!(%why, "the data plane stopped; exiting");
+                Err(anyhow::anyhow!(why))
+            }
+        };
         platform.shutdown().await;
-        Ok(())
+        outcome
     })
 }
 
@@ -123,6 +131,10 @@ async fn serve(config: Config, cookie: String) -> anyhow::Result<()> {
             Ok(())
         }
         why = cluster.stopped() => Err(anyhow::anyhow!(why)),
+        why = platform.stopped() => {
+            tracing::error!(%why, "the data plane stopped; exiting");
+            Err(anyhow::anyhow!(why))
+        }
     };
     platform.shutdown().await;
     cluster.shutdown().await;

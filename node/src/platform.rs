@@ -75,6 +75,34 @@ pub struct Platform {
 }
 
 impl Platform {
+    /// Waits until one of the data plane's supervisors stops by itself (it
+    /// gave up: a child failed faster than its restart-intensity limit
+    /// allows), and says which. The node then exits with an error rather than
+    /// run on without, say, its consumers while still announcing itself to
+    /// the cluster (which would leave its partitions unread): the process
+    /// supervisor (systemd, compose) restarts it, and meanwhile the other
+    /// consumer nodes take its partitions.
+    pub async fn stopped(&self) -> String {
+        let mut supervisors = vec![
+            ("candela.platform", &self.supervisor),
+            ("candela.dynamic", &self.dynamic),
+        ];
+        if let Some(ds) = &self.datastore {
+            supervisors.push(("the datastore supervisor", ds));
+        }
+        loop {
+            for (what, sup) in &supervisors {
+                if matches!(
+                    sup.get_status(),
+                    ractor::ActorStatus::Stopping | ractor::ActorStatus::Stopped
+                ) {
+                    return format!("{what} gave up (restart intensity exceeded)");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Stops the API and every actor.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop_api.take() {
