@@ -220,6 +220,7 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
             // broker's group protocol (crate::cluster::placement).
             let placement = Arc::new(ConsumerNodes {
                 node: node.clone(),
+                group: config.consumer.group.clone(),
                 worker,
                 workers,
             });
@@ -312,6 +313,7 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
         supervisor: dynamic.clone(),
         consumers: factory,
         fixed_workers: config.consumer.workers,
+        fixed_group: config.consumer.group.clone(),
         start_timeout: Duration::from_millis(config.dynamic.call_timeout_ms),
     }));
 

@@ -33,7 +33,7 @@
 //! a dead member's partitions to the survivors, so with `subscribe` this
 //! test could not pass on it; with placement it does not depend on that.)
 //!
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -297,35 +297,30 @@ fn actor_in<'a>(view: &'a Value, node: &str, actor: &str) -> Option<&'a Value> {
 }
 
 /// Whether `actor` on `node` runs and its machine has left its initial state.
-/// The shares of the last `n` partition placements in the node's current
-/// log (`share=1 of 3`); with `n` = its number of consumers, each one's
-/// latest once they settled.
-fn last_placements(node: &Node, n: usize) -> BTreeSet<String> {
+/// Each consumer's latest partition placement in the node's current log:
+/// member (`gamma#001`) → share (`2 of 3`).
+fn placements(node: &Node) -> BTreeMap<String, String> {
     let log = std::fs::read_to_string(node.log_path(node.starts)).unwrap_or_default();
-    let lines: Vec<&str> = log
-        .lines()
+    let field = |line: &str, name: &str, next: &str| -> Option<String> {
+        let rest = &line[line.find(name)? + name.len()..];
+        Some(rest[..rest.find(next).unwrap_or(rest.len())].to_owned())
+    };
+    log.lines()
         .filter(|l| l.contains("kafka partitions placed"))
-        .collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .filter_map(|line| {
-            let rest = &line[line.find("share=")?..];
-            let end = rest.find(" released=").unwrap_or(rest.len());
-            Some(rest[..end].to_owned())
-        })
+        .filter_map(|l| Some((field(l, "member=", " ")?, field(l, "share=", " released=")?)))
         .collect()
 }
 
 /// beta's consumer and gamma's two have placed themselves among the three.
 fn settled(nodes: &[Node]) -> bool {
-    let set = |shares: &[&str]| {
-        shares
+    let want = |pairs: &[(&str, &str)]| {
+        pairs
             .iter()
-            .map(|s| (*s).to_owned())
-            .collect::<BTreeSet<_>>()
+            .map(|(m, s)| ((*m).to_owned(), (*s).to_owned()))
+            .collect::<BTreeMap<_, _>>()
     };
-    last_placements(&nodes[1], 1) == set(&["share=1 of 3"])
-        && last_placements(&nodes[2], 2) == set(&["share=2 of 3", "share=3 of 3"])
+    placements(&nodes[1]) == want(&[("beta#000", "1 of 3")])
+        && placements(&nodes[2]) == want(&[("gamma#000", "2 of 3"), ("gamma#001", "3 of 3")])
 }
 
 fn live(view: &Value, node: &str, actor: &str, machine: &str) -> bool {

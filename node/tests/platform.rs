@@ -28,6 +28,13 @@ fn now() -> i64 {
 /// A configuration for one test: its own node name, topic, group, database,
 /// cache prefix and API port.
 fn config(db: &TestDb, backfill_minutes: i64) -> Config {
+    // The node's log, shown with a failing test's output (RUST_LOG, else info).
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .try_init();
     let node = unique("node").replace('_', "-");
     let env = vec![
         ("CANDELA__NODE__NAME", node),

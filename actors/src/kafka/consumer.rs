@@ -438,6 +438,7 @@ impl Member {
         if placed.share != Some(share) || !gone.is_empty() || !added.is_empty() {
             info!(
                 group = %self.group,
+                member = %placed.placement.member(),
                 share = %share,
                 released = ?gone,
                 taken = ?added,

@@ -74,6 +74,11 @@ impl std::fmt::Display for Share {
 pub trait Placement: Send + Sync + 'static {
     /// This member's share now.
     fn share(&self) -> Share;
+
+    /// The member's name among the members, for logs (empty by default).
+    fn member(&self) -> String {
+        String::new()
+    }
 }
 
 /// A member that reads every partition (a topic with one consumer, such as

@@ -39,10 +39,12 @@ pub struct AgentArgs {
     pub supervisor: ActorRef<SupervisorMsg>,
     /// Builds a consumer's spec; `None` on a node without the `consumer` role.
     pub consumers: Option<ConsumerFactory>,
-    /// How many fixed-topic consumers this node runs (`consumer.workers`),
-    /// announced to the other nodes for partition placement
-    /// ([`super::placement`]); unused without the `consumer` role.
+    /// How many fixed-topic consumers this node runs (`consumer.workers`)
+    /// and their consumer group, announced to the other nodes for partition
+    /// placement ([`super::placement`]); unused without the `consumer` role.
     pub fixed_workers: usize,
+    /// The fixed consumers' group (`consumer.group`).
+    pub fixed_group: String,
     /// Longest wait for the supervisor to start a consumer.
     pub start_timeout: Duration,
 }
@@ -97,7 +99,7 @@ impl Actor for Agent {
         if args.consumers.is_some() {
             names::join_role(
                 &myself.get_cell(),
-                &super::placement::workers_role(args.fixed_workers),
+                &super::placement::workers_role(&args.fixed_group, args.fixed_workers),
             )?;
         }
         tracing::info!(

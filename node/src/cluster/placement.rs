@@ -1,28 +1,28 @@
 //! The fixed consumers' partition placement from the cluster's membership.
 //!
-//! Each node that runs the `consumer` role has an agent in the role group
-//! `agents/consumer`, under the cluster name `agent/<node>`. Process groups
-//! are synchronised between connected nodes and a node's memberships end
-//! when its session does (a crash closes it at once; a hung node is dropped
-//! by the heartbeats), so the set of consumer nodes this node can see is the
-//! live consumer nodes. [`ConsumerNodes`] turns that set into this node's
+//! Each node that runs the `consumer` role has an agent, under the cluster
+//! name `agent/<node>`, that announces how many fixed consumers the node runs
+//! and for which consumer group by joining the role group
+//! `consumer-workers/<group>/<n>`. Process groups are synchronised between
+//! connected nodes and a node's memberships end when its session does (a
+//! crash closes it at once; a hung node is dropped by the heartbeats), so the
+//! nodes this node sees in those groups are the live consumer nodes of the
+//! group. (Scoping by group also keeps apart several platforms in one
+//! process, as in the tests, which share one process-group registry.) [`ConsumerNodes`] turns that set into this node's
 //! [`Share`] of the tick topic's partitions (see
 //! `candela_actors::kafka::placement`): when gamma dies, beta's next batch
 //! takes gamma's partitions from the group's committed offsets, and when
 //! gamma comes back it takes them again. No broker group protocol is
 //! involved, so this works the same on Kafka, Redpanda and tansu.
 //!
-//! A node may run several fixed consumers (`consumer.workers`); its agent
-//! announces how many by joining the role group `consumer-workers/<n>`. The
-//! members are then the pairs (node, worker) of every live consumer node,
-//! and worker `k` of this node takes the share of the pair (node, k). A node
-//! whose count is not (yet) known counts as one worker.
+//! A node may run several fixed consumers (`consumer.workers`). The members
+//! are the pairs (node, worker) of every live consumer node, and worker `k`
+//! of this node takes the share of the pair (node, k).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use candela_actors::coordinator::directory::CONSUMER_AGENTS;
 use candela_actors::kafka::{Placement, Share};
-use ractor::{pg, ActorCell, ActorId};
+use ractor::{pg, ActorId};
 
 use super::names;
 
@@ -33,27 +33,24 @@ const AGENT_PREFIX: &str = "agent/";
 const WORKERS_PREFIX: &str = "consumer-workers/";
 
 /// The role group an agent joins to announce that its node runs `workers`
-/// fixed consumers.
-pub fn workers_role(workers: usize) -> String {
-    format!("{WORKERS_PREFIX}{workers}")
+/// fixed consumers in the consumer group `group`.
+pub fn workers_role(group: &str, workers: usize) -> String {
+    format!("{WORKERS_PREFIX}{group}/{workers}")
 }
 
-/// The live nodes that run consumers, as this node sees them now, with how
-/// many fixed consumers each runs (1 when not announced).
-pub fn consumer_nodes() -> BTreeMap<String, usize> {
-    let consumer_agents: HashSet<ActorId> = names::role_members(CONSUMER_AGENTS)
-        .iter()
-        .map(ActorCell::get_id)
-        .collect();
+/// The live nodes that run fixed consumers in `group`, as this node sees
+/// them now, with how many each runs.
+pub fn consumer_nodes(group: &str) -> BTreeMap<String, usize> {
+    let prefix = format!("{WORKERS_PREFIX}{group}/");
     let mut workers: HashMap<ActorId, usize> = HashMap::new();
-    for group in pg::which_scoped_groups(&names::ROLES_SCOPE.to_owned()) {
-        let Some(n) = group
-            .strip_prefix(WORKERS_PREFIX)
+    for role in pg::which_scoped_groups(&names::ROLES_SCOPE.to_owned()) {
+        let Some(n) = role
+            .strip_prefix(&prefix)
             .and_then(|n| n.parse::<usize>().ok())
         else {
             continue;
         };
-        for agent in names::role_members(&group) {
+        for agent in names::role_members(&role) {
             workers.insert(agent.get_id(), n.max(1));
         }
     }
@@ -61,8 +58,8 @@ pub fn consumer_nodes() -> BTreeMap<String, usize> {
         .into_iter()
         .filter_map(|(name, holders)| {
             let node = name.strip_prefix(AGENT_PREFIX)?;
-            let agent = holders.iter().find(|id| consumer_agents.contains(id))?;
-            Some((node.to_owned(), workers.get(agent).copied().unwrap_or(1)))
+            let n = holders.iter().find_map(|id| workers.get(id))?;
+            Some((node.to_owned(), *n))
         })
         .collect()
 }
@@ -95,6 +92,8 @@ pub fn share_among(
 pub struct ConsumerNodes {
     /// This node's name.
     pub node: String,
+    /// The consumer group.
+    pub group: String,
     /// This consumer's number on the node, from 0.
     pub worker: usize,
     /// How many fixed consumers this node runs.
@@ -103,7 +102,16 @@ pub struct ConsumerNodes {
 
 impl Placement for ConsumerNodes {
     fn share(&self) -> Share {
-        share_among(&self.node, self.worker, self.workers, &consumer_nodes())
+        share_among(
+            &self.node,
+            self.worker,
+            self.workers,
+            &consumer_nodes(&self.group),
+        )
+    }
+
+    fn member(&self) -> String {
+        member(&self.node, self.worker)
     }
 }
 
