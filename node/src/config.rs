@@ -742,6 +742,20 @@ impl Config {
                 format!("must be 1 to {MAX_CONSUMER_WORKERS}"),
             ));
         }
+        // Each fixed consumer holds a connection while it writes; one more
+        // is left for everything else (readiness, datastore, repairs).
+        if self.backends.store == StoreKind::Postgres
+            && self.has(Role::Consumer)
+            && (self.postgres.max_connections as usize) <= self.consumer.workers
+        {
+            return Err(bad(
+                "postgres.max_connections",
+                format!(
+                    "must be more than consumer.workers ({}): each consumer holds a connection while it writes",
+                    self.consumer.workers
+                ),
+            ));
+        }
         if self.kafka.brokers.is_empty() {
             return Err(bad("kafka.brokers", "at least one broker is needed".into()));
         }
@@ -872,6 +886,43 @@ mod tests {
             .to_string();
         assert!(err.contains("backends.store"), "{err}");
         config.backends.check_shared(&[]).unwrap();
+    }
+
+    #[test]
+    fn consumer_workers_are_bounded_and_need_connections() {
+        let config = Config::parse("", env(&[])).unwrap();
+        assert_eq!(config.consumer.workers, 1);
+        for (overrides, field) in [
+            (
+                vec![("CANDELA__CONSUMER__WORKERS", "0")],
+                "consumer.workers",
+            ),
+            (
+                vec![("CANDELA__CONSUMER__WORKERS", "33")],
+                "consumer.workers",
+            ),
+            (
+                vec![
+                    ("CANDELA__BACKENDS__STORE", "postgres"),
+                    ("CANDELA__CONSUMER__WORKERS", "4"),
+                    ("CANDELA__POSTGRES__MAX_CONNECTIONS", "4"),
+                ],
+                "postgres.max_connections",
+            ),
+        ] {
+            let err = Config::parse("", env(&overrides)).unwrap_err().to_string();
+            assert!(err.contains(field), "{overrides:?}: {err}");
+        }
+        let config = Config::parse(
+            "",
+            env(&[
+                ("CANDELA__BACKENDS__STORE", "postgres"),
+                ("CANDELA__CONSUMER__WORKERS", "4"),
+                ("CANDELA__POSTGRES__MAX_CONNECTIONS", "5"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.consumer.workers, 4);
     }
 
     #[test]
