@@ -2,6 +2,8 @@
 //! PostgreSQL and Redis: a requester that never delivers ends in a clear
 //! timeout (`DataError::Timeout`, HTTP 504), one that refuses in "not
 //! available" (HTTP 404), and the member that ended in Error is restarted.
+//! An instrument the platform ingests is held before its first bar is
+//! stored: no fetch, an empty answer.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -45,6 +47,17 @@ impl FetchRequester for Refuses {
 }
 
 async fn answer(fetcher: Arc<dyn FetchRequester>) -> Result<(), DataError> {
+    answer_with(fetcher, &[]).await.map(|_| ())
+}
+
+/// The answer to a request for `Binance:SOL-USDT`, which nothing stored,
+/// from a pool whose platform ingests `ingested`; asked twice (the second
+/// time of a member restarted if the first ended in Error): the answers must
+/// agree.
+async fn answer_with(
+    fetcher: Arc<dyn FetchRequester>,
+    ingested: &[&str],
+) -> Result<usize, DataError> {
     let db = TestDb::new().await;
     let store = Arc::new(PgStore::connect(&db.url, 2).await.unwrap());
     let cache = Arc::new(
@@ -61,6 +74,7 @@ async fn answer(fetcher: Arc<dyn FetchRequester>) -> Result<(), DataError> {
             store,
             cache,
             fetcher: Some(fetcher),
+            ingested: Arc::new(ingested.iter().map(|i| i.parse().unwrap()).collect()),
             cache_window_secs: 86_400,
             fetch_timeout: Duration::from_secs(1),
             restarted: false,
@@ -80,9 +94,9 @@ async fn answer(fetcher: Arc<dyn FetchRequester>) -> Result<(), DataError> {
         to: 4_000_000_000,
         limit: 10,
     };
-    let result = pool.request(query.clone()).await.map(|_| ());
+    let result = pool.request(query.clone()).await.map(|a| a.bars.len());
     // The member failed after answering (Error) and comes back (RESET).
-    let again = pool.request(query).await.map(|_| ());
+    let again = pool.request(query).await.map(|a| a.bars.len());
     assert_eq!(
         std::mem::discriminant(&result),
         std::mem::discriminant(&again)
@@ -108,6 +122,15 @@ async fn a_requester_that_cannot_ask_is_not_available() {
         Err(DataError::NotAvailable(msg)) => {
             assert!(msg.contains("no coordinator to ask"), "{msg}")
         }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_ingested_instrument_without_bars_yet_is_an_empty_answer_not_a_fetch() {
+    // `Refuses` would make any fetch fail: the answer shows none was asked.
+    match answer_with(Arc::new(Refuses), &["Binance:SOL-USDT"]).await {
+        Ok(0) => {}
         other => panic!("{other:?}"),
     }
 }

@@ -80,6 +80,7 @@ async fn main() {
             store: Arc::clone(&store),
             cache,
             fetcher: None,
+            ingested: Default::default(),
             cache_window_secs: 86_400,
             fetch_timeout: Duration::from_secs(5),
             restarted: false,

@@ -78,6 +78,7 @@ async fn platform(redis_url: &str) -> Platform {
             store: Arc::clone(&store),
             cache,
             fetcher: None,
+            ingested: Default::default(),
             cache_window_secs: 86_400,
             fetch_timeout: Duration::from_secs(5),
             restarted: false,

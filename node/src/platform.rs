@@ -349,6 +349,7 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
                     Duration::from_millis(config.dynamic.poll_ms),
                     Duration::from_secs(config.datastore.fetch_timeout_secs),
                 ))),
+                ingested: Arc::new(config.instruments().into_iter().collect()),
                 cache_window_secs: config.redis.window_secs,
                 fetch_timeout: Duration::from_secs(config.datastore.fetch_timeout_secs),
                 restarted: false,

@@ -14,7 +14,8 @@
 //! * `START_DB_QUERY` → Querying DB: query what the cache did not answer (on a
 //!   full cache hit nothing is left to query and the query trivially succeeds);
 //! * `DB_QUERY_SUCCESS` → Data Found → `*` → Returning Data; an empty range of an
-//!   instrument the platform holds is a success with no bars;
+//!   instrument the platform holds, or ingests (configured, its first bars
+//!   perhaps not stored yet), is a success with no bars;
 //! * `DB_QUERY_EMPTY` (the platform holds nothing of the instrument) → Data Not
 //!   Found → `*` → Requesting Data Fetch → the [`FetchRequester`] (the
 //!   Coordinator, in a cluster) → `FETCH_INSTRUCTIONS_SENT` → Waiting for Data →
@@ -36,6 +37,7 @@ pub mod pool;
 pub use messages::{BarAnswer, BarQuery, DataError, DatastoreMsg, Served};
 pub use pool::{start_pool, DatastorePool};
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -75,6 +77,10 @@ pub struct DatastoreArgs<T, C> {
     pub cache: Arc<C>,
     /// The Data Not Found path's fetcher (none before the cluster is set up).
     pub fetcher: Option<Arc<dyn FetchRequester>>,
+    /// The instruments the platform ingests (`ingest.instruments`): held
+    /// from the start, so an empty range of one of them, even before its
+    /// first bar is stored, is a success with no bars, never a fetch.
+    pub ingested: Arc<BTreeSet<Instrument>>,
     /// How long the cache holds 1-minute bars.
     pub cache_window_secs: i64,
     /// Longest wait for fetched data.
@@ -90,6 +96,7 @@ impl<T, C> Clone for DatastoreArgs<T, C> {
             store: Arc::clone(&self.store),
             cache: Arc::clone(&self.cache),
             fetcher: self.fetcher.clone(),
+            ingested: Arc::clone(&self.ingested),
             cache_window_secs: self.cache_window_secs,
             fetch_timeout: self.fetch_timeout,
             restarted: self.restarted,
@@ -214,7 +221,7 @@ async fn serve<T: BarStore, C: BarCache>(
             return Err(err);
         }
     };
-    let known = if bars.is_empty() {
+    let known = if bars.is_empty() && !state.args.ingested.contains(&query.instrument) {
         state
             .args
             .store
