@@ -117,6 +117,9 @@ pub struct NodeView {
     pub sessions: Vec<SessionView>,
     /// Every actor on it, as it reported them.
     pub actors: Vec<NodeActorView>,
+    /// Its Kafka consumers placed on partitions by the platform, and what
+    /// each reads now.
+    pub placements: Vec<PlacementView>,
 }
 
 /// What one node's inspector reports about itself.
@@ -128,6 +131,33 @@ pub struct NodeReport {
     pub sessions: Vec<SessionView>,
     /// Every local actor, and every machine whose actor is not running.
     pub actors: Vec<NodeActorView>,
+    /// Its placed Kafka consumers (see [`PlacementView`]).
+    pub placements: Vec<PlacementView>,
+}
+
+/// A Kafka consumer that the platform placed on its partitions (the fixed
+/// consumers' share among every consumer node's workers, or a dynamic
+/// topic's consumer reading all of it).
+#[derive(Debug, Clone, Object, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlacementView {
+    /// The member, `<node>#<worker>` for a fixed consumer (empty for a
+    /// dynamic topic's consumer).
+    pub member: String,
+    /// The consumer group.
+    pub group: String,
+    /// Its share, e.g. `2 of 3`: the second of three members.
+    pub share: String,
+    /// The partitions it reads now.
+    pub partitions: Vec<PartitionRef>,
+}
+
+/// One partition of a topic.
+#[derive(Debug, Clone, Object, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartitionRef {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
 }
 
 /// One cluster session of a node.

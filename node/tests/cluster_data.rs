@@ -311,6 +311,30 @@ fn placements(node: &Node) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A node's placed consumers in the admin view: member → partitions of the
+/// tick topic.
+fn view_placements(view: &Value, node: &str) -> Option<BTreeMap<String, Vec<i64>>> {
+    node_in(view, node)?["placements"]
+        .as_array()?
+        .iter()
+        .map(|p| {
+            let parts = p["partitions"]
+                .as_array()?
+                .iter()
+                .map(|r| r["partition"].as_i64())
+                .collect::<Option<Vec<_>>>()?;
+            Some((p["member"].as_str()?.to_owned(), parts))
+        })
+        .collect()
+}
+
+fn want_placements(pairs: &[(&str, &[i64])]) -> BTreeMap<String, Vec<i64>> {
+    pairs
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), p.to_vec()))
+        .collect()
+}
+
 /// beta's consumer and gamma's two have placed themselves among the three.
 fn settled(nodes: &[Node]) -> bool {
     let want = |pairs: &[(&str, &str)]| {
@@ -621,6 +645,15 @@ async fn a_killed_consumer_node_loses_no_tick_and_rejoins_unaided() {
         settled(&nodes).then_some(())
     })
     .await;
+    // The admin view shows who reads which partition.
+    wait_for("the placements in the admin view", 30, &nodes, async || {
+        let v = view(&nodes[0]).await?;
+        (view_placements(&v, "beta")? == want_placements(&[("beta#000", &[0, 3])])
+            && view_placements(&v, "gamma")?
+                == want_placements(&[("gamma#000", &[1]), ("gamma#001", &[2])]))
+        .then_some(())
+    })
+    .await;
     let before = committed(&shared).unwrap();
     wait_for("gamma's partitions to be stored", 90, &nodes, async || {
         let c = committed(&shared).ok()?;
@@ -699,6 +732,15 @@ async fn a_killed_consumer_node_loses_no_tick_and_rejoins_unaided() {
     // ... and takes its share of the partitions back from beta.
     wait_for("gamma to take its share back", 60, &nodes, async || {
         settled(&nodes).then_some(())
+    })
+    .await;
+    // The admin view shows who reads which partition.
+    wait_for("the placements in the admin view", 30, &nodes, async || {
+        let v = view(&nodes[0]).await?;
+        (view_placements(&v, "beta")? == want_placements(&[("beta#000", &[0, 3])])
+            && view_placements(&v, "gamma")?
+                == want_placements(&[("gamma#000", &[1]), ("gamma#001", &[2])]))
+        .then_some(())
     })
     .await;
     let gamma = node_in(&v, "gamma").unwrap();

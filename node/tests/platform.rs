@@ -365,6 +365,15 @@ async fn the_live_stream_delivers_every_minute_once_across_the_seam() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn history_repairs_the_minute_the_live_stream_joined_midway() {
+    // The stream must join well inside a minute: on subscribe the imitation
+    // replays the latest 20 trades of each instrument (~3 s here), which
+    // would give live the whole minute if it had only just begun, and then
+    // history has nothing to repair; and the minute must not end before
+    // `joined` is read below.
+    let into = now().rem_euclid(60);
+    if !(10..=40).contains(&into) {
+        tokio::time::sleep(Duration::from_secs((70 - into).rem_euclid(60) as u64)).await;
+    }
     let db = TestDb::new().await;
     let mut config = config(&db, 0);
     config.ingest.repair_minutes = 3;

@@ -63,7 +63,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::config::KafkaConfig;
-use super::placement::{Placement, Share};
+use super::placement::{self, Placement, Share};
 use crate::consumer::OpenStream;
 use crate::ports::{BusError, MessageStream, RawMessage};
 
@@ -157,6 +157,7 @@ impl KafkaStreams {
             shared: Arc::clone(&shared),
             group: group.to_owned(),
             placed: self.placement.clone().map(|placement| Placed {
+                id: NEXT_PLACED.fetch_add(1, Ordering::Relaxed),
                 placement,
                 topics: topics.to_vec(),
                 share: None,
@@ -292,8 +293,13 @@ const METADATA_REFRESH: Duration = Duration::from_secs(10);
 /// How soon a placed member retries when a topic's metadata is missing.
 const METADATA_RETRY: Duration = Duration::from_secs(1);
 
+/// Numbers placed members for the process-wide [`placement::placements`].
+static NEXT_PLACED: AtomicU64 = AtomicU64::new(0);
+
 /// A placed member's view.
 struct Placed {
+    /// Its number in [`placement::placements`].
+    id: u64,
     placement: Arc<dyn Placement>,
     topics: Vec<String>,
     /// The share the current assignment was made for.
@@ -316,6 +322,9 @@ impl Member {
                     let _ = reply.send(self.commit(offsets));
                 }
             }
+        }
+        if let Some(placed) = &self.placed {
+            placement::forget(placed.id);
         }
         // The stream was dropped: closing the consumer (on drop) leaves the group.
         debug!(group = %self.group, "kafka consumer member closing");
@@ -446,6 +455,24 @@ impl Member {
             );
         }
         placed.share = Some(share);
+        let mut partitions: Vec<(String, i32)> = self
+            .shared
+            .assigned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        partitions.sort();
+        placement::record(
+            placed.id,
+            placement::PlacementStatus {
+                member: placed.placement.member(),
+                group: self.group.clone(),
+                share,
+                partitions,
+            },
+        );
         Ok(())
     }
 

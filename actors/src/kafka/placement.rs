@@ -25,7 +25,8 @@
 //! This module is pure; the consumer thread asks its placement for the share
 //! before every batch (`super::consumer`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{LazyLock, Mutex};
 
 /// One member's share of every topic's partitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -99,6 +100,49 @@ where
     fn share(&self) -> Share {
         self()
     }
+}
+
+/// What a placed member of this process holds now (the admin view).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementStatus {
+    /// The member's name ([`Placement::member`]; empty when it has none).
+    pub member: String,
+    /// The consumer group.
+    pub group: String,
+    /// Its share.
+    pub share: Share,
+    /// The partitions it reads, as (topic, partition), sorted.
+    pub partitions: Vec<(String, i32)>,
+}
+
+/// The placed members of this process, by a member number.
+static PLACED: LazyLock<Mutex<BTreeMap<u64, PlacementStatus>>> =
+    LazyLock::new(|| Mutex::new(BTreeMap::new()));
+
+/// Every placed member of this process and what it holds now, by member
+/// name.
+pub fn placements() -> Vec<PlacementStatus> {
+    let mut out: Vec<_> = PLACED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    out.sort_by(|a, b| (&a.member, &a.group).cmp(&(&b.member, &b.group)));
+    out
+}
+
+/// Records what member `id` holds now.
+pub(crate) fn record(id: u64, status: PlacementStatus) {
+    PLACED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, status);
+}
+
+/// Member `id` closed.
+pub(crate) fn forget(id: u64) {
+    PLACED.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
 }
 
 #[cfg(test)]

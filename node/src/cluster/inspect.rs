@@ -26,8 +26,8 @@ use candela_actors::kafka::admin::list_topics;
 use candela_actors::kafka::KafkaConfig;
 use candela_actors::supervisor::{ChildStatus, SupervisorMsg};
 use candela_api::admin::{
-    ClusterView, GroupHolder, GroupView, NodeActorView, NodeReport, NodeView, SessionView, StepDto,
-    TopicView, TopicsView,
+    ClusterView, GroupHolder, GroupView, NodeActorView, NodeReport, NodeView, PartitionRef,
+    PlacementView, SessionView, StepDto, TopicView, TopicsView,
 };
 use candela_api::server::{BoxFuture, ClusterStatusFn};
 use ractor::{pg, Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -200,7 +200,25 @@ pub async fn local_report(node: &str) -> NodeReport {
         node: node.to_owned(),
         sessions,
         actors,
+        placements: placements(),
     }
+}
+
+/// This process's placed Kafka consumers.
+fn placements() -> Vec<PlacementView> {
+    candela_actors::kafka::placement::placements()
+        .into_iter()
+        .map(|p| PlacementView {
+            member: p.member,
+            group: p.group,
+            share: p.share.to_string(),
+            partitions: p
+                .partitions
+                .into_iter()
+                .map(|(topic, partition)| PartitionRef { topic, partition })
+                .collect(),
+        })
+        .collect()
 }
 
 fn actor_view(
@@ -295,6 +313,7 @@ pub async fn cluster_view(settings: &ViewSettings) -> ClusterView {
         error: None,
         sessions: local.sessions,
         actors: local.actors,
+        placements: local.placements,
     }];
     let mut node_of: HashMap<u64, String> = HashMap::new();
     if let Ok(status) = &status {
@@ -308,15 +327,23 @@ pub async fn cluster_view(settings: &ViewSettings) -> ClusterView {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_else(|| format!("{:?}", peer.state));
-            let (reachable, error, sessions, actors) = match reports.remove(&peer.name) {
-                Some(Ok(report)) => (true, None, report.sessions, report.actors),
+            let (reachable, error, sessions, actors, placements) = match reports.remove(&peer.name)
+            {
+                Some(Ok(report)) => (
+                    true,
+                    None,
+                    report.sessions,
+                    report.actors,
+                    report.placements,
+                ),
                 Some(Err(error)) => {
                     tracing::info!(peer = %peer.name, %error, "peer did not answer the inspection");
-                    (false, Some(error), vec![], vec![])
+                    (false, Some(error), vec![], vec![], vec![])
                 }
                 None => (
                     false,
                     Some(format!("not connected ({state})")),
+                    vec![],
                     vec![],
                     vec![],
                 ),
@@ -331,6 +358,7 @@ pub async fn cluster_view(settings: &ViewSettings) -> ClusterView {
                 error,
                 sessions,
                 actors,
+                placements,
             });
         }
     }
