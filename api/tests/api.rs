@@ -347,6 +347,18 @@ async fn docs_health_and_readiness() {
     p.client.get("/ready").send().await.assert_status_is_ok();
 }
 
+/// Bars without their `closed` flag, which turns true when the clock passes
+/// the end of the last minute (two answers a moment apart may straddle it).
+fn without_closed(bars: &Value) -> Value {
+    let mut bars = bars.clone();
+    for bar in bars.as_array_mut().into_iter().flatten() {
+        if let Some(fields) = bar.as_object_mut() {
+            fields.remove("closed");
+        }
+    }
+    bars
+}
+
 #[tokio::test]
 async fn answers_from_the_database_while_redis_is_down_and_refills_after() {
     let mut redis = OwnRedis::start();
@@ -375,7 +387,7 @@ async fn answers_from_the_database_while_redis_is_down_and_refills_after() {
         let (status, body) = get_json(&p.client, &url).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["served"], "database");
-        assert_eq!(body["bars"], warm["bars"]);
+        assert_eq!(without_closed(&body["bars"]), without_closed(&warm["bars"]));
         for (json, bar) in body["bars"].as_array().unwrap().iter().zip(&expected) {
             same_bar(json, bar);
         }
@@ -387,7 +399,7 @@ async fn answers_from_the_database_while_redis_is_down_and_refills_after() {
     loop {
         let (status, body) = get_json(&p.client, &url).await;
         assert_eq!(status, 200);
-        assert_eq!(body["bars"], warm["bars"]);
+        assert_eq!(without_closed(&body["bars"]), without_closed(&warm["bars"]));
         if body["served"] == "cache" {
             break;
         }
