@@ -223,7 +223,8 @@ impl DeadLetters for Bus {
 impl Streams {
     /// The same bus, with Kafka members given their partitions by
     /// `placement` rather than the broker's group protocol (the in-process
-    /// bus has one member per group on one node, and ignores it).
+    /// bus lives in one process and spreads a group's partitions over its
+    /// members itself: it ignores the placement).
     pub fn placed(&self, placement: Arc<dyn Placement>) -> Streams {
         match self {
             Streams::Kafka(s) => Streams::Kafka(s.with_placement(placement)),

@@ -39,8 +39,8 @@ pub struct AgentArgs {
     pub supervisor: ActorRef<SupervisorMsg>,
     /// Builds a consumer's spec; `None` on a node without the `consumer` role.
     pub consumers: Option<ConsumerFactory>,
-    /// How many fixed-topic consumers this node runs (`consumer.workers`)
-    /// and their consumer group, announced to the other nodes for partition
+    /// How many fixed-topic consumers this node runs (`consumer.workers`),
+    /// announced with their group to the other nodes for partition
     /// placement ([`super::placement`]); unused without the `consumer` role.
     pub fixed_workers: usize,
     /// The fixed consumers' group (`consumer.group`).

@@ -8,7 +8,8 @@
 //! crash closes it at once; a hung node is dropped by the heartbeats), so the
 //! nodes this node sees in those groups are the live consumer nodes of the
 //! group. (Scoping by group also keeps apart several platforms in one
-//! process, as in the tests, which share one process-group registry.) [`ConsumerNodes`] turns that set into this node's
+//! process, as in the tests, which share one process-group registry.)
+//! [`ConsumerNodes`] turns that set into this node's
 //! [`Share`] of the tick topic's partitions (see
 //! `candela_actors::kafka::placement`): when gamma dies, beta's next batch
 //! takes gamma's partitions from the group's committed offsets, and when
