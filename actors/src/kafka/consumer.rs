@@ -206,11 +206,35 @@ struct Shared {
 }
 
 impl Shared {
+    /// The partitions this member holds now.
+    fn assigned(&self) -> std::sync::MutexGuard<'_, HashSet<(String, i32)>> {
+        self.assigned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The member no longer holds `partitions` (a revocation: a batch being
+    /// collected drops their messages).
+    fn release(&self, partitions: &[(String, i32)]) {
+        self.revocations.fetch_add(1, Ordering::AcqRel);
+        let mut assigned = self.assigned();
+        for p in partitions {
+            assigned.remove(p);
+        }
+    }
+
+    /// The member holds `partitions` too.
+    fn take(&self, partitions: &[(String, i32)]) {
+        self.assigned().extend(partitions.iter().cloned());
+    }
+
     fn holds(&self, topic: &str, partition: i32) -> bool {
-        self.assigned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&(topic.to_owned(), partition))
+        self.assigned().contains(&(topic.to_owned(), partition))
+    }
+
+    /// The partitions this member holds now, sorted.
+    fn sorted(&self) -> Vec<(String, i32)> {
+        let mut held: Vec<_> = self.assigned().iter().cloned().collect();
+        held.sort();
+        held
     }
 }
 
@@ -226,15 +250,7 @@ impl ConsumerContext for MemberContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let revoked = partitions(tpl);
-            self.shared.revocations.fetch_add(1, Ordering::AcqRel);
-            let mut assigned = self
-                .shared
-                .assigned
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            for p in &revoked {
-                assigned.remove(p);
-            }
+            self.shared.release(&revoked);
             info!(group = %self.group, partitions = ?revoked, "kafka partitions revoked");
         }
     }
@@ -243,11 +259,7 @@ impl ConsumerContext for MemberContext {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let added = partitions(tpl);
-                self.shared
-                    .assigned
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(added.iter().cloned());
+                self.shared.take(&added);
                 info!(group = %self.group, partitions = ?added, "kafka partitions assigned");
             }
             Rebalance::Revoke(_) => {}
@@ -393,14 +405,7 @@ impl Member {
                     .map(move |p| (topic.clone(), p))
             })
             .collect();
-        let have: BTreeSet<(String, i32)> = self
-            .shared
-            .assigned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect();
+        let have: BTreeSet<(String, i32)> = self.shared.sorted().into_iter().collect();
         let gone: Vec<_> = have.difference(&want).cloned().collect();
         let added: Vec<_> = want.difference(&have).cloned().collect();
         let assign_error = |e: KafkaError| BusError::Subscribe {
@@ -413,17 +418,7 @@ impl Member {
             for (t, p) in &gone {
                 tpl.add_partition(t, *p);
             }
-            self.shared.revocations.fetch_add(1, Ordering::AcqRel);
-            {
-                let mut assigned = self
-                    .shared
-                    .assigned
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                for p in &gone {
-                    assigned.remove(p);
-                }
-            }
+            self.shared.release(&gone);
             self.consumer
                 .incremental_unassign(&tpl)
                 .map_err(assign_error)?;
@@ -438,11 +433,7 @@ impl Member {
             self.consumer
                 .incremental_assign(&tpl)
                 .map_err(assign_error)?;
-            self.shared
-                .assigned
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(added.iter().cloned());
+            self.shared.take(&added);
         }
         if placed.share != Some(share) || !gone.is_empty() || !added.is_empty() {
             info!(
@@ -455,15 +446,7 @@ impl Member {
             );
         }
         placed.share = Some(share);
-        let mut partitions: Vec<(String, i32)> = self
-            .shared
-            .assigned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect();
-        partitions.sort();
+        let partitions = self.shared.sorted();
         placement::record(
             placed.id,
             placement::PlacementStatus {
@@ -592,16 +575,7 @@ impl KafkaStream {
     /// The partitions this member holds now, as (topic, partition), sorted
     /// (empty until it joined the group; it changes only during `next_batch`).
     pub fn assignment(&self) -> Vec<(String, i32)> {
-        let mut a: Vec<_> = self
-            .shared
-            .assigned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect();
-        a.sort();
-        a
+        self.shared.sorted()
     }
 
     /// Leaves the group and waits until the consumer is closed (dropping the
