@@ -31,8 +31,7 @@ use candela_actors::consumer::{ConsumerMetrics, OpenStream, Pipeline};
 use candela_actors::domain::{Instrument, Interval, Side, Tick};
 use candela_actors::fsm::Fsm;
 use candela_actors::kafka::{
-    decode_for_pipeline, ensure_topic, Compression, KafkaConfig, KafkaPublisher, KafkaStreams,
-    Share,
+    ensure_topic, Compression, KafkaConfig, KafkaPublisher, KafkaStreams, Share,
 };
 use candela_actors::machines::ConsumerFixed;
 use candela_actors::ports::{BusError, MessageStream, RawMessage};
@@ -292,7 +291,7 @@ async fn main() {
             dead_letters: Arc::clone(&publisher),
             store: Arc::clone(&store),
             cache: Arc::clone(&cache),
-            decode: decode_for_pipeline,
+            decode: candela_actors::kafka::decode_record,
             metrics: Arc::clone(&metrics),
         };
         let metrics = Arc::clone(&metrics);

@@ -149,12 +149,56 @@ pub trait MessageStream: Send + 'static {
     ) -> impl Future<Output = Result<(), BusError>> + Send;
 }
 
-/// Where messages that cannot be decoded go, with the reason.
+/// The longest reason a dead letter carries, in bytes (a database's message
+/// is cut there).
+pub const MAX_REASON_BYTES: usize = 1_024;
+
+/// A message the platform will not store, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The message, unchanged.
+    pub message: RawMessage,
+    /// A short label of the reason, from a bounded set, for metrics and
+    /// filtering: the field a record broke (`price`, `ts_ns`…), `malformed`,
+    /// `version`, `type`, or `database` (the database refused it).
+    pub kind: String,
+    /// The reason in words (at most [`MAX_REASON_BYTES`]).
+    pub reason: String,
+}
+
+impl DeadLetter {
+    /// A dead letter for `message`; a long reason is cut at
+    /// [`MAX_REASON_BYTES`] (on a character boundary).
+    pub fn new(message: RawMessage, kind: &str, reason: &str) -> Self {
+        let mut cut = reason.len().min(MAX_REASON_BYTES);
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        Self {
+            message,
+            kind: kind.to_owned(),
+            reason: reason[..cut].to_owned(),
+        }
+    }
+}
+
+/// Where messages the platform will not store go: the dead-letter topic of
+/// the topic each came from (`{topic}.dlq`), with the reason.
+///
+/// **Once per message.** A message whose (topic, partition, offset) is
+/// already in the dead-letter topic is not written again, however often its
+/// batch is redelivered. Callers give each source partition's letters in
+/// offset order, and one caller reads a partition at a time (the placement),
+/// so the dead-letter topic holds each partition's letters in offset order:
+/// an implementation finds what is already written by reading back the tail
+/// of the dead-letter topic until it meets a letter of that partition older
+/// than the oldest one it is given.
 pub trait DeadLetters: Send + Sync + 'static {
-    /// Publishes each message with its reason to the dead-letter topic of the
-    /// topic it came from, and waits until all are acknowledged.
+    /// Publishes each letter not yet written to the dead-letter topic of the
+    /// topic it came from, and waits until all are acknowledged; answers how
+    /// many it wrote (the others were there already).
     fn dead_letter(
         &self,
-        messages: &[(RawMessage, String)],
-    ) -> impl Future<Output = Result<(), BusError>> + Send;
+        letters: &[DeadLetter],
+    ) -> impl Future<Output = Result<usize, BusError>> + Send;
 }

@@ -6,11 +6,24 @@
 //! linked to the supervisor under a fixed name. When a child fails or stops:
 //!
 //! * the supervisor waits a back-off (doubling from `backoff_min` up to
-//!   `backoff_max`), then starts it again under the same name with fresh state,
-//!   telling it how many restarts came before (so its run can begin with
-//!   `RESET`);
-//! * if more than `max_restarts` happen within `window`, it gives up and fails
-//!   itself, escalating to its own supervisor instead of looping.
+//!   `backoff_max` with each failure in a row, back to `backoff_min` once the
+//!   child has run for `backoff_max`), then starts it again under the same
+//!   name with fresh state, telling it how many restarts came before (so its
+//!   run can begin with `RESET`);
+//! * **restart intensity** (OTP's `intensity`/`period`): if a child fails more
+//!   than `max_restarts` times within `window` *of its own running time*, the
+//!   supervisor gives up: it stops every child and fails itself, escalating
+//!   to its own supervisor (or, at the top, to the node) instead of looping.
+//!   The window counts only the time the child ran, never the back-off
+//!   delays between its runs, so a child that fails as soon as it starts
+//!   reaches the limit after `max_restarts + 1` failures whatever the
+//!   back-off (with a wall-clock window and a doubling back-off, a limit of
+//!   10 in 60 s could never be reached);
+//! * a failure the child marks [`Transient`] (its environment is away: the
+//!   database or the broker is down) is restarted with the same back-off
+//!   but does not count towards the limit: waiting out an outage is not a
+//!   crash loop. A child that cannot *start* counts like any failure, unless
+//!   its start error is [`Transient`] too.
 //!
 //! Restarts are counted per child and visible through [`SupervisorMsg::Status`].
 //! [`SupervisorMsg::Reset`] restarts a child on request (the admin endpoint's
@@ -73,12 +86,26 @@ impl ChildSpec {
     }
 }
 
+/// A child's failure (or start failure) that is its environment's, not its
+/// own: the supervisor restarts it after the back-off without counting it
+/// towards the restart-intensity limit. Return it (boxed) from a handler or
+/// from `pre_start`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} (transient)")]
+pub struct Transient(pub String);
+
+/// Whether a failure is [`Transient`].
+pub fn is_transient(err: &(dyn std::error::Error + 'static)) -> bool {
+    err.downcast_ref::<Transient>().is_some()
+}
+
 /// When to restart and when to give up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartPolicy {
-    /// Most restarts of one child within `window` before escalating.
+    /// Most failures of one child within `window` of its running time before
+    /// escalating (the limit is passed by the next one).
     pub max_restarts: u32,
-    /// The window for `max_restarts`.
+    /// The window for `max_restarts`, in the child's running time.
     pub window: Duration,
     /// First back-off.
     pub backoff_min: Duration,
@@ -140,8 +167,35 @@ struct Child {
     spec: ChildSpec,
     cell: Option<ActorCell>,
     restarts: u32,
-    recent: VecDeque<Instant>,
+    /// When the running instance started.
+    started: Option<Instant>,
+    /// How long the earlier instances ran, in all.
+    uptime: Duration,
+    /// The counted failures, as points of `uptime`.
+    recent: VecDeque<Duration>,
+    /// Failures in a row (the back-off's exponent).
+    consecutive: u32,
     last_failure: Option<String>,
+}
+
+impl Child {
+    fn new(spec: ChildSpec) -> Self {
+        Child {
+            spec,
+            cell: None,
+            restarts: 0,
+            started: None,
+            uptime: Duration::ZERO,
+            recent: VecDeque::new(),
+            consecutive: 0,
+            last_failure: None,
+        }
+    }
+
+    fn running(&mut self, cell: ActorCell) {
+        self.cell = Some(cell);
+        self.started = Some(Instant::now());
+    }
 }
 
 /// The supervisor's state.
@@ -162,21 +216,22 @@ impl Actor for Supervisor {
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let mut children = Vec::with_capacity(args.children.len());
         for spec in args.children {
-            let mut child = Child {
-                spec,
-                cell: None,
-                restarts: 0,
-                recent: VecDeque::new(),
-                last_failure: None,
-            };
+            let mut child = Child::new(spec);
             // A child that cannot start (a dependency is down) is retried
             // like one that failed, rather than failing the supervisor.
             match (child.spec.start)(myself.get_cell(), 0).await {
-                Ok(cell) => child.cell = Some(cell),
+                Ok(cell) => child.running(cell),
                 Err(err) => {
                     tracing::warn!(child = %child.spec.name, error = %err, "child failed to start; retrying");
+                    let transient = start_error_is_transient(&err);
                     child.last_failure = Some(err.to_string());
-                    schedule_restart(&myself, &mut child, &args.policy)?;
+                    if let Err(give_up) =
+                        schedule_restart(&myself, &mut child, &args.policy, transient)
+                    {
+                        children.push(child);
+                        stop_all(&mut children).await;
+                        return Err(give_up);
+                    }
                 }
             }
             children.push(child);
@@ -228,13 +283,9 @@ impl Actor for Supervisor {
                 match (spec.start)(myself.get_cell(), 0).await {
                     Ok(cell) => {
                         tracing::info!(child = %spec.name, "child added");
-                        state.children.push(Child {
-                            spec,
-                            cell: Some(cell),
-                            restarts: 0,
-                            recent: VecDeque::new(),
-                            last_failure: None,
-                        });
+                        let mut child = Child::new(spec);
+                        child.running(cell);
+                        state.children.push(child);
                         let _ = reply.send(Ok(()));
                     }
                     Err(err) => {
@@ -252,12 +303,19 @@ impl Actor for Supervisor {
                 match (child.spec.start)(myself.get_cell(), child.restarts).await {
                     Ok(cell) => {
                         tracing::info!(child = %name, restarts = child.restarts, "child restarted");
-                        child.cell = Some(cell);
+                        child.running(cell);
                     }
                     Err(err) => {
                         // Failing to start counts as another failure.
+                        tracing::warn!(child = %name, error = %err, "child failed to start again");
+                        let transient = start_error_is_transient(&err);
                         child.last_failure = Some(err.to_string());
-                        schedule_restart(&myself, child, &state.policy)?;
+                        if let Err(give_up) =
+                            schedule_restart(&myself, child, &state.policy, transient)
+                        {
+                            stop_all(&mut state.children).await;
+                            return Err(give_up);
+                        }
                     }
                 }
             }
@@ -271,11 +329,15 @@ impl Actor for Supervisor {
         event: SupervisionEvent,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, reason) = match &event {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.clone().unwrap_or_else(|| "stopped".to_owned()))
+        let (cell, reason, transient) = match &event {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                (cell, err.to_string(), is_transient(err.as_ref()))
             }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (
+                cell,
+                reason.clone().unwrap_or_else(|| "stopped".to_owned()),
+                false,
+            ),
             _ => return Ok(()),
         };
         let Some(child) = state.children.iter_mut().find(|c| {
@@ -285,46 +347,94 @@ impl Actor for Supervisor {
         }) else {
             return Ok(());
         };
-        tracing::warn!(child = %child.spec.name, %reason, "child stopped; restarting");
+        tracing::warn!(child = %child.spec.name, %reason, transient, "child stopped; restarting");
         child.cell = None;
         child.last_failure = Some(reason);
-        schedule_restart(&myself, child, &state.policy)
+        if let Err(give_up) = schedule_restart(&myself, child, &state.policy, transient) {
+            stop_all(&mut state.children).await;
+            return Err(give_up);
+        }
+        Ok(())
     }
 }
 
-/// Counts a restart, escalates past the intensity limit, otherwise schedules
-/// the start after the back-off.
+/// Whether a child's start failed for a [`Transient`] reason.
+fn start_error_is_transient(err: &SpawnErr) -> bool {
+    match err {
+        SpawnErr::StartupFailed(e) => is_transient(e.as_ref()),
+        _ => false,
+    }
+}
+
+/// Stops every running child and waits (a bounded time) for each: a
+/// supervisor that gives up leaves nothing of its own running.
+async fn stop_all(children: &mut [Child]) {
+    for child in children.iter_mut() {
+        if let Some(cell) = child.cell.take() {
+            tracing::warn!(child = %child.spec.name, "stopping: the supervisor gives up");
+            if cell
+                .stop_and_wait(
+                    Some("the supervisor gives up".into()),
+                    Some(Duration::from_secs(10)),
+                )
+                .await
+                .is_err()
+            {
+                cell.kill();
+            }
+        }
+    }
+}
+
+/// Counts a failure (unless transient), escalates past the intensity limit,
+/// otherwise schedules the start after the back-off.
 fn schedule_restart(
     myself: &ActorRef<SupervisorMsg>,
     child: &mut Child,
     policy: &RestartPolicy,
+    transient: bool,
 ) -> Result<(), ActorProcessingErr> {
-    let now = Instant::now();
-    while child
-        .recent
-        .front()
-        .is_some_and(|t| now.duration_since(*t) > policy.window)
-    {
-        child.recent.pop_front();
+    let ran = child.started.take().map_or(Duration::ZERO, |t| t.elapsed());
+    child.uptime = child.uptime.saturating_add(ran);
+    if ran >= policy.backoff_max {
+        // It ran well for a while: this failure is the first of a new run.
+        child.consecutive = 0;
     }
-    if child.recent.len() >= policy.max_restarts as usize {
-        tracing::error!(
-            child = %child.spec.name,
-            restarts = child.recent.len(),
-            window_ms = policy.window.as_millis() as u64,
-            "restart intensity exceeded; escalating"
-        );
-        return Err(format!(
-            "child `{}` failed more than {} times within {:?}",
-            child.spec.name, policy.max_restarts, policy.window
-        )
-        .into());
+    if !transient {
+        let now = child.uptime;
+        while child
+            .recent
+            .front()
+            .is_some_and(|t| now.saturating_sub(*t) > policy.window)
+        {
+            child.recent.pop_front();
+        }
+        child.recent.push_back(now);
+        if child.recent.len() > policy.max_restarts as usize {
+            tracing::error!(
+                child = %child.spec.name,
+                failures = child.recent.len(),
+                max_restarts = policy.max_restarts,
+                window_ms = policy.window.as_millis() as u64,
+                last_failure = child.last_failure.as_deref().unwrap_or(""),
+                "restart intensity exceeded; the supervisor gives up"
+            );
+            return Err(format!(
+                "child `{}` failed {} times within {:?} of running time (limit {}): {}",
+                child.spec.name,
+                child.recent.len(),
+                policy.window,
+                policy.max_restarts,
+                child.last_failure.as_deref().unwrap_or("")
+            )
+            .into());
+        }
     }
     let backoff = policy
         .backoff_min
-        .saturating_mul(1 << child.recent.len().min(16))
+        .saturating_mul(1 << child.consecutive.min(16))
         .min(policy.backoff_max);
-    child.recent.push_back(now);
+    child.consecutive = child.consecutive.saturating_add(1);
     child.restarts += 1;
     let name = child.spec.name.clone();
     myself.send_after(backoff, move || SupervisorMsg::StartDue(name));
@@ -454,6 +564,165 @@ mod tests {
             .expect("supervisor escalated")
             .unwrap();
         assert_eq!(sup.get_status(), ractor::ActorStatus::Stopped);
+    }
+
+    /// A child that fails as soon as it starts, transiently or not, as its
+    /// arguments say (a crash loop, or an outage).
+    struct Looping;
+
+    struct Fail;
+    impl ractor::Message for Fail {}
+
+    impl Actor for Looping {
+        type Msg = Fail;
+        type State = Arc<dyn Fn() -> bool + Send + Sync>;
+        type Arguments = Arc<dyn Fn() -> bool + Send + Sync>;
+
+        async fn pre_start(
+            &self,
+            myself: ActorRef<Fail>,
+            transient: Self::Arguments,
+        ) -> Result<Self::State, ActorProcessingErr> {
+            myself.cast(Fail)?;
+            Ok(transient)
+        }
+
+        async fn handle(
+            &self,
+            _: ActorRef<Fail>,
+            _: Fail,
+            transient: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            if transient() {
+                Err(Box::new(Transient("the database is away".into())))
+            } else {
+                Err("a batch that always fails".into())
+            }
+        }
+    }
+
+    fn looping(name: &str, transient: Arc<dyn Fn() -> bool + Send + Sync>) -> ChildSpec {
+        let n = name.to_owned();
+        ChildSpec {
+            name: name.to_owned(),
+            start: Arc::new(move |sup, _| {
+                let (n, t) = (n.clone(), Arc::clone(&transient));
+                Box::pin(async move {
+                    Actor::spawn_linked(Some(n), Looping, t, sup)
+                        .await
+                        .map(|(a, _)| a.get_cell())
+                })
+            }),
+        }
+    }
+
+    async fn status_of(sup: &ActorRef<SupervisorMsg>, name: &str) -> ChildStatus {
+        ractor::call_t!(sup, SupervisorMsg::Status, 1_000)
+            .unwrap()
+            .into_iter()
+            .find(|c| c.name == name)
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_crash_loop_escalates_whatever_the_back_off() {
+        // The back-off between runs is longer than the window: with a
+        // wall-clock window this would restart for ever. The window counts
+        // running time only, so the fourth failure passes the limit of 3.
+        let policy = RestartPolicy {
+            max_restarts: 3,
+            window: Duration::from_millis(500),
+            backoff_min: Duration::from_millis(600),
+            backoff_max: Duration::from_millis(600),
+        };
+        let (sup, handle) = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                children: vec![
+                    looping("looping-a", Arc::new(|| false)),
+                    fragile("bystander-a"),
+                ],
+                policy,
+            },
+        )
+        .await
+        .unwrap();
+        let bystander = child("bystander-a").await;
+        tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .expect("the supervisor gave up")
+            .unwrap();
+        assert_eq!(sup.get_status(), ractor::ActorStatus::Stopped);
+        // Giving up stops every child, the healthy one too.
+        tokio::time::timeout(Duration::from_secs(5), bystander.get_cell().wait(None))
+            .await
+            .expect("the bystander was stopped")
+            .unwrap();
+        assert!(ractor::registry::where_is("looping-a").is_none());
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_without_escalating() {
+        let policy = RestartPolicy {
+            max_restarts: 2,
+            window: Duration::from_secs(60),
+            backoff_min: Duration::from_millis(5),
+            backoff_max: Duration::from_millis(20),
+        };
+        // Transient for its first 8 runs (an outage), then a crash loop.
+        let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let r = Arc::clone(&runs);
+        let transient = Arc::new(move || r.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 8);
+        let (sup, handle) = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                children: vec![looping("looping-b", transient)],
+                policy,
+            },
+        )
+        .await
+        .unwrap();
+        // 8 transient failures (more than the limit of 2), then 3 counted ones.
+        tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .expect("the supervisor gave up")
+            .unwrap();
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 11);
+        assert_eq!(sup.get_status(), ractor::ActorStatus::Stopped);
+    }
+
+    #[tokio::test]
+    async fn transient_failures_alone_never_escalate() {
+        let policy = RestartPolicy {
+            max_restarts: 1,
+            window: Duration::from_secs(60),
+            backoff_min: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(2),
+        };
+        let (sup, _h) = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                children: vec![looping("looping-c", Arc::new(|| true))],
+                policy,
+            },
+        )
+        .await
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = status_of(&sup, "looping-c").await;
+            if s.restarts >= 20 {
+                assert!(s.last_failure.unwrap().contains("transient"));
+                break;
+            }
+            assert!(Instant::now() < deadline, "only {} restarts", s.restarts);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(sup.get_status(), ractor::ActorStatus::Running);
+        sup.stop(None);
     }
 
     #[tokio::test]

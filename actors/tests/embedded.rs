@@ -82,6 +82,16 @@ impl BusHarness for Memory {
             .collect()
     }
 
+    async fn end_offsets(&self, topic: &str, partitions: i32) -> Vec<i64> {
+        (0..partitions)
+            .map(|p| self.bus.end_offset(topic, p).unwrap_or(0))
+            .collect()
+    }
+
+    async fn dead_letter_count(&self, topic: &str) -> usize {
+        self.bus.messages(&dead_letter_topic(topic)).len()
+    }
+
     async fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
         (0..partitions)
             .map(|p| self.bus.committed(group, topic, p))
@@ -365,6 +375,6 @@ async fn concurrent_writers_serialise_without_losing_a_tick() {
         .unwrap();
     assert_eq!(
         bars.into_iter().map(|b| b.bar).collect::<Vec<_>>(),
-        candela_actors::domain::aggregate(&all, Interval::M1)
+        candela_actors::domain::aggregate(&all, Interval::M1).unwrap()
     );
 }

@@ -47,7 +47,7 @@ async fn timescaledb_answers_like_plain_postgresql() {
             .bars(&i, interval, start, start + 86_400 * 2, 100_000)
             .await
             .unwrap();
-        let want = aggregate(&ticks, interval);
+        let want = aggregate(&ticks, interval).unwrap();
         let key = |b: &candela_actors::domain::Bar| {
             (
                 b.open_time,

@@ -182,7 +182,7 @@ async fn ohlcv_equals_the_independent_computation_for_every_interval() {
         )
         .await;
         assert_eq!(status, 200, "{body}");
-        let expected = aggregate(&all, interval);
+        let expected = aggregate(&all, interval).unwrap();
         let bars = body["bars"].as_array().unwrap();
         assert_eq!(bars.len(), expected.len(), "{name}");
         for (json, bar) in bars.iter().zip(&expected) {
@@ -240,7 +240,7 @@ async fn ohlcv_equals_the_independent_computation_for_every_interval() {
     assert_eq!(list[0]["market"], "Coinbase");
     assert_eq!(
         list[0]["bars"].as_i64().unwrap(),
-        aggregate(&all, Interval::M1).len() as i64
+        aggregate(&all, Interval::M1).unwrap().len() as i64
     );
 }
 
@@ -376,7 +376,7 @@ async fn answers_from_the_database_while_redis_is_down_and_refills_after() {
         "/api/v1/ohlcv?instrument=Coinbase:BTC-USD&from={}",
         now() - 3_600
     );
-    let expected = aggregate(&all, Interval::M1);
+    let expected = aggregate(&all, Interval::M1).unwrap();
 
     let (_, warm) = get_json(&p.client, &url).await;
     let (_, cached) = get_json(&p.client, &url).await;

@@ -16,7 +16,9 @@ use candela_actors::consumer::OpenStream;
 use candela_actors::domain::{Instrument, Interval, Record};
 use candela_actors::embedded::{MemoryBus, MemoryCache, MemoryStream, SqliteStore};
 use candela_actors::kafka::{KafkaConfig, KafkaPublisher, KafkaStream, KafkaStreams, Placement};
-use candela_actors::ports::{BusError, DeadLetters, MessageStream, RawMessage, RecordBus};
+use candela_actors::ports::{
+    BusError, DeadLetter, DeadLetters, MessageStream, RawMessage, RecordBus,
+};
 use candela_actors::store::postgres::PgStore;
 use candela_actors::store::redis_cache::RedisCache;
 use candela_actors::store::{
@@ -212,10 +214,10 @@ impl RecordBus for Bus {
 }
 
 impl DeadLetters for Bus {
-    async fn dead_letter(&self, messages: &[(RawMessage, String)]) -> Result<(), BusError> {
+    async fn dead_letter(&self, letters: &[DeadLetter]) -> Result<usize, BusError> {
         match self {
-            Bus::Kafka(b) => DeadLetters::dead_letter(b.as_ref(), messages).await,
-            Bus::Memory(b) => b.dead_letter(messages).await,
+            Bus::Kafka(b) => DeadLetters::dead_letter(b.as_ref(), letters).await,
+            Bus::Memory(b) => b.dead_letter(letters).await,
         }
     }
 }

@@ -37,7 +37,7 @@ use candela_actors::cryptocompare::{ApiKey, CryptoCompareConfig, HistoryClient, 
 use candela_actors::datastore::fetch::CoordinatorFetcher;
 use candela_actors::datastore::{start_pool, DatastoreArgs};
 use candela_actors::imitation::{Imitation, ImitationHandle};
-use candela_actors::kafka::schema::decode_for_pipeline;
+use candela_actors::kafka::schema::decode_record;
 use candela_actors::kafka::AllPartitions;
 use candela_actors::producer::{fetch_history, Producer, ProducerArgs, ProducerMsg, Target};
 use candela_actors::store::BarStore;
@@ -49,7 +49,7 @@ use candela_api::server::{ApiConfig, ApiState};
 use crate::backends::{Backends, Bus, Cache, Store, Streams};
 use crate::cluster::agent::{self, AgentArgs, ConsumerFactory};
 use crate::cluster::names::{self, NameDirectory};
-use crate::cluster::placement::ConsumerNodes;
+use crate::cluster::placement::{ConsumerNodes, RunningWorkers};
 use crate::config::{Config, Role, SourceKind};
 
 type NodeProducer = Producer<HistoryClient, LiveFeed, Bus>;
@@ -207,6 +207,8 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
         ));
     }
 
+    // This node's running fixed consumers, announced by the agent.
+    let running = RunningWorkers::default();
     if config.has(Role::Consumer) {
         let workers = config.consumer.workers;
         for worker in 0..workers {
@@ -222,7 +224,7 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
                 node: node.clone(),
                 group: config.consumer.group.clone(),
                 worker,
-                workers,
+                running: running.clone(),
             });
             let args = FixedConsumerArgs {
                 instance: name.clone(),
@@ -232,7 +234,7 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
                 dead_letters: Arc::new(backends.bus.clone()),
                 store: Arc::clone(store.as_ref().expect("store")),
                 cache: Arc::clone(cache.as_ref().expect("cache")),
-                decode: decode_for_pipeline,
+                decode: decode_record,
                 batch_max: config.consumer.batch_max,
                 batch_wait: Duration::from_millis(config.consumer.batch_wait_ms),
                 metrics: Arc::new(ConsumerMetrics::default()),
@@ -297,7 +299,7 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
                 dead_letters: Arc::clone(&dead_letters),
                 store: Arc::clone(&store),
                 cache: Arc::clone(&cache),
-                decode: decode_for_pipeline,
+                decode: decode_record,
                 batch_max,
                 batch_wait,
                 metrics: Arc::new(ConsumerMetrics::default()),
@@ -312,7 +314,7 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
         node: node.clone(),
         supervisor: dynamic.clone(),
         consumers: factory,
-        fixed_workers: config.consumer.workers,
+        fixed_workers: config.has(Role::Consumer).then(|| running.clone()),
         fixed_group: config.consumer.group.clone(),
         start_timeout: Duration::from_millis(config.dynamic.call_timeout_ms),
     }));

@@ -459,7 +459,7 @@ async fn assert_bars_equal_reference(api: &str, pool: &sqlx::PgPool, model: &Tra
             "{i}: the stored ticks are exactly the distinct trades"
         );
         for interval in Interval::ALL {
-            let expected = aggregate(&trades, interval);
+            let expected = aggregate(&trades, interval).unwrap();
             let url = format!(
                 "{api}/api/v1/ohlcv?instrument={i}&interval={}&from={}&to={}&limit=10000",
                 interval.as_str(),

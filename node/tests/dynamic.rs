@@ -213,6 +213,7 @@ async fn an_unknown_instrument_is_fetched_on_demand_and_equals_the_independent_c
         .map(|t| t.to_tick(&sol))
         .collect();
     let want: Vec<Ohlcv> = aggregate(&trades, Interval::M1)
+        .unwrap()
         .iter()
         .filter(|b| b.open_time >= from)
         .map(|b| {

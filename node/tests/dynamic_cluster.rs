@@ -294,6 +294,7 @@ async fn an_unknown_instrument_asked_on_one_node_is_served_by_two_others() {
         .map(|t| t.to_tick(&sol))
         .collect();
     let want: Vec<_> = aggregate(&trades, Interval::M1)
+        .unwrap()
         .iter()
         .filter(|b| b.open_time >= from)
         .map(|b| {

@@ -195,7 +195,7 @@ async fn api_bars_equal_the_independent_computation_through_faults_and_a_restart
         );
 
         for interval in Interval::ALL {
-            let expected = aggregate(&trades, interval);
+            let expected = aggregate(&trades, interval).unwrap();
             let url = format!(
                 "{api}/api/v1/ohlcv?instrument={i}&interval={}&from={}&to={}&limit=10000",
                 interval.as_str(),

@@ -242,8 +242,15 @@ where
                             .metrics
                             .failures
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tracing::error!(instance = %state.args.instance, topic = ?state.topic, state = %state.fsm.state(), error = %err, "dynamic consumer cycle failed");
-                        return Err(err.into());
+                        tracing::error!(
+                            instance = %state.args.instance,
+                            topic = ?state.topic,
+                            state = %state.fsm.state(),
+                            transient = err.is_transient(),
+                            error = %err,
+                            "dynamic consumer cycle failed"
+                        );
+                        return Err(err.into_failure());
                     }
                 }
             }

@@ -26,6 +26,7 @@ use crate::machines::consumer_fixed::Event;
 use crate::machines::ConsumerFixed as Machine;
 use crate::ports::DeadLetters;
 use crate::store::{BarCache, BarStore};
+use crate::supervisor::Transient;
 
 /// How a fixed consumer is configured and what it talks to.
 pub struct FixedConsumerArgs<O, D, T, C> {
@@ -143,7 +144,12 @@ where
         if let Err(err) = args.cache.invalidate_all().await {
             tracing::warn!(instance = %args.instance, error = %err, "could not invalidate the cache at start");
         }
-        let stream = args.streams.open(&args.group, &args.topics).await?;
+        // The bus being away is an outage to wait out, not a crash loop.
+        let stream = args
+            .streams
+            .open(&args.group, &args.topics)
+            .await
+            .map_err(|e| Transient(format!("opening the subscription: {e}")))?;
         tracing::info!(instance = %args.instance, group = %args.group, topics = ?args.topics, "consumer started");
         myself.cast(FixedConsumerMsg::Poll)?;
         Ok(FixedConsumerState {
@@ -182,8 +188,14 @@ where
                             .metrics
                             .failures
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tracing::error!(instance = %state.instance, state = %state.fsm.state(), error = %err, "consumer cycle failed");
-                        return Err(err.into());
+                        tracing::error!(
+                            instance = %state.instance,
+                            state = %state.fsm.state(),
+                            transient = err.is_transient(),
+                            error = %err,
+                            "consumer cycle failed"
+                        );
+                        return Err(err.into_failure());
                     }
                 }
             }

@@ -8,9 +8,25 @@
 //! follow from the order: a batch that fails anywhere is not committed, so it
 //! is delivered again, and the store ignores ticks it already holds.
 //!
-//! * Processing decodes every message; one that cannot be decoded goes to the
-//!   dead-letter topic with the reason, and the batch carries on without it
-//!   (`PROCESS_FAILURE` only when the dead-letter publish itself fails).
+//! * Processing decodes every message and checks it against the platform's
+//!   rules (`domain::validate`); one that cannot be decoded, or breaks a rule,
+//!   becomes a dead letter with the field and the reason, and the batch
+//!   carries on without it.
+//! * Writing stores the rest in one transaction. When the database refuses
+//!   the batch for something *in* it ([`Failure::Data`]: a constraint, a
+//!   value out of range, a trigger, a row that cannot be read back), the
+//!   batch is split in halves, and halves again, until the refused records
+//!   stand alone: each is dead-lettered with the database's message, and
+//!   every other record is written exactly once (a record is in exactly one
+//!   transaction that commits; ticks already stored change nothing anyway).
+//!   The dead letters of the batch are then written, each once however often
+//!   the batch is redelivered (the [`DeadLetters`] contract), and only then
+//!   does Writing succeed. A failure that is not the batch's fault
+//!   ([`Failure::Transient`]: a lost connection, a pool time-out, a
+//!   serialization failure; or [`Failure::Fatal`]: a revoked privilege) ends
+//!   the cycle in Error without touching the batch, which is delivered again
+//!   after the restart; a transient one does not count towards the
+//!   supervisor's restart-intensity limit (see `supervisor`).
 //! * The cache step writes the stored rows of every minute the batch touched,
 //!   including on a redelivery, so a cache left behind by a crash between the
 //!   commit and the cache write is healed by the redelivered batch.
@@ -21,6 +37,8 @@
 //!   the flow into the database. `UPDATE_CACHE_FAILURE` is a write the cache
 //!   refused.
 
+use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -29,12 +47,18 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{HistoryBar, Record, Tick};
 use crate::fsm::spec::MachineSpec;
 use crate::fsm::Fsm;
+use crate::kafka::DecodeError;
 use crate::machines::{consumer_dynamic, consumer_fixed, ConsumerDynamic, ConsumerFixed};
-use crate::ports::{DeadLetters, MessageStream, RawMessage};
-use crate::store::{BarCache, BarStore, WriteBatch};
+use crate::ports::{BusError, DeadLetter, DeadLetters, MessageStream, RawMessage};
+use crate::store::{BarCache, BarStore, Failure, StoreError, WriteBatch, WriteOutcome};
+use crate::supervisor::Transient;
 
-/// Decodes a message payload (the versioned schema of `kafka::schema`).
-pub type Decode = fn(&[u8]) -> Result<Record, String>;
+/// Decodes a message payload and checks it against the platform's rules
+/// (the versioned schema of `kafka::schema`).
+pub type Decode = fn(&[u8]) -> Result<Record, DecodeError>;
+
+/// The dead-letter kind of a record the database refused.
+pub const DATABASE_REFUSED: &str = "database";
 
 /// The pipeline events of a consumer machine.
 pub trait PipelineMachine: MachineSpec {
@@ -85,6 +109,8 @@ pub struct ConsumerMetrics {
     pub history_applied: AtomicU64,
     /// Messages sent to the dead-letter topic.
     pub dead_lettered: AtomicU64,
+    /// Records the database refused, found by splitting their batch.
+    pub quarantined: AtomicU64,
     /// Failed cycles (each ends in Error).
     pub failures: AtomicU64,
     /// Offset commits that failed (covered by the next one).
@@ -115,6 +141,8 @@ pub struct MetricsSnapshot {
     pub history_applied: u64,
     /// Messages dead-lettered.
     pub dead_lettered: u64,
+    /// Records the database refused (dead-lettered too).
+    pub quarantined: u64,
     /// Failed cycles.
     pub failures: u64,
     /// Offset commits that failed.
@@ -137,6 +165,7 @@ impl ConsumerMetrics {
             duplicate_ticks: g(&self.duplicate_ticks),
             history_applied: g(&self.history_applied),
             dead_lettered: g(&self.dead_lettered),
+            quarantined: g(&self.quarantined),
             failures: g(&self.failures),
             commit_failures: g(&self.commit_failures),
             cache_skipped: g(&self.cache_skipped),
@@ -175,19 +204,64 @@ pub struct Pipeline<S, D, T, C> {
 pub enum CycleError {
     /// Receiving from the bus failed.
     #[error("receive: {0}")]
-    Receive(String),
-    /// Dead-lettering undecodable messages failed.
-    #[error("process: {0}")]
-    Process(String),
-    /// The database write failed.
-    #[error("write: {0}")]
-    Write(String),
+    Receive(BusError),
+    /// The database write failed for a reason that is not the batch's.
+    #[error("write ({failure:?}): {error}")]
+    Write {
+        /// Transient or fatal (a data failure is quarantined, never this).
+        failure: Failure,
+        /// The store's error.
+        error: StoreError,
+    },
+    /// Writing the batch's dead letters failed.
+    #[error("dead letters: {0}")]
+    DeadLetter(BusError),
     /// The cache update failed.
     #[error("cache: {0}")]
     Cache(String),
     /// The machine refused a step (a bug).
     #[error("machine: {0}")]
     Machine(String),
+}
+
+impl CycleError {
+    /// The actor's failure for this error: [`Transient`] when the
+    /// environment is at fault (the supervisor restarts without counting it).
+    pub fn into_failure(self) -> ractor::ActorProcessingErr {
+        if self.is_transient() {
+            Box::new(Transient(self.to_string()))
+        } else {
+            Box::new(self)
+        }
+    }
+
+    /// Whether the failure is the environment's and the same batch will
+    /// succeed later (the bus or the database is away): retried after a
+    /// back-off, not counted towards the restart-intensity limit.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CycleError::Receive(_) | CycleError::DeadLetter(_) => true,
+            CycleError::Write { failure, .. } => *failure == Failure::Transient,
+            CycleError::Cache(_) | CycleError::Machine(_) => false,
+        }
+    }
+}
+
+/// A batch's decoded records, in message order.
+#[derive(Debug, Default)]
+struct Decoded {
+    ticks: Vec<Tick>,
+    history: Vec<HistoryBar>,
+    /// Message order: each record, with its message's index.
+    order: Vec<(Slot, usize)>,
+    letters: Vec<DeadLetter>,
+}
+
+/// Where a record of [`Decoded::order`] is.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Tick(usize),
+    Bar(usize),
 }
 
 impl<S, D, T, C> Pipeline<S, D, T, C>
@@ -209,7 +283,7 @@ where
             .stream
             .next_batch(max, wait)
             .await
-            .map_err(|e| CycleError::Receive(e.to_string()))?;
+            .map_err(CycleError::Receive)?;
         if messages.is_empty() {
             return Ok(0);
         }
@@ -223,35 +297,52 @@ where
             .messages
             .fetch_add(messages.len() as u64, Ordering::Relaxed);
 
-        // Processing Message: decode; undecodable messages to the dead-letter topic.
-        let (ticks, history, invalid) = split(&messages, self.decode);
-        if !invalid.is_empty() {
-            tracing::warn!(count = invalid.len(), first_reason = %invalid[0].1, "dead-lettering undecodable messages");
-            if let Err(err) = self.dead_letters.dead_letter(&invalid).await {
-                step(fsm, M::PROCESS_FAILURE)?;
-                return Err(CycleError::Process(err.to_string()));
-            }
-            self.metrics
-                .dead_lettered
-                .fetch_add(invalid.len() as u64, Ordering::Relaxed);
-        }
+        // Processing Message: decode and check every message.
+        let mut decoded = decode_all(&messages, self.decode);
         step(fsm, M::PROCESS_SUCCESS)?;
 
-        // Writing to DB: one transaction.
-        let outcome = match self
-            .store
-            .write(WriteBatch {
-                ticks: &ticks,
-                history: &history,
-            })
-            .await
-        {
-            Ok(o) => o,
-            Err(err) => {
-                step(fsm, M::WRITE_FAILURE)?;
-                return Err(CycleError::Write(err.to_string()));
+        // Writing to DB: the records (the refused ones quarantined), then the
+        // dead letters.
+        let outcome =
+            match write_quarantined(self.store.as_ref(), &self.metrics, &messages, &mut decoded)
+                .await
+            {
+                Ok(o) => o,
+                Err(error) => {
+                    step(fsm, M::WRITE_FAILURE)?;
+                    return Err(CycleError::Write {
+                        failure: error.failure(),
+                        error,
+                    });
+                }
+            };
+        if !decoded.letters.is_empty() {
+            let letters = &decoded.letters;
+            let mut kinds: std::collections::BTreeMap<&str, usize> = Default::default();
+            for l in letters {
+                *kinds.entry(l.kind.as_str()).or_default() += 1;
             }
-        };
+            tracing::warn!(
+                count = letters.len(),
+                kinds = ?kinds,
+                first_topic = %letters[0].message.topic,
+                first_partition = letters[0].message.partition,
+                first_offset = letters[0].message.offset,
+                first_reason = %letters[0].reason,
+                "refused records: to the dead-letter topic"
+            );
+            match self.dead_letters.dead_letter(letters).await {
+                Ok(written) => {
+                    self.metrics
+                        .dead_lettered
+                        .fetch_add(written as u64, Ordering::Relaxed);
+                }
+                Err(err) => {
+                    step(fsm, M::WRITE_FAILURE)?;
+                    return Err(CycleError::DeadLetter(err));
+                }
+            }
+        }
         step(fsm, M::WRITE_SUCCESS)?;
         self.metrics
             .new_ticks
@@ -284,8 +375,123 @@ where
             tracing::warn!(error = %err, "offset commit failed; the next commit covers it");
         }
         self.metrics.batches.fetch_add(1, Ordering::Relaxed);
-        self.record_visibility(&ticks);
+        self.record_visibility(&decoded.ticks);
         Ok(messages.len())
+    }
+}
+
+/// Writes the decoded records: in one transaction when the database takes
+/// them all; else, after a [`Failure::Data`] refusal, by halves until the
+/// refused records stand alone, each added to the dead letters. Any other
+/// failure ends the write (what was written stays written, and is written
+/// again, changing nothing, when the batch comes again).
+async fn write_quarantined<T: BarStore>(
+    store: &T,
+    metrics: &ConsumerMetrics,
+    messages: &[RawMessage],
+    decoded: &mut Decoded,
+) -> Result<WriteOutcome, StoreError> {
+    let first = store
+        .write(WriteBatch {
+            ticks: &decoded.ticks,
+            history: &decoded.history,
+        })
+        .await;
+    let err = match first {
+        Ok(outcome) => return Ok(outcome),
+        Err(err) if err.failure() == Failure::Data => err,
+        Err(err) => return Err(err),
+    };
+    tracing::warn!(
+        records = decoded.order.len(),
+        error = %err,
+        "the database refused the batch; finding the refused records"
+    );
+    let mut total = WriteOutcome::default();
+    let mut pending: VecDeque<Range<usize>> = halves(0..decoded.order.len()).collect();
+    let mut writes = 1usize;
+    let mut refused = 0usize;
+    while let Some(range) = pending.pop_front() {
+        let (ticks, history) = decoded.slice(range.clone());
+        writes += 1;
+        match store
+            .write(WriteBatch {
+                ticks: &ticks,
+                history: &history,
+            })
+            .await
+        {
+            Ok(outcome) => {
+                total.new_ticks += outcome.new_ticks;
+                total.duplicate_ticks += outcome.duplicate_ticks;
+                total.history_applied += outcome.history_applied;
+                total.touched.extend(outcome.touched);
+            }
+            Err(err) if err.failure() == Failure::Data => {
+                if range.len() == 1 {
+                    let (_, index) = decoded.order[range.start];
+                    let message = messages[index].clone();
+                    tracing::warn!(
+                        topic = %message.topic,
+                        partition = message.partition,
+                        offset = message.offset,
+                        error = %err,
+                        "the database refused a record: quarantined"
+                    );
+                    decoded.letters.push(DeadLetter::new(
+                        message,
+                        DATABASE_REFUSED,
+                        &format!("the database refused it: {err}"),
+                    ));
+                    refused += 1;
+                } else {
+                    for half in halves(range).rev() {
+                        pending.push_front(half);
+                    }
+                }
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    metrics
+        .quarantined
+        .fetch_add(refused as u64, Ordering::Relaxed);
+    // The dead letters in offset order, as the dead-letter contract asks.
+    decoded
+        .letters
+        .sort_by_key(|l| (l.message.partition, l.message.offset));
+    tracing::info!(
+        records = decoded.order.len(),
+        refused,
+        writes,
+        "batch written without its refused records"
+    );
+    Ok(total)
+}
+
+/// `range` split in two (the first half first); a single element stays whole.
+fn halves(range: Range<usize>) -> impl DoubleEndedIterator<Item = Range<usize>> {
+    let mid = range.start + range.len() / 2;
+    let parts = if range.len() < 2 {
+        [range.clone(), range.end..range.end]
+    } else {
+        [range.start..mid, mid..range.end]
+    };
+    parts.into_iter().filter(|r| !r.is_empty())
+}
+
+impl Decoded {
+    /// Copies of the records of `order[range]`.
+    fn slice(&self, range: Range<usize>) -> (Vec<Tick>, Vec<HistoryBar>) {
+        let mut ticks = Vec::new();
+        let mut history = Vec::new();
+        for (slot, _) in &self.order[range] {
+            match *slot {
+                Slot::Tick(i) => ticks.push(self.ticks[i].clone()),
+                Slot::Bar(i) => history.push(self.history[i].clone()),
+            }
+        }
+        (ticks, history)
     }
 }
 
@@ -294,7 +500,7 @@ impl<S, D, T, C> Pipeline<S, D, T, C> {
     fn record_visibility(&self, ticks: &[Tick]) {
         let now_ns = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64);
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
         let mut samples = self
             .metrics
             .visibility_us
@@ -304,26 +510,48 @@ impl<S, D, T, C> Pipeline<S, D, T, C> {
             if samples.len() == VISIBILITY_SAMPLES {
                 samples.pop_front();
             }
-            samples.push_back(u64::try_from((now_ns - t.received_ns) / 1_000).unwrap_or(0));
+            samples.push_back(
+                u64::try_from(now_ns.saturating_sub(t.received_ns) / 1_000).unwrap_or(0),
+            );
         }
     }
 }
 
-/// Decodes a batch into ticks, history bars and undecodable messages.
-#[allow(clippy::type_complexity)]
-fn split(
-    messages: &[RawMessage],
-    decode: Decode,
-) -> (Vec<Tick>, Vec<HistoryBar>, Vec<(RawMessage, String)>) {
-    let mut ticks = Vec::with_capacity(messages.len());
-    let mut history = Vec::new();
-    let mut invalid = Vec::new();
-    for m in messages {
+/// Decodes a batch into ticks, history bars and dead letters.
+fn decode_all(messages: &[RawMessage], decode: Decode) -> Decoded {
+    let mut d = Decoded {
+        ticks: Vec::with_capacity(messages.len()),
+        order: Vec::with_capacity(messages.len()),
+        ..Decoded::default()
+    };
+    for (index, m) in messages.iter().enumerate() {
         match decode(&m.payload) {
-            Ok(Record::Trade(t)) => ticks.push(t),
-            Ok(Record::Bar(b)) => history.push(b),
-            Err(reason) => invalid.push((m.clone(), reason)),
+            Ok(Record::Trade(t)) => {
+                d.order.push((Slot::Tick(d.ticks.len()), index));
+                d.ticks.push(t);
+            }
+            Ok(Record::Bar(b)) => {
+                d.order.push((Slot::Bar(d.history.len()), index));
+                d.history.push(b);
+            }
+            Err(err) => d
+                .letters
+                .push(DeadLetter::new(m.clone(), err.kind(), &err.to_string())),
         }
     }
-    (ticks, history, invalid)
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn halves_cover_the_range_in_order() {
+        let h: Vec<_> = halves(0..5).collect();
+        assert_eq!(h, vec![0..2, 2..5]);
+        let h: Vec<_> = halves(3..4).collect();
+        assert_eq!(h, vec![3..4]);
+        assert_eq!(halves(2..2).count(), 0);
+    }
 }

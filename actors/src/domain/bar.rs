@@ -12,6 +12,10 @@
 //! trade time and then by trade id (numeric ids compare as numbers: shorter id
 //! first, then lexicographically).
 //!
+//! Arithmetic is checked: a product or a sum that does not fit a decimal is a
+//! [`BarOverflow`] (the consumer dead-letters the record that caused it),
+//! never a panic and never a silently rounded volume.
+//!
 //! [`TickKey`]: super::TickKey
 
 use std::cmp::Ordering;
@@ -108,6 +112,19 @@ impl PartialOrd for TradeMark {
     }
 }
 
+/// A bar's arithmetic does not fit a decimal: a quote volume, a volume sum or
+/// a trade count overflowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {field} of {instrument}'s bar at {open_time} overflows")]
+pub struct BarOverflow {
+    /// The instrument.
+    pub instrument: Instrument,
+    /// Start of the bar, Unix seconds.
+    pub open_time: i64,
+    /// Which field.
+    pub field: &'static str,
+}
+
 /// An OHLCV bar of one instrument and interval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bar {
@@ -139,24 +156,41 @@ pub struct Bar {
 
 impl Bar {
     /// The bar of a single tick.
-    pub fn of_tick(tick: &Tick, interval: Interval) -> Self {
+    pub fn of_tick(tick: &Tick, interval: Interval) -> Result<Self, BarOverflow> {
         let mark = TradeMark {
             time_ns: tick.trade_time_ns,
             id: tick.trade_id.clone(),
         };
-        Self {
+        let open_time = interval.floor(tick.trade_time_ns.div_euclid(1_000_000_000));
+        let volume_quote = tick
+            .price
+            .checked_mul(tick.quantity)
+            .ok_or_else(|| BarOverflow {
+                instrument: tick.instrument.clone(),
+                open_time,
+                field: "volume_quote",
+            })?;
+        Ok(Self {
             instrument: tick.instrument.clone(),
             interval,
-            open_time: interval.floor(tick.trade_time_ns.div_euclid(1_000_000_000)),
+            open_time,
             open: tick.price,
             high: tick.price,
             low: tick.price,
             close: tick.price,
             volume_base: tick.quantity,
-            volume_quote: tick.price * tick.quantity,
+            volume_quote,
             trades: 1,
             first: mark.clone(),
             last: mark,
+        })
+    }
+
+    fn overflow(&self, field: &'static str) -> BarOverflow {
+        BarOverflow {
+            instrument: self.instrument.clone(),
+            open_time: self.open_time,
+            field,
         }
     }
 
@@ -164,7 +198,7 @@ impl Bar {
     ///
     /// Both must be of the same instrument, interval and start; this is
     /// commutative and associative.
-    pub fn merge(&self, other: &Bar) -> Bar {
+    pub fn merge(&self, other: &Bar) -> Result<Bar, BarOverflow> {
         debug_assert_eq!(self.instrument, other.instrument);
         debug_assert_eq!(self.open_time, other.open_time);
         let (first, open) = if other.first < self.first {
@@ -177,7 +211,7 @@ impl Bar {
         } else {
             (self.last.clone(), self.close)
         };
-        Bar {
+        Ok(Bar {
             instrument: self.instrument.clone(),
             interval: self.interval,
             open_time: self.open_time,
@@ -185,12 +219,21 @@ impl Bar {
             high: self.high.max(other.high),
             low: self.low.min(other.low),
             close,
-            volume_base: self.volume_base + other.volume_base,
-            volume_quote: self.volume_quote + other.volume_quote,
-            trades: self.trades + other.trades,
+            volume_base: self
+                .volume_base
+                .checked_add(other.volume_base)
+                .ok_or_else(|| self.overflow("volume_base"))?,
+            volume_quote: self
+                .volume_quote
+                .checked_add(other.volume_quote)
+                .ok_or_else(|| self.overflow("volume_quote"))?,
+            trades: self
+                .trades
+                .checked_add(other.trades)
+                .ok_or_else(|| self.overflow("trades"))?,
             first,
             last,
-        }
+        })
     }
 
     /// This bar re-labelled as part of the coarser `interval` (for merging 1m
@@ -210,19 +253,22 @@ impl Bar {
 /// The same as merging the bars of the single ticks ([`Bar::of_tick`],
 /// [`Bar::merge`]) in the order given, without building them (the consumer
 /// aggregates every batch: a bar per tick costs a dozen allocations).
-pub fn aggregate<'a>(ticks: impl IntoIterator<Item = &'a Tick>, interval: Interval) -> Vec<Bar> {
+pub fn aggregate<'a>(
+    ticks: impl IntoIterator<Item = &'a Tick>,
+    interval: Interval,
+) -> Result<Vec<Bar>, BarOverflow> {
     use std::collections::btree_map::Entry;
     let mut bars: std::collections::BTreeMap<(&Instrument, i64), Bar> = Default::default();
     for tick in ticks {
         let open_time = interval.floor(tick.trade_time_ns.div_euclid(1_000_000_000));
         match bars.entry((&tick.instrument, open_time)) {
             Entry::Vacant(e) => {
-                e.insert(Bar::of_tick(tick, interval));
+                e.insert(Bar::of_tick(tick, interval)?);
             }
-            Entry::Occupied(mut e) => e.get_mut().absorb(tick),
+            Entry::Occupied(mut e) => e.get_mut().absorb(tick)?,
         }
     }
-    bars.into_values().collect()
+    Ok(bars.into_values().collect())
 }
 
 /// `mark` against a tick's (time, id), in [`TradeMark`]'s order.
@@ -237,7 +283,21 @@ impl Bar {
     /// `*self = self.merge(&Bar::of_tick(tick, self.interval))`, in place:
     /// the same operations in the same order, so the same bar to the last
     /// digit and scale.
-    fn absorb(&mut self, tick: &Tick) {
+    fn absorb(&mut self, tick: &Tick) -> Result<(), BarOverflow> {
+        // The sums first: a bar that overflows is left as it was.
+        let volume_quote = tick
+            .price
+            .checked_mul(tick.quantity)
+            .and_then(|v| self.volume_quote.checked_add(v))
+            .ok_or_else(|| self.overflow("volume_quote"))?;
+        let volume_base = self
+            .volume_base
+            .checked_add(tick.quantity)
+            .ok_or_else(|| self.overflow("volume_base"))?;
+        let trades = self
+            .trades
+            .checked_add(1)
+            .ok_or_else(|| self.overflow("trades"))?;
         if cmp_mark(tick, &self.first) == Ordering::Less {
             self.first = TradeMark {
                 time_ns: tick.trade_time_ns,
@@ -254,9 +314,10 @@ impl Bar {
         }
         self.high = self.high.max(tick.price);
         self.low = self.low.min(tick.price);
-        self.volume_base += tick.quantity;
-        self.volume_quote += tick.price * tick.quantity;
-        self.trades += 1;
+        self.volume_base = volume_base;
+        self.volume_quote = volume_quote;
+        self.trades = trades;
+        Ok(())
     }
 }
 
@@ -286,7 +347,7 @@ mod tests {
             tick(2, 61, 9_900, 3),
             tick(4, 119, 10_100, 4),
         ];
-        let bars = aggregate(&ticks, Interval::M1);
+        let bars = aggregate(&ticks, Interval::M1).unwrap();
         assert_eq!(bars.len(), 1);
         let b = &bars[0];
         assert_eq!(b.open_time, 60);
@@ -328,6 +389,29 @@ mod tests {
         assert_eq!(Interval::parse("2m"), None);
     }
 
+    #[test]
+    fn overflows_are_errors_not_panics() {
+        let huge = Decimal::MAX;
+        let mut t = tick(1, 60, 100, 1);
+        t.price = huge;
+        t.quantity = Decimal::new(2, 0);
+        let err = Bar::of_tick(&t, Interval::M1).unwrap_err();
+        assert_eq!(err.field, "volume_quote");
+        assert!(aggregate([&t], Interval::M1).is_err());
+
+        // Each tick fits; their sum does not.
+        let mut a = tick(1, 60, 100, 1);
+        a.price = Decimal::ONE;
+        a.quantity = huge;
+        let mut b = a.clone();
+        b.trade_id = "2".into();
+        let err = aggregate([&a, &b], Interval::M1).unwrap_err();
+        assert_eq!((err.field, err.open_time), ("volume_quote", 60));
+        let one = Bar::of_tick(&a, Interval::M1).unwrap();
+        let other = Bar::of_tick(&b, Interval::M1).unwrap();
+        assert!(one.merge(&other).is_err());
+    }
+
     fn ticks_strategy() -> impl Strategy<Value = Vec<Tick>> {
         prop::collection::vec((0i64..600, 1i64..1_000_000, 1i64..10_0000), 1..80).prop_map(|v| {
             v.into_iter()
@@ -343,13 +427,13 @@ mod tests {
             for interval in Interval::ALL {
                 let mut folded: std::collections::BTreeMap<(Instrument, i64), Bar> = Default::default();
                 for tick in &ticks {
-                    let bar = Bar::of_tick(tick, interval);
+                    let bar = Bar::of_tick(tick, interval).unwrap();
                     folded
                         .entry((bar.instrument.clone(), bar.open_time))
-                        .and_modify(|b| *b = b.merge(&bar))
+                        .and_modify(|b| *b = b.merge(&bar).unwrap())
                         .or_insert(bar);
                 }
-                prop_assert_eq!(aggregate(&ticks, interval), folded.into_values().collect::<Vec<_>>());
+                prop_assert_eq!(aggregate(&ticks, interval).unwrap(), folded.into_values().collect::<Vec<_>>());
             }
         }
 
@@ -363,7 +447,7 @@ mod tests {
                 shuffled.swap(i, (s >> 33) as usize % (i + 1));
             }
             for interval in Interval::ALL {
-                prop_assert_eq!(aggregate(&ticks, interval), aggregate(&shuffled, interval));
+                prop_assert_eq!(aggregate(&ticks, interval).unwrap(), aggregate(&shuffled, interval).unwrap());
             }
         }
 
@@ -372,21 +456,21 @@ mod tests {
             let split = split.min(ticks.len());
             let (a, b) = ticks.split_at(split);
             let mut merged: std::collections::BTreeMap<i64, Bar> = Default::default();
-            for bar in aggregate(a, Interval::M1).into_iter().chain(aggregate(b, Interval::M1)) {
-                merged.entry(bar.open_time).and_modify(|m| *m = m.merge(&bar)).or_insert(bar);
+            for bar in aggregate(a, Interval::M1).unwrap().into_iter().chain(aggregate(b, Interval::M1).unwrap()) {
+                merged.entry(bar.open_time).and_modify(|m| *m = m.merge(&bar).unwrap()).or_insert(bar);
             }
-            prop_assert_eq!(merged.into_values().collect::<Vec<_>>(), aggregate(&ticks, Interval::M1));
+            prop_assert_eq!(merged.into_values().collect::<Vec<_>>(), aggregate(&ticks, Interval::M1).unwrap());
         }
 
         #[test]
         fn coarse_bars_are_merged_minute_bars(ticks in ticks_strategy()) {
             for interval in [Interval::M5, Interval::M15, Interval::H1, Interval::D1] {
                 let mut merged: std::collections::BTreeMap<i64, Bar> = Default::default();
-                for bar in aggregate(&ticks, Interval::M1) {
+                for bar in aggregate(&ticks, Interval::M1).unwrap() {
                     let wide = bar.widen(interval);
-                    merged.entry(wide.open_time).and_modify(|m| *m = m.merge(&wide)).or_insert(wide);
+                    merged.entry(wide.open_time).and_modify(|m| *m = m.merge(&wide).unwrap()).or_insert(wide);
                 }
-                prop_assert_eq!(merged.into_values().collect::<Vec<_>>(), aggregate(&ticks, interval));
+                prop_assert_eq!(merged.into_values().collect::<Vec<_>>(), aggregate(&ticks, interval).unwrap());
             }
         }
     }

@@ -4,7 +4,8 @@
 pub mod bar;
 pub mod record;
 pub mod tick;
+pub mod validate;
 
-pub use bar::{aggregate, Bar, Interval, TradeMark};
+pub use bar::{aggregate, Bar, BarOverflow, Interval, TradeMark};
 pub use record::{HistoryBar, Record};
 pub use tick::{Instrument, Side, Tick, TickKey};

@@ -62,11 +62,7 @@ impl FromStr for Instrument {
         let bad = || InvalidInstrument(s.to_owned());
         let (market, pair) = s.split_once(':').ok_or_else(bad)?;
         let (base, quote) = pair.split_once('-').ok_or_else(bad)?;
-        let ok = |p: &str| {
-            !p.is_empty()
-                && p.len() <= 32
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
-        };
+        let ok = super::validate::is_symbol;
         if ok(market) && ok(base) && ok(quote) {
             Ok(Instrument::new(market, base, quote))
         } else {

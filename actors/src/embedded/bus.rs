@@ -53,7 +53,7 @@
 //! platform, where the producer's backfill and history repair cover a
 //! restart.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -61,11 +61,12 @@ use tokio::sync::Notify;
 
 use crate::consumer::OpenStream;
 use crate::domain::Record;
+use crate::kafka::admin::MAX_PARTITIONS;
 use crate::kafka::publisher::{
-    dead_letter_topic, DLQ_OFFSET, DLQ_PARTITION, DLQ_PARTITIONS, DLQ_REASON, DLQ_TOPIC,
+    dead_letter_topic, DLQ_KIND, DLQ_OFFSET, DLQ_PARTITION, DLQ_PARTITIONS, DLQ_REASON, DLQ_TOPIC,
 };
 use crate::kafka::schema;
-use crate::ports::{BusError, DeadLetters, MessageStream, RawMessage, RecordBus};
+use crate::ports::{BusError, DeadLetter, DeadLetters, MessageStream, RawMessage, RecordBus};
 
 /// When retained messages are dropped: see the module doc.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,6 +350,13 @@ impl MemoryBus {
             .copied()
     }
 
+    /// The offset the next message of a partition gets (its high watermark).
+    pub fn end_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        let state = self.lock();
+        let p = usize::try_from(partition).ok()?;
+        Some(state.topics.get(topic)?.partitions.get(p)?.end())
+    }
+
     /// Messages dropped by the size limit before every group consumed them.
     pub fn evicted(&self) -> u64 {
         self.lock().evicted
@@ -428,8 +436,8 @@ impl MemoryBus {
                 "a topic name is made of ASCII letters, digits, '.', '_' and '-'",
             ));
         }
-        if partitions < 1 {
-            return Err(invalid("a topic needs at least one partition"));
+        if !(1..=MAX_PARTITIONS).contains(&partitions) {
+            return Err(invalid("a topic has 1 to 1000 partitions"));
         }
         let mut state = self.lock();
         if state.topics.contains_key(topic) {
@@ -506,25 +514,71 @@ impl RecordBus for MemoryBus {
     }
 }
 
+impl MemoryBus {
+    /// The (source partition, offset) of every dead letter of `source` held
+    /// in its dead-letter topic `dlq`.
+    fn dead_lettered(&self, dlq: &str, source: &str) -> HashSet<(i32, i64)> {
+        let state = self.lock();
+        let Some(t) = state.topics.get(dlq) else {
+            return HashSet::new();
+        };
+        let header = |e: &Entry, name: &str| {
+            e.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        t.partitions
+            .iter()
+            .flat_map(|p| p.log.iter())
+            .filter(|e| header(e, DLQ_TOPIC).as_deref() == Some(source))
+            .filter_map(|e| {
+                Some((
+                    header(e, DLQ_PARTITION)?.parse().ok()?,
+                    header(e, DLQ_OFFSET)?.parse().ok()?,
+                ))
+            })
+            .collect()
+    }
+}
+
 impl DeadLetters for MemoryBus {
-    async fn dead_letter(&self, messages: &[(RawMessage, String)]) -> Result<(), BusError> {
-        let mut by_topic: BTreeMap<&str, Vec<&(RawMessage, String)>> = BTreeMap::new();
-        for m in messages {
-            by_topic.entry(m.0.topic.as_str()).or_default().push(m);
+    async fn dead_letter(&self, letters: &[DeadLetter]) -> Result<usize, BusError> {
+        let mut by_topic: BTreeMap<&str, Vec<&DeadLetter>> = BTreeMap::new();
+        for l in letters {
+            by_topic
+                .entry(l.message.topic.as_str())
+                .or_default()
+                .push(l);
         }
-        for (source, letters) in by_topic {
+        let mut written = 0;
+        for (source, mut letters) in by_topic {
             let dlq = dead_letter_topic(source);
             self.create_topic(&dlq, DLQ_PARTITIONS)?;
+            // Once per message: the whole (in-memory) dead-letter topic is
+            // the record of what is written.
+            let done = self.dead_lettered(&dlq, source);
+            let given = letters.len();
+            letters.retain(|l| !done.contains(&(l.message.partition, l.message.offset)));
+            letters.sort_by_key(|l| (l.message.partition, l.message.offset));
+            letters.dedup_by_key(|l| (l.message.partition, l.message.offset));
+            let skipped = given - letters.len();
+            if letters.is_empty() {
+                tracing::debug!(topic = source, skipped, "dead letters already written");
+                continue;
+            }
             self.append(
                 &dlq,
                 letters
                     .iter()
-                    .map(|(m, reason)| {
+                    .map(|l| {
+                        let m = &l.message;
                         (
                             m.key.clone(),
                             m.payload.clone(),
                             vec![
-                                (DLQ_REASON.to_owned(), reason.clone()),
+                                (DLQ_REASON.to_owned(), l.reason.clone()),
+                                (DLQ_KIND.to_owned(), l.kind.clone()),
                                 (DLQ_TOPIC.to_owned(), m.topic.clone()),
                                 (DLQ_PARTITION.to_owned(), m.partition.to_string()),
                                 (DLQ_OFFSET.to_owned(), m.offset.to_string()),
@@ -533,14 +587,16 @@ impl DeadLetters for MemoryBus {
                     })
                     .collect(),
             )?;
-            tracing::info!(
+            written += letters.len();
+            tracing::warn!(
                 topic = source,
                 dead_letter_topic = %dlq,
                 count = letters.len(),
-                "dead-lettered undecodable messages"
+                skipped,
+                "dead-lettered messages"
             );
         }
-        Ok(())
+        Ok(written)
     }
 }
 

@@ -334,13 +334,14 @@ impl BarStore for SqliteStore {
         let inserted_at = started.elapsed();
 
         // 2. Merge the new ticks' partial bars into live rows.
-        for partial in aggregate(new_ticks.iter().copied(), Interval::M1) {
+        for partial in aggregate(new_ticks.iter().copied(), Interval::M1)? {
             let key = partial.instrument.to_string();
             match load(&mut tx, &key, partial.open_time).await? {
                 None => save(&mut tx, &key, &partial, Source::Live, 1).await?,
                 Some(row) if row.source == Source::Live => {
-                    let merged = row.bar.merge(&partial);
-                    save(&mut tx, &key, &merged, Source::Live, row.version + 1).await?;
+                    let merged = row.bar.merge(&partial)?;
+                    let version = row.version.saturating_add(1);
+                    save(&mut tx, &key, &merged, Source::Live, version).await?;
                 }
                 // Live ticks never change a closed minute from history.
                 Some(_) => {}
@@ -361,7 +362,7 @@ impl BarStore for SqliteStore {
             let apply = match load(&mut tx, &key, hb.open_time).await? {
                 None => Some(1),
                 Some(row) if row.source == Source::Live && row.bar.volume_base < hb.volume_base => {
-                    Some(row.version + 1)
+                    Some(row.version.saturating_add(1))
                 }
                 Some(_) => None,
             };
@@ -454,7 +455,7 @@ impl BarStore for SqliteStore {
                 continue;
             }
             match current.take() {
-                Some(c) if c.open_time == wide.open_time => current = Some(c.merge(&wide)),
+                Some(c) if c.open_time == wide.open_time => current = Some(c.merge(&wide)?),
                 Some(c) => {
                     out.push(coarse(c));
                     if out.len() == limit {

@@ -24,6 +24,9 @@ pub enum AdminError {
     /// The name is not a legal Kafka topic name.
     #[error("invalid topic name `{0}`: 1 to 249 characters of [a-zA-Z0-9._-], not `.` or `..`")]
     InvalidName(String),
+    /// The partition count is out of range.
+    #[error("a topic has 1 to {MAX_PARTITIONS} partitions, not {0}")]
+    Partitions(i32),
     /// The admin client could not be created or the request not sent.
     #[error("kafka admin request failed: {0}")]
     Client(#[from] KafkaError),
@@ -56,6 +59,9 @@ pub struct EnsuredTopic {
     pub created: bool,
 }
 
+/// The most partitions a topic this platform creates may have.
+pub const MAX_PARTITIONS: i32 = 1_000;
+
 /// Whether `name` is a legal Kafka topic name.
 pub fn is_valid_topic_name(name: &str) -> bool {
     !name.is_empty()
@@ -84,6 +90,9 @@ pub async fn ensure_topic(
 ) -> Result<EnsuredTopic, AdminError> {
     if !is_valid_topic_name(name) {
         return Err(AdminError::InvalidName(name.to_owned()));
+    }
+    if !(1..=MAX_PARTITIONS).contains(&partitions) {
+        return Err(AdminError::Partitions(partitions));
     }
     let admin = admin_client(config)?;
     let timeout = config.admin_timeout();

@@ -172,6 +172,9 @@ impl KafkaStreams {
             .name(format!("kafka-consumer-{group}"))
             .spawn(move || member.serve(rx))
             .map_err(|e| subscribe_error(format!("cannot start the consumer thread: {e}")))?;
+        if let Some(placement) = &self.placement {
+            placement.joined();
+        }
         info!(
             group,
             ?topics,
@@ -337,6 +340,7 @@ impl Member {
         }
         if let Some(placed) = &self.placed {
             placement::forget(placed.id);
+            placed.placement.left();
         }
         // The stream was dropped: closing the consumer (on drop) leaves the group.
         debug!(group = %self.group, "kafka consumer member closing");

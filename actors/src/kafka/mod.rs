@@ -32,6 +32,7 @@
 pub mod admin;
 pub mod config;
 pub mod consumer;
+mod dead_letters;
 pub mod placement;
 pub mod publisher;
 pub mod schema;
@@ -44,6 +45,6 @@ pub use publisher::{
     dead_letter_topic, KafkaPublisher, PublishError, PublishReport, PublisherStats, TickPublisher,
 };
 pub use schema::{
-    decode, decode_for_pipeline, decode_record, encode, encode_into, encode_record, DecodeError,
+    decode, decode_record, decode_record_at, encode, encode_into, encode_record, DecodeError,
     SCHEMA_VERSION,
 };

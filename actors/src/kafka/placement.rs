@@ -80,6 +80,14 @@ pub trait Placement: Send + Sync + 'static {
     fn member(&self) -> String {
         String::new()
     }
+
+    /// The member's stream opened: it reads from now on (a placement that
+    /// announces its members to other nodes announces this one).
+    fn joined(&self) {}
+
+    /// The member's stream closed (its consumer stopped or failed): it reads
+    /// no more, and must no longer be counted by anyone.
+    fn left(&self) {}
 }
 
 /// A member that reads every partition (a topic with one consumer, such as

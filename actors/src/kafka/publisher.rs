@@ -15,11 +15,14 @@
 //! history bar as the same minute), so duplicates from a re-publish change
 //! nothing.
 //!
-//! As the [`DeadLetters`] port, the publisher sends each undecodable message,
-//! unchanged (key and payload bytes), to `{topic}.dlq` with headers naming the
-//! reason and the source topic, partition and offset (see
-//! `docs/kafka-schema.md`), creating that topic on first use, and waits for the
-//! acknowledgement the same way.
+//! As the [`DeadLetters`] port, the publisher sends each message the platform
+//! will not store, unchanged (key and payload bytes), to `{topic}.dlq` with
+//! headers naming the reason and the source topic, partition and offset (see
+//! `docs/kafka-schema.md`), creating that topic on first use with as many
+//! partitions as its source (source partition `p` goes to `p mod n`), and
+//! waits for the acknowledgement the same way. A letter already in the
+//! dead-letter topic is not written again: [`super::dead_letters`] reads the
+//! partition's tail back first.
 //!
 //! Speed: every message of a batch shares one reference-counted tracker as
 //! its delivery opaque, so delivery reports need no per-message allocation;
@@ -38,7 +41,7 @@ use rdkafka::ClientContext;
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use rdkafka::message::{Header, OwnedHeaders};
 
@@ -46,7 +49,7 @@ use super::admin;
 use super::config::{ConfigError, KafkaConfig};
 use super::schema;
 use crate::domain::{Record, Tick};
-use crate::ports::{BusError, DeadLetters, RawMessage, RecordBus};
+use crate::ports::{BusError, DeadLetter, DeadLetters, RecordBus};
 
 /// Extra time, beyond the delivery timeout, that `publish` waits for the last
 /// delivery report before giving up on librdkafka keeping its promise.
@@ -203,15 +206,19 @@ enum Enqueue {
     Refused(KafkaError),
 }
 
-/// Dead-letter header: why the message could not be decoded.
+/// Dead-letter header: why the message is not stored, in words.
 pub const DLQ_REASON: &str = "dlq.reason";
+/// Dead-letter header: the kind of reason, a short label (the field a record
+/// broke, `malformed`, `version`, `type`, `database`).
+pub const DLQ_KIND: &str = "dlq.kind";
 /// Dead-letter header: the topic the message came from.
 pub const DLQ_TOPIC: &str = "dlq.topic";
 /// Dead-letter header: its partition there (decimal text).
 pub const DLQ_PARTITION: &str = "dlq.partition";
 /// Dead-letter header: its offset there (decimal text).
 pub const DLQ_OFFSET: &str = "dlq.offset";
-/// Partitions of a dead-letter topic when this layer creates it.
+/// Partitions of a dead-letter topic when its source's count is unknown (and
+/// of the embedded bus's).
 pub const DLQ_PARTITIONS: i32 = 1;
 
 /// The dead-letter topic of `topic`: `{topic}.dlq`.
@@ -227,6 +234,8 @@ struct Outgoing {
     key: Vec<u8>,
     keyed: bool,
     headers: Option<OwnedHeaders>,
+    /// An explicit partition (else the key's).
+    partition: Option<i32>,
 }
 
 /// Publishes records to Kafka, keyed by instrument, idempotently and with
@@ -237,8 +246,8 @@ pub struct KafkaPublisher {
     counters: Arc<Counters>,
     delivery_timeout: Duration,
     config: KafkaConfig,
-    /// Dead-letter topics known to exist.
-    dead_letter_topics: Mutex<HashSet<String>>,
+    /// Dead-letter topics known to exist, with their partition counts.
+    dead_letter_topics: Mutex<HashMap<String, i32>>,
 }
 
 /// The former name of [`KafkaPublisher`], when it published ticks only.
@@ -269,7 +278,7 @@ impl KafkaPublisher {
             counters,
             delivery_timeout: config.delivery_timeout(),
             config: config.clone(),
-            dead_letter_topics: Mutex::new(HashSet::new()),
+            dead_letter_topics: Mutex::new(HashMap::new()),
         })
     }
 
@@ -318,33 +327,39 @@ impl KafkaPublisher {
         .await
     }
 
-    /// Creates the dead-letter topic `dlq` unless this publisher already
-    /// knows it exists.
-    async fn ensure_dead_letter_topic(&self, dlq: &str) -> Result<(), BusError> {
+    /// Creates the dead-letter topic `dlq` of `source` (with as many
+    /// partitions as `source`) unless this publisher already knows it
+    /// exists; answers its partition count.
+    async fn ensure_dead_letter_topic(&self, dlq: &str, source: &str) -> Result<i32, BusError> {
         let known = self
             .dead_letter_topics
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(dlq);
-        if known {
-            return Ok(());
+            .get(dlq)
+            .copied();
+        if let Some(n) = known {
+            return Ok(n);
         }
-        admin::ensure_topic(
-            &self.config,
-            dlq,
-            DLQ_PARTITIONS,
-            self.config.replication_factor,
-        )
-        .await
-        .map_err(|e| BusError::Topic {
+        let topic_error = |e: admin::AdminError| BusError::Topic {
             topic: dlq.to_owned(),
             reason: e.to_string(),
-        })?;
+        };
+        let wanted = admin::topic_partitions(&self.config, source)
+            .await
+            .map_err(topic_error)?
+            .and_then(|n| i32::try_from(n).ok())
+            .unwrap_or(DLQ_PARTITIONS)
+            .clamp(1, admin::MAX_PARTITIONS);
+        let ensured =
+            admin::ensure_topic(&self.config, dlq, wanted, self.config.replication_factor)
+                .await
+                .map_err(topic_error)?;
+        let n = i32::try_from(ensured.partitions.max(1)).unwrap_or(1);
         self.dead_letter_topics
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(dlq.to_owned());
-        Ok(())
+            .insert(dlq.to_owned(), n);
+        Ok(n)
     }
 
     /// Enqueues `total` messages, each filled by `fill(i, ..)` into cleared
@@ -376,6 +391,7 @@ impl KafkaPublisher {
             out.key.clear();
             out.keyed = false;
             out.headers = None;
+            out.partition = None;
             fill(i, &mut out);
             loop {
                 match self.try_enqueue(topic, &out, &batch) {
@@ -469,6 +485,9 @@ impl KafkaPublisher {
         if let Some(headers) = &out.headers {
             record = record.headers(headers.clone());
         }
+        if let Some(partition) = out.partition {
+            record = record.partition(partition);
+        }
         batch.outstanding.fetch_add(1, Ordering::AcqRel);
         match self.producer.send(record) {
             Ok(()) => Enqueue::Queued,
@@ -550,28 +569,70 @@ impl RecordBus for KafkaPublisher {
 }
 
 impl DeadLetters for KafkaPublisher {
-    async fn dead_letter(&self, messages: &[(RawMessage, String)]) -> Result<(), BusError> {
-        let mut by_topic: BTreeMap<&str, Vec<&(RawMessage, String)>> = BTreeMap::new();
-        for m in messages {
-            by_topic.entry(m.0.topic.as_str()).or_default().push(m);
+    async fn dead_letter(&self, letters: &[DeadLetter]) -> Result<usize, BusError> {
+        // Source topic → source partition → its letters.
+        let mut by_source: BTreeMap<&str, BTreeMap<i32, Vec<&DeadLetter>>> = BTreeMap::new();
+        for l in letters {
+            by_source
+                .entry(l.message.topic.as_str())
+                .or_default()
+                .entry(l.message.partition)
+                .or_default()
+                .push(l);
         }
-        for (source, letters) in by_topic {
+        let mut written = 0;
+        for (source, partitions) in by_source {
             let dlq = dead_letter_topic(source);
-            self.ensure_dead_letter_topic(&dlq).await?;
-            self.send_all(&dlq, letters.len(), |i, out| {
-                let (m, reason) = letters[i];
+            let n = self.ensure_dead_letter_topic(&dlq, source).await?;
+            let mut todo: Vec<(i32, &DeadLetter)> = Vec::new();
+            let mut skipped = 0;
+            for (partition, mut mine) in partitions {
+                mine.sort_by_key(|l| l.message.offset);
+                mine.dedup_by_key(|l| l.message.offset);
+                let dlq_partition = partition.rem_euclid(n);
+                let done = super::dead_letters::written(
+                    &self.config,
+                    super::dead_letters::Lookup {
+                        dlq: dlq.clone(),
+                        dlq_partition,
+                        source: source.to_owned(),
+                        partition,
+                        min_offset: mine[0].message.offset,
+                    },
+                )
+                .await?;
+                for l in mine {
+                    if done.contains(&l.message.offset) {
+                        skipped += 1;
+                    } else {
+                        todo.push((dlq_partition, l));
+                    }
+                }
+            }
+            if todo.is_empty() {
+                debug!(topic = source, skipped, "dead letters already written");
+                continue;
+            }
+            self.send_all(&dlq, todo.len(), |i, out| {
+                let (dlq_partition, l) = todo[i];
+                let m = &l.message;
                 out.payload.extend_from_slice(&m.payload);
                 if let Some(key) = &m.key {
                     out.key.extend_from_slice(key);
                     out.keyed = true;
                 }
+                out.partition = Some(dlq_partition);
                 let partition = m.partition.to_string();
                 let offset = m.offset.to_string();
                 out.headers = Some(
-                    OwnedHeaders::new_with_capacity(4)
+                    OwnedHeaders::new_with_capacity(5)
                         .insert(Header {
                             key: DLQ_REASON,
-                            value: Some(reason.as_str()),
+                            value: Some(l.reason.as_str()),
+                        })
+                        .insert(Header {
+                            key: DLQ_KIND,
+                            value: Some(l.kind.as_str()),
                         })
                         .insert(Header {
                             key: DLQ_TOPIC,
@@ -588,14 +649,16 @@ impl DeadLetters for KafkaPublisher {
                 );
             })
             .await
-            .map_err(|e| e.into_bus_error(&dlq, letters.len()))?;
-            tracing::info!(
+            .map_err(|e| e.into_bus_error(&dlq, todo.len()))?;
+            written += todo.len();
+            warn!(
                 topic = source,
                 dead_letter_topic = %dlq,
-                count = letters.len(),
-                "dead-lettered undecodable messages"
+                count = todo.len(),
+                skipped,
+                "dead-lettered messages"
             );
         }
-        Ok(())
+        Ok(written)
     }
 }

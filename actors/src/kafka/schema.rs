@@ -21,8 +21,12 @@
 //! instrument land in one partition and keep their order.
 //!
 //! Encoding and decoding are pure functions with no I/O. Decoding never
-//! panics: an unknown version or type, or a malformed message, is a
-//! [`DecodeError`], which the consumer routes to a dead-letter topic.
+//! panics: an unknown version or type, a malformed message, or a record that
+//! breaks one of the platform's rules ([`crate::domain::validate`]: positive
+//! prices, symbols by the instrument grammar, bounded trade ids, times from
+//! 2009 to a day from now, consistent bars, bounded decimals) is a
+//! [`DecodeError`] naming the field and the reason, which the consumer
+//! routes to a dead-letter topic. Only records a store can take pass.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -31,6 +35,7 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::validate::{self, Invalid};
 use crate::domain::{HistoryBar, Instrument, Record, Side, Tick};
 
 /// The schema version this build writes, and the only one it reads.
@@ -62,6 +67,28 @@ pub enum DecodeError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+impl From<Invalid> for DecodeError {
+    fn from(e: Invalid) -> Self {
+        DecodeError::InvalidField {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}
+
+impl DecodeError {
+    /// A short name of the kind of refusal, for metrics and dead-letter
+    /// headers: `version`, `type`, `malformed` or the field's name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::UnsupportedVersion { .. } => "version",
+            DecodeError::UnknownType { .. } => "type",
+            DecodeError::Malformed(_) => "malformed",
+            DecodeError::InvalidField { field, .. } => field,
+        }
+    }
 }
 
 /// A trade as written: borrows from the tick, so encoding allocates nothing
@@ -258,15 +285,17 @@ pub fn decode(payload: &[u8]) -> Result<Tick, DecodeError> {
     }
 }
 
-/// [`decode_record`] with the error as text: the consumer pipeline's
-/// [`Decode`](crate::consumer::Decode) function.
-pub fn decode_for_pipeline(payload: &[u8]) -> Result<Record, String> {
-    decode_record(payload).map_err(|e| e.to_string())
+/// Decodes one message payload: a trade (`type` absent or `"trade"`) or a
+/// history bar (`type` `"bar"`), checked against the platform's rules with
+/// the clock now. The consumer pipeline's [`Decode`](crate::consumer::Decode)
+/// function.
+pub fn decode_record(payload: &[u8]) -> Result<Record, DecodeError> {
+    decode_record_at(payload, validate::now_secs())
 }
 
-/// Decodes one message payload: a trade (`type` absent or `"trade"`) or a
-/// history bar (`type` `"bar"`).
-pub fn decode_record(payload: &[u8]) -> Result<Record, DecodeError> {
+/// [`decode_record`] with the clock at `now` (Unix seconds): a time more
+/// than a day after `now` is refused.
+pub fn decode_record_at(payload: &[u8], now: i64) -> Result<Record, DecodeError> {
     let raw: In<'_> = match serde_json::from_slice(payload) {
         Ok(raw) => raw,
         Err(e) => {
@@ -283,10 +312,18 @@ pub fn decode_record(payload: &[u8]) -> Result<Record, DecodeError> {
         return Err(DecodeError::UnsupportedVersion { found: raw.v });
     }
     match raw.kind.as_ref().map(|k| k.0.as_ref()) {
-        None | Some("trade") => trade(raw).map(Record::Trade),
-        Some("bar") => bar(raw).map(Record::Bar),
+        None | Some("trade") => {
+            let tick = trade(raw)?;
+            validate::tick(&tick, now)?;
+            Ok(Record::Trade(tick))
+        }
+        Some("bar") => {
+            let bar = bar(raw)?;
+            validate::history_bar(&bar, now)?;
+            Ok(Record::Bar(bar))
+        }
         Some(other) => Err(DecodeError::UnknownType {
-            found: other.to_owned(),
+            found: validate::shorten(other),
         }),
     }
 }
@@ -311,7 +348,7 @@ fn decimal(field: &'static str, value: Option<Text<'_>>) -> Result<Decimal, Deco
     let s = required(field, value)?.0;
     Decimal::from_str(&s).map_err(|e| DecodeError::InvalidField {
         field,
-        reason: format!("`{s}` is not a decimal: {e}"),
+        reason: format!("`{}` is not a decimal: {e}", validate::shorten(&s)),
     })
 }
 
@@ -459,10 +496,10 @@ mod tests {
             decode_record(typed.as_bytes()).unwrap(),
             Record::Trade(tick)
         );
-        assert_eq!(
-            decode_for_pipeline(b"nope").unwrap_err(),
-            decode_record(b"nope").unwrap_err().to_string()
-        );
+        assert!(matches!(
+            decode_record(b"nope"),
+            Err(DecodeError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -483,6 +520,12 @@ mod tests {
             (ok.replace(r#""37260""#, "37260"), "malformed"),
             (ok.replace(r#""Coinbase""#, r#""""#), "market"),
             (ok.replace(r#""bar""#, "7"), "malformed"),
+            // The platform's rules (domain::validate).
+            (ok.replace("1700000040", "9300000000"), "open_time"),
+            (ok.replace(r#""low":"37240.50""#, r#""low":"37270""#), "low"),
+            (ok.replace(r#""37260""#, r#""-37260""#), "high"),
+            (ok.replace(r#""12.5""#, r#""-12.5""#), "volume_base"),
+            (ok.replace(r#""BTC""#, r#""BTC USD""#), "base"),
         ];
         for (input, expect) in cases {
             let err = decode_record(input.as_bytes()).unwrap_err();
@@ -518,7 +561,7 @@ mod tests {
         // field added and a string escaped: all allowed.
         let t = decode(
             br#"{"side":"sell","v":1,"market":"Kraken","base":"ETH","quote":"EUR","id":"a\u0062c",
-                "ts_ns":1,"price":"2000","qty":"1.5","recv_ns":2,"venue_seq":7}"#,
+                "ts_ns":1700000000000000000,"price":"2000","qty":"1.5","recv_ns":0,"venue_seq":7}"#,
         )
         .unwrap();
         assert_eq!(t.instrument, Instrument::new("Kraken", "ETH", "EUR"));
@@ -556,6 +599,27 @@ mod tests {
             (ok.replace(r#""0.0150""#, r#""""#), "qty"),
             (ok.replace(r#""BTC""#, r#""""#), "base"),
             (ok.replace(r#""593817342""#, r#""""#), "id"),
+            // The platform's rules (domain::validate): each poison record of
+            // the fault-containment issue.
+            (ok.replace(r#""37250.12""#, r#""0""#), "price"),
+            (ok.replace(r#""37250.12""#, r#""-1""#), "price"),
+            (ok.replace(r#""0.0150""#, r#""-5""#), "qty"),
+            (ok.replace(r#""BTC""#, r#""BTC USD""#), "base"),
+            (ok.replace("593817342", &"7".repeat(10_000)), "id"),
+            (
+                ok.replace(r#""37250.12""#, r#""79228162514264337593543950335""#),
+                "price",
+            ),
+            (
+                ok.replace(r#""37250.12""#, r#""1000000000000000""#)
+                    .replace(r#""0.0150""#, r#""1000000000000000""#),
+                "qty",
+            ),
+            (ok.replace("1700000000123000000", "-1"), "ts_ns"),
+            (
+                ok.replace("1700000000123000000", "9223372036854775807"),
+                "ts_ns",
+            ),
         ];
         for (input, expect) in cases {
             let err = decode(input.as_bytes()).unwrap_err();
@@ -571,6 +635,40 @@ mod tests {
         (any::<i64>(), 0u32..=28).prop_map(|(m, s)| Decimal::new(m, s))
     }
 
+    /// A positive decimal within the rules (below 10^12, at most 8 digits
+    /// after the point: the product of two stays exact).
+    fn arb_positive() -> impl Strategy<Value = Decimal> {
+        (1i64..1_000_000_000_000, 0u32..=8).prop_map(|(m, s)| Decimal::new(m, s))
+    }
+
+    /// 2009 to 2023, in nanoseconds.
+    fn arb_time_ns() -> impl Strategy<Value = i64> {
+        (validate::EARLIEST_SECS * 1_000_000_000)..1_700_000_000_000_000_000
+    }
+
+    /// Any tick, valid or not.
+    fn arb_any_tick() -> impl Strategy<Value = Tick> {
+        (
+            (arb_part(), "\\PC{0,34}", arb_part()),
+            "\\PC{0,80}",
+            any::<i64>(),
+            arb_decimal(),
+            arb_decimal(),
+            any::<i64>(),
+        )
+            .prop_map(
+                |((market, base, quote), trade_id, ts, price, quantity, recv)| Tick {
+                    instrument: Instrument::new(market, base, quote),
+                    trade_id,
+                    trade_time_ns: ts,
+                    price,
+                    quantity,
+                    side: Side::Unknown,
+                    received_ns: recv,
+                },
+            )
+    }
+
     fn arb_part() -> impl Strategy<Value = String> {
         "[A-Za-z0-9.]{1,12}"
     }
@@ -579,12 +677,12 @@ mod tests {
         (
             (arb_part(), arb_part(), arb_part()),
             // Trade ids are opaque strings: anything non-empty, escapes included.
-            "\\PC{1,20}",
-            any::<i64>(),
-            arb_decimal(),
-            arb_decimal(),
+            "\\PC{1,16}",
+            arb_time_ns(),
+            arb_positive(),
+            prop_oneof![Just(Decimal::ZERO), arb_positive()],
             prop_oneof![Just(Side::Buy), Just(Side::Sell), Just(Side::Unknown)],
-            any::<i64>(),
+            prop_oneof![Just(0i64), arb_time_ns()],
         )
             .prop_map(
                 |((market, base, quote), trade_id, ts, price, quantity, side, recv)| Tick {
@@ -602,22 +700,30 @@ mod tests {
     fn arb_bar() -> impl Strategy<Value = HistoryBar> {
         (
             (arb_part(), arb_part(), arb_part()),
-            (i64::MIN / 120)..(i64::MAX / 120),
-            (arb_decimal(), arb_decimal(), arb_decimal(), arb_decimal()),
-            (arb_decimal(), arb_decimal()),
+            (validate::EARLIEST_SECS / 60)..(1_700_000_000 / 60),
+            (
+                arb_positive(),
+                arb_positive(),
+                arb_positive(),
+                arb_positive(),
+            ),
+            (arb_positive(), arb_positive()),
         )
-            .prop_map(
-                |((market, base, quote), minute, (open, high, low, close), (vb, vq))| HistoryBar {
+            .prop_map(|((market, base, quote), minute, (a, b, c, d), (vb, vq))| {
+                // Any four prices, ordered so that the bar is consistent.
+                let mut p = [a, b, c, d];
+                p.sort();
+                HistoryBar {
                     instrument: Instrument::new(market, base, quote),
                     open_time: minute * 60,
-                    open,
-                    high,
-                    low,
-                    close,
+                    open: p[1],
+                    high: p[3],
+                    low: p[0],
+                    close: p[2],
                     volume_base: vb,
                     volume_quote: vq,
-                },
-            )
+                }
+            })
     }
 
     fn arb_record() -> impl Strategy<Value = Record> {
@@ -677,7 +783,7 @@ mod tests {
             let back = decode_record(&bytes).unwrap();
             prop_assert_eq!(decimals(&back), decimals(&record));
             prop_assert_eq!(&back, &record);
-            prop_assert_eq!(decode_for_pipeline(&bytes), Ok(record));
+            prop_assert_eq!(decode_record_at(&bytes, 1_700_000_000), Ok(record));
         }
 
         #[test]
@@ -688,6 +794,20 @@ mod tests {
             encode_record(&b, &mut buf);
             prop_assert_eq!(decode_record(&buf[..first]).unwrap(), a);
             prop_assert_eq!(decode_record(&buf[first..]).unwrap(), b);
+        }
+
+        #[test]
+        fn a_trade_decodes_exactly_when_it_keeps_the_rules(tick in arb_any_tick()) {
+            let now = 1_700_000_000;
+            let decoded = decode_record_at(&encode(&tick), now);
+            match validate::tick(&tick, now) {
+                Ok(()) => prop_assert_eq!(decoded, Ok(Record::Trade(tick))),
+                // Refused, naming a field (the first the decoder checks).
+                Err(_) => prop_assert!(
+                    matches!(decoded, Err(DecodeError::InvalidField { .. })),
+                    "{decoded:?}"
+                ),
+            }
         }
 
         #[test]

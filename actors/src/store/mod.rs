@@ -10,7 +10,7 @@ pub mod timescale;
 
 use std::future::Future;
 
-use crate::domain::{Bar, HistoryBar, Instrument, Interval, Tick};
+use crate::domain::{Bar, BarOverflow, HistoryBar, Instrument, Interval, Tick};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +27,9 @@ pub enum StoreError {
     /// Stored data could not be read back.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A bar's arithmetic does not fit a decimal.
+    #[error(transparent)]
+    Overflow(#[from] BarOverflow),
     /// The cache is known to be unreachable; it is not tried again until
     /// its back-off ends.
     #[error("cache unreachable (retrying after a back-off)")]
@@ -41,7 +44,86 @@ pub enum StoreError {
     },
 }
 
+/// What a failed write means for the batch that caused it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Failure {
+    /// The database is not there or not able right now (a lost connection,
+    /// a pool time-out, a serialization failure, a shutdown): the same batch
+    /// will succeed later. Retried with back-off.
+    Transient,
+    /// The database refuses something *in the batch* (a constraint, a value
+    /// out of range, a trigger, a value that cannot be read back, a bar that
+    /// overflows): the same records will always fail. The offending records
+    /// are found and quarantined; the rest of the batch is written.
+    Data,
+    /// Anything else (a privilege revoked, a table missing): no batch can
+    /// succeed until someone acts. Fails the consumer, whose supervisor
+    /// escalates if it keeps failing.
+    Fatal,
+}
+
+/// A database's refusal sorted into a [`Failure`]: by SQLite's result code
+/// or by PostgreSQL's SQLSTATE.
+fn database_failure(db: &dyn sqlx::error::DatabaseError) -> Failure {
+    let Some(code) = db.code() else {
+        return Failure::Fatal;
+    };
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // SQLite reports its (extended) result code as decimal text; the
+        // primary code is the low byte.
+        return match code.parse::<u32>().map(|n| n & 0xff) {
+            // BUSY, LOCKED, NOMEM, IOERR, FULL, PROTOCOL
+            Ok(5 | 6 | 7 | 10 | 13 | 15) => Failure::Transient,
+            // TOOBIG, CONSTRAINT, MISMATCH, RANGE
+            Ok(18 | 19 | 20 | 25) => Failure::Data,
+            _ => Failure::Fatal,
+        };
+    }
+    sqlstate_failure(&code)
+}
+
+/// PostgreSQL's SQLSTATE classes and codes sorted into [`Failure`]s.
+fn sqlstate_failure(code: &str) -> Failure {
+    match code {
+        // serialization_failure, deadlock_detected, lock_not_available,
+        // query_canceled (a statement time-out), admin/crash shutdown,
+        // cannot_connect_now
+        "40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P02" | "57P03" => Failure::Transient,
+        // raise_exception: a trigger refusing a row
+        "P0001" => Failure::Data,
+        _ => match code.get(..2) {
+            // connection exception, insufficient resources, system error
+            Some("08" | "53" | "58") => Failure::Transient,
+            // data exception, integrity constraint violation, program limit
+            // exceeded (e.g. an index row too large)
+            Some("22" | "23" | "54") => Failure::Data,
+            _ => Failure::Fatal,
+        },
+    }
+}
+
 impl StoreError {
+    /// What this failure of a write means for the batch (see [`Failure`]).
+    pub fn failure(&self) -> Failure {
+        match self {
+            StoreError::Database(err) => match err {
+                sqlx::Error::Database(db) => database_failure(db.as_ref()),
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => Failure::Transient,
+                sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => Failure::Data,
+                _ => Failure::Fatal,
+            },
+            StoreError::Corrupt(_) | StoreError::Overflow(_) => Failure::Data,
+            StoreError::Cache(_) | StoreError::CacheDown => Failure::Transient,
+            StoreError::Migrate(_) | StoreError::DataDir { .. } => Failure::Fatal,
+        }
+    }
+
     /// Whether this is the cache being unreachable (as opposed to refusing).
     pub fn is_cache_unreachable(&self) -> bool {
         match self {
@@ -54,6 +136,30 @@ impl StoreError {
             }
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_are_sorted_into_failures() {
+        for code in ["23514", "23502", "22003", "22P02", "54000", "P0001"] {
+            assert_eq!(sqlstate_failure(code), Failure::Data, "{code}");
+        }
+        for code in ["40001", "40P01", "08006", "57P01", "53300", "57014"] {
+            assert_eq!(sqlstate_failure(code), Failure::Transient, "{code}");
+        }
+        // A revoked privilege, a missing table: nobody's batch can fix it.
+        for code in ["42501", "42P01", "XX000"] {
+            assert_eq!(sqlstate_failure(code), Failure::Fatal, "{code}");
+        }
+        assert_eq!(StoreError::Corrupt("x".into()).failure(), Failure::Data);
+        assert_eq!(
+            StoreError::Database(sqlx::Error::PoolTimedOut).failure(),
+            Failure::Transient
+        );
     }
 }
 

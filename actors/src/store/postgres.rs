@@ -245,7 +245,7 @@ impl PgStore {
         outcome.duplicate_ticks = (t.len() - new_ticks.len()) as u64;
 
         // 2. Merge the new ticks' partial bars into live rows.
-        let partial = aggregate(new_ticks.iter().copied(), Interval::M1);
+        let partial = aggregate(new_ticks.iter().copied(), Interval::M1)?;
         if !partial.is_empty() {
             sqlx::query(
                 "INSERT INTO bars_1m AS b (instrument, open_time, open, high, low, close, volume_base, volume_quote, \
@@ -289,7 +289,12 @@ impl PgStore {
             .bind(partial.iter().map(|b| b.close).collect::<Vec<_>>())
             .bind(partial.iter().map(|b| b.volume_base).collect::<Vec<_>>())
             .bind(partial.iter().map(|b| b.volume_quote).collect::<Vec<_>>())
-            .bind(partial.iter().map(|b| b.trades as i64).collect::<Vec<_>>())
+            .bind(
+                partial
+                    .iter()
+                    .map(|b| i64::try_from(b.trades).unwrap_or(i64::MAX))
+                    .collect::<Vec<_>>(),
+            )
             .bind(partial.iter().map(|b| b.first.time_ns).collect::<Vec<_>>())
             .bind(partial.iter().map(|b| b.first.id.as_str()).collect::<Vec<_>>())
             .bind(partial.iter().map(|b| b.last.time_ns).collect::<Vec<_>>())

@@ -4,7 +4,7 @@
 //! committed offset; an uncommitted batch is delivered again to the next
 //! member; members of one group split the partitions and an old owner never
 //! commits a partition it lost; undecodable messages land on `{topic}.dlq`
-//! with their reason.
+//! with their reason, each once however often it is dead-lettered again.
 //!
 //! A [`BusHarness`] gives each case a bus and what only a harness can do
 //! (write garbage, read dead letters with their headers, look at committed
@@ -18,9 +18,11 @@ use std::time::{Duration, Instant};
 use candela_actors::consumer::OpenStream;
 use candela_actors::domain::{HistoryBar, Instrument, Record};
 use candela_actors::embedded::MemoryBus;
-use candela_actors::kafka::publisher::{DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC};
-use candela_actors::kafka::{decode_for_pipeline, decode_record, schema};
-use candela_actors::ports::{DeadLetters, MessageStream, RawMessage, RecordBus};
+use candela_actors::kafka::publisher::{
+    DLQ_KIND, DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC,
+};
+use candela_actors::kafka::{decode_record, schema};
+use candela_actors::ports::{DeadLetter, DeadLetters, MessageStream, RawMessage, RecordBus};
 use rust_decimal::Decimal;
 
 /// A message read from a dead-letter topic.
@@ -54,6 +56,11 @@ pub trait BusHarness: Send + Sync {
     /// Reads `want` messages (or what came within a timeout) from `topic`'s
     /// dead-letter topic.
     fn dead_letters(&self, topic: &str, want: usize) -> impl Future<Output = Vec<Letter>> + Send;
+    /// The offset after the last message of partitions `0..partitions` of
+    /// `topic` (its high watermarks).
+    fn end_offsets(&self, topic: &str, partitions: i32) -> impl Future<Output = Vec<i64>> + Send;
+    /// How many messages `topic`'s dead-letter topic holds.
+    fn dead_letter_count(&self, topic: &str) -> impl Future<Output = usize> + Send;
     /// The offsets `group` committed for partitions `0..partitions` of `topic`.
     fn committed(
         &self,
@@ -311,32 +318,43 @@ pub async fn undecodable_messages_land_on_the_dead_letter_topic_with_their_reaso
     )
     .await;
     assert_eq!(got.len(), good.len() + garbage.len());
-    let invalid: Vec<(RawMessage, String)> = got
+    let invalid: Vec<DeadLetter> = got
         .iter()
         .filter_map(|m| {
-            decode_for_pipeline(&m.payload)
+            decode_record(&m.payload)
                 .err()
-                .map(|e| (m.clone(), e))
+                .map(|e| DeadLetter::new(m.clone(), e.kind(), &e.to_string()))
         })
         .collect();
     assert_eq!(invalid.len(), garbage.len());
-    h.bus().dead_letter(&invalid).await.unwrap();
+    assert_eq!(h.bus().dead_letter(&invalid).await.unwrap(), garbage.len());
+    // The batch is delivered again (its commit never happened): its dead
+    // letters come again, whole, in part, or with others; none is written
+    // twice.
+    assert_eq!(h.bus().dead_letter(&invalid).await.unwrap(), 0);
+    assert_eq!(h.bus().dead_letter(&invalid[1..3]).await.unwrap(), 0);
+    let mut reversed = invalid.clone();
+    reversed.reverse();
+    assert_eq!(h.bus().dead_letter(&reversed).await.unwrap(), 0);
     H::close(stream).await;
 
     let letters = h.dead_letters(&topic, garbage.len()).await;
     assert_eq!(letters.len(), garbage.len());
-    for (original, reason) in &invalid {
+    assert_eq!(h.dead_letter_count(&topic).await, garbage.len());
+    for l in &invalid {
+        let original = &l.message;
         let found = letters
             .iter()
-            .find(|l| l.payload == original.payload && l.key == original.key)
+            .find(|x| x.payload == original.payload && x.key == original.key)
             .unwrap_or_else(|| panic!("no dead letter for {original:?}"));
         let h = &found.headers;
-        assert_eq!(h[DLQ_REASON], *reason);
+        assert_eq!(h[DLQ_REASON], l.reason);
+        assert_eq!(h[DLQ_KIND], l.kind);
         assert_eq!(h[DLQ_TOPIC], topic);
         assert_eq!(h[DLQ_PARTITION], original.partition.to_string());
         assert_eq!(h[DLQ_OFFSET], original.offset.to_string());
     }
-    let reasons: Vec<&str> = invalid.iter().map(|(_, r)| r.as_str()).collect();
+    let reasons: Vec<&str> = invalid.iter().map(|l| l.reason.as_str()).collect();
     assert!(
         reasons
             .iter()

@@ -112,7 +112,7 @@ pub fn widen_all(bars: &[Bar], interval: Interval) -> Vec<Bar> {
         let w = b.widen(interval);
         merged
             .entry((w.instrument.clone(), w.open_time))
-            .and_modify(|m| *m = m.merge(&w))
+            .and_modify(|m| *m = m.merge(&w).unwrap())
             .or_insert(w);
     }
     merged.into_values().collect()

@@ -3,7 +3,9 @@
 //! bars and garbage; the consumer is killed mid-stream and restarted by its
 //! supervisor (RESET); the stored bars must be exactly the bars of the
 //! distinct trades and the history minutes, computed here independently, and
-//! the cache must hold what the store holds.
+//! the cache must hold what the store holds. Poison records (each rule of
+//! `domain::validate` broken once) and a record the database itself refuses
+//! go to the dead-letter topic, once, and stop nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -18,7 +20,7 @@ use candela_actors::domain::{
     aggregate, Bar, HistoryBar, Instrument, Interval, Record, Side, Tick,
 };
 use candela_actors::embedded::SqliteStore;
-use candela_actors::kafka::{decode_for_pipeline, decode_record};
+use candela_actors::kafka::decode_record;
 use candela_actors::ports::{MessageStream, RecordBus};
 use candela_actors::store::postgres::PgStore;
 use candela_actors::store::{BarCache, BarStore, StoredBar, WriteBatch};
@@ -51,6 +53,18 @@ macro_rules! e2e_contract_tests {
         async fn a_batch_redelivered_after_the_database_commit_changes_no_bar() {
             let (_guard, stack) = $make().await;
             $crate::backends::e2e::a_batch_redelivered_after_the_database_commit_changes_no_bar(&stack).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn poison_records_are_dead_lettered_once_and_every_good_trade_is_stored() {
+            let (_guard, stack) = $make().await;
+            $crate::backends::e2e::poison_records_are_dead_lettered_once_and_every_good_trade_is_stored(&stack).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_record_the_database_refuses_is_quarantined_and_the_rest_of_its_batch_stored() {
+            let (_guard, stack) = $make().await;
+            $crate::backends::e2e::a_record_the_database_refuses_is_quarantined_and_the_rest_of_its_batch_stored(&stack).await;
         }
     };
 }
@@ -144,7 +158,7 @@ pub fn expected(
 ) -> BTreeMap<(Instrument, Interval), Vec<Ohlcv>> {
     let mut out: BTreeMap<(Instrument, Interval), Vec<Ohlcv>> = BTreeMap::new();
     for interval in Interval::ALL {
-        for b in aggregate(distinct, interval) {
+        for b in aggregate(distinct, interval).unwrap() {
             out.entry((b.instrument.clone(), interval))
                 .or_default()
                 .push(ohlcv(&b));
@@ -154,7 +168,7 @@ pub fn expected(
             let b = history_as_bar(h).widen(interval);
             merged
                 .entry((b.instrument.clone(), b.open_time))
-                .and_modify(|m| *m = m.merge(&b))
+                .and_modify(|m| *m = m.merge(&b).unwrap())
                 .or_insert(b);
         }
         for b in merged.into_values() {
@@ -230,7 +244,7 @@ where
         dead_letters: Arc::clone(s.bus.bus()),
         store: Arc::clone(&s.store),
         cache: Arc::clone(&s.cache),
-        decode: decode_for_pipeline,
+        decode: decode_record,
         batch_max: BATCH_MAX,
         batch_wait: Duration::from_millis(200),
         metrics: Arc::clone(metrics),
@@ -407,7 +421,7 @@ pub async fn killed_mid_stream_the_consumer_resumes_and_stores_exactly_the_bars_
             .map(|b| b.bar.clone())
             .collect();
         let mine: Vec<Tick> = all.iter().filter(|t| &t.instrument == i).cloned().collect();
-        assert_eq!(m1, aggregate(&mine, Interval::M1), "{i}");
+        assert_eq!(m1, aggregate(&mine, Interval::M1).unwrap(), "{i}");
     }
     let m = metrics.snapshot();
     // Every distinct trade is stored once. (The counter may miss one batch:
@@ -543,4 +557,245 @@ pub async fn a_batch_redelivered_after_the_database_commit_changes_no_bar<
     let mut next = s.bus.streams().open(&group, &topics).await.unwrap();
     let rest = next.next_batch(100, s.bus.quiet() * 5).await.unwrap();
     assert!(rest.is_empty(), "{} messages after the commit", rest.len());
+}
+
+/// Makes the store refuse one trade for a reason the decoder cannot see (a
+/// constraint or a trigger added by the test).
+pub trait Refuse {
+    fn refuse_trade_id(&self, id: &str) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl Refuse for PgStore {
+    async fn refuse_trade_id(&self, id: &str) {
+        sqlx::query(&format!(
+            "ALTER TABLE ticks ADD CONSTRAINT test_refused_trade CHECK (trade_id <> '{id}')"
+        ))
+        .execute(self.pool())
+        .await
+        .unwrap();
+    }
+}
+
+impl Refuse for SqliteStore {
+    async fn refuse_trade_id(&self, id: &str) {
+        sqlx::query(&format!(
+            "CREATE TRIGGER test_refused_trade BEFORE INSERT ON ticks WHEN NEW.trade_id = '{id}' \
+             BEGIN SELECT RAISE(ABORT, 'test_refused_trade'); END"
+        ))
+        .execute(self.pool())
+        .await
+        .unwrap();
+    }
+}
+
+/// The bars of every interval that the independent reference computes from
+/// `trades`, per instrument, comparable with [`as_ohlcv`]'s.
+pub fn reference(trades: &[Tick]) -> BTreeMap<(Instrument, Interval), Vec<Ohlcv>> {
+    use candela_testkit::oracle;
+    let input: Vec<oracle::Trade> = trades
+        .iter()
+        .map(|t| oracle::Trade {
+            instrument: t.instrument.to_string(),
+            id: t.trade_id.clone(),
+            time_ns: t.trade_time_ns,
+            price: t.price,
+            quantity: t.quantity,
+        })
+        .collect();
+    let mut out: BTreeMap<(Instrument, Interval), Vec<Ohlcv>> = BTreeMap::new();
+    for interval in Interval::ALL {
+        for b in oracle::bars(&input, interval.seconds()) {
+            out.entry((b.instrument.parse().unwrap(), interval))
+                .or_default()
+                .push((
+                    b.open_time,
+                    b.open,
+                    b.high,
+                    b.low,
+                    b.close,
+                    b.volume_base,
+                    b.volume_quote,
+                    b.trades,
+                ));
+        }
+    }
+    out
+}
+
+/// Waits until `group` has committed every message of `topic` (3 partitions).
+async fn wait_caught_up(h: &impl BusHarness, topic: &str, group: &str) {
+    wait_for(
+        "every message committed",
+        Duration::from_secs(120),
+        async || {
+            let ends = h.end_offsets(topic, 3).await;
+            let committed = h.committed(group, topic, 3).await;
+            ends.iter()
+                .zip(&committed)
+                .all(|(end, c)| *end == 0 || *c == Some(*end))
+        },
+    )
+    .await;
+}
+
+async fn restarts_of(sup: &ActorRef<SupervisorMsg>) -> u32 {
+    ractor::call_t!(sup, SupervisorMsg::Status, 5_000)
+        .unwrap()
+        .iter()
+        .map(|c| c.restarts)
+        .sum()
+}
+
+/// One of each poison record among good trades: every good trade's bar is
+/// right, each poison record is in the dead-letter topic exactly once with
+/// its reason, the offsets move past them, and nothing restarts. A second
+/// consumer group reads the whole topic again (every batch redelivered):
+/// no dead letter is written twice and no bar changes.
+pub async fn poison_records_are_dead_lettered_once_and_every_good_trade_is_stored<
+    H: BusHarness,
+    S: BarStore + TickRows,
+    C: BarCache,
+>(
+    s: &Stack<H, S, C>,
+) {
+    let instruments = crate::common::instruments(3);
+    let good = trades(&instruments, 600);
+    let t = |f: &dyn Fn(&mut Tick)| {
+        let mut x = good[0].clone();
+        x.trade_id = format!("poison-{}", x.trade_id);
+        f(&mut x);
+        Record::Trade(x)
+    };
+    let bar = |f: &dyn Fn(&mut HistoryBar)| {
+        let mut b = history(&instruments[0])[0].clone();
+        f(&mut b);
+        Record::Bar(b)
+    };
+    let poison: Vec<(Record, &str)> = vec![
+        (t(&|x| x.price = Decimal::ZERO), "price"),
+        (t(&|x| x.price = Decimal::new(-1, 0)), "price"),
+        (t(&|x| x.quantity = Decimal::new(-5, 0)), "qty"),
+        (t(&|x| x.instrument.base = "BTC USD".into()), "base"),
+        (t(&|x| x.trade_id = "7".repeat(10_000)), "id"),
+        (
+            t(&|x| {
+                x.price = Decimal::new(1_000_000_000_000_000, 0);
+                x.quantity = Decimal::new(1_000_000_000_000_000, 0);
+            }),
+            "qty",
+        ),
+        (bar(&|b| b.open_time = 9_300_000_000), "open_time"),
+        (
+            bar(&|b| {
+                b.high = Decimal::new(50, 0);
+                b.low = Decimal::new(60, 0);
+            }),
+            "low",
+        ),
+    ];
+    let mut records: Vec<Record> = good[..300].iter().cloned().map(Record::Trade).collect();
+    records.extend(poison.iter().map(|(r, _)| r.clone()));
+    records.extend(good[300..].iter().cloned().map(Record::Trade));
+    s.bus.bus().publish(&s.topic, &records).await.unwrap();
+
+    let name = crate::common::unique("consumer-poison");
+    let group = crate::common::unique("poison-group");
+    let metrics = Arc::new(ConsumerMetrics::default());
+    let sup = supervise(s, &name, &group, &metrics).await;
+    wait_caught_up(&s.bus, &s.topic, &group).await;
+
+    // Every good trade, and nothing else, is stored; its bars are right.
+    assert_eq!(s.store.tick_rows().await, good.len() as i64);
+    let want = reference(&good);
+    let got = as_ohlcv(&stored(s.store.as_ref(), &instruments).await);
+    assert_eq!(got, want);
+    // Each poison record once, with the field it broke.
+    let letters = s.bus.dead_letters(&s.topic, poison.len()).await;
+    assert_eq!(s.bus.dead_letter_count(&s.topic).await, poison.len());
+    let mut kinds: Vec<&str> = letters
+        .iter()
+        .map(|l| l.headers[candela_actors::kafka::publisher::DLQ_KIND].as_str())
+        .collect();
+    kinds.sort_unstable();
+    let mut want_kinds: Vec<&str> = poison.iter().map(|(_, k)| *k).collect();
+    want_kinds.sort_unstable();
+    assert_eq!(kinds, want_kinds);
+    for l in &letters {
+        let reason = &l.headers[candela_actors::kafka::publisher::DLQ_REASON];
+        assert!(reason.starts_with("invalid field"), "{reason}");
+        assert!(reason.len() < 400, "a bounded reason: {reason}");
+    }
+    assert_eq!(restarts_of(&sup).await, 0, "no restart");
+    assert_eq!(metrics.failures.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        metrics.dead_lettered.load(Ordering::Relaxed),
+        poison.len() as u64
+    );
+    sup.stop(None);
+
+    // Every batch again, through another group: the dead letters are there
+    // already, the ticks too.
+    let again = crate::common::unique("poison-again");
+    let metrics2 = Arc::new(ConsumerMetrics::default());
+    let sup2 = supervise(
+        s,
+        &crate::common::unique("consumer-again"),
+        &again,
+        &metrics2,
+    )
+    .await;
+    wait_caught_up(&s.bus, &s.topic, &again).await;
+    assert_eq!(s.bus.dead_letter_count(&s.topic).await, poison.len());
+    assert_eq!(metrics2.dead_lettered.load(Ordering::Relaxed), 0);
+    assert_eq!(s.store.tick_rows().await, good.len() as i64);
+    let got = as_ohlcv(&stored(s.store.as_ref(), &instruments).await);
+    assert_eq!(got, want);
+    assert_eq!(restarts_of(&sup2).await, 0);
+    sup2.stop(None);
+}
+
+/// The database refuses one trade for a reason the decoder cannot see: the
+/// consumer splits its batch until the trade stands alone, dead-letters it
+/// with the database's message, and stores the rest of the batch.
+pub async fn a_record_the_database_refuses_is_quarantined_and_the_rest_of_its_batch_stored<
+    H: BusHarness,
+    S: BarStore + TickRows + Refuse,
+    C: BarCache,
+>(
+    s: &Stack<H, S, C>,
+) {
+    let instruments = crate::common::instruments(3);
+    let all = trades(&instruments, 450);
+    let refused = all[123].clone();
+    s.store.refuse_trade_id(&refused.trade_id).await;
+    let records: Vec<Record> = all.iter().cloned().map(Record::Trade).collect();
+    s.bus.bus().publish(&s.topic, &records).await.unwrap();
+
+    let name = crate::common::unique("consumer-refused");
+    let group = crate::common::unique("refused-group");
+    let metrics = Arc::new(ConsumerMetrics::default());
+    let sup = supervise(s, &name, &group, &metrics).await;
+    wait_caught_up(&s.bus, &s.topic, &group).await;
+
+    let kept: Vec<Tick> = all
+        .iter()
+        .filter(|t| t.trade_id != refused.trade_id)
+        .cloned()
+        .collect();
+    assert_eq!(s.store.tick_rows().await, kept.len() as i64);
+    let got = as_ohlcv(&stored(s.store.as_ref(), &instruments).await);
+    assert_eq!(got, reference(&kept));
+    let letters = s.bus.dead_letters(&s.topic, 1).await;
+    assert_eq!(s.bus.dead_letter_count(&s.topic).await, 1);
+    let h = &letters[0].headers;
+    assert_eq!(h[candela_actors::kafka::publisher::DLQ_KIND], "database");
+    assert!(
+        h[candela_actors::kafka::publisher::DLQ_REASON].contains("test_refused_trade"),
+        "the database's message: {h:?}"
+    );
+    let decoded = decode_record(&letters[0].payload).unwrap();
+    assert_eq!(decoded, Record::Trade(refused));
+    assert_eq!(metrics.quarantined.load(Ordering::Relaxed), 1);
+    assert_eq!(restarts_of(&sup).await, 0, "no restart");
+    sup.stop(None);
 }

@@ -114,6 +114,52 @@ impl BusHarness for Kafka {
         letters
     }
 
+    async fn end_offsets(&self, topic: &str, partitions: i32) -> Vec<i64> {
+        let probe: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.config.bootstrap_servers())
+            .set("group.id", crate::common::unique("ends"))
+            .create()
+            .unwrap();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            (0..partitions)
+                .map(|p| {
+                    probe
+                        .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                        .unwrap()
+                        .1
+                })
+                .collect()
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn dead_letter_count(&self, topic: &str) -> usize {
+        let probe: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.config.bootstrap_servers())
+            .set("group.id", crate::common::unique("dlq-count"))
+            .create()
+            .unwrap();
+        let dlq = dead_letter_topic(topic);
+        tokio::task::spawn_blocking(move || {
+            let md = probe
+                .fetch_metadata(Some(&dlq), Duration::from_secs(10))
+                .unwrap();
+            let partitions = md.topics()[0].partitions().len() as i32;
+            (0..partitions)
+                .map(|p| {
+                    let (low, high) = probe
+                        .fetch_watermarks(&dlq, p, Duration::from_secs(10))
+                        .unwrap();
+                    (high - low) as usize
+                })
+                .sum()
+        })
+        .await
+        .unwrap()
+    }
+
     async fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
         let probe: rdkafka::consumer::BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.config.bootstrap_servers())

@@ -78,7 +78,7 @@ pub async fn bars_are_a_function_of_the_distinct_ticks(store: &impl BarStore) {
     assert_eq!(new, all.len() as u64, "every distinct tick stored once");
 
     for interval in Interval::ALL {
-        let expected = aggregate(&all, interval);
+        let expected = aggregate(&all, interval).unwrap();
         let got = store
             .bars(&i, interval, start, start + 86_400, 10_000)
             .await
@@ -91,7 +91,7 @@ pub async fn bars_are_a_function_of_the_distinct_ticks(store: &impl BarStore) {
     }
     // 1-minute bars also keep the first and last trade exactly.
     let m1 = all_m1(store, &i, start, start + 86_400).await;
-    let expected = aggregate(&all, Interval::M1);
+    let expected = aggregate(&all, Interval::M1).unwrap();
     assert_eq!(
         m1.iter().map(|b| b.bar.clone()).collect::<Vec<_>>(),
         expected
@@ -458,7 +458,7 @@ pub async fn sums_are_exact_decimals(store: &impl BarStore) {
         write(store, std::slice::from_ref(t)).await;
     }
     let got = all_m1(store, &i, t0, t0).await;
-    let want = aggregate(&all, Interval::M1);
+    let want = aggregate(&all, Interval::M1).unwrap();
     assert_eq!(got[0].bar, want[0]);
     assert_eq!(got[0].bar.volume_base.to_string(), "6.00");
     assert_eq!(

@@ -13,6 +13,11 @@
 //! A consumer restarted by that supervisor is re-told its topic by the child
 //! spec the agent gave the supervisor (see `consumer::dynamic`): the spec
 //! holds the consumer's assignment, which outlives each instance.
+//!
+//! On a consumer node the agent also announces the node's running fixed
+//! consumers for partition placement (see `super::placement`): it follows
+//! [`RunningWorkers`] and joins or leaves `consumer-worker/<group>/<k>` as
+//! each consumer's stream opens or closes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +25,10 @@ use std::time::Duration;
 use candela_actors::coordinator::directory::{CONSUMER_AGENTS, DYNAMIC_CONSUMERS};
 use candela_actors::coordinator::AgentMsg;
 use candela_actors::supervisor::{ChildSpec, SupervisorMsg};
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 
 use super::names;
+use super::placement::{worker_role, RunningWorkers};
 
 /// The role group every agent joins.
 pub const AGENT_ROLE: &str = "agents";
@@ -39,10 +45,10 @@ pub struct AgentArgs {
     pub supervisor: ActorRef<SupervisorMsg>,
     /// Builds a consumer's spec; `None` on a node without the `consumer` role.
     pub consumers: Option<ConsumerFactory>,
-    /// How many fixed-topic consumers this node runs (`consumer.workers`),
-    /// announced with their group to the other nodes for partition
-    /// placement ([`super::placement`]); unused without the `consumer` role.
-    pub fixed_workers: usize,
+    /// This node's running fixed consumers, announced with their group to
+    /// the other nodes for partition placement ([`super::placement`]); `None`
+    /// without the `consumer` role.
+    pub fixed_workers: Option<RunningWorkers>,
     /// The fixed consumers' group (`consumer.group`).
     pub fixed_group: String,
     /// Longest wait for the supervisor to start a consumer.
@@ -79,6 +85,43 @@ pub struct Agent;
 pub struct AgentState {
     args: AgentArgs,
     next: u32,
+    /// Follows the running fixed consumers; stopped with the agent.
+    _announcer: Option<Announcer>,
+}
+
+/// The task that announces the running fixed consumers, aborted when the
+/// agent's state goes (whether the agent stops or fails).
+struct Announcer(tokio::task::JoinHandle<()>);
+
+impl Drop for Announcer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Keeps the agent's memberships of `consumer-worker/<group>/<k>` equal to
+/// the running workers.
+async fn announce(agent: ActorCell, node: String, group: String, running: RunningWorkers) {
+    let mut rx = running.watch();
+    let mut announced = std::collections::BTreeSet::new();
+    loop {
+        let now = rx.borrow_and_update().clone();
+        for k in now.difference(&announced) {
+            if let Err(err) = names::join_role(&agent, &worker_role(&group, *k)) {
+                tracing::error!(%node, worker = k, error = %err, "cannot announce a running consumer");
+            }
+        }
+        for k in announced.difference(&now) {
+            names::leave_role(&agent, &worker_role(&group, *k));
+        }
+        if now != announced {
+            tracing::info!(%node, %group, running = ?now, "announced the running fixed consumers");
+        }
+        announced = now;
+        if rx.changed().await.is_err() {
+            break;
+        }
+    }
 }
 
 /// The cluster name of dynamic consumer `n` of `node`.
@@ -96,19 +139,24 @@ impl Actor for Agent {
         myself: ActorRef<AgentMsg>,
         args: AgentArgs,
     ) -> Result<AgentState, ActorProcessingErr> {
-        if args.consumers.is_some() {
-            names::join_role(
-                &myself.get_cell(),
-                &super::placement::workers_role(&args.fixed_group, args.fixed_workers),
-            )?;
-        }
+        let announcer = args.fixed_workers.clone().map(|running| {
+            Announcer(tokio::spawn(announce(
+                myself.get_cell(),
+                args.node.clone(),
+                args.fixed_group.clone(),
+                running,
+            )))
+        });
         tracing::info!(
             node = %args.node,
             consumers = args.consumers.is_some(),
-            fixed_workers = args.fixed_workers,
             "agent started"
         );
-        Ok(AgentState { args, next: 0 })
+        Ok(AgentState {
+            args,
+            next: 0,
+            _announcer: announcer,
+        })
     }
 
     async fn handle(

@@ -149,6 +149,12 @@ pub fn join_role(actor: &ActorCell, role: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Removes `actor` from the role group `role` (stopping the actor does this
+/// too).
+pub fn leave_role(actor: &ActorCell, role: &str) {
+    pg::leave_scoped(ROLES_SCOPE.into(), role.into(), vec![actor.clone()]);
+}
+
 /// A supervised child that holds a cluster name: `spec`'s start function,
 /// followed by [`register`] under the child's name in `role` (and in each of
 /// `extra_roles`). Every restart registers the new instance again; a child

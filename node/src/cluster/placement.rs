@@ -1,66 +1,107 @@
 //! The fixed consumers' partition placement from the cluster's membership.
 //!
 //! Each node that runs the `consumer` role has an agent, under the cluster
-//! name `agent/<node>`, that announces how many fixed consumers the node runs
-//! and for which consumer group by joining the role group
-//! `consumer-workers/<group>/<n>`. Process groups are synchronised between
+//! name `agent/<node>`, that announces which of the node's fixed consumers
+//! are *running* — their stream is open and they read — by joining the role
+//! group `consumer-worker/<group>/<k>` for each running worker `k`, and
+//! leaving it when that consumer stops or fails (the consumers tell
+//! [`RunningWorkers`] as their streams open and close; the agent follows it).
+//! A consumer in a crash loop, between its restarts, and every consumer of a
+//! node whose data plane gave up, are therefore not announced, and their
+//! partitions go to the others. Process groups are synchronised between
 //! connected nodes and a node's memberships end when its session does (a
-//! crash closes it at once; a hung node is dropped by the heartbeats), so the
-//! nodes this node sees in those groups are the live consumer nodes of the
-//! group. (Scoping by group also keeps apart several platforms in one
+//! crash closes it at once; a hung node is dropped by the heartbeats), so
+//! the members this node sees in those groups are the running consumers of
+//! the group. (Scoping by group also keeps apart several platforms in one
 //! process, as in the tests, which share one process-group registry.)
-//! [`ConsumerNodes`] turns that set into this node's
-//! [`Share`] of the tick topic's partitions (see
-//! `candela_actors::kafka::placement`): when gamma dies, beta's next batch
-//! takes gamma's partitions from the group's committed offsets, and when
-//! gamma comes back it takes them again. No broker group protocol is
-//! involved, so this works the same on Kafka, Redpanda and tansu.
+//! [`ConsumerNodes`] turns that set into this consumer's [`Share`] of the
+//! tick topic's partitions (see `candela_actors::kafka::placement`): when
+//! gamma dies, beta's next batch takes gamma's partitions from the group's
+//! committed offsets, and when gamma comes back it takes them again. No
+//! broker group protocol is involved, so this works the same on Kafka,
+//! Redpanda and tansu.
 //!
-//! A node may run several fixed consumers (`consumer.workers`). The members
-//! are the pairs (node, worker) of every live consumer node, and worker `k`
-//! of this node takes the share of the pair (node, k).
+//! The members are the pairs (node, worker) of every running consumer, and
+//! worker `k` of this node takes the share of the pair (node, k) (it counts
+//! itself whether or not its announcement has gone out yet).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use candela_actors::kafka::{Placement, Share};
 use ractor::{pg, ActorId};
+use tokio::sync::watch;
 
 use super::names;
 
 /// The prefix of agents' cluster names (`agent/<node>`).
 const AGENT_PREFIX: &str = "agent/";
 
-/// The prefix of the role groups that announce a node's worker count.
-const WORKERS_PREFIX: &str = "consumer-workers/";
+/// The prefix of the role groups that announce a running fixed consumer.
+const WORKER_PREFIX: &str = "consumer-worker/";
 
-/// The role group an agent joins to announce that its node runs `workers`
-/// fixed consumers in the consumer group `group`.
-pub fn workers_role(group: &str, workers: usize) -> String {
-    format!("{WORKERS_PREFIX}{group}/{workers}")
+/// The role group an agent joins to announce that its node's fixed consumer
+/// `worker` of the consumer group `group` is running.
+pub fn worker_role(group: &str, worker: usize) -> String {
+    format!("{WORKER_PREFIX}{group}/{worker}")
 }
 
-/// The live nodes that run fixed consumers in `group`, as this node sees
-/// them now, with how many each runs.
-pub fn consumer_nodes(group: &str) -> BTreeMap<String, usize> {
-    let prefix = format!("{WORKERS_PREFIX}{group}/");
-    let mut workers: HashMap<ActorId, usize> = HashMap::new();
+/// The fixed consumers of this node that are running now, by worker number,
+/// shared by the consumers (which join and leave) and the agent (which
+/// announces them).
+#[derive(Debug, Clone)]
+pub struct RunningWorkers(Arc<watch::Sender<BTreeSet<usize>>>);
+
+impl Default for RunningWorkers {
+    fn default() -> Self {
+        Self(Arc::new(watch::Sender::new(BTreeSet::new())))
+    }
+}
+
+impl RunningWorkers {
+    /// Worker `k` runs.
+    pub fn up(&self, k: usize) {
+        self.0.send_if_modified(|set| set.insert(k));
+    }
+
+    /// Worker `k` stopped.
+    pub fn down(&self, k: usize) {
+        self.0.send_if_modified(|set| set.remove(&k));
+    }
+
+    /// The running workers now.
+    pub fn now(&self) -> BTreeSet<usize> {
+        self.0.borrow().clone()
+    }
+
+    /// Follows the running workers.
+    pub fn watch(&self) -> watch::Receiver<BTreeSet<usize>> {
+        self.0.subscribe()
+    }
+}
+
+/// The running fixed consumers of `group` on the live nodes, as this node
+/// sees them now: node → its running workers.
+pub fn consumer_nodes(group: &str) -> BTreeMap<String, BTreeSet<usize>> {
+    let prefix = format!("{WORKER_PREFIX}{group}/");
+    let mut workers: HashMap<ActorId, BTreeSet<usize>> = HashMap::new();
     for role in pg::which_scoped_groups(&names::ROLES_SCOPE.to_owned()) {
-        let Some(n) = role
+        let Some(k) = role
             .strip_prefix(&prefix)
-            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|k| k.parse::<usize>().ok())
         else {
             continue;
         };
         for agent in names::role_members(&role) {
-            workers.insert(agent.get_id(), n.max(1));
+            workers.entry(agent.get_id()).or_default().insert(k);
         }
     }
     names::all()
         .into_iter()
         .filter_map(|(name, holders)| {
             let node = name.strip_prefix(AGENT_PREFIX)?;
-            let n = holders.iter().find_map(|id| workers.get(id))?;
-            Some((node.to_owned(), *n))
+            let ks = holders.iter().find_map(|id| workers.get(id))?;
+            Some((node.to_owned(), ks.clone()))
         })
         .collect()
 }
@@ -70,25 +111,18 @@ fn member(node: &str, k: usize) -> String {
     format!("{node}#{k:03}")
 }
 
-/// The share of worker `worker` of `node` (which runs `workers`) among the
-/// workers of `nodes`.
-pub fn share_among(
-    node: &str,
-    worker: usize,
-    workers: usize,
-    nodes: &BTreeMap<String, usize>,
-) -> Share {
-    let mut members: BTreeSet<String> = nodes
+/// The share of worker `worker` of `node` among the running workers of
+/// `nodes` (and itself).
+pub fn share_among(node: &str, worker: usize, nodes: &BTreeMap<String, BTreeSet<usize>>) -> Share {
+    let members: BTreeSet<String> = nodes
         .iter()
-        .filter(|(n, _)| n.as_str() != node)
-        .flat_map(|(n, w)| (0..*w).map(move |k| member(n, k)))
+        .flat_map(|(n, ks)| ks.iter().map(move |k| member(n, *k)))
         .collect();
-    members.extend((0..workers).map(|k| member(node, k)));
     Share::of(&member(node, worker), &members)
 }
 
-/// The share of one fixed consumer of this node among the workers of the
-/// live consumer nodes.
+/// The share of one fixed consumer of this node among the running fixed
+/// consumers of the live consumer nodes.
 #[derive(Debug, Clone)]
 pub struct ConsumerNodes {
     /// This node's name.
@@ -97,22 +131,25 @@ pub struct ConsumerNodes {
     pub group: String,
     /// This consumer's number on the node, from 0.
     pub worker: usize,
-    /// How many fixed consumers this node runs.
-    pub workers: usize,
+    /// This node's running consumers, which the agent announces.
+    pub running: RunningWorkers,
 }
 
 impl Placement for ConsumerNodes {
     fn share(&self) -> Share {
-        share_among(
-            &self.node,
-            self.worker,
-            self.workers,
-            &consumer_nodes(&self.group),
-        )
+        share_among(&self.node, self.worker, &consumer_nodes(&self.group))
     }
 
     fn member(&self) -> String {
         member(&self.node, self.worker)
+    }
+
+    fn joined(&self) {
+        self.running.up(self.worker);
+    }
+
+    fn left(&self) {
+        self.running.down(self.worker);
     }
 }
 
@@ -120,17 +157,19 @@ impl Placement for ConsumerNodes {
 mod tests {
     use super::*;
 
-    fn nodes(list: &[(&str, usize)]) -> BTreeMap<String, usize> {
-        list.iter().map(|(n, w)| ((*n).to_owned(), *w)).collect()
+    fn nodes(list: &[(&str, &[usize])]) -> BTreeMap<String, BTreeSet<usize>> {
+        list.iter()
+            .map(|(n, ks)| ((*n).to_owned(), ks.iter().copied().collect()))
+            .collect()
     }
 
     #[test]
     fn workers_of_every_node_share_the_partitions_once() {
-        let all = nodes(&[("beta", 2), ("gamma", 1), ("delta", 3)]);
+        let all = nodes(&[("beta", &[0, 1]), ("gamma", &[0]), ("delta", &[0, 1, 2])]);
         let mut seen = vec![0; 12];
-        for (node, w) in &all {
-            for k in 0..*w {
-                let share = share_among(node, k, *w, &all);
+        for (node, ks) in &all {
+            for k in ks {
+                let share = share_among(node, *k, &all);
                 assert_eq!(share.count, 6);
                 for p in share.partitions(12) {
                     seen[p as usize] += 1;
@@ -141,23 +180,43 @@ mod tests {
     }
 
     #[test]
-    fn a_node_alone_or_unseen_counts_its_own_workers() {
-        let none = nodes(&[]);
+    fn only_running_workers_are_members() {
+        // beta's worker 0 is in a crash loop (not announced): its worker 1
+        // and gamma's share everything between them.
+        let all = nodes(&[("beta", &[1]), ("gamma", &[0])]);
+        let b1 = share_among("beta", 1, &all);
+        let g0 = share_among("gamma", 0, &all);
+        assert_eq!((b1.count, g0.count), (2, 2));
+        let mut seen = [0; 6];
+        for p in b1.partitions(6).into_iter().chain(g0.partitions(6)) {
+            seen[p as usize] += 1;
+        }
+        assert_eq!(seen, [1; 6]);
+    }
+
+    #[test]
+    fn a_worker_counts_itself_before_its_announcement() {
+        assert_eq!(share_among("beta", 1, &nodes(&[])), Share::ALL);
         assert_eq!(
-            share_among("beta", 1, 2, &none),
-            Share { index: 1, count: 2 }
-        );
-        // Its own announcement (1 worker, stale) does not override what it runs.
-        let stale = nodes(&[("beta", 1)]);
-        assert_eq!(
-            share_among("beta", 1, 2, &stale),
+            share_among("beta", 1, &nodes(&[("beta", &[0])])),
             Share { index: 1, count: 2 }
         );
         // Two nodes of one worker: sorted by name.
-        let two = nodes(&[("beta", 1), ("gamma", 1)]);
-        assert_eq!(
-            share_among("gamma", 0, 1, &two),
-            Share { index: 1, count: 2 }
-        );
+        let two = nodes(&[("beta", &[0]), ("gamma", &[0])]);
+        assert_eq!(share_among("gamma", 0, &two), Share { index: 1, count: 2 });
+    }
+
+    #[test]
+    fn running_workers_follow_up_and_down() {
+        let running = RunningWorkers::default();
+        let mut rx = running.watch();
+        running.up(1);
+        running.up(0);
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(*rx.borrow_and_update(), BTreeSet::from([0, 1]));
+        running.up(1);
+        assert!(!rx.has_changed().unwrap(), "no change, no event");
+        running.down(0);
+        assert_eq!(running.now(), BTreeSet::from([1]));
     }
 }
