@@ -346,9 +346,12 @@ async fn live_yields_exactly_the_distinct_trades_through_replays_drops_malformed
     })
     .await;
 
-    im.send_malformed(6);
+    // Two of each kind: invalid JSON, unknown type, no price, price 0, an
+    // instrument not subscribed. None of them becomes a tick.
+    im.send_malformed(10);
     eventually("malformed frames counted", 10, || {
-        live.metrics().malformed >= 4 && live.metrics().unknown >= 2
+        let m = live.metrics();
+        m.malformed >= 4 && m.unknown >= 2 && m.invalid >= 2 && m.unsubscribed >= 2
     })
     .await;
 
@@ -377,7 +380,10 @@ async fn live_yields_exactly_the_distinct_trades_through_replays_drops_malformed
         out_of_order >= 1,
         "late trades arrive out of order and are kept"
     );
-    assert_eq!(m.trades, ticks.len() as u64 + m.duplicates_dropped);
+    assert_eq!(
+        m.trades,
+        ticks.len() as u64 + m.duplicates_dropped + m.invalid + m.unsubscribed
+    );
     assert!(m.reconnects >= 1);
     im.shutdown().await;
 }

@@ -104,24 +104,32 @@ pub(crate) fn validate(
 }
 
 /// Inserts flat bars for the intervals without trades between the first bar
-/// and `to`, at the previous close.
-fn fill_gaps(bars: Vec<BarDto>, interval: Interval, to: i64, now: i64) -> Vec<BarDto> {
+/// and `to`, at the previous close; stops at `cap` bars (a sparse range can
+/// hold millions of empty minutes: the answer holds `limit` bars at most, so
+/// nothing past that is ever built).
+fn fill_gaps(bars: Vec<BarDto>, interval: Interval, to: i64, now: i64, cap: usize) -> Vec<BarDto> {
     let step = interval.seconds();
-    let mut out: Vec<BarDto> = Vec::with_capacity(bars.len());
+    let mut out: Vec<BarDto> = Vec::with_capacity(bars.len().min(cap));
     for bar in bars {
         if let Some(prev) = out.last() {
             let mut t = prev.time + step;
             let close = prev.close;
             while t < bar.time {
+                if out.len() >= cap {
+                    return out;
+                }
                 out.push(BarDto::filled(t, close, t + step <= now));
                 t += step;
             }
+        }
+        if out.len() >= cap {
+            return out;
         }
         out.push(bar);
     }
     if let Some(last) = out.last() {
         let (mut t, close) = (last.time + step, last.close);
-        while t <= to && t <= now {
+        while t <= to && t <= now && out.len() < cap {
             out.push(BarDto::filled(t, close, t + step <= now));
             t += step;
         }
@@ -203,7 +211,8 @@ impl DataApi {
             .map(|b| BarDto::from_stored(b, now))
             .collect();
         if fill.0.unwrap_or(false) {
-            bars = fill_gaps(bars, interval, covered_to, now);
+            // One past the limit, to know that it was truncated.
+            bars = fill_gaps(bars, interval, covered_to, now, limit.saturating_add(1));
             if bars.len() > limit {
                 bars.truncate(limit);
                 truncated = true;
@@ -358,12 +367,26 @@ mod tests {
 
     #[test]
     fn fill_inserts_flat_bars_at_the_previous_close() {
-        let filled = fill_gaps(vec![bar(60, 5), bar(240, 7)], Interval::M1, 300, 1_000);
+        let filled = fill_gaps(vec![bar(60, 5), bar(240, 7)], Interval::M1, 300, 1_000, 100);
         let times: Vec<i64> = filled.iter().map(|b| b.time).collect();
         assert_eq!(times, [60, 120, 180, 240, 300]);
         assert_eq!(filled[1].source, "filled");
         assert_eq!(filled[2].close, Decimal::from(5));
         assert_eq!(filled[4].close, Decimal::from(7));
         assert_eq!(filled[1].volume_base, Decimal::ZERO);
+    }
+
+    #[test]
+    fn fill_stops_at_the_cap_whatever_the_range() {
+        // A bar of 1970 and `to` in 2200: 120 million empty minutes, of which
+        // only the first few are ever built.
+        let far = 7_258_118_400;
+        let filled = fill_gaps(vec![bar(60, 5)], Interval::M1, far, far, 11);
+        assert_eq!(filled.len(), 11);
+        let filled = fill_gaps(vec![bar(60, 5), bar(far, 7)], Interval::M1, far, far, 3);
+        assert_eq!(
+            filled.iter().map(|b| b.time).collect::<Vec<_>>(),
+            [60, 120, 180]
+        );
     }
 }

@@ -109,6 +109,73 @@ pub struct Config {
     /// Which backends: the real ones or the embedded ones.
     #[serde(default)]
     pub backends: BackendsConfig,
+    /// When the data plane's supervisors restart a failed actor, and when
+    /// they give up.
+    #[serde(default)]
+    pub restart: RestartConfig,
+}
+
+/// The data plane's restart policy (`candela_actors::supervisor`): a failed
+/// actor is restarted after a back-off that doubles from `backoff_min_ms` to
+/// `backoff_max_ms`; when one fails more than `max_restarts` times within
+/// `window_secs` of its own running time (back-offs not counted), its
+/// supervisor gives up and the node exits with an error. Failures marked
+/// transient (the database or the broker away) are restarted but not
+/// counted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestartConfig {
+    /// Most counted failures of one actor within the window (1 to 1000).
+    pub max_restarts: u32,
+    /// The window, in seconds of the actor's running time (1 to 86400).
+    pub window_secs: u64,
+    /// First back-off, in milliseconds (1 to backoff_max_ms).
+    pub backoff_min_ms: u64,
+    /// Longest back-off, in milliseconds (at most 600000).
+    pub backoff_max_ms: u64,
+}
+
+impl Default for RestartConfig {
+    fn default() -> Self {
+        Self {
+            max_restarts: 5,
+            window_secs: 60,
+            backoff_min_ms: 500,
+            backoff_max_ms: 30_000,
+        }
+    }
+}
+
+impl RestartConfig {
+    /// The supervisors' policy.
+    pub fn policy(&self) -> candela_actors::supervisor::RestartPolicy {
+        candela_actors::supervisor::RestartPolicy {
+            max_restarts: self.max_restarts,
+            window: std::time::Duration::from_secs(self.window_secs),
+            backoff_min: std::time::Duration::from_millis(self.backoff_min_ms),
+            backoff_max: std::time::Duration::from_millis(self.backoff_max_ms),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, reason: &str| ConfigError::Value {
+            field: format!("restart.{field}"),
+            reason: reason.into(),
+        };
+        if !(1..=1_000).contains(&self.max_restarts) {
+            return Err(bad("max_restarts", "must be 1 to 1000"));
+        }
+        if !(1..=86_400).contains(&self.window_secs) {
+            return Err(bad("window_secs", "must be 1 to 86400"));
+        }
+        if self.backoff_max_ms > 600_000 {
+            return Err(bad("backoff_max_ms", "must be at most 600000"));
+        }
+        if self.backoff_min_ms == 0 || self.backoff_min_ms > self.backoff_max_ms {
+            return Err(bad("backoff_min_ms", "must be 1 to backoff_max_ms"));
+        }
+        Ok(())
+    }
 }
 
 /// The record bus.
@@ -362,6 +429,13 @@ pub struct ConsumerConfig {
     /// connection of `postgres.max_connections` while it writes.
     pub workers: usize,
 }
+
+/// The longest backfill: ten years of minutes (fetched a week at a time).
+pub const MAX_BACKFILL_MINUTES: i64 = 10 * 366 * 1_440;
+/// The longest repair: a day of minutes.
+pub const MAX_REPAIR_MINUTES: i64 = 1_440;
+/// The longest cache window: a year.
+pub const MAX_CACHE_WINDOW_SECS: i64 = 366 * 86_400;
 
 /// The most fixed-topic consumers one node runs.
 pub const MAX_CONSUMER_WORKERS: usize = 32;
@@ -721,10 +795,28 @@ impl Config {
             text.parse::<Instrument>()
                 .map_err(|e| bad(&format!("ingest.instruments[{i}]"), e.to_string()))?;
         }
-        if self.ingest.backfill_minutes < 0 {
+        if !(0..=MAX_BACKFILL_MINUTES).contains(&self.ingest.backfill_minutes) {
             return Err(bad(
                 "ingest.backfill_minutes",
-                "must not be negative".into(),
+                format!("must be 0 to {MAX_BACKFILL_MINUTES} (ten years)"),
+            ));
+        }
+        if !(0..=MAX_REPAIR_MINUTES).contains(&self.ingest.repair_minutes) {
+            return Err(bad(
+                "ingest.repair_minutes",
+                format!("must be 0 to {MAX_REPAIR_MINUTES} (a day)"),
+            ));
+        }
+        if self.ingest.repair_minutes > 0 && self.ingest.repair_interval_secs == 0 {
+            return Err(bad(
+                "ingest.repair_interval_secs",
+                "must be at least 1 when repair_minutes is set".into(),
+            ));
+        }
+        if !(60..=MAX_CACHE_WINDOW_SECS).contains(&self.redis.window_secs) {
+            return Err(bad(
+                "redis.window_secs",
+                format!("must be 60 to {MAX_CACHE_WINDOW_SECS} (a year)"),
             ));
         }
         for (field, n) in [
@@ -736,6 +828,7 @@ impl Config {
                 return Err(bad(field, "must be at least 1".into()));
             }
         }
+        self.restart.validate()?;
         if !(1..=MAX_CONSUMER_WORKERS).contains(&self.consumer.workers) {
             return Err(bad(
                 "consumer.workers",

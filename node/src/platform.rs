@@ -59,6 +59,8 @@ type NodeCoordinator = Coordinator<Bus>;
 
 /// A running data plane.
 pub struct Platform {
+    /// The data plane's supervisors, for [`Platform::stopped`].
+    watched: Vec<(&'static str, ractor::ActorCell)>,
     /// The supervisor of the producer, the consumer, the coordinator and
     /// the agent.
     pub supervisor: ActorRef<SupervisorMsg>,
@@ -76,31 +78,22 @@ pub struct Platform {
 
 impl Platform {
     /// Waits until one of the data plane's supervisors stops by itself (it
-    /// gave up: a child failed faster than its restart-intensity limit
-    /// allows), and says which. The node then exits with an error rather than
-    /// run on without, say, its consumers while still announcing itself to
-    /// the cluster (which would leave its partitions unread): the process
-    /// supervisor (systemd, compose) restarts it, and meanwhile the other
-    /// consumer nodes take its partitions.
+    /// gave up: a child kept failing past its restart-intensity limit, and
+    /// the supervisor stopped every child of its own first), and says which.
+    /// The node then exits with an error rather than run on without, say,
+    /// its consumers: the consumers that stopped have already withdrawn
+    /// their placement announcement (the agent announces running consumers
+    /// only), so the other consumer nodes take their partitions at once, and
+    /// the process supervisor (systemd, compose) restarts the node.
     pub async fn stopped(&self) -> String {
-        let mut supervisors = vec![
-            ("candela.platform", &self.supervisor),
-            ("candela.dynamic", &self.dynamic),
-        ];
-        if let Some(ds) = &self.datastore {
-            supervisors.push(("the datastore supervisor", ds));
-        }
-        loop {
-            for (what, sup) in &supervisors {
-                if matches!(
-                    sup.get_status(),
-                    ractor::ActorStatus::Stopping | ractor::ActorStatus::Stopped
-                ) {
-                    return format!("{what} gave up (restart intensity exceeded)");
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        let waits = self.watched.iter().map(|(what, cell)| {
+            Box::pin(async move {
+                let _ = cell.wait(None).await;
+                *what
+            })
+        });
+        let (what, _, _) = futures_util::future::select_all(waits).await;
+        format!("{what} gave up (restart intensity exceeded)")
     }
 
     /// Stops the API and every actor.
@@ -119,17 +112,6 @@ impl Platform {
         if let Some(im) = self.imitation.take() {
             im.shutdown().await;
         }
-    }
-}
-
-/// The restart policy of the data plane: patient with dependencies that are
-/// down (back-off up to 30 s), escalating only on a fast failure loop.
-fn policy() -> RestartPolicy {
-    RestartPolicy {
-        max_restarts: 10,
-        window: Duration::from_secs(60),
-        backoff_min: Duration::from_millis(500),
-        backoff_max: Duration::from_secs(30),
     }
 }
 
@@ -167,6 +149,9 @@ async fn source(config: &Config) -> anyhow::Result<(CryptoCompareConfig, Option<
 pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
     let node = &config.node.name;
     let kafka = config.kafka.clone();
+    // Patient with dependencies that are down (transient failures are not
+    // counted), escalating on a crash loop.
+    let policy = || config.restart.policy();
     let mut children = Vec::new();
     let mut imitation = None;
 
@@ -437,7 +422,15 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
         ));
     }
 
+    let mut watched = vec![
+        ("candela.platform", supervisor.get_cell()),
+        ("candela.dynamic", dynamic.get_cell()),
+    ];
+    if let Some(ds) = &datastore {
+        watched.push(("the datastore supervisor", ds.get_cell()));
+    }
     Ok(Platform {
+        watched,
         supervisor,
         dynamic,
         datastore,
@@ -490,6 +483,9 @@ fn last_closed_minute() -> i64 {
     now - now.rem_euclid(60) - 60
 }
 
+/// How many minutes one backfill request asks for.
+const BACKFILL_CHUNK_MINUTES: i64 = 7 * 1_440;
+
 /// Fetches the closed minutes of the last `minutes` for each instrument, once
 /// the producer is up.
 async fn backfill(
@@ -509,19 +505,31 @@ async fn backfill(
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let to = last_closed_minute();
+    let first = to - (minutes - 1) * 60;
     for instrument in instruments {
-        match fetch_history(
-            &actor,
-            instrument.clone(),
-            to - (minutes - 1) * 60,
-            to,
-            Target::Fixed,
-            Duration::from_secs(300),
-        )
-        .await
-        {
-            Ok(report) => tracing::info!(%instrument, bars = report.bars, "history backfilled"),
-            Err(err) => tracing::warn!(%instrument, error = %err, "history backfill failed"),
+        // A week at a time, oldest first: the source client reads at most
+        // 30 days in one call, and holds what it read in memory.
+        let mut bars = 0;
+        let mut from = first;
+        while from <= to {
+            let end = (from + (BACKFILL_CHUNK_MINUTES - 1) * 60).min(to);
+            match fetch_history(
+                &actor,
+                instrument.clone(),
+                from,
+                end,
+                Target::Fixed,
+                Duration::from_secs(300),
+            )
+            .await
+            {
+                Ok(report) => bars += report.bars,
+                Err(err) => {
+                    tracing::warn!(%instrument, from, to = end, error = %err, "history backfill failed")
+                }
+            }
+            from = end + 60;
         }
+        tracing::info!(%instrument, bars, "history backfilled");
     }
 }

@@ -19,6 +19,19 @@ use tokio_tungstenite::WebSocketStream;
 use super::config::ApiKey;
 use super::error::CryptoCompareError;
 
+/// The largest frame or message the live client accepts: CryptoCompare's
+/// frames are a few hundred bytes; anything far larger is refused (the
+/// connection ends and is dialled again) rather than buffered (the library's
+/// default is 64 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+fn ws_config() -> WebSocketConfig {
+    let mut c = WebSocketConfig::default();
+    c.max_message_size = Some(MAX_MESSAGE_BYTES);
+    c.max_frame_size = Some(MAX_MESSAGE_BYTES);
+    c
+}
+
 /// The WebSocket type the live client reads.
 pub(crate) type Socket = WebSocketStream<reqwest::Upgraded>;
 
@@ -95,10 +108,7 @@ pub(crate) async fn connect(
         .upgrade()
         .await
         .map_err(CryptoCompareError::Transport)?;
-    Ok(
-        WebSocketStream::from_raw_socket(upgraded, Role::Client, Some(WebSocketConfig::default()))
-            .await,
-    )
+    Ok(WebSocketStream::from_raw_socket(upgraded, Role::Client, Some(ws_config())).await)
 }
 
 #[cfg(test)]

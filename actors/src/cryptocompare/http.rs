@@ -59,6 +59,13 @@ impl HistoryClient {
         self.metrics.snapshot()
     }
 
+    /// Counts bars refused by the platform's rules.
+    pub(crate) fn count_refused(&self, n: usize) {
+        self.metrics
+            .refused_bars
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     /// Every bar of `instrument` whose start lies in `[from_ts, to_ts]` (unix
     /// seconds), ascending, read in as many pages as needed.
     pub async fn bars(
@@ -82,6 +89,7 @@ impl HistoryClient {
         from_ts: i64,
         to_ts: i64,
     ) -> Result<Vec<HistoBar>, CryptoCompareError> {
+        check_range(interval, from_ts, to_ts)?;
         let step = interval.secs();
         let first = from_ts.div_euclid(step) * step
             + if from_ts.rem_euclid(step) == 0 {
@@ -193,10 +201,7 @@ impl HistoryClient {
                 status.as_u16()
             )));
         }
-        let body = response
-            .text()
-            .await
-            .map_err(CryptoCompareError::Transport)?;
+        let body = read_capped(response).await?;
         let answer = parse_histo_body(&body);
         if !status.is_success() && !matches!(answer, Ok(HistoAnswer::Error(_))) {
             return Err(CryptoCompareError::HttpStatus(status.as_u16()));
@@ -217,7 +222,63 @@ impl HistoryClient {
     }
 }
 
+/// The largest history answer read: a page of 2001 bars is ~400 KiB; a
+/// body past this is refused rather than held in memory.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// The body as text, refused past [`MAX_BODY_BYTES`].
+async fn read_capped(mut response: reqwest::Response) -> Result<String, CryptoCompareError> {
+    let too_big = || {
+        CryptoCompareError::InvalidRequest(format!(
+            "the history answer is larger than {MAX_BODY_BYTES} bytes"
+        ))
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+    {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(CryptoCompareError::Transport)?
+    {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body)
+        .map_err(|_| CryptoCompareError::InvalidRequest("the history answer is not UTF-8".into()))
+}
+
 /// A page must be strictly ascending with one bar per step.
+/// The most bars one [`HistoryClient::bars`] call reads (30 days of
+/// minutes): a larger range is asked for in parts (it would hold every page
+/// in memory at once).
+pub const MAX_BARS_PER_CALL: i64 = 43_200;
+
+/// A range the client can read: within 2009 … a day from now, at most
+/// [`MAX_BARS_PER_CALL`] bars. Keeps the paging arithmetic
+/// far from overflow whatever a caller (on another node, say) asks for.
+fn check_range(interval: Interval, from_ts: i64, to_ts: i64) -> Result<(), CryptoCompareError> {
+    use crate::domain::validate;
+    let now = validate::now_secs();
+    for (field, ts) in [("from", from_ts), ("to", to_ts)] {
+        validate::time_secs(field, ts, now)
+            .map_err(|e| CryptoCompareError::InvalidRequest(e.to_string()))?;
+    }
+    // An empty range (from after to) reads nothing.
+    if (to_ts - from_ts) / interval.secs() >= MAX_BARS_PER_CALL {
+        return Err(CryptoCompareError::InvalidRequest(format!(
+            "{from_ts}..={to_ts} is more than {MAX_BARS_PER_CALL} bars: ask in parts"
+        )));
+    }
+    Ok(())
+}
+
 fn check_page(page: &[HistoBar], step: i64) -> Result<(), CryptoCompareError> {
     match page.windows(2).find(|w| w[1].time != w[0].time + step) {
         None => Ok(()),

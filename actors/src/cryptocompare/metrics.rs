@@ -15,6 +15,9 @@ pub struct HistoryMetricsSnapshot {
     pub rate_limited_retries: u64,
     /// Calls that ended in an error.
     pub errors: u64,
+    /// Bars refused by the platform's rules (`domain::validate`), not
+    /// published.
+    pub refused_bars: u64,
 }
 
 #[derive(Debug, Default)]
@@ -22,6 +25,7 @@ pub(crate) struct HistoryMetrics {
     pub requests: AtomicU64,
     pub rate_limited_retries: AtomicU64,
     pub errors: AtomicU64,
+    pub refused_bars: AtomicU64,
 }
 
 impl HistoryMetrics {
@@ -30,6 +34,7 @@ impl HistoryMetrics {
             requests: self.requests.load(Ordering::Relaxed),
             rate_limited_retries: self.rate_limited_retries.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            refused_bars: self.refused_bars.load(Ordering::Relaxed),
         }
     }
 }
@@ -43,6 +48,12 @@ pub struct LiveMetricsSnapshot {
     pub trades: u64,
     /// Trades dropped because their id was seen before.
     pub duplicates_dropped: u64,
+    /// Trades refused by the platform's rules (`domain::validate`), not
+    /// forwarded.
+    pub invalid: u64,
+    /// Trades of instruments the client is not subscribed to, not
+    /// forwarded.
+    pub unsubscribed: u64,
     /// Frames that could not be parsed.
     pub malformed: u64,
     /// Frames of a `TYPE` this client does not handle.
@@ -70,6 +81,8 @@ pub(crate) struct LiveMetrics {
     pub frames: AtomicU64,
     pub trades: AtomicU64,
     pub duplicates_dropped: AtomicU64,
+    pub invalid: AtomicU64,
+    pub unsubscribed: AtomicU64,
     pub malformed: AtomicU64,
     pub unknown: AtomicU64,
     pub heartbeats: AtomicU64,
@@ -93,6 +106,8 @@ impl LiveMetrics {
             frames: get(&self.frames),
             trades: get(&self.trades),
             duplicates_dropped: get(&self.duplicates_dropped),
+            invalid: get(&self.invalid),
+            unsubscribed: get(&self.unsubscribed),
             malformed: get(&self.malformed),
             unknown: get(&self.unknown),
             heartbeats: get(&self.heartbeats),

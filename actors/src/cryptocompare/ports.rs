@@ -4,6 +4,7 @@
 use tokio::sync::mpsc;
 
 use super::{CryptoCompareConfig, HistoryClient, Interval, LiveClient, LiveHandle};
+use crate::domain::validate;
 use crate::domain::{HistoryBar, Instrument, Tick};
 use crate::ports::{HistorySource, LiveControl, LiveSource, SourceError};
 
@@ -18,7 +19,9 @@ impl HistorySource for HistoryClient {
             .bars(Interval::Minute, instrument, from_ts, to_ts)
             .await
             .map_err(|e| SourceError(e.to_string()))?;
-        Ok(bars
+        let now = validate::now_secs();
+        let mut refused = 0usize;
+        let bars: Vec<HistoryBar> = bars
             .into_iter()
             .map(|b| HistoryBar {
                 instrument: instrument.clone(),
@@ -30,7 +33,25 @@ impl HistorySource for HistoryClient {
                 volume_base: b.volume_from,
                 volume_quote: b.volume_to,
             })
-            .collect())
+            .filter(|b| match validate::history_bar(b, now) {
+                Ok(()) => true,
+                // CryptoCompare's all-zero bar: no data for that minute (before
+                // the pair was listed, say). Nothing to publish.
+                Err(_) if b.open.is_zero() && b.close.is_zero() && b.volume_base.is_zero() => false,
+                Err(e) => {
+                    refused += 1;
+                    if refused == 1 {
+                        tracing::warn!(%instrument, open_time = b.open_time, error = %e, "the source sent a bar that breaks the platform's rules: not published");
+                    }
+                    false
+                }
+            })
+            .collect();
+        if refused > 0 {
+            self.count_refused(refused);
+            tracing::warn!(%instrument, refused, "history bars refused by the platform's rules");
+        }
+        Ok(bars)
     }
 }
 

@@ -34,6 +34,7 @@ use super::handshake::{self, Socket};
 use super::messages::{Frame, SubRequest};
 use super::metrics::{bump, LiveMetrics, LiveMetricsSnapshot};
 use super::parse::parse_frame;
+use crate::domain::validate;
 use crate::domain::{Instrument, Tick};
 
 #[derive(Debug)]
@@ -342,6 +343,20 @@ impl Session {
             Ok(Frame::Trade(trade)) => {
                 bump(&self.metrics.trades);
                 let tick = trade.to_tick(now_ns());
+                // Only what was asked for, and only what the platform can
+                // store: anything else is counted and dropped here, where
+                // it enters (it would grow the dedup window without bound,
+                // or be dead-lettered by every consumer).
+                if !self.subs.contains(&tick.instrument) {
+                    bump(&self.metrics.unsubscribed);
+                    debug!(instrument = %validate::shorten(&tick.instrument.to_string()), "a trade of an instrument not subscribed: dropped");
+                    return None;
+                }
+                if let Err(e) = validate::tick(&tick, validate::now_secs()) {
+                    bump(&self.metrics.invalid);
+                    warn!(instrument = %tick.instrument, error = %e, "a trade that breaks the platform's rules: dropped");
+                    return None;
+                }
                 if !self.dedup.first_sighting(&tick.instrument, &tick.trade_id) {
                     bump(&self.metrics.duplicates_dropped);
                     return None;
@@ -384,17 +399,27 @@ impl Session {
         match code {
             401 => {
                 bump(&self.metrics.unauthorized);
+                let message = snippet(message);
                 error!(code, message, "streamer refused the api key");
                 Some(End::Dropped { welcomed: false })
             }
             429 => {
                 bump(&self.metrics.too_many);
-                warn!(code, message, "streamer asks to slow down");
+                warn!(
+                    code,
+                    message = snippet(message),
+                    "streamer asks to slow down"
+                );
                 Some(End::SlowDown)
             }
             _ => {
                 bump(&self.metrics.server_errors);
-                warn!(code, message, parameter, "streamer error notice");
+                warn!(
+                    code,
+                    message = snippet(message),
+                    parameter = parameter.map(snippet),
+                    "streamer error notice"
+                );
                 (message == "FORCE_DISCONNECT").then_some(End::Dropped { welcomed: true })
             }
         }

@@ -8,7 +8,7 @@
 //! | `POST /_imitation/silence` | open connections send nothing any more (stale) |
 //! | `POST /_imitation/heartbeats?on=false` | stop (`true`: resume) heartbeats |
 //! | `POST /_imitation/rate_limit?n=3&style=body` | rate-limit the next n REST requests (`style=http`: HTTP 429) |
-//! | `POST /_imitation/malformed?n=5` | each open connection sends n malformed frames |
+//! | `POST /_imitation/malformed?n=5` | each open connection sends n bad frames (malformed, unknown type, price 0, foreign instrument) |
 //! | `POST /_imitation/late?n=10` | each open connection sends its next n trades late, shuffled |
 //! | `POST /_imitation/replay?n=20` | each open connection resends its last n trades per channel |
 //! | `POST /_imitation/refuse_sockets?n=1` | refuse the next n connections with `429` |

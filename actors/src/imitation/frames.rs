@@ -103,21 +103,33 @@ pub fn notice(code: u16, message: &str, parameter: Option<&str>, info: &str) -> 
     v.to_string()
 }
 
-/// The `n`-th kind of malformed frame: invalid JSON, an unknown `TYPE`, or a
-/// trade frame without a price.
+/// The `n`-th kind of bad frame, in turn: invalid JSON, an unknown `TYPE`, a
+/// trade frame without a price, a well-formed trade whose price is 0 (which
+/// the platform refuses), and a well-formed trade of an instrument nobody
+/// subscribed to.
 pub fn malformed(n: u64, instrument: Option<&Instrument>) -> String {
-    match n % 3 {
+    let (m, b, q) = instrument.map_or(("Coinbase", "BTC", "USD"), |i| {
+        (&i.market, &i.base, &i.quote)
+    });
+    match n % 5 {
         0 => r#"{"TYPE":"0","M":"Coinbase","FSYM":"BT"#.to_owned(),
         1 => r#"{"TYPE":"4242","MESSAGE":"IMITATION_UNKNOWN_TYPE"}"#.to_owned(),
-        _ => {
-            let (m, b, q) = instrument.map_or(("Coinbase", "BTC", "USD"), |i| {
-                (&i.market, &i.base, &i.quote)
-            });
-            format!(
-                r#"{{"TYPE":"0","M":"{m}","FSYM":"{b}","TSYM":"{q}","F":"2","ID":"malformed-{n}","TS":1700000000,"Q":1}}"#
-            )
-        }
+        2 => format!(
+            r#"{{"TYPE":"0","M":"{m}","FSYM":"{b}","TSYM":"{q}","F":"2","ID":"malformed-{n}","TS":1700000000,"Q":1}}"#
+        ),
+        3 => format!(
+            r#"{{"TYPE":"0","M":"{m}","FSYM":"{b}","TSYM":"{q}","F":"2","ID":"zero-price-{n}","TS":{},"P":0,"Q":1}}"#,
+            unix_now_secs()
+        ),
+        _ => format!(
+            r#"{{"TYPE":"0","M":"Nowhere","FSYM":"ZZZ","TSYM":"USD","F":"2","ID":"foreign-{n}","TS":{},"P":1,"Q":1}}"#,
+            unix_now_secs()
+        ),
     }
+}
+
+fn unix_now_secs() -> i64 {
+    crate::domain::validate::now_secs()
 }
 
 /// A success body of `histo*` holding `bars`.
@@ -208,6 +220,16 @@ mod tests {
             Ok(Frame::Unknown { .. })
         ));
         assert!(parse_frame(&malformed(2, Some(&btc))).is_err());
+        // Well-formed, but refused by the client: price 0, and an instrument
+        // nobody subscribed to.
+        assert!(matches!(
+            parse_frame(&malformed(3, Some(&btc))),
+            Ok(Frame::Trade(t)) if t.price.is_zero()
+        ));
+        assert!(matches!(
+            parse_frame(&malformed(4, Some(&btc))),
+            Ok(Frame::Trade(t)) if t.market == "Nowhere"
+        ));
         assert_eq!(write_fixed_str(1_234_005, 6), "1.234005");
     }
 

@@ -92,8 +92,9 @@ impl ImitationHandle {
         control::rate_limit_next(&self.state, n, style);
     }
 
-    /// Makes every open connection send `n` malformed frames (invalid JSON,
-    /// an unknown `TYPE`, a trade without a price, in turn).
+    /// Makes every open connection send `n` bad frames, the kinds in turn:
+    /// invalid JSON, an unknown `TYPE`, a trade without a price, a trade
+    /// whose price is 0, a trade of an instrument nobody subscribed to.
     pub fn send_malformed(&self, n: u64) {
         self.state.faults.malformed.issue(n);
     }

@@ -175,14 +175,14 @@ impl KafkaConfig {
         range("tick_topic_partitions", p, p >= 1, "at least 1")?;
         let r = i64::from(self.replication_factor);
         range("replication_factor", r, r >= 1, "at least 1")?;
-        let d = self.delivery_timeout_ms as i64;
+        let d = i64::try_from(self.delivery_timeout_ms).unwrap_or(i64::MAX);
         range(
             "delivery_timeout_ms",
             d,
             (1_000..=i64::from(i32::MAX)).contains(&d),
             "between 1000 and 2147483647",
         )?;
-        let l = self.linger_ms as i64;
+        let l = i64::try_from(self.linger_ms).unwrap_or(i64::MAX);
         range("linger_ms", l, l <= 900_000, "at most 900000")?;
         let n = i64::from(self.batch_max_messages);
         range("batch_max_messages", n, n >= 1, "at least 1")?;

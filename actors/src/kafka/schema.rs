@@ -30,7 +30,6 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::str::FromStr;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -346,7 +345,9 @@ fn text(field: &'static str, value: Option<Text<'_>>) -> Result<String, DecodeEr
 
 fn decimal(field: &'static str, value: Option<Text<'_>>) -> Result<Decimal, DecodeError> {
     let s = required(field, value)?.0;
-    Decimal::from_str(&s).map_err(|e| DecodeError::InvalidField {
+    // Exact: a value with more digits than a decimal holds is refused, never
+    // rounded.
+    Decimal::from_str_exact(&s).map_err(|e| DecodeError::InvalidField {
         field,
         reason: format!("`{}` is not a decimal: {e}", validate::shorten(&s)),
     })

@@ -10,6 +10,7 @@
 //! starts both when they are missing.
 
 pub mod broker;
+pub mod cluster;
 pub mod oracle;
 
 use std::sync::atomic::{AtomicU32, Ordering};

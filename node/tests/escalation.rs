@@ -1,0 +1,351 @@
+//! A fixed consumer that fails on every batch escalates, and its partitions
+//! move: three `candela node` processes on one tansu broker, one PostgreSQL
+//! database and Redis, fed by the CryptoCompare imitation (in this process,
+//! so the test can recompute every trade).
+//!
+//! | node  | roles                    | database role |
+//! |-------|--------------------------|---------------|
+//! | alpha | producer, datastore, api | postgres      |
+//! | beta  | consumer                 | its own role, which loses INSERT on `ticks` mid-flow |
+//! | gamma | consumer                 | postgres      |
+//!
+//! Once beta and gamma share the partitions and both have stored ticks, the
+//! test revokes beta's INSERT. Every write of beta's consumer now fails with
+//! "permission denied" — not the batch's fault (nothing to quarantine) and
+//! not an outage (nothing to wait out): a failure that counts. The data
+//! plane's supervisor passes its restart-intensity limit (here 2 failures
+//! within 60 s of running time), stops its children and gives up; beta logs
+//! why and exits non-zero. Its consumer announced itself only while it ran,
+//! so gamma takes every partition, and after the flow every bar the API
+//! serves equals the bars the independent reference computes from the
+//! imitation's trades.
+
+use std::time::Duration;
+
+use candela_actors::domain::{Instrument, Interval};
+use candela_actors::imitation::{Imitation, ImitationConfig};
+use candela_testkit::cluster::{self, caught_up, offsets, placements, wait_for, NodeProcess};
+use candela_testkit::oracle;
+use candela_testkit::{broker, unique, TestDb};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use sqlx::Row;
+
+const COOKIE: &str = "candela-escalation-test-cookie";
+const TOKEN: &str = "candela-escalation-test-admin-token";
+const PARTITIONS: i32 = 4;
+/// One per partition: CRC-32 of the key modulo 4 is 0, 1, 2 and 3.
+const INSTRUMENTS: [&str; 4] = [
+    "Coinbase:BTC-USD",
+    "Kraken:BTC-EUR",
+    "Kraken:ETH-EUR",
+    "Coinbase:ETH-USD",
+];
+/// beta#000 is the first of two members: partitions 0 and 2.
+const BETA_PARTITIONS: [usize; 2] = [0, 2];
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+async fn stored(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query("SELECT count(*) FROM ticks")
+        .fetch_one(pool)
+        .await
+        .map(|r| r.get::<i64, _>(0))
+        .unwrap_or(0)
+}
+
+fn dec(v: &Value) -> Decimal {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumer_that_fails_on_every_batch_escalates_and_its_partitions_move() {
+    let db = TestDb::new().await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let im = Imitation::serve(
+        ImitationConfig {
+            trades_per_sec: 15.0,
+            heartbeat_interval_ms: 1_000,
+            ..ImitationConfig::default()
+        },
+        listener,
+    )
+    .await
+    .unwrap();
+    let bootstrap = broker::shared_bootstrap().to_owned();
+    let topic = unique("tick-data");
+    let group = unique("group");
+    let role = unique("beta_role");
+    let role_url = {
+        let (scheme_user, rest) = db.url.split_once('@').unwrap();
+        let scheme = scheme_user.split("//").next().unwrap();
+        format!("{scheme}//{role}:beta-secret@{rest}")
+    };
+
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_candela"));
+    let config = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster.toml"));
+    let mut nodes = vec![
+        NodeProcess::new(bin, config, "alpha"),
+        NodeProcess::new(bin, config, "beta"),
+        NodeProcess::new(bin, config, "gamma"),
+    ];
+    cluster::mesh(&mut nodes);
+    let instruments: Vec<String> = INSTRUMENTS.iter().map(|s| (*s).to_owned()).collect();
+    for (node, roles) in nodes.iter_mut().zip([
+        r#"["producer", "datastore", "api"]"#,
+        r#"["consumer"]"#,
+        r#"["consumer"]"#,
+    ]) {
+        node.set("CANDELA_CLUSTER_COOKIE", COOKIE)
+            .set("CANDELA_ADMIN_TOKEN", TOKEN)
+            .set("CANDELA__NODE__ROLES", roles)
+            .set("CANDELA__CONSUMER__WORKERS", "1")
+            .set(
+                "CANDELA__KAFKA__BROKERS",
+                cluster::toml_list(std::slice::from_ref(&bootstrap)),
+            )
+            .set("CANDELA__KAFKA__TICK_TOPIC", &topic)
+            .set(
+                "CANDELA__KAFKA__TICK_TOPIC_PARTITIONS",
+                PARTITIONS.to_string(),
+            )
+            .set("CANDELA__POSTGRES__URL", &db.url)
+            .set("CANDELA__POSTGRES__MAX_CONNECTIONS", "4")
+            .set("CANDELA__REDIS__URL", candela_testkit::redis_url())
+            .set("CANDELA__REDIS__KEY_PREFIX", unique("candela"))
+            .set("CANDELA__SOURCE__KIND", "cryptocompare")
+            .set("CANDELA__SOURCE__CRYPTOCOMPARE__REST_URL", im.rest_url())
+            .set("CANDELA__SOURCE__CRYPTOCOMPARE__WS_URL", im.ws_url())
+            .set("CANDELA__SOURCE__CRYPTOCOMPARE__RECONNECT_MIN_MS", "100")
+            .set(
+                "CANDELA__INGEST__INSTRUMENTS",
+                cluster::toml_list(&instruments),
+            )
+            // Ticks only: the reference is computed from trades.
+            .set("CANDELA__INGEST__BACKFILL_MINUTES", "0")
+            .set("CANDELA__INGEST__REPAIR_MINUTES", "0")
+            .set("CANDELA__CONSUMER__GROUP", &group)
+            .set("CANDELA__CONSUMER__BATCH_MAX", "200")
+            .set("CANDELA__DATASTORE__POOL_SIZE", "2")
+            .set("CANDELA__CLUSTER__HEARTBEAT_MS", "250")
+            .set("CANDELA__CLUSTER__HEARTBEAT_MISSES", "3")
+            .set("CANDELA__CLUSTER__RECONNECT_MIN_MS", "100")
+            .set("CANDELA__CLUSTER__RECONNECT_MAX_MS", "1000")
+            // A short fuse: the third counted failure within a minute of
+            // running time gives up.
+            .set("CANDELA__RESTART__MAX_RESTARTS", "2")
+            .set("CANDELA__RESTART__WINDOW_SECS", "60")
+            .set("CANDELA__RESTART__BACKOFF_MIN_MS", "100")
+            .set("CANDELA__RESTART__BACKOFF_MAX_MS", "400");
+    }
+
+    // alpha first: it migrates the database and creates the topic.
+    nodes[0].start();
+    wait_for("alpha's API", 90, &nodes, async || {
+        let resp = client()
+            .get(format!("{}/ready", nodes[0].api()))
+            .send()
+            .await
+            .ok()?;
+        resp.status().is_success().then_some(())
+    })
+    .await;
+    // beta writes as a role of its own.
+    for statement in [
+        format!("CREATE ROLE {role} LOGIN PASSWORD 'beta-secret'"),
+        format!("GRANT ALL ON SCHEMA public TO {role}"),
+        format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"),
+        format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+    ] {
+        sqlx::query(&statement).execute(&pool).await.unwrap();
+    }
+    nodes[1].set("CANDELA__POSTGRES__URL", &role_url);
+    nodes[1].start();
+    nodes[2].start();
+
+    // beta and gamma share the partitions, and both store ticks.
+    wait_for(
+        "beta and gamma to share the partitions",
+        90,
+        &nodes,
+        async || {
+            (placements(&nodes[1].log())
+                .get("beta#000")
+                .map(String::as_str)
+                == Some("1 of 2")
+                && placements(&nodes[2].log())
+                    .get("gamma#000")
+                    .map(String::as_str)
+                    == Some("2 of 2"))
+            .then_some(())
+        },
+    )
+    .await;
+    let before = offsets(&bootstrap, &topic, &group, PARTITIONS).unwrap();
+    wait_for("beta to store ticks", 90, &nodes, async || {
+        let now = offsets(&bootstrap, &topic, &group, PARTITIONS).ok()?;
+        BETA_PARTITIONS
+            .iter()
+            .all(|p| now[*p].0.unwrap_or(0) > before[*p].0.unwrap_or(0))
+            .then_some(())
+    })
+    .await;
+
+    // beta's role loses INSERT: every write of its consumer fails.
+    sqlx::query(&format!("REVOKE INSERT ON ticks FROM {role}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let status = wait_for("beta to give up and exit", 120, &nodes, async || {
+        nodes[1].exited()
+    })
+    .await;
+    assert!(!status.success(), "beta exited with {status}");
+    let log = nodes[1].log();
+    assert!(
+        log.contains("permission denied"),
+        "{}",
+        nodes[1].log_tail(30)
+    );
+    assert!(
+        log.contains("restart intensity exceeded; the supervisor gives up"),
+        "{}",
+        nodes[1].log_tail(30)
+    );
+    assert!(
+        log.contains("the data plane stopped; exiting"),
+        "{}",
+        nodes[1].log_tail(30)
+    );
+
+    // gamma reads every partition now.
+    wait_for("gamma to take every partition", 60, &nodes, async || {
+        (placements(&nodes[2].log())
+            .get("gamma#000")
+            .map(String::as_str)
+            == Some("1 of 1"))
+        .then_some(())
+    })
+    .await;
+    let at = stored(&pool).await;
+    wait_for("gamma to carry on", 120, &nodes, async || {
+        (stored(&pool).await > at + 200).then_some(())
+    })
+    .await;
+
+    // The flow stops; every published tick is stored; every bar is right.
+    let model = im.model();
+    im.shutdown().await;
+    wait_for(
+        "every published tick to be stored",
+        120,
+        &nodes,
+        async || {
+            caught_up(&bootstrap, &topic, &group, PARTITIONS)
+                .ok()?
+                .then_some(())
+        },
+    )
+    .await;
+    let http = client();
+    for i in INSTRUMENTS {
+        let i: Instrument = i.parse().unwrap();
+        let row = sqlx::query(
+            "SELECT min(trade_time_ns), max(trade_time_ns), count(*) FROM ticks WHERE instrument = $1",
+        )
+        .bind(i.to_string())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let (from_ns, to_ns, count): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        let trades: Vec<oracle::Trade> = model
+            .trades_between(&i, from_ns, to_ns)
+            .iter()
+            .map(|t| {
+                let tick = t.to_tick(&i);
+                oracle::Trade {
+                    instrument: i.to_string(),
+                    id: tick.trade_id,
+                    time_ns: tick.trade_time_ns,
+                    price: tick.price,
+                    quantity: tick.quantity,
+                }
+            })
+            .collect();
+        assert_eq!(
+            trades.len() as i64,
+            count,
+            "{i}: stored = the distinct trades"
+        );
+        for interval in Interval::ALL {
+            let want = oracle::bars(&trades, interval.seconds());
+            let url = format!(
+                "{}/api/v1/ohlcv?instrument={i}&interval={}&from={}&to={}&limit=10000",
+                nodes[0].api(),
+                interval.as_str(),
+                from_ns / 1_000_000_000,
+                now_secs() + 60
+            );
+            let body: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+            let bars = body["bars"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{url}: {body}"));
+            let got: Vec<_> = bars
+                .iter()
+                .map(|b| {
+                    (
+                        b["time"].as_i64().unwrap(),
+                        dec(&b["open"]),
+                        dec(&b["high"]),
+                        dec(&b["low"]),
+                        dec(&b["close"]),
+                        dec(&b["volume_base"]),
+                        dec(&b["volume_quote"]),
+                        b["trades"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+            let want: Vec<_> = want
+                .iter()
+                .map(|b| {
+                    (
+                        b.open_time,
+                        b.open,
+                        b.high,
+                        b.low,
+                        b.close,
+                        b.volume_base,
+                        b.volume_quote,
+                        b.trades,
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "{i} {}", interval.as_str());
+        }
+    }
+    drop(nodes);
+    let _ = sqlx::query(&format!("DROP OWNED BY {role}"))
+        .execute(&pool)
+        .await;
+    pool.close().await;
+    drop(db);
+    // The role belongs to the server, not the database: drop it too.
+    if let Ok(admin) = sqlx::PgPool::connect(&candela_testkit::database_url()).await {
+        let _ = sqlx::query(&format!("DROP ROLE IF EXISTS {role}"))
+            .execute(&admin)
+            .await;
+    }
+}

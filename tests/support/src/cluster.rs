@@ -1,0 +1,267 @@
+//! `candela node` processes for multi-node tests, and what such tests ask of
+//! the services (committed offsets, high watermarks, the admin view).
+//!
+//! A [`NodeProcess`] is one node started from the shipped `cluster.toml`
+//! with environment overrides (`CANDELA__SECTION__FIELD`); its log goes to a
+//! file of its own (kept in `CANDELA_TEST_LOG_DIR` when set). Dropping it
+//! kills the process.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::free_port;
+
+/// `["a", "b"]`: a list as a configuration override.
+pub fn toml_list(items: &[String]) -> String {
+    format!(
+        "[{}]",
+        items
+            .iter()
+            .map(|p| format!("\"{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// One `candela node` process.
+pub struct NodeProcess {
+    /// Its node name.
+    pub name: String,
+    /// Its cluster listener's port.
+    pub cluster_port: u16,
+    /// Its status endpoint's port.
+    pub status_port: u16,
+    /// Its API's port (used when it has the `api` role).
+    pub api_port: u16,
+    /// `name@127.0.0.1:port` of every other node.
+    pub peers: Vec<String>,
+    /// Overrides, applied after the common ones (`CANDELA__…` = value).
+    pub env: BTreeMap<String, String>,
+    bin: PathBuf,
+    config: PathBuf,
+    dir: tempfile::TempDir,
+    child: std::sync::Mutex<Option<Child>>,
+    starts: u32,
+}
+
+impl NodeProcess {
+    /// A node named `name` of the binary `bin`, configured by `config` (the
+    /// shipped `cluster.toml`) and `env`; not started.
+    pub fn new(bin: &Path, config: &Path, name: &str) -> Self {
+        Self {
+            name: name.into(),
+            cluster_port: free_port(),
+            status_port: free_port(),
+            api_port: free_port(),
+            peers: Vec::new(),
+            env: BTreeMap::new(),
+            bin: bin.to_owned(),
+            config: config.to_owned(),
+            dir: tempfile::tempdir().expect("a temporary directory"),
+            child: std::sync::Mutex::new(None),
+            starts: 0,
+        }
+    }
+
+    /// Sets one override.
+    pub fn set(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
+        self.env.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// `name@127.0.0.1:port`.
+    pub fn address(&self) -> String {
+        format!("{}@127.0.0.1:{}", self.name, self.cluster_port)
+    }
+
+    /// The base URL of its API.
+    pub fn api(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    /// The log of its `n`th start.
+    pub fn log_path(&self, n: u32) -> PathBuf {
+        let dir = std::env::var_os("CANDELA_TEST_LOG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.dir.path().to_owned());
+        dir.join(format!("{}.{n}.log", self.name))
+    }
+
+    /// The log of its current (last) start.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of all its logs (re-dials of lost peers left
+    /// out: they would crowd out everything else).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = (1..=self.starts)
+            .map(|n| std::fs::read_to_string(self.log_path(n)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let all: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.contains("dial failed"))
+            .collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Starts it: the cluster listener, status endpoint, API and peers of
+    /// this struct, then the overrides of [`Self::env`].
+    pub fn start(&mut self) {
+        assert!(self.child().is_none(), "{} already running", self.name);
+        self.starts += 1;
+        let log = std::fs::File::create(self.log_path(self.starts)).expect("the node's log");
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["node", "--config"])
+            .arg(&self.config)
+            .env("CANDELA__NODE__NAME", &self.name)
+            .env(
+                "CANDELA__API__LISTEN",
+                format!("127.0.0.1:{}", self.api_port),
+            )
+            .env(
+                "CANDELA__CLUSTER__LISTEN",
+                format!("127.0.0.1:{}", self.cluster_port),
+            )
+            .env(
+                "CANDELA__CLUSTER__STATUS_LISTEN",
+                format!("127.0.0.1:{}", self.status_port),
+            )
+            .env("CANDELA__CLUSTER__PEERS", toml_list(&self.peers))
+            .env_remove("CRYPTOCOMPARE_API_KEY")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        *self.child() = Some(cmd.spawn().expect("start candela node"));
+    }
+
+    fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.child.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `kill -9`.
+    pub fn kill(&self) {
+        if let Some(mut child) = self.child().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Its exit status, if it has exited (then it is no longer running).
+    pub fn exited(&self) -> Option<ExitStatus> {
+        let mut child = self.child();
+        let status = child.as_mut()?.try_wait().ok()??;
+        *child = None;
+        Some(status)
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Wires `nodes` as a full mesh (each one's peers are all the others).
+pub fn mesh(nodes: &mut [NodeProcess]) {
+    let addresses: Vec<String> = nodes.iter().map(NodeProcess::address).collect();
+    for node in nodes.iter_mut() {
+        let own = node.address();
+        node.peers = addresses.iter().filter(|a| **a != own).cloned().collect();
+    }
+}
+
+/// Polls `f` until it answers, or panics after `secs` with the nodes' logs.
+pub async fn wait_for<T>(
+    what: &str,
+    secs: u64,
+    nodes: &[NodeProcess],
+    mut f: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let logs: String = nodes
+                .iter()
+                .map(|n| format!("\n--- {} log (tail):\n{}", n.name, n.log_tail(40)))
+                .collect();
+            panic!("timed out after {secs} s waiting for {what}{logs}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Each placed consumer's latest partition placement in `log`: member
+/// (`gamma#001`) → share (`2 of 3`).
+pub fn placements(log: &str) -> BTreeMap<String, String> {
+    let field = |line: &str, name: &str, next: &str| -> Option<String> {
+        let rest = &line[line.find(name)? + name.len()..];
+        Some(rest[..rest.find(next).unwrap_or(rest.len())].to_owned())
+    };
+    log.lines()
+        .filter(|l| l.contains("kafka partitions placed"))
+        .filter_map(|l| Some((field(l, "member=", " ")?, field(l, "share=", " released=")?)))
+        .collect()
+}
+
+/// Committed offsets of `group` and high watermarks of partitions
+/// `0..partitions` of `topic`.
+pub fn offsets(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    partitions: i32,
+) -> Result<Vec<(Option<i64>, i64)>, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let timeout = Duration::from_secs(5);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, timeout)
+        .map_err(|e| e.to_string())?;
+    (0..partitions)
+        .map(|p| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, timeout)
+                .map_err(|e| e.to_string())?;
+            let c = match committed.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            };
+            Ok((c, high))
+        })
+        .collect()
+}
+
+/// Whether `group` has committed every message of `topic` (offsets are
+/// committed only after the database transaction: all is stored).
+pub fn caught_up(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    partitions: i32,
+) -> Result<bool, String> {
+    Ok(offsets(bootstrap, topic, group, partitions)?
+        .iter()
+        .all(|(c, high)| c.map_or(*high == 0, |c| c >= *high)))
+}
