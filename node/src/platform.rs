@@ -18,6 +18,21 @@
 //!  HTTP API                       role api
 //! ```
 //!
+//! **When a supervisor gives up.** Each supervisor restarts a failed child
+//! with back-off (`[restart]` in the configuration); a child that fails more
+//! than `restart.max_restarts` times within `restart.window_secs` of its own
+//! running time is a crash loop (failures marked transient — the database or
+//! the broker away — do not count). What giving up does, per supervisor:
+//!
+//! | supervisor | on giving up |
+//! |---|---|
+//! | `candela.platform/<node>` | stops the producer, the fixed consumers (their placement announcement ends with their streams: the other consumer nodes take their partitions at once), the coordinator and the agent; the node logs why and exits non-zero |
+//! | `candela.dynamic/<node>` | stops the node's dynamic consumers; the node exits non-zero (the coordinator starts them elsewhere on the next request) |
+//! | `datastore/<node>-supervisor` | stops the datastore pool; the node exits non-zero (the API would answer nothing) |
+//!
+//! The node exits rather than run on half-alive: its process supervisor
+//! (systemd, compose) starts it again, and meanwhile its peers carry its work.
+//!
 //! Cluster names are registered on the process groups of `cluster::names`
 //! (they work in one process without the cluster layer too, so `candela run`
 //! with every role serves the Data Not Found path on its own).

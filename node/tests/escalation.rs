@@ -22,13 +22,11 @@
 
 use std::time::Duration;
 
-use candela_actors::domain::{Instrument, Interval};
+use candela_actors::domain::Instrument;
 use candela_actors::imitation::{Imitation, ImitationConfig};
 use candela_testkit::cluster::{self, caught_up, offsets, placements, wait_for, NodeProcess};
 use candela_testkit::oracle;
 use candela_testkit::{broker, unique, TestDb};
-use rust_decimal::Decimal;
-use serde_json::Value;
 use sqlx::Row;
 
 const COOKIE: &str = "candela-escalation-test-cookie";
@@ -57,17 +55,6 @@ async fn stored(pool: &sqlx::PgPool) -> i64 {
         .await
         .map(|r| r.get::<i64, _>(0))
         .unwrap_or(0)
-}
-
-fn dec(v: &Value) -> Decimal {
-    v.as_str().unwrap().parse().unwrap()
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -260,82 +247,29 @@ async fn a_consumer_that_fails_on_every_batch_escalates_and_its_partitions_move(
         },
     )
     .await;
-    let http = client();
-    for i in INSTRUMENTS {
-        let i: Instrument = i.parse().unwrap();
-        let row = sqlx::query(
-            "SELECT min(trade_time_ns), max(trade_time_ns), count(*) FROM ticks WHERE instrument = $1",
-        )
-        .bind(i.to_string())
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        let (from_ns, to_ns, count): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-        let trades: Vec<oracle::Trade> = model
-            .trades_between(&i, from_ns, to_ns)
-            .iter()
-            .map(|t| {
-                let tick = t.to_tick(&i);
-                oracle::Trade {
-                    instrument: i.to_string(),
-                    id: tick.trade_id,
-                    time_ns: tick.trade_time_ns,
-                    price: tick.price,
-                    quantity: tick.quantity,
-                }
-            })
-            .collect();
-        assert_eq!(
-            trades.len() as i64,
-            count,
-            "{i}: stored = the distinct trades"
-        );
-        for interval in Interval::ALL {
-            let want = oracle::bars(&trades, interval.seconds());
-            let url = format!(
-                "{}/api/v1/ohlcv?instrument={i}&interval={}&from={}&to={}&limit=10000",
-                nodes[0].api(),
-                interval.as_str(),
-                from_ns / 1_000_000_000,
-                now_secs() + 60
-            );
-            let body: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
-            let bars = body["bars"]
-                .as_array()
-                .unwrap_or_else(|| panic!("{url}: {body}"));
-            let got: Vec<_> = bars
+    cluster::assert_served_bars_equal_reference(
+        &nodes[0].api(),
+        &pool,
+        &INSTRUMENTS,
+        |i, from_ns, to_ns| {
+            let i: Instrument = i.parse().unwrap();
+            model
+                .trades_between(&i, from_ns, to_ns)
                 .iter()
-                .map(|b| {
-                    (
-                        b["time"].as_i64().unwrap(),
-                        dec(&b["open"]),
-                        dec(&b["high"]),
-                        dec(&b["low"]),
-                        dec(&b["close"]),
-                        dec(&b["volume_base"]),
-                        dec(&b["volume_quote"]),
-                        b["trades"].as_u64().unwrap(),
-                    )
+                .map(|t| {
+                    let tick = t.to_tick(&i);
+                    oracle::Trade {
+                        instrument: i.to_string(),
+                        id: tick.trade_id,
+                        time_ns: tick.trade_time_ns,
+                        price: tick.price,
+                        quantity: tick.quantity,
+                    }
                 })
-                .collect();
-            let want: Vec<_> = want
-                .iter()
-                .map(|b| {
-                    (
-                        b.open_time,
-                        b.open,
-                        b.high,
-                        b.low,
-                        b.close,
-                        b.volume_base,
-                        b.volume_quote,
-                        b.trades,
-                    )
-                })
-                .collect();
-            assert_eq!(got, want, "{i} {}", interval.as_str());
-        }
-    }
+                .collect()
+        },
+    )
+    .await;
     drop(nodes);
     let _ = sqlx::query(&format!("DROP OWNED BY {role}"))
         .execute(&pool)

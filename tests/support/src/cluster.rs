@@ -265,3 +265,119 @@ pub fn caught_up(
         .iter()
         .all(|(c, high)| c.map_or(*high == 0, |c| c >= *high)))
 }
+
+/// The intervals the API serves, with their lengths in seconds.
+pub const INTERVALS: [(&str, i64); 5] = [
+    ("1m", 60),
+    ("5m", 300),
+    ("15m", 900),
+    ("1h", 3_600),
+    ("1d", 86_400),
+];
+
+/// The comparable part of a bar: (open time, open, high, low, close, base
+/// volume, quote volume, trades).
+pub type Ohlcv = (
+    i64,
+    rust_decimal::Decimal,
+    rust_decimal::Decimal,
+    rust_decimal::Decimal,
+    rust_decimal::Decimal,
+    rust_decimal::Decimal,
+    rust_decimal::Decimal,
+    u64,
+);
+
+/// A reference bar's comparable part.
+pub fn ohlcv(b: &crate::oracle::RefBar) -> Ohlcv {
+    (
+        b.open_time,
+        b.open,
+        b.high,
+        b.low,
+        b.close,
+        b.volume_base,
+        b.volume_quote,
+        b.trades,
+    )
+}
+
+/// The bars `GET {api}/api/v1/ohlcv` serves for `instrument` at `interval`
+/// from `from` (Unix seconds) to a minute from now.
+pub async fn served_bars(api: &str, instrument: &str, interval: &str, from: i64) -> Vec<Ohlcv> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let url = format!(
+        "{api}/api/v1/ohlcv?instrument={instrument}&interval={interval}&from={from}&to={}&limit=10000",
+        now + 60
+    );
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(&url)
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let dec = |v: &serde_json::Value| -> rust_decimal::Decimal {
+        v.as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{url}: not a decimal string: {v}"))
+    };
+    body["bars"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{url}: {body}"))
+        .iter()
+        .map(|b| {
+            (
+                b["time"].as_i64().unwrap_or_default(),
+                dec(&b["open"]),
+                dec(&b["high"]),
+                dec(&b["low"]),
+                dec(&b["close"]),
+                dec(&b["volume_base"]),
+                dec(&b["volume_quote"]),
+                b["trades"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Checks that, for each instrument, the stored ticks are exactly the
+/// source's distinct trades over the time they cover (`trades(instrument,
+/// from_ns, to_ns)`), and that the API on `api` serves, at every interval,
+/// the bars the independent reference computes from them.
+pub async fn assert_served_bars_equal_reference(
+    api: &str,
+    pool: &sqlx::PgPool,
+    instruments: &[&str],
+    trades: impl Fn(&str, i64, i64) -> Vec<crate::oracle::Trade>,
+) {
+    use sqlx::Row;
+    for i in instruments {
+        let row = sqlx::query(
+            "SELECT min(trade_time_ns), max(trade_time_ns), count(*) FROM ticks WHERE instrument = $1",
+        )
+        .bind(*i)
+        .fetch_one(pool)
+        .await
+        .expect("the ticks of an instrument");
+        let (from_ns, to_ns, count): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        let trades = trades(i, from_ns, to_ns);
+        assert_eq!(
+            trades.len() as i64,
+            count,
+            "{i}: the stored ticks are exactly the distinct trades"
+        );
+        for (interval, secs) in INTERVALS {
+            let want: Vec<Ohlcv> = crate::oracle::bars(&trades, secs)
+                .iter()
+                .map(ohlcv)
+                .collect();
+            let got = served_bars(api, i, interval, from_ns / 1_000_000_000).await;
+            assert_eq!(got, want, "{i} {interval}");
+        }
+    }
+}
