@@ -17,9 +17,13 @@
 //! [`domain`] holds instruments and ticks; [`kafka`] moves ticks through
 //! Kafka (configuration, the versioned wire format, topic administration and
 //! the acknowledged publisher).
+//!
+//! [`call`] is how actors ask each other anything, on one node or across
+//! nodes: typed errors, and a caller that never outwaits a stopped callee.
 
 #[macro_use]
 pub mod fsm;
+pub mod call;
 pub mod consumer;
 pub mod coordinator;
 pub mod cryptocompare;

@@ -6,12 +6,14 @@
 
 use std::future::Future;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::domain::{HistoryBar, Instrument, Record, Tick};
 
-/// A failure of the record bus (Kafka, or an embedded bus).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A failure of the record bus (Kafka, or an embedded bus). A serde type: it
+/// crosses nodes inside a producer's or the Coordinator's error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum BusError {
     /// Some records were not acknowledged within the delivery timeout.
     #[error("{failed} of {total} records were not delivered to `{topic}`: {reason}")]
@@ -76,8 +78,8 @@ pub trait RecordBus: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), BusError>> + Send;
 }
 
-/// A failure of a data source.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A failure of a data source (crosses nodes inside a producer's error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("{0}")]
 pub struct SourceError(pub String);
 

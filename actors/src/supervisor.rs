@@ -137,6 +137,25 @@ pub struct ChildStatus {
     pub last_failure: Option<String>,
 }
 
+/// Why a supervisor did not add a child.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, serde::Deserialize)]
+pub enum SupervisorError {
+    /// A child of that name is supervised already (perhaps being restarted).
+    #[error("`{name}` is already supervised")]
+    AlreadySupervised {
+        /// The child's name.
+        name: String,
+    },
+    /// The child did not start.
+    #[error("starting `{name}`: {reason}")]
+    Start {
+        /// The child's name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
 /// Messages to a supervisor.
 pub enum SupervisorMsg {
     /// Each child's status.
@@ -145,7 +164,7 @@ pub enum SupervisorMsg {
     Reset(String, RpcReplyPort<bool>),
     /// Add a child and start it; answers once it runs (or why not). A name
     /// already supervised is refused.
-    Add(ChildSpec, RpcReplyPort<Result<(), String>>),
+    Add(ChildSpec, RpcReplyPort<Result<(), SupervisorError>>),
     /// Internal: a back-off elapsed, start the child again.
     StartDue(String),
 }
@@ -277,7 +296,7 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::Add(spec, reply) => {
                 if state.children.iter().any(|c| c.spec.name == spec.name) {
-                    let _ = reply.send(Err(format!("`{}` is already supervised", spec.name)));
+                    let _ = reply.send(Err(SupervisorError::AlreadySupervised { name: spec.name }));
                     return Ok(());
                 }
                 match (spec.start)(myself.get_cell(), 0).await {
@@ -289,7 +308,10 @@ impl Actor for Supervisor {
                         let _ = reply.send(Ok(()));
                     }
                     Err(err) => {
-                        let _ = reply.send(Err(format!("starting `{}`: {err}", spec.name)));
+                        let _ = reply.send(Err(SupervisorError::Start {
+                            name: spec.name,
+                            reason: err.to_string(),
+                        }));
                     }
                 }
             }

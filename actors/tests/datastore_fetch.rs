@@ -3,21 +3,36 @@
 //! timeout (`DataError::Timeout`, HTTP 504), one that refuses in "not
 //! available" (HTTP 404), and the member that ended in Error is restarted.
 //! An instrument the platform ingests is held before its first bar is
-//! stored: no fetch, an empty answer.
+//! stored: no fetch, an empty answer. A Coordinator killed while a request
+//! waits on it fails that request at once, with an error that says so.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use candela_actors::call::CallError;
+use candela_actors::consumer::dynamic::DynamicConsumerMsg;
+use candela_actors::coordinator::directory::{
+    CONSUMER_AGENTS, COORDINATOR_NAME, DYNAMIC_CONSUMERS, PRODUCERS,
+};
+use candela_actors::coordinator::{
+    AgentMsg, Coordinator, CoordinatorArgs, CoordinatorSettings, Directory,
+};
+use candela_actors::datastore::fetch::CoordinatorFetcher;
+use candela_actors::datastore::DatastorePool;
 use candela_actors::datastore::{
-    start_pool, BarQuery, DataError, DatastoreArgs, FetchRequester, WaitForData,
+    start_pool, BarQuery, DataError, DatastoreArgs, FetchError, FetchRequester, WaitForData,
 };
 use candela_actors::domain::{Instrument, Interval};
+use candela_actors::embedded::MemoryBus;
+use candela_actors::producer::{FetchReport, ProducerError, ProducerMsg};
 use candela_actors::store::postgres::PgStore;
 use candela_actors::store::redis_cache::RedisCache;
-use candela_actors::supervisor::RestartPolicy;
+use candela_actors::supervisor::{RestartPolicy, SupervisorMsg};
 use candela_testkit::{unique, TestDb};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::oneshot;
 
 /// Sends the instructions, then the data never comes.
 struct Never;
@@ -26,7 +41,7 @@ impl FetchRequester for Never {
     fn request_fetch(
         &self,
         _: &Instrument,
-    ) -> Pin<Box<dyn Future<Output = Result<WaitForData, String>> + Send + '_>> {
+    ) -> Pin<Box<dyn Future<Output = Result<WaitForData, FetchError>> + Send + '_>> {
         Box::pin(async {
             let wait: WaitForData = Box::pin(std::future::pending());
             Ok(wait)
@@ -41,8 +56,13 @@ impl FetchRequester for Refuses {
     fn request_fetch(
         &self,
         _: &Instrument,
-    ) -> Pin<Box<dyn Future<Output = Result<WaitForData, String>> + Send + '_>> {
-        Box::pin(async { Err("no coordinator to ask".to_owned()) })
+    ) -> Pin<Box<dyn Future<Output = Result<WaitForData, FetchError>> + Send + '_>> {
+        Box::pin(async {
+            Err(FetchError::NoCoordinator(CallError::unreachable(
+                COORDINATOR_NAME,
+                "no actor holds this cluster name",
+            )))
+        })
     }
 }
 
@@ -50,14 +70,14 @@ async fn answer(fetcher: Arc<dyn FetchRequester>) -> Result<(), DataError> {
     answer_with(fetcher, &[]).await.map(|_| ())
 }
 
-/// The answer to a request for `Binance:SOL-USDT`, which nothing stored,
-/// from a pool whose platform ingests `ingested`; asked twice (the second
-/// time of a member restarted if the first ended in Error): the answers must
-/// agree.
-async fn answer_with(
-    fetcher: Arc<dyn FetchRequester>,
+/// A pool of one datastore on a fresh database (and its own cache keys),
+/// whose platform ingests `ingested`, fetching with the requester
+/// `fetcher` makes for its store and waiting at most `fetch_timeout`.
+async fn pool(
+    fetcher: impl FnOnce(Arc<PgStore>) -> Arc<dyn FetchRequester>,
     ingested: &[&str],
-) -> Result<usize, DataError> {
+    fetch_timeout: Duration,
+) -> (TestDb, ActorRef<SupervisorMsg>, DatastorePool) {
     let db = TestDb::new().await;
     let store = Arc::new(PgStore::connect(&db.url, 2).await.unwrap());
     let cache = Arc::new(
@@ -65,38 +85,52 @@ async fn answer_with(
             .await
             .unwrap(),
     );
-    let prefix = unique("ds-fetch");
     let (sup, pool) = start_pool(
-        &prefix,
+        &unique("ds-fetch"),
         1,
         DatastoreArgs {
             instance: String::new(),
-            store,
+            store: Arc::clone(&store),
             cache,
-            fetcher: Some(fetcher),
+            fetcher: Some(fetcher(store)),
             ingested: Arc::new(ingested.iter().map(|i| i.parse().unwrap()).collect()),
             cache_window_secs: 86_400,
-            fetch_timeout: Duration::from_secs(1),
+            fetch_timeout,
             restarted: false,
         },
         RestartPolicy {
             backoff_min: Duration::from_millis(5),
             ..RestartPolicy::default()
         },
-        Duration::from_secs(10),
+        fetch_timeout + Duration::from_secs(10),
     )
     .await
     .unwrap();
-    let query = BarQuery {
+    (db, sup, pool)
+}
+
+/// A request for `Binance:SOL-USDT`, which nothing stored.
+fn sol() -> BarQuery {
+    BarQuery {
         instrument: "Binance:SOL-USDT".parse().unwrap(),
         interval: Interval::M1,
         from: 0,
         to: 4_000_000_000,
         limit: 10,
-    };
-    let result = pool.request(query.clone()).await.map(|a| a.bars.len());
+    }
+}
+
+/// The answer to [`sol`] from a pool whose platform ingests `ingested`;
+/// asked twice (the second time of a member restarted if the first ended in
+/// Error): the answers must agree.
+async fn answer_with(
+    fetcher: Arc<dyn FetchRequester>,
+    ingested: &[&str],
+) -> Result<usize, DataError> {
+    let (_db, sup, pool) = pool(|_| fetcher, ingested, Duration::from_secs(1)).await;
+    let result = pool.request(sol()).await.map(|a| a.bars.len());
     // The member failed after answering (Error) and comes back (RESET).
-    let again = pool.request(query).await.map(|a| a.bars.len());
+    let again = pool.request(sol()).await.map(|a| a.bars.len());
     assert_eq!(
         std::mem::discriminant(&result),
         std::mem::discriminant(&again)
@@ -133,4 +167,222 @@ async fn an_ingested_instrument_without_bars_yet_is_an_empty_answer_not_a_fetch(
         Ok(0) => {}
         other => panic!("{other:?}"),
     }
+}
+
+/// Finds actors of this process by registry name; `aliases` maps cluster
+/// names to registry names (tests run side by side in one process).
+struct Local {
+    aliases: Vec<(String, String)>,
+    roles: Vec<(&'static str, String)>,
+}
+
+impl Local {
+    fn registry_name<'a>(&'a self, name: &'a str) -> &'a str {
+        self.aliases
+            .iter()
+            .find(|(alias, _)| alias == name)
+            .map_or(name, |(_, real)| real.as_str())
+    }
+}
+
+impl Directory for Local {
+    fn resolve(&self, name: &str) -> Result<ActorCell, CallError> {
+        ractor::registry::where_is(self.registry_name(name))
+            .ok_or_else(|| CallError::unreachable(name, "no actor holds this name"))
+    }
+
+    fn members(&self, role: &str) -> Vec<ActorCell> {
+        self.roles
+            .iter()
+            .filter(|(r, _)| *r == role)
+            .filter_map(|(_, name)| ractor::registry::where_is(name.clone()))
+            .collect()
+    }
+}
+
+/// An agent that "starts" the consumer stand-in: answers with its name.
+struct AgentStandIn;
+
+impl Actor for AgentStandIn {
+    type Msg = AgentMsg;
+    type State = String;
+    type Arguments = String;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<AgentMsg>,
+        consumer: String,
+    ) -> Result<String, ActorProcessingErr> {
+        Ok(consumer)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<AgentMsg>,
+        msg: AgentMsg,
+        consumer: &mut String,
+    ) -> Result<(), ActorProcessingErr> {
+        let AgentMsg::StartDynamicConsumer(reply) = msg;
+        let _ = reply.send(Ok(consumer.clone()));
+        Ok(())
+    }
+}
+
+/// A dynamic consumer that accepts any topic.
+struct ConsumerStandIn;
+
+impl Actor for ConsumerStandIn {
+    type Msg = DynamicConsumerMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<DynamicConsumerMsg>,
+        _: (),
+    ) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<DynamicConsumerMsg>,
+        msg: DynamicConsumerMsg,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        if let DynamicConsumerMsg::Subscribe(_, reply) = msg {
+            let _ = reply.send(Ok(()));
+        }
+        Ok(())
+    }
+}
+
+/// A producer whose history fetch never ends: it says when it was asked and
+/// keeps the reply port unanswered.
+struct SlowProducer;
+
+type Asked = std::sync::Mutex<Option<oneshot::Sender<()>>>;
+
+impl Actor for SlowProducer {
+    type Msg = ProducerMsg;
+    type State = (
+        Arc<Asked>,
+        Vec<RpcReplyPort<Result<FetchReport, ProducerError>>>,
+    );
+    type Arguments = Arc<Asked>;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<ProducerMsg>,
+        asked: Arc<Asked>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok((asked, Vec::new()))
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<ProducerMsg>,
+        msg: ProducerMsg,
+        (asked, held): &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let ProducerMsg::ServeDynamic { reply, .. } = msg {
+            held.push(reply);
+            if let Some(tx) = asked.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_killed_during_the_call_fails_the_request_at_once() {
+    let (coordinator_name, agent_name, consumer_name, producer_name) = (
+        unique("coordinator"),
+        unique("agent"),
+        unique("consumer-dynamic"),
+        unique("producer"),
+    );
+    let directory: Arc<dyn Directory> = Arc::new(Local {
+        aliases: vec![(COORDINATOR_NAME.to_owned(), coordinator_name.clone())],
+        roles: vec![
+            (CONSUMER_AGENTS, agent_name.clone()),
+            (PRODUCERS, producer_name.clone()),
+        ],
+    });
+    assert!(directory.members(DYNAMIC_CONSUMERS).is_empty());
+    let (asked_tx, asked) = oneshot::channel();
+    let (producer, _) = Actor::spawn(
+        Some(producer_name),
+        SlowProducer,
+        Arc::new(std::sync::Mutex::new(Some(asked_tx))),
+    )
+    .await
+    .unwrap();
+    let (consumer, _) = Actor::spawn(Some(consumer_name.clone()), ConsumerStandIn, ())
+        .await
+        .unwrap();
+    let (agent, _) = Actor::spawn(Some(agent_name), AgentStandIn, consumer_name)
+        .await
+        .unwrap();
+    // Every wait is long: only the kill can end the request early.
+    let long = Duration::from_secs(60);
+    let (coordinator, _) = Actor::spawn(
+        Some(coordinator_name),
+        Coordinator::<MemoryBus>::default(),
+        CoordinatorArgs {
+            instance: "coordinator/test".into(),
+            bus: Arc::new(MemoryBus::new()),
+            directory: Arc::clone(&directory),
+            settings: CoordinatorSettings {
+                call_timeout: long,
+                producer_timeout: long,
+                ..CoordinatorSettings::default()
+            },
+            restarted: false,
+        },
+    )
+    .await
+    .unwrap();
+    let (_db, sup, pool) = pool(
+        |store| {
+            Arc::new(CoordinatorFetcher::new(
+                directory,
+                store,
+                Duration::from_millis(50),
+                long,
+            ))
+        },
+        &[],
+        long,
+    )
+    .await;
+    let request = tokio::spawn(async move { pool.request(sol()).await });
+
+    // The coordinator is waiting on the producer's history: kill it.
+    tokio::time::timeout(Duration::from_secs(30), asked)
+        .await
+        .expect("the coordinator never asked the producer")
+        .unwrap();
+    coordinator.kill();
+    let answer = tokio::time::timeout(Duration::from_secs(1), request)
+        .await
+        .expect("the request still waits a second after the coordinator was killed")
+        .unwrap();
+    // Not a time-out ("it may still arrive"), not "not available": the
+    // fetch broke off, and the answer says why.
+    match answer {
+        Err(DataError::FetchFailed(msg)) => {
+            assert!(msg.contains("Binance:SOL-USDT"), "{msg}");
+            assert!(
+                msg.contains("`coordinator` stopped before answering"),
+                "{msg}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    for actor in [producer.get_cell(), consumer.get_cell(), agent.get_cell()] {
+        actor.stop(None);
+    }
+    sup.stop(None);
 }

@@ -31,7 +31,8 @@ pub enum OhlcvResponse {
     /// The platform does not hold the instrument (and could not fetch it).
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
-    /// Storage is unreachable; try again.
+    /// Storage is unreachable, or fetching the instrument on demand broke
+    /// off (the coordinator stopped or could not be reached); try again.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
     /// The instrument was not held, and fetching it on demand did not finish

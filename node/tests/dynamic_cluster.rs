@@ -11,6 +11,13 @@
 //! producer publish the history; node-c stores it; node-a answers. The bars
 //! equal bars computed here from the imitation's trade model (a pure
 //! function of seed, rate and start, so this process can recompute it).
+//!
+//! Then the failure that crosses nodes: node-b is killed (`kill -9`) while
+//! its coordinator waits on a history fetch that never ends, and node-a's
+//! request must be answered within seconds, saying the coordinator stopped,
+//! not after the fetch time-out. (Only a real second process shows this: the
+//! coordinator node-a calls is ractor_cluster's local stand-in, stopped when
+//! the session to node-b closes.)
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -159,8 +166,31 @@ fn dec(v: &Value) -> Decimal {
     v.as_str().unwrap().parse().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_instrument_asked_on_one_node_is_served_by_two_others() {
+/// The tests start three node processes each; on a small machine two such
+/// clusters at once would starve each other.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The three nodes of these tests, each seeing the others.
+struct Three {
+    a: Node,
+    b: Node,
+    c: Node,
+    api_port: u16,
+    history_start: i64,
+    _db: TestDb,
+    _dir: tempfile::TempDir,
+}
+
+impl Three {
+    fn report(&self) -> String {
+        report(&[&self.a, &self.b, &self.c])
+    }
+}
+
+/// Starts node-c (consumer), node-b (coordinator and producer, with
+/// `b_extra` in its environment) and node-a (datastore and API), and waits
+/// until node-a sees the coordinator, node-b's producer and node-c's agent.
+async fn three_nodes(b_extra: &[(&str, String)]) -> Three {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
     let history_start = (now() - 86_400).div_euclid(86_400) * 86_400;
@@ -218,7 +248,7 @@ async fn an_unknown_instrument_asked_on_one_node_is_served_by_two_others() {
         &ports,
         free_port(),
         &common,
-        &[],
+        b_extra,
     );
     let a = start(
         dir.path(),
@@ -229,24 +259,42 @@ async fn an_unknown_instrument_asked_on_one_node_is_served_by_two_others() {
         &common,
         &[("CANDELA__API__LISTEN", format!("127.0.0.1:{api_port}"))],
     );
-    let nodes = [&a, &b, &c];
+    let three = Three {
+        a,
+        b,
+        c,
+        api_port,
+        history_start,
+        _db: db,
+        _dir: dir,
+    };
 
     // node-a sees the coordinator, node-b's producer and node-c's agent.
     let deadline = Instant::now() + Duration::from_secs(60);
     for name in ["coordinator", "producer/node-b", "agent/node-c"] {
         loop {
-            let code = a.names(name);
+            let code = three.a.names(name);
             if code == Some(200) {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
                 "node-a never saw `{name}` (last status {code:?}){}",
-                report(&nodes)
+                three.report()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    three
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_instrument_asked_on_one_node_is_served_by_two_others() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let three = three_nodes(&[]).await;
+    let (a, b, c) = (&three.a, &three.b, &three.c);
+    let (api_port, history_start) = (three.api_port, three.history_start);
+    let nodes = [a, b, c];
     assert_eq!(
         a.names("agent/node-a"),
         Some(200),
@@ -339,5 +387,91 @@ async fn an_unknown_instrument_asked_on_one_node_is_served_by_two_others() {
         c.log().contains("subscribed to a dynamic topic"),
         "{}",
         report(&nodes)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_on_a_coordinator_whose_node_is_killed_fails_at_once() {
+    // node-b's producer asks a history server that accepts the request and
+    // never answers; its live feed dials one that never speaks.
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let history = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (asked_tx, asked) = tokio::sync::oneshot::channel();
+    let history_addr = history.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        let mut asked_tx = Some(asked_tx);
+        while let Ok((stream, _)) = history.accept() {
+            held.push(stream);
+            if let Some(tx) = asked_tx.take() {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let mut three = three_nodes(&[
+        ("CANDELA__SOURCE__KIND", "cryptocompare".into()),
+        (
+            "CANDELA__SOURCE__CRYPTOCOMPARE__REST_URL",
+            format!("http://{history_addr}"),
+        ),
+        (
+            "CANDELA__SOURCE__CRYPTOCOMPARE__WS_URL",
+            format!("ws://{}/v2", live.local_addr().unwrap()),
+        ),
+        (
+            "CANDELA__SOURCE__CRYPTOCOMPARE__REQUEST_TIMEOUT_MS",
+            "120000".into(),
+        ),
+    ])
+    .await;
+
+    let url = format!(
+        "http://127.0.0.1:{}/api/v1/ohlcv?instrument=Binance:SOL-USDT&interval=1m&from={}",
+        three.api_port,
+        now() - 600
+    );
+    let request = tokio::spawn(async move {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap();
+        let resp = http.get(&url).send().await?;
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await?;
+        Ok::<_, reqwest::Error>((status, body))
+    });
+
+    // The coordinator on node-b waits for its producer's history: kill -9
+    // node-b; node-a's request must end at once, saying what happened.
+    tokio::time::timeout(Duration::from_secs(60), asked)
+        .await
+        .unwrap_or_else(|_| panic!("the producer never asked for history{}", three.report()))
+        .unwrap();
+    three.b.child.kill().unwrap();
+    let _ = three.b.child.wait();
+    let killed = Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(2), request)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "node-a's request still waits 2 s after node-b was killed{}",
+                three.report()
+            )
+        })
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}{}", three.report()));
+    // Not 504 "it may still arrive", not 404 "not available": 503, the
+    // fetch broke off, and the message says why.
+    eprintln!(
+        "node-a answered {:?} after node-b was killed",
+        killed.elapsed()
+    );
+    let (status, body) = answer;
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        status == 503 && message.contains("`coordinator` stopped before answering"),
+        "{status} {body}{}",
+        three.report()
     );
 }

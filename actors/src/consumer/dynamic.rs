@@ -42,7 +42,7 @@ use crate::fsm::{Fsm, RunSnapshot};
 use crate::kafka::admin::is_valid_topic_name;
 use crate::machines::consumer_dynamic::{Event, State};
 use crate::machines::ConsumerDynamic as Machine;
-use crate::ports::DeadLetters;
+use crate::ports::{BusError, DeadLetters};
 use crate::store::{BarCache, BarStore};
 use crate::supervisor::ChildSpec;
 
@@ -113,6 +113,54 @@ pub struct DynamicConsumerStatus {
     pub run: RunSnapshot,
 }
 
+/// Why a dynamic consumer refused or failed a subscription. A serde type: the
+/// Coordinator, on any node, gets it back from
+/// [`DynamicConsumerMsg::Subscribe`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum SubscribeError {
+    /// It consumes another topic already.
+    #[error("{consumer} already consumes `{topic}`")]
+    AlreadyConsuming {
+        /// The consumer.
+        consumer: String,
+        /// Its topic.
+        topic: String,
+    },
+    /// It was given another topic before a restart, and is being re-told it.
+    #[error("{consumer} is assigned `{topic}`")]
+    Assigned {
+        /// The consumer.
+        consumer: String,
+        /// Its topic.
+        topic: String,
+    },
+    /// The name is not one Kafka accepts.
+    #[error("`{topic}` is not a valid topic name")]
+    InvalidTopic {
+        /// The topic.
+        topic: String,
+    },
+    /// The bus refused the subscription (`SUBSCRIBE_FAILURE`).
+    #[error("subscribing to `{topic}` in group `{group}`: {error}")]
+    Subscribe {
+        /// The topic.
+        topic: String,
+        /// The consumer group.
+        group: String,
+        /// The bus's error.
+        error: BusError,
+    },
+    /// The consumer could not schedule its first cycle (it is stopping).
+    #[error("{consumer} is stopping")]
+    Stopping {
+        /// The consumer.
+        consumer: String,
+    },
+    /// The machine refused a step (a bug).
+    #[error("machine: {0}")]
+    Machine(String),
+}
+
 /// Messages to a dynamic consumer (they cross nodes).
 #[derive(RactorClusterMessage)]
 pub enum DynamicConsumerMsg {
@@ -124,7 +172,7 @@ pub enum DynamicConsumerMsg {
     /// (Consuming) or failed. Subscribing again to its own topic is a success
     /// that changes nothing; another topic is refused.
     #[rpc]
-    Subscribe(String, RpcReplyPort<Result<(), String>>),
+    Subscribe(String, RpcReplyPort<Result<(), SubscribeError>>),
     /// Topic, counters and run.
     #[rpc]
     Status(RpcReplyPort<DynamicConsumerStatus>),
@@ -292,35 +340,38 @@ async fn subscribe<O, D, T, C>(
     myself: &ActorRef<DynamicConsumerMsg>,
     state: &mut DynamicConsumerState<O, D, T, C>,
     topic: String,
-) -> Result<(), String>
+) -> Result<(), SubscribeError>
 where
     O: OpenStream,
     D: DeadLetters,
     T: BarStore,
     C: BarCache,
 {
+    fn machine(rejection: impl std::fmt::Display) -> SubscribeError {
+        SubscribeError::Machine(rejection.to_string())
+    }
     if let Some(current) = &state.topic {
         return if *current == topic {
             Ok(())
         } else {
-            Err(format!(
-                "{} already consumes `{current}`",
-                state.args.instance
-            ))
+            Err(SubscribeError::AlreadyConsuming {
+                consumer: state.args.instance.clone(),
+                topic: current.clone(),
+            })
         };
     }
     if let Some(assigned) = lock(&state.args.assignment).clone() {
         if assigned != topic {
-            return Err(format!("{} is assigned `{assigned}`", state.args.instance));
+            return Err(SubscribeError::Assigned {
+                consumer: state.args.instance.clone(),
+                topic: assigned,
+            });
         }
     }
     if !is_valid_topic_name(&topic) {
-        return Err(format!("`{topic}` is not a valid topic name"));
+        return Err(SubscribeError::InvalidTopic { topic });
     }
-    state
-        .fsm
-        .fire(Event::SubscribeToTopic)
-        .map_err(|r| r.to_string())?;
+    state.fsm.fire(Event::SubscribeToTopic).map_err(machine)?;
     // A predecessor may have died between its commit and its cache write.
     if let Err(err) = state.args.cache.invalidate_all().await {
         tracing::warn!(instance = %state.args.instance, error = %err, "could not invalidate the cache before subscribing");
@@ -333,10 +384,7 @@ where
         .await
     {
         Ok(stream) => {
-            state
-                .fsm
-                .fire(Event::SubscribeSuccess)
-                .map_err(|r| r.to_string())?;
+            state.fsm.fire(Event::SubscribeSuccess).map_err(machine)?;
             state.pipeline = Some(Pipeline {
                 stream,
                 dead_letters: Arc::clone(&state.args.dead_letters),
@@ -350,14 +398,18 @@ where
             state.topic = Some(topic);
             myself
                 .cast(DynamicConsumerMsg::Poll)
-                .map_err(|e| e.to_string())?;
+                .map_err(|_| SubscribeError::Stopping {
+                    consumer: state.args.instance.clone(),
+                })?;
             Ok(())
         }
-        Err(err) => {
+        Err(error) => {
             let _ = state.fsm.fire(Event::SubscribeFailure);
-            Err(format!(
-                "subscribing to `{topic}` in group `{group}`: {err}"
-            ))
+            Err(SubscribeError::Subscribe {
+                topic,
+                group,
+                error,
+            })
         }
     }
 }

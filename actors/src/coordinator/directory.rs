@@ -7,6 +7,8 @@
 
 use ractor::ActorCell;
 
+use crate::call::CallError;
+
 /// The Coordinator's cluster name (one per cluster).
 pub const COORDINATOR_NAME: &str = "coordinator";
 /// The role group of coordinators.
@@ -27,9 +29,10 @@ pub fn agent_name(node: &str) -> String {
 
 /// Looks actors up by cluster name or role.
 pub trait Directory: Send + Sync + 'static {
-    /// The one live actor holding `name` (none, or more than one, is an error
-    /// that says so).
-    fn resolve(&self, name: &str) -> Result<ActorCell, String>;
+    /// The one live actor holding `name`; none, or more than one, is
+    /// [`CallError::Unreachable`] saying so (finding the callee is the first
+    /// step of a call).
+    fn resolve(&self, name: &str) -> Result<ActorCell, CallError>;
     /// Every live actor in the role group `role`, on this node and connected
     /// ones.
     fn members(&self, role: &str) -> Vec<ActorCell>;

@@ -6,6 +6,8 @@ use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
+use super::CoordinatorError;
+use crate::call::CallError;
 use crate::domain::Instrument;
 use crate::fsm::RunSnapshot;
 
@@ -49,7 +51,10 @@ pub enum CoordinatorMsg {
     /// platform does not hold; answered when the producer has published its
     /// history and a consumer is subscribed (or with the failure).
     #[rpc]
-    RequestCreateTopic(Instrument, RpcReplyPort<Result<DynamicTopic, String>>),
+    RequestCreateTopic(
+        Instrument,
+        RpcReplyPort<Result<DynamicTopic, CoordinatorError>>,
+    ),
     /// Topics and run.
     #[rpc]
     Status(RpcReplyPort<CoordinatorStatus>),
@@ -62,5 +67,27 @@ pub enum AgentMsg {
     /// Start a Consumer for dynamic topics under this node's supervisor;
     /// answers with its cluster name once the name resolves.
     #[rpc]
-    StartDynamicConsumer(RpcReplyPort<Result<String, String>>),
+    StartDynamicConsumer(RpcReplyPort<Result<String, AgentError>>),
+}
+
+/// Why an agent did not start a dynamic consumer (crosses nodes: the
+/// Coordinator asks the agent of another node).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum AgentError {
+    /// Its node does not run consumers.
+    #[error("node `{node}` does not have the `consumer` role")]
+    NotAConsumerNode {
+        /// The node.
+        node: String,
+    },
+    /// The node's dynamic supervisor did not add the consumer (its refusal
+    /// flattened to text: it is local to that node).
+    #[error(transparent)]
+    Supervisor(CallError),
+    /// Every candidate name is taken.
+    #[error("node `{node}` has no free dynamic consumer name")]
+    NoFreeName {
+        /// The node.
+        node: String,
+    },
 }

@@ -14,7 +14,11 @@
 //!
 //! `CREATE_TOPIC_FAILURE` or `NOTIFY_FAILURE` → Error: the requester gets the
 //! failure, then the actor fails and its supervisor restarts it (`RESET` →
-//! Active). The consumer is subscribed before the producer publishes, and its
+//! Active). The failure is a [`CoordinatorError`], a serde type that crosses
+//! nodes and keeps what the called actor said: no answer (a
+//! [`CallError`](crate::call::CallError): unreachable, time-out, stopped) or
+//! its own typed refusal. Every call goes through [`crate::call`], so an
+//! actor that stops, or whose node goes away, fails the call at once. The consumer is subscribed before the producer publishes, and its
 //! group reads from the earliest offset, so nothing published is missed
 //! whichever comes first.
 //!
@@ -31,7 +35,7 @@ mod messages;
 pub mod topic;
 
 pub use directory::Directory;
-pub use messages::{AgentMsg, CoordinatorMsg, CoordinatorStatus, DynamicTopic};
+pub use messages::{AgentError, AgentMsg, CoordinatorMsg, CoordinatorStatus, DynamicTopic};
 pub use topic::{topic_for, TopicNameError};
 
 use std::collections::BTreeMap;
@@ -40,15 +44,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
 
-use crate::consumer::dynamic::{DynamicConsumerMsg, DynamicConsumerStatus};
+use crate::call::{call, call_result, CallError, Failed};
+use crate::consumer::dynamic::{DynamicConsumerMsg, DynamicConsumerStatus, SubscribeError};
 use crate::domain::Instrument;
 use crate::fsm::runtime::DEFAULT_HISTORY;
 use crate::fsm::Fsm;
 use crate::machines::coordinator::Event;
 use crate::machines::Coordinator as Machine;
-use crate::ports::RecordBus;
-use crate::producer::{FetchReport, ProducerMsg};
+use crate::ports::{BusError, RecordBus};
+use crate::producer::{FetchReport, ProducerError, ProducerMsg};
 use directory::{CONSUMER_AGENTS, DYNAMIC_CONSUMERS, PRODUCERS};
 
 /// How the Coordinator works.
@@ -105,19 +111,21 @@ impl<B> Clone for CoordinatorArgs<B> {
     }
 }
 
-/// Why a request could not be served.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a request could not be served. A serde type: it is the Coordinator's
+/// answer to a requester on any node, and keeps the typed errors of the
+/// actors it called (as [`Failed`]: no answer, or their own refusal).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum CoordinatorError {
     /// The instrument cannot name a topic (bad input; no machine step).
     #[error(transparent)]
     Topic(#[from] TopicNameError),
     /// The broker refused or did not create the topic.
-    #[error("creating topic `{topic}`: {reason}")]
+    #[error("creating topic `{topic}`: {error}")]
     CreateTopic {
         /// The topic.
         topic: String,
-        /// Why.
-        reason: String,
+        /// The bus's error.
+        error: BusError,
     },
     /// No dynamic consumer is idle and no consumer node's agent is connected.
     #[error("no Consumer for dynamic topics is idle and no consumer node's agent is reachable")]
@@ -125,22 +133,15 @@ pub enum CoordinatorError {
     /// No producer is connected.
     #[error("no producer is reachable")]
     NoProducer,
-    /// An actor could not be reached or did not answer.
-    #[error("`{name}`: {reason}")]
-    Call {
-        /// Its cluster name.
-        name: String,
-        /// Why.
-        reason: String,
-    },
-    /// An actor answered with a refusal.
-    #[error("`{name}` refused: {reason}")]
-    Refused {
-        /// Its cluster name.
-        name: String,
-        /// Its reason.
-        reason: String,
-    },
+    /// The agent asked for a dynamic consumer did not start one.
+    #[error("starting a dynamic consumer: {0}")]
+    Agent(Box<Failed<AgentError>>),
+    /// The dynamic consumer was not subscribed to the topic.
+    #[error("subscribing the dynamic consumer: {0}")]
+    Consumer(Box<Failed<SubscribeError>>),
+    /// The producer did not serve the topic (live stream and history).
+    #[error("serving the topic: {0}")]
+    Producer(Box<Failed<ProducerError>>),
     /// The machine refused a step (a bug).
     #[error("machine: {0}")]
     Machine(String),
@@ -290,14 +291,14 @@ impl<B: RecordBus> Actor for Coordinator<B> {
 async fn request<B: RecordBus>(
     state: &mut CoordinatorState<B>,
     instrument: Instrument,
-    reply: RpcReplyPort<Result<DynamicTopic, String>>,
+    reply: RpcReplyPort<Result<DynamicTopic, CoordinatorError>>,
 ) -> Result<(), ActorProcessingErr> {
     let topic = match topic_for(&state.args.settings.topic_prefix, &instrument) {
         Ok(t) => t,
         Err(err) => {
             // Bad input, not a failure of the platform: no machine step.
             tracing::warn!(%instrument, error = %err, "refused a dynamic topic request");
-            let _ = reply.send(Err(err.to_string()));
+            let _ = reply.send(Err(err.into()));
             return Ok(());
         }
     };
@@ -328,7 +329,7 @@ async fn request<B: RecordBus>(
         Err(err) => {
             state.failures += 1;
             tracing::error!(%instrument, %topic, state = %state.fsm.state(), error = %err, "dynamic topic request failed");
-            let _ = reply.send(Err(err.to_string()));
+            let _ = reply.send(Err(err.clone()));
             if state.fsm.in_error() {
                 Err(err.into())
             } else {
@@ -341,10 +342,9 @@ async fn request<B: RecordBus>(
 /// Whether the consumer of `grant` is still there and still on its topic.
 async fn still_served<B>(state: &CoordinatorState<B>, grant: &DynamicTopic) -> bool {
     let s = &state.args;
-    match call::<DynamicConsumerMsg, _>(
+    match consumer_status(
         s.directory.as_ref(),
         &grant.consumer,
-        DynamicConsumerMsg::Status,
         s.settings.call_timeout,
     )
     .await
@@ -376,7 +376,7 @@ async fn arrange<B: RecordBus>(
         step(&mut state.fsm, Event::CreateTopicFailure)?;
         return Err(CoordinatorError::CreateTopic {
             topic: topic.to_owned(),
-            reason: err.to_string(),
+            error: err,
         });
     }
     step(&mut state.fsm, Event::CreateTopicSuccess)?;
@@ -405,14 +405,7 @@ async fn notify<B>(
     // 1. The consumer.
     let mut consumers = Vec::new();
     for name in names(&dir.members(DYNAMIC_CONSUMERS)) {
-        match call::<DynamicConsumerMsg, DynamicConsumerStatus>(
-            dir.as_ref(),
-            &name,
-            DynamicConsumerMsg::Status,
-            settings.call_timeout,
-        )
-        .await
-        {
+        match consumer_status(dir.as_ref(), &name, settings.call_timeout).await {
             Ok(s) => consumers.push(ConsumerInfo {
                 idle: s.idle,
                 topic: s.topic,
@@ -428,34 +421,25 @@ async fn notify<B>(
     let consumer = match choose_consumer(topic, &consumers, &agents, state.turn) {
         ConsumerChoice::Reuse(name) | ConsumerChoice::Idle(name) => name,
         ConsumerChoice::StartOn(agent) => {
-            let started = call::<AgentMsg, Result<String, String>>(
-                dir.as_ref(),
-                &agent,
-                AgentMsg::StartDynamicConsumer,
-                settings.call_timeout,
-            )
-            .await?;
-            let name = started.map_err(|reason| CoordinatorError::Refused {
-                name: agent.clone(),
-                reason,
-            })?;
+            let name = async {
+                let cell = dir.resolve(&agent)?;
+                let start = AgentMsg::StartDynamicConsumer;
+                call_result(&cell, &agent, start, settings.call_timeout).await
+            }
+            .await
+            .map_err(|e| CoordinatorError::Agent(Box::new(e)))?;
             tracing::info!(%agent, consumer = %name, "an agent started a dynamic consumer");
             name
         }
         ConsumerChoice::Nobody => return Err(CoordinatorError::NoConsumer),
     };
-    let t = topic.to_owned();
-    call::<DynamicConsumerMsg, Result<(), String>>(
-        dir.as_ref(),
-        &consumer,
-        move |reply| DynamicConsumerMsg::Subscribe(t, reply),
-        settings.call_timeout,
-    )
-    .await?
-    .map_err(|reason| CoordinatorError::Refused {
-        name: consumer.clone(),
-        reason,
-    })?;
+    async {
+        let cell = dir.resolve(&consumer)?;
+        let subscribe = |reply| DynamicConsumerMsg::Subscribe(topic.to_owned(), reply);
+        call_result(&cell, &consumer, subscribe, settings.call_timeout).await
+    }
+    .await
+    .map_err(|e| CoordinatorError::Consumer(Box::new(e)))?;
 
     // 2. The producer.
     let producer = choose_producer(instrument, &names(&dir.members(PRODUCERS)))
@@ -464,24 +448,19 @@ async fn notify<B>(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let (from_ts, to_ts) = history_window(now, settings.history_minutes);
-    let (i, t) = (instrument.clone(), topic.to_owned());
-    let report: FetchReport = call::<ProducerMsg, Result<FetchReport, String>>(
-        dir.as_ref(),
-        &producer,
-        move |reply| ProducerMsg::ServeDynamic {
-            instrument: i,
-            topic: t,
+    let report: FetchReport = async {
+        let cell = dir.resolve(&producer)?;
+        let serve = |reply| ProducerMsg::ServeDynamic {
+            instrument: instrument.clone(),
+            topic: topic.to_owned(),
             from_ts,
             to_ts,
             reply,
-        },
-        settings.producer_timeout,
-    )
-    .await?
-    .map_err(|reason| CoordinatorError::Refused {
-        name: producer.clone(),
-        reason,
-    })?;
+        };
+        call_result(&cell, &producer, serve, settings.producer_timeout).await
+    }
+    .await
+    .map_err(|e| CoordinatorError::Producer(Box::new(e)))?;
     Ok(DynamicTopic {
         instrument: instrument.clone(),
         topic: topic.to_owned(),
@@ -493,38 +472,27 @@ async fn notify<B>(
     })
 }
 
+/// The status of the dynamic consumer holding `name`.
+async fn consumer_status(
+    dir: &dyn Directory,
+    name: &str,
+    timeout: Duration,
+) -> Result<DynamicConsumerStatus, CallError> {
+    call(
+        &dir.resolve(name)?,
+        name,
+        DynamicConsumerMsg::Status,
+        timeout,
+    )
+    .await
+}
+
 /// The names of `cells` (stand-ins of remote actors carry them too).
 fn names(cells: &[ActorCell]) -> Vec<String> {
     let mut out: Vec<String> = cells.iter().filter_map(ActorCell::get_name).collect();
     out.sort();
     out.dedup();
     out
-}
-
-/// Calls the actor holding `name` and waits at most `timeout`.
-pub async fn call<M, T>(
-    dir: &dyn Directory,
-    name: &str,
-    msg: impl FnOnce(RpcReplyPort<T>) -> M,
-    timeout: Duration,
-) -> Result<T, CoordinatorError>
-where
-    M: ractor::Message,
-    T: Send + 'static,
-{
-    let fail = |reason: String| CoordinatorError::Call {
-        name: name.to_owned(),
-        reason,
-    };
-    let actor: ActorRef<M> = dir.resolve(name).map_err(fail)?.into();
-    match actor.call(msg, Some(timeout)).await {
-        Ok(ractor::rpc::CallResult::Success(answer)) => Ok(answer),
-        Ok(ractor::rpc::CallResult::Timeout) => {
-            Err(fail(format!("no answer within {} ms", timeout.as_millis())))
-        }
-        Ok(ractor::rpc::CallResult::SenderError) => Err(fail("stopped before answering".into())),
-        Err(err) => Err(fail(format!("cannot be reached: {err}"))),
-    }
 }
 
 #[cfg(test)]

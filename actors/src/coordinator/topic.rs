@@ -16,8 +16,9 @@ use crate::kafka::admin::is_valid_topic_name;
 /// The default prefix of dynamic topics.
 pub const DEFAULT_PREFIX: &str = "tick-data.dyn";
 
-/// Why no topic name could be made.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why no topic name could be made (crosses nodes in the Coordinator's
+/// answer).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum TopicNameError {
     /// The prefix has characters Kafka refuses, or is empty.
     #[error("invalid dynamic topic prefix `{0}`: use 1 to 100 of [A-Za-z0-9._-]")]

@@ -4,10 +4,15 @@
 //! the producer published.
 //!
 //! * `request_fetch` resolves the Coordinator and puts `REQUEST_CREATE_TOPIC`
-//!   in its mailbox — that is the datastore's `FETCH_INSTRUCTIONS_SENT`. No
-//!   Coordinator in the cluster is an immediate, clear failure.
+//!   in its mailbox ([`call::send`]) — that is the datastore's
+//!   `FETCH_INSTRUCTIONS_SENT`. No Coordinator in the cluster is an
+//!   immediate, clear failure ([`FetchError::NoCoordinator`]).
 //! * The returned future waits for the Coordinator's answer (topic created,
-//!   consumer subscribed, history published: a [`DynamicTopic`]), then polls
+//!   consumer subscribed, history published: a [`DynamicTopic`]), or its
+//!   refusal ([`FetchError::Refused`], the Coordinator's typed error). It
+//!   watches the Coordinator meanwhile: a Coordinator that stops before
+//!   answering, or whose node goes away, fails the wait at once
+//!   ([`FetchError::Call`] with `Stopped`), never after the time-out. Then it polls
 //!   the store until it holds every minute of the published history (each
 //!   history bar is a distinct minute of `history_from..=history_to`, and
 //!   stored bars are never removed, so "at least that many minutes in the
@@ -22,9 +27,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{ActorRef, RpcReplyPort};
-
-use super::{FetchRequester, WaitForData};
+use super::{FetchError, FetchRequester, WaitForData};
+use crate::call;
 use crate::coordinator::directory::COORDINATOR_NAME;
 use crate::coordinator::{CoordinatorMsg, Directory, DynamicTopic};
 use crate::domain::{Instrument, Interval};
@@ -61,31 +65,26 @@ impl<T: BarStore> FetchRequester for CoordinatorFetcher<T> {
     fn request_fetch(
         &self,
         instrument: &Instrument,
-    ) -> Pin<Box<dyn Future<Output = Result<WaitForData, String>> + Send + '_>> {
+    ) -> Pin<Box<dyn Future<Output = Result<WaitForData, FetchError>> + Send + '_>> {
         let instrument = instrument.clone();
         Box::pin(async move {
-            let cell = self.directory.resolve(COORDINATOR_NAME).map_err(|e| {
-                format!(
-                    "no coordinator to ask ({e}); is a node with the `coordinator` role connected?"
-                )
-            })?;
-            let coordinator: ActorRef<CoordinatorMsg> = cell.into();
-            let (tx, rx) = ractor::concurrency::oneshot();
-            let port: RpcReplyPort<Result<DynamicTopic, String>> = (tx, self.answer_within).into();
-            coordinator
-                .send_message(CoordinatorMsg::RequestCreateTopic(instrument.clone(), port))
-                .map_err(|e| format!("the coordinator cannot be reached: {e}"))?;
+            let coordinator = self
+                .directory
+                .resolve(COORDINATOR_NAME)
+                .map_err(FetchError::NoCoordinator)?;
+            let i = instrument.clone();
+            let answer = call::send(
+                &coordinator,
+                COORDINATOR_NAME,
+                |reply| CoordinatorMsg::RequestCreateTopic(i, reply),
+                self.answer_within,
+            )
+            .map_err(FetchError::Call)?;
             tracing::info!(%instrument, "asked the coordinator for a dynamic topic");
             let store = Arc::clone(&self.store);
             let poll = self.poll;
             let wait: WaitForData = Box::pin(async move {
-                let grant = match rx.await {
-                    Ok(Ok(grant)) => grant,
-                    Ok(Err(err)) => return Err(format!("the coordinator failed: {err}")),
-                    Err(_) => {
-                        return Err("the coordinator stopped or did not answer in time".to_owned())
-                    }
-                };
+                let grant = answer.reply_result().await?;
                 tracing::info!(%instrument, topic = %grant.topic, bars = grant.history_bars, "dynamic topic ready; waiting for the data");
                 loop {
                     if stored(store.as_ref(), &grant).await? {
@@ -100,12 +99,12 @@ impl<T: BarStore> FetchRequester for CoordinatorFetcher<T> {
 }
 
 /// Whether the store holds what the Coordinator's answer promises.
-async fn stored<T: BarStore>(store: &T, grant: &DynamicTopic) -> Result<bool, String> {
+async fn stored<T: BarStore>(store: &T, grant: &DynamicTopic) -> Result<bool, FetchError> {
+    let failed = |e: crate::store::StoreError| FetchError::Store {
+        reason: e.to_string(),
+    };
     if grant.history_bars == 0 {
-        return store
-            .holds(&grant.instrument)
-            .await
-            .map_err(|e| e.to_string());
+        return store.holds(&grant.instrument).await.map_err(failed);
     }
     let bars = store
         .bars(
@@ -116,6 +115,6 @@ async fn stored<T: BarStore>(store: &T, grant: &DynamicTopic) -> Result<bool, St
             usize::try_from(grant.history_bars).unwrap_or(usize::MAX) + 1,
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(failed)?;
     Ok(bars.len() as u64 >= grant.history_bars)
 }

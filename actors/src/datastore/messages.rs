@@ -1,8 +1,10 @@
 //! The Datastore's messages, queries and answers.
 
 use ractor::RpcReplyPort;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::call::{CallError, Failed};
+use crate::coordinator::CoordinatorError;
 use crate::domain::{Instrument, Interval};
 use crate::fsm::RunView;
 use crate::store::StoredBar;
@@ -43,21 +45,61 @@ pub struct BarAnswer {
     pub served: Served,
 }
 
-/// Why a request could not be answered.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a request could not be answered; each variant is one HTTP answer
+/// (404, 504, 503, 503, 500).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum DataError {
-    /// The platform does not hold the instrument and could not fetch it.
+    /// The platform does not hold the instrument and could not fetch it:
+    /// no coordinator, or the coordinator could not arrange it.
     #[error("not available: {0}")]
     NotAvailable(String),
-    /// Data asked for on demand did not arrive in time.
+    /// Data asked for on demand did not arrive in time (it may still).
     #[error("timed out: {0}")]
     Timeout(String),
+    /// Fetching on demand broke off: the coordinator stopped (or its node
+    /// went away) before answering, or could not be reached. Asking again
+    /// asks a coordinator again.
+    #[error("fetch failed: {0}")]
+    FetchFailed(String),
     /// The database could not be queried.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
     /// A bug: the machine refused a step.
     #[error("internal: {0}")]
     Internal(String),
+}
+
+/// Why data asked for on demand did not arrive: the [`FetchRequester`]'s
+/// error (see [`fetch`](super::fetch)).
+///
+/// [`FetchRequester`]: super::FetchRequester
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum FetchError {
+    /// There is no Coordinator to ask.
+    #[error("no coordinator to ask: {0}; is a node with the `coordinator` role connected?")]
+    NoCoordinator(CallError),
+    /// The call to the Coordinator failed: it could not be reached, did not
+    /// answer in time, or stopped before answering.
+    #[error(transparent)]
+    Call(CallError),
+    /// The Coordinator answered that it could not arrange the topic.
+    #[error("the coordinator could not arrange it: {0}")]
+    Refused(CoordinatorError),
+    /// The store could not be read while waiting for the data.
+    #[error("reading the store: {reason}")]
+    Store {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl From<Failed<CoordinatorError>> for FetchError {
+    fn from(failed: Failed<CoordinatorError>) -> Self {
+        match failed {
+            Failed::Call(err) => FetchError::Call(err),
+            Failed::Refused { error, .. } => FetchError::Refused(error),
+        }
+    }
 }
 
 /// Messages to a datastore.

@@ -19,11 +19,15 @@
 //! * `DB_QUERY_EMPTY` (the platform holds nothing of the instrument) → Data Not
 //!   Found → `*` → Requesting Data Fetch → the [`FetchRequester`] (the
 //!   Coordinator, in a cluster) → `FETCH_INSTRUCTIONS_SENT` → Waiting for Data →
-//!   `DATA_FETCHED` → the query runs again → Returning Data. Without a requester,
-//!   or when it fails, `DATA_FETCH_FAILED` → Error, and the request is
-//!   answered "not available"; when the data does not arrive within
-//!   `fetch_timeout`, `DATA_FETCH_FAILED` → Error, answered
-//!   [`DataError::Timeout`] (HTTP 504). In a cluster the requester is
+//!   `DATA_FETCHED` → the query runs again → Returning Data. Otherwise
+//!   `DATA_FETCH_FAILED` → Error, and the answer says which failure it was
+//!   (the requester's typed [`FetchError`]): no requester, no coordinator, or
+//!   the coordinator's refusal is [`DataError::NotAvailable`] (HTTP 404); a
+//!   coordinator that stopped before answering (or whose node went away), or
+//!   could not be reached, is [`DataError::FetchFailed`] (503), answered as
+//!   soon as it happens; no data within `fetch_timeout` (or no answer from
+//!   the coordinator in its time) is [`DataError::Timeout`] (504: it may
+//!   still arrive). In a cluster the requester is
 //!   [`fetch::CoordinatorFetcher`];
 //! * `DB_QUERY_FAILURE` → Error, answered "unavailable".
 //!
@@ -34,7 +38,7 @@ pub mod fetch;
 mod messages;
 pub mod pool;
 
-pub use messages::{BarAnswer, BarQuery, DataError, DatastoreMsg, Served};
+pub use messages::{BarAnswer, BarQuery, DataError, DatastoreMsg, FetchError, Served};
 pub use pool::{start_pool, DatastorePool};
 
 use std::collections::BTreeSet;
@@ -46,6 +50,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use crate::call::CallError;
 use crate::domain::{Instrument, Interval};
 use crate::fsm::runtime::DEFAULT_HISTORY;
 use crate::fsm::Fsm;
@@ -61,11 +66,11 @@ pub trait FetchRequester: Send + Sync + 'static {
     fn request_fetch(
         &self,
         instrument: &Instrument,
-    ) -> Pin<Box<dyn Future<Output = Result<WaitForData, String>> + Send + '_>>;
+    ) -> Pin<Box<dyn Future<Output = Result<WaitForData, FetchError>> + Send + '_>>;
 }
 
 /// Resolves when fetched data has been stored.
-pub type WaitForData = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+pub type WaitForData = Pin<Box<dyn Future<Output = Result<(), FetchError>> + Send>>;
 
 /// How a datastore is configured and what it talks to.
 pub struct DatastoreArgs<T, C> {
@@ -267,19 +272,18 @@ async fn fetch_missing<T: BarStore, C: BarCache>(
     state: &mut DatastoreState<T, C>,
     query: &BarQuery,
 ) -> Result<BarAnswer, DataError> {
-    let fail = |state: &mut DatastoreState<T, C>, why: String| {
+    let instrument = &query.instrument;
+    let fail = |state: &mut DatastoreState<T, C>, err: DataError| {
         let _ = state.fsm.fire(Event::DataFetchFailed);
-        Err(DataError::NotAvailable(format!(
-            "{}: {why}",
-            query.instrument
-        )))
+        tracing::warn!(instance = %state.args.instance, %instrument, error = %err, "fetch on demand failed");
+        Err(err)
     };
     let Some(fetcher) = state.args.fetcher.clone() else {
-        return fail(state, "the platform does not hold this instrument, and fetching on demand is not available yet".into());
+        return fail(state, DataError::NotAvailable(format!("{instrument}: the platform does not hold this instrument, and fetching on demand is not available yet")));
     };
-    let wait = match fetcher.request_fetch(&query.instrument).await {
+    let wait = match fetcher.request_fetch(instrument).await {
         Ok(wait) => wait,
-        Err(err) => return fail(state, format!("could not ask for it: {err}")),
+        Err(err) => return fail(state, fetch_failed(instrument, err)),
     };
     state
         .fsm
@@ -287,14 +291,15 @@ async fn fetch_missing<T: BarStore, C: BarCache>(
         .map_err(|r| DataError::Internal(r.to_string()))?;
     match tokio::time::timeout(state.args.fetch_timeout, wait).await {
         Ok(Ok(())) => {}
-        Ok(Err(err)) => return fail(state, format!("fetch failed: {err}")),
+        Ok(Err(err)) => return fail(state, fetch_failed(instrument, err)),
         Err(_) => {
-            let _ = state.fsm.fire(Event::DataFetchFailed);
-            return Err(DataError::Timeout(format!(
-                "{}: the platform did not hold this instrument and fetching it took longer than {} s; it may still arrive, ask again later",
-                query.instrument,
-                state.args.fetch_timeout.as_secs()
-            )));
+            return fail(
+                state,
+                DataError::Timeout(format!(
+                    "{instrument}: the platform did not hold this instrument and fetching it took longer than {} s; it may still arrive, ask again later",
+                    state.args.fetch_timeout.as_secs()
+                )),
+            );
         }
     }
     match query_db(&state.args, query, true).await {
@@ -308,7 +313,24 @@ async fn fetch_missing<T: BarStore, C: BarCache>(
                 served: Served::Fetched,
             })
         }
-        Err(err) => fail(state, err.to_string()),
+        Err(err) => fail(state, err),
+    }
+}
+
+/// What a failed fetch means for the request: the coordinator's refusal, or
+/// no coordinator, is "not available" (404); no answer in time may still
+/// bring the data (504); a coordinator that stopped before answering, or
+/// could not be reached, broke the fetch off (503, at once: ask again).
+fn fetch_failed(instrument: &Instrument, err: FetchError) -> DataError {
+    match &err {
+        FetchError::NoCoordinator(_) | FetchError::Refused(_) => {
+            DataError::NotAvailable(format!("{instrument}: {err}"))
+        }
+        FetchError::Call(CallError::Timeout { .. }) => DataError::Timeout(format!(
+            "{instrument}: {err}; the data may still arrive, ask again later"
+        )),
+        FetchError::Call(_) => DataError::FetchFailed(format!("{instrument}: {err}; ask again")),
+        FetchError::Store { .. } => DataError::Unavailable(format!("{instrument}: {err}")),
     }
 }
 

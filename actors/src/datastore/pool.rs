@@ -1,14 +1,13 @@
 //! A handle on the pool of Datastore actors, by registry name: requests go
 //! round-robin to `{prefix}/0 … {prefix}/N-1`, skipping a member that is being
-//! restarted, and every call carries a timeout.
+//! restarted (absent, or stopping mid-call), and every call carries a timeout
+//! ([`crate::call`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use ractor::rpc::CallResult;
-use ractor::ActorRef;
-
 use super::{BarAnswer, BarQuery, DataError, DatastoreMsg};
+use crate::call::{call, CallError};
 use crate::fsm::RunView;
 
 /// Sends requests to the datastore pool.
@@ -60,21 +59,21 @@ impl DatastorePool {
             let Some(cell) = ractor::registry::where_is(name.clone()) else {
                 continue;
             };
-            let actor: ActorRef<DatastoreMsg> = cell.into();
             let q = query.clone();
-            match actor
-                .call(|reply| DatastoreMsg::Request(q, reply), Some(self.timeout))
-                .await
+            match call(
+                &cell,
+                name,
+                |reply| DatastoreMsg::Request(q, reply),
+                self.timeout,
+            )
+            .await
             {
-                Ok(CallResult::Success(answer)) => return Some(answer),
-                Ok(CallResult::Timeout) => {
-                    return Some(Err(DataError::Unavailable(format!(
-                        "no answer within {} ms",
-                        self.timeout.as_millis()
-                    ))))
+                Ok(answer) => return Some(answer),
+                Err(err @ CallError::Timeout { .. }) => {
+                    return Some(Err(DataError::Unavailable(err.to_string())))
                 }
                 // The member stopped mid-call (a restart): try the next.
-                Ok(CallResult::SenderError) | Err(_) => continue,
+                Err(_) => continue,
             }
         }
         None
@@ -85,8 +84,7 @@ impl DatastorePool {
         let mut out = Vec::new();
         for name in &self.names {
             if let Some(cell) = ractor::registry::where_is(name.clone()) {
-                let actor: ActorRef<DatastoreMsg> = cell.into();
-                if let Ok(view) = ractor::call_t!(actor, DatastoreMsg::View, 1_000) {
+                if let Ok(view) = call(&cell, name, DatastoreMsg::View, VIEW_TIMEOUT).await {
                     out.push(view);
                 }
             }
@@ -94,6 +92,9 @@ impl DatastorePool {
         out
     }
 }
+
+/// Longest wait for a member's run view.
+const VIEW_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The registry name of pool member `i`.
 pub fn member_name(prefix: &str, i: usize) -> String {
@@ -109,7 +110,13 @@ pub async fn start_pool<T: crate::store::BarStore, C: crate::store::BarCache>(
     args: super::DatastoreArgs<T, C>,
     policy: crate::supervisor::RestartPolicy,
     timeout: Duration,
-) -> Result<(ActorRef<crate::supervisor::SupervisorMsg>, DatastorePool), ractor::SpawnErr> {
+) -> Result<
+    (
+        ractor::ActorRef<crate::supervisor::SupervisorMsg>,
+        DatastorePool,
+    ),
+    ractor::SpawnErr,
+> {
     use crate::supervisor::{ChildSpec, Supervisor, SupervisorArgs};
 
     let children = (0..size.max(1))

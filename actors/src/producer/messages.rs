@@ -12,6 +12,39 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{Instrument, Tick};
 use crate::fsm::RunSnapshot;
+use crate::ports::{BusError, SourceError};
+
+/// Why a producer did not do what it was asked. A serde type: the
+/// Coordinator, on any node, gets it back from [`ProducerMsg::ServeDynamic`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ProducerError {
+    /// The dynamic topic's name is not one Kafka accepts.
+    #[error("`{topic}` is not a valid topic name")]
+    InvalidTopic {
+        /// The topic.
+        topic: String,
+    },
+    /// The live feed could not be started.
+    #[error("live feed: {0}")]
+    Live(SourceError),
+    /// The history source failed (`FETCH_FAILURE`).
+    #[error("history for {instrument}: {error}")]
+    History {
+        /// The instrument.
+        instrument: Instrument,
+        /// The source's error.
+        error: SourceError,
+    },
+    /// The bus did not acknowledge the records (`PUBLISH_FAILURE`).
+    #[error("{0}")]
+    Publish(BusError),
+    /// The topic could not be created (`CREATE_TOPIC_FAILURE`).
+    #[error("{0}")]
+    CreateTopic(BusError),
+    /// The machine refused a step (a bug).
+    #[error("machine: {0}")]
+    Machine(String),
+}
 
 /// Where fetched data is published.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,7 +99,7 @@ pub enum ProducerMsg {
         /// Where to publish.
         target: Target,
         /// The report, or the failure.
-        reply: RpcReplyPort<Result<FetchReport, String>>,
+        reply: RpcReplyPort<Result<FetchReport, ProducerError>>,
     },
     /// Stream `instrument` live to `target`.
     StartLive {
@@ -96,7 +129,7 @@ pub enum ProducerMsg {
         /// Last minute of history, Unix seconds.
         to_ts: i64,
         /// The history report, or the failure.
-        reply: RpcReplyPort<Result<FetchReport, String>>,
+        reply: RpcReplyPort<Result<FetchReport, ProducerError>>,
     },
     /// `CREATE_DYNAMIC_TOPIC`.
     #[rpc]
@@ -106,7 +139,7 @@ pub enum ProducerMsg {
         /// Its partitions.
         partitions: i32,
         /// Done, or the failure.
-        reply: RpcReplyPort<Result<(), String>>,
+        reply: RpcReplyPort<Result<(), ProducerError>>,
     },
     /// A batch of live ticks from the feed (sent by the forwarder task).
     #[rpc]

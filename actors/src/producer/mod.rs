@@ -15,7 +15,8 @@
 //! topic is `CREATE_DYNAMIC_TOPIC` → Creating Dynamic Topic → Idle.
 //!
 //! A failure (`FETCH_FAILURE`, `PUBLISH_FAILURE`, `CREATE_TOPIC_FAILURE`) puts
-//! the machine in Error, answers the caller with the error, and then fails the
+//! the machine in Error, answers the caller with the error (a typed
+//! [`ProducerError`], which crosses nodes), and then fails the
 //! actor: its supervisor restarts it under the same name with fresh state,
 //! which is the seed's `RESET`. Nothing is dropped silently: a live batch that
 //! was not acknowledged is reported, and the missed minutes are repaired from
@@ -34,7 +35,7 @@
 
 mod messages;
 
-pub use messages::{FetchReport, ProducerMsg, ProducerStatus, Target};
+pub use messages::{FetchReport, ProducerError, ProducerMsg, ProducerStatus, Target};
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -45,6 +46,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::call::{call_result, Failed};
 use crate::domain::{Instrument, Record, Tick};
 use crate::fsm::runtime::DEFAULT_HISTORY;
 use crate::fsm::Fsm;
@@ -232,7 +234,7 @@ where
                 reply,
             } => {
                 if !crate::kafka::admin::is_valid_topic_name(&topic) {
-                    let _ = reply.send(Err(format!("`{topic}` is not a valid topic name")));
+                    let _ = reply.send(Err(ProducerError::InvalidTopic { topic }));
                     return Ok(());
                 }
                 tracing::info!(instance = %state.args.instance, %instrument, %topic, from_ts, to_ts, "serving a dynamic topic");
@@ -243,7 +245,8 @@ where
                     instrument.clone(),
                     Target::Dynamic(topic.clone()),
                 ) {
-                    let _ = reply.send(Err(format!("live feed: {err}")));
+                    let err = ProducerError::Live(err);
+                    let _ = reply.send(Err(err.clone()));
                     return Err(err.into());
                 }
                 let target = Target::Dynamic(topic);
@@ -275,7 +278,7 @@ where
                     }
                     Err(err) => {
                         state.fsm.fire(Event::CreateTopicFailure)?;
-                        let _ = reply.send(Err(err.to_string()));
+                        let _ = reply.send(Err(ProducerError::CreateTopic(err.clone())));
                         return Err(err.into());
                     }
                 }
@@ -371,12 +374,9 @@ async fn history_cycle<H: HistorySource, L: LiveSource, B: RecordBus>(
     from_ts: i64,
     to_ts: i64,
     target: &Target,
-) -> Result<FetchReport, String> {
+) -> Result<FetchReport, ProducerError> {
     let started = Instant::now();
-    state
-        .fsm
-        .fire(Event::FetchData)
-        .map_err(|e| e.to_string())?;
+    state.fsm.fire(Event::FetchData).map_err(machine)?;
     let bars = match state
         .args
         .history
@@ -384,14 +384,14 @@ async fn history_cycle<H: HistorySource, L: LiveSource, B: RecordBus>(
         .await
     {
         Ok(bars) => bars,
-        Err(err) => {
-            state
-                .fsm
-                .fire(Event::FetchFailure)
-                .map_err(|e| e.to_string())?;
+        Err(error) => {
+            state.fsm.fire(Event::FetchFailure).map_err(machine)?;
             state.status.failed_fetches += 1;
-            tracing::warn!(instance = %state.args.instance, %instrument, error = %err, "history fetch failed");
-            return Err(format!("history for {instrument}: {err}"));
+            tracing::warn!(instance = %state.args.instance, %instrument, %error, "history fetch failed");
+            return Err(ProducerError::History {
+                instrument: instrument.clone(),
+                error,
+            });
         }
     };
     let records: Vec<Record> = bars.into_iter().map(Record::Bar).collect();
@@ -407,7 +407,7 @@ async fn history_cycle<H: HistorySource, L: LiveSource, B: RecordBus>(
 async fn publish_live<H: HistorySource, L: LiveSource, B: RecordBus>(
     state: &mut ProducerState<H, L, B>,
     ticks: Vec<Tick>,
-) -> Result<(), String> {
+) -> Result<(), ProducerError> {
     // One cycle per target, in the order the first tick of each target arrived.
     let mut groups: Vec<(Target, Vec<Record>)> = Vec::new();
     for tick in ticks {
@@ -423,10 +423,7 @@ async fn publish_live<H: HistorySource, L: LiveSource, B: RecordBus>(
     }
     for (target, records) in groups {
         let n = records.len() as u64;
-        state
-            .fsm
-            .fire(Event::FetchData)
-            .map_err(|e| e.to_string())?;
+        state.fsm.fire(Event::FetchData).map_err(machine)?;
         publish_cycle(state, records, &target).await?;
         state.status.published_trades += n;
     }
@@ -438,31 +435,31 @@ async fn publish_cycle<H: HistorySource, L: LiveSource, B: RecordBus>(
     state: &mut ProducerState<H, L, B>,
     records: Vec<Record>,
     target: &Target,
-) -> Result<(), String> {
+) -> Result<(), ProducerError> {
     let (ready, topic) = match target {
         Target::Fixed => (Event::DataReadyFixed, state.args.fixed_topic.clone()),
         Target::Dynamic(topic) => (Event::DataReadyDynamic, topic.clone()),
     };
-    state.fsm.fire(ready).map_err(|e| e.to_string())?;
+    state.fsm.fire(ready).map_err(machine)?;
     for chunk in records.chunks(state.args.batch_max.max(1)) {
         if let Err(err) = state.bus.publish(&topic, chunk).await {
-            state
-                .fsm
-                .fire(Event::PublishFailure)
-                .map_err(|e| e.to_string())?;
+            state.fsm.fire(Event::PublishFailure).map_err(machine)?;
             state.status.failed_batches += 1;
             tracing::error!(instance = %state.args.instance, %topic, error = %err, "publish failed");
-            return Err(err.to_string());
+            return Err(ProducerError::Publish(err));
         }
     }
-    state
-        .fsm
-        .fire(Event::PublishSuccess)
-        .map_err(|e| e.to_string())?;
+    state.fsm.fire(Event::PublishSuccess).map_err(machine)?;
     Ok(())
 }
 
-/// Asks `producer` for history (`FETCH_DATA`) and waits at most `timeout`.
+/// A step the machine refused, as the producer's error.
+fn machine(rejection: impl std::fmt::Display) -> ProducerError {
+    ProducerError::Machine(rejection.to_string())
+}
+
+/// Asks `producer` for history (`FETCH_DATA`) and waits at most `timeout`
+/// (less if the producer stops first).
 pub async fn fetch_history(
     producer: &ActorRef<ProducerMsg>,
     instrument: Instrument,
@@ -470,56 +467,18 @@ pub async fn fetch_history(
     to_ts: i64,
     target: Target,
     timeout: std::time::Duration,
-) -> Result<FetchReport, String> {
-    match producer
-        .call(
-            |reply| ProducerMsg::FetchHistory {
-                instrument,
-                from_ts,
-                to_ts,
-                target,
-                reply,
-            },
-            Some(timeout),
-        )
-        .await
-    {
-        Ok(ractor::rpc::CallResult::Success(result)) => result,
-        Ok(ractor::rpc::CallResult::Timeout) => {
-            Err(format!("no answer within {} ms", timeout.as_millis()))
-        }
-        Ok(ractor::rpc::CallResult::SenderError) => {
-            Err("the producer stopped before answering".into())
-        }
-        Err(err) => Err(format!("the producer cannot be reached: {err}")),
-    }
-}
-
-/// Asks `producer` to create a dynamic topic (`CREATE_DYNAMIC_TOPIC`).
-pub async fn create_topic(
-    producer: &ActorRef<ProducerMsg>,
-    topic: String,
-    partitions: i32,
-    timeout: std::time::Duration,
-) -> Result<(), String> {
-    match producer
-        .call(
-            |reply| ProducerMsg::CreateTopic {
-                topic,
-                partitions,
-                reply,
-            },
-            Some(timeout),
-        )
-        .await
-    {
-        Ok(ractor::rpc::CallResult::Success(result)) => result,
-        Ok(ractor::rpc::CallResult::Timeout) => {
-            Err(format!("no answer within {} ms", timeout.as_millis()))
-        }
-        Ok(ractor::rpc::CallResult::SenderError) => {
-            Err("the producer stopped before answering".into())
-        }
-        Err(err) => Err(format!("the producer cannot be reached: {err}")),
-    }
+) -> Result<FetchReport, Failed<ProducerError>> {
+    call_result(
+        &producer.get_cell(),
+        &crate::call::name_of(producer),
+        |reply| ProducerMsg::FetchHistory {
+            instrument,
+            from_ts,
+            to_ts,
+            target,
+            reply,
+        },
+        timeout,
+    )
+    .await
 }

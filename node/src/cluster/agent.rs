@@ -22,9 +22,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use candela_actors::call::{call_result, name_of, Failed};
 use candela_actors::coordinator::directory::{CONSUMER_AGENTS, DYNAMIC_CONSUMERS};
-use candela_actors::coordinator::AgentMsg;
-use candela_actors::supervisor::{ChildSpec, SupervisorMsg};
+use candela_actors::coordinator::{AgentError, AgentMsg};
+use candela_actors::supervisor::{ChildSpec, SupervisorError, SupervisorMsg};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 
 use super::names;
@@ -184,35 +185,37 @@ impl Actor for Agent {
 }
 
 /// Adds a consumer under the first free name; answers with it.
-async fn start_consumer(state: &mut AgentState) -> Result<String, String> {
+async fn start_consumer(state: &mut AgentState) -> Result<String, AgentError> {
+    let node = &state.args.node;
     let Some(factory) = state.args.consumers.clone() else {
-        return Err(format!(
-            "node `{}` does not have the `consumer` role",
-            state.args.node
-        ));
+        return Err(AgentError::NotAConsumerNode { node: node.clone() });
     };
+    let supervisor = state.args.supervisor.get_cell();
     // A restarted agent counts from 0 again: skip the names already in use.
     for _ in 0..1_000 {
         let n = state.next;
         state.next += 1;
-        let name = consumer_name(&state.args.node, n);
+        let name = consumer_name(node, n);
         if ractor::registry::where_is(name.clone()).is_some() || !names::holders(&name).is_empty() {
             continue;
         }
         let spec = names::named_child(factory(name.clone()), DYNAMIC_CONSUMERS, &[]);
-        let added = ractor::call_t!(
-            state.args.supervisor,
-            SupervisorMsg::Add,
-            state.args.start_timeout.as_millis() as u64,
-            spec
+        let added = call_result(
+            &supervisor,
+            &name_of(&supervisor),
+            |reply| SupervisorMsg::Add(spec, reply),
+            state.args.start_timeout,
         )
-        .map_err(|e| format!("the node's dynamic supervisor did not answer: {e}"))?;
+        .await;
         match added {
             Ok(()) => return Ok(name),
             // Still supervised (stopped and being restarted): the next name.
-            Err(err) if err.contains("already supervised") => continue,
-            Err(err) => return Err(err),
+            Err(Failed::Refused {
+                error: SupervisorError::AlreadySupervised { .. },
+                ..
+            }) => continue,
+            Err(err) => return Err(AgentError::Supervisor(err.flatten())),
         }
     }
-    Err("no free dynamic consumer name".into())
+    Err(AgentError::NoFreeName { node: node.clone() })
 }

@@ -21,6 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use candela_actors::call::{call, CallError};
 use candela_actors::fsm::registry as machines;
 use candela_actors::kafka::admin::list_topics;
 use candela_actors::kafka::KafkaConfig;
@@ -104,16 +105,10 @@ fn now_ms() -> u64 {
 }
 
 /// This node's membership snapshot, within [`LOCAL_TIMEOUT`].
-async fn membership() -> Result<ClusterStatus, String> {
-    let cell =
-        ractor::registry::where_is(MEMBERSHIP_NAME).ok_or("cluster membership is not running")?;
-    let membership: ActorRef<MembershipMsg> = cell.into();
-    ractor::call_t!(
-        membership,
-        MembershipMsg::Status,
-        LOCAL_TIMEOUT.as_millis() as u64
-    )
-    .map_err(|e| format!("cluster membership did not answer: {e}"))
+async fn membership() -> Result<ClusterStatus, CallError> {
+    let cell = ractor::registry::where_is(MEMBERSHIP_NAME)
+        .ok_or_else(|| CallError::unreachable(MEMBERSHIP_NAME, "it is not running"))?;
+    call(&cell, MEMBERSHIP_NAME, MembershipMsg::Status, LOCAL_TIMEOUT).await
 }
 
 /// Every local supervisor's children, by child name. Supervisors are found
@@ -123,10 +118,9 @@ async fn supervised(cells: &[ActorCell]) -> HashMap<String, ChildStatus> {
     let mut calls = tokio::task::JoinSet::new();
     for cell in cells {
         if cell.is_message_type_of::<SupervisorMsg>() == Some(true) {
-            let sup: ActorRef<SupervisorMsg> = cell.clone().into();
+            let sup = cell.clone();
             calls.spawn(async move {
-                ractor::call_t!(sup, SupervisorMsg::Status, LOCAL_TIMEOUT.as_millis() as u64)
-                    .map_err(|e| (sup.get_name(), e.to_string()))
+                call(&sup, &label(&sup), SupervisorMsg::Status, LOCAL_TIMEOUT).await
             });
         }
     }
@@ -134,9 +128,7 @@ async fn supervised(cells: &[ActorCell]) -> HashMap<String, ChildStatus> {
     while let Some(done) = calls.join_next().await {
         match done {
             Ok(Ok(list)) => children.extend(list.into_iter().map(|c| (c.name.clone(), c))),
-            Ok(Err((supervisor, error))) => {
-                tracing::debug!(?supervisor, %error, "supervisor did not report")
-            }
+            Ok(Err(error)) => tracing::debug!(%error, "supervisor did not report"),
             Err(error) => tracing::warn!(%error, "supervisor report task failed"),
         }
     }

@@ -47,6 +47,7 @@ pub mod status;
 use std::sync::Arc;
 use std::time::Duration;
 
+use candela_actors::call::{call, CallError};
 use candela_actors::supervisor::{
     ChildSpec, RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg,
 };
@@ -86,8 +87,8 @@ pub enum ClusterError {
     #[error("cluster membership is not running")]
     NotRunning,
     /// The membership actor did not answer.
-    #[error("cluster membership did not answer: {0}")]
-    Unanswered(String),
+    #[error("cluster membership: {0}")]
+    Unanswered(CallError),
 }
 
 /// A running cluster layer.
@@ -199,9 +200,14 @@ pub async fn start(config: &Config, cookie: String) -> Result<Cluster, ClusterEr
 /// A status snapshot from this node's membership actor.
 pub async fn status() -> Result<ClusterStatus, ClusterError> {
     let cell = ractor::registry::where_is(MEMBERSHIP_NAME).ok_or(ClusterError::NotRunning)?;
-    let membership: ActorRef<MembershipMsg> = cell.into();
-    ractor::call_t!(membership, MembershipMsg::Status, 5_000)
-        .map_err(|e| ClusterError::Unanswered(e.to_string()))
+    call(
+        &cell,
+        MEMBERSHIP_NAME,
+        MembershipMsg::Status,
+        Duration::from_secs(5),
+    )
+    .await
+    .map_err(ClusterError::Unanswered)
 }
 
 impl Cluster {

@@ -31,7 +31,8 @@
 
 use std::time::Duration;
 
-use ractor::{pg, ActorCell, ActorId, ActorRef, MessagingErr, RpcReplyPort};
+use candela_actors::call::{call, undelivered, CallError};
+use ractor::{pg, ActorCell, ActorId, ActorRef, RpcReplyPort};
 
 /// The process-group scope of identity groups.
 pub const NAMES_SCOPE: &str = "candela.names";
@@ -69,22 +70,36 @@ pub enum NameError {
         /// Every holder.
         holders: Vec<ActorId>,
     },
-    /// The message could not be delivered, even after resolving again.
-    #[error("cannot send to `{name}`: {reason}")]
-    Send {
-        /// The name.
-        name: String,
-        /// Why.
-        reason: String,
-    },
-    /// The holder did not answer in time.
-    #[error("`{name}` did not answer within {timeout_ms} ms")]
-    Timeout {
-        /// The name.
-        name: String,
-        /// The time-out.
-        timeout_ms: u64,
-    },
+    /// The call failed: the holder could not be reached even after
+    /// resolving again, did not answer in time, or stopped first.
+    #[error(transparent)]
+    Call(#[from] CallError),
+}
+
+/// A name that does not resolve is a callee that cannot be reached (the
+/// actors' [`Directory`](candela_actors::coordinator::Directory) and every
+/// caller by name see it so).
+impl From<NameError> for CallError {
+    fn from(err: NameError) -> Self {
+        match err {
+            NameError::Call(err) => err,
+            NameError::NotFound { name } => {
+                CallError::unreachable(&name, "no actor holds this cluster name")
+            }
+            NameError::Duplicate { name, holders } => CallError::unreachable(
+                &name,
+                format!(
+                    "{} actors hold this cluster name: {}",
+                    holders.len(),
+                    list(&holders)
+                ),
+            ),
+            NameError::Invalid { name, reason } => CallError::unreachable(&name, reason),
+            NameError::NotRemotable { actor } => {
+                CallError::unreachable(&actor.to_string(), "its messages are local-only")
+            }
+        }
+    }
 }
 
 fn list(ids: &[ActorId]) -> String {
@@ -202,8 +217,8 @@ pub fn named_child_as(
 pub struct NameDirectory;
 
 impl candela_actors::coordinator::Directory for NameDirectory {
-    fn resolve(&self, name: &str) -> Result<ActorCell, String> {
-        resolve_cell(name).map_err(|e| e.to_string())
+    fn resolve(&self, name: &str) -> Result<ActorCell, CallError> {
+        Ok(resolve_cell(name)?)
     }
 
     fn members(&self, role: &str) -> Vec<ActorCell> {
@@ -284,43 +299,27 @@ pub fn all() -> Vec<(String, Vec<ActorId>)> {
     out
 }
 
-/// Calls the actor holding `name` and waits at most `timeout` for the answer.
+/// Calls the actor holding `name` ([`call`]) and waits at most `timeout` for
+/// the answer, or less if the holder stops first.
 ///
 /// `msg` builds the request around its reply port (e.g. `ProbeMsg::Whoami`);
-/// it is called a second time if the first send fails — the holder stopped or
-/// moved between the lookup and the send — after resolving the name again. A
-/// time-out is not retried: the request may have been carried out.
+/// it is called a second time if the first call could not be delivered or
+/// the holder stopped before answering — it stopped or moved between the
+/// lookup and the call — after resolving the name again. A time-out is not
+/// retried: the request may have been carried out.
 pub async fn call_by_name<M, T, F>(name: &str, msg: F, timeout: Duration) -> Result<T, NameError>
 where
     M: ractor::Message,
     T: Send + 'static,
     F: Fn(RpcReplyPort<T>) -> M,
 {
-    let mut retried = false;
-    loop {
-        let actor: ActorRef<M> = resolve(name)?;
-        match actor.call(&msg, Some(timeout)).await {
-            Ok(ractor::rpc::CallResult::Success(answer)) => return Ok(answer),
-            Ok(ractor::rpc::CallResult::Timeout) => {
-                return Err(NameError::Timeout {
-                    name: name.to_owned(),
-                    timeout_ms: timeout.as_millis() as u64,
-                })
-            }
-            Ok(ractor::rpc::CallResult::SenderError) => {
-                // The holder dropped the reply port: it stopped mid-call.
-                if retried {
-                    return Err(send_error(name, "the holder stopped before answering"));
-                }
-            }
-            Err(err) => {
-                if retried {
-                    return Err(send_error(name, &messaging(&err)));
-                }
-                tracing::debug!(name, actor = %actor.get_id(), error = %messaging(&err), "send by name failed; resolving again");
-            }
+    let first = resolve_cell(name)?;
+    match call(&first, name, &msg, timeout).await {
+        Err(err @ (CallError::Unreachable { .. } | CallError::Stopped { .. })) => {
+            tracing::debug!(name, actor = %first.get_id(), error = %err, "call by name failed; resolving again");
+            Ok(call(&resolve_cell(name)?, name, &msg, timeout).await?)
         }
-        retried = true;
+        answer => Ok(answer?),
     }
 }
 
@@ -338,22 +337,7 @@ where
     let again: ActorRef<M> = resolve(name)?;
     again
         .cast(msg())
-        .map_err(|err| send_error(name, &messaging(&err)))
-}
-
-fn send_error(name: &str, reason: &str) -> NameError {
-    NameError::Send {
-        name: name.to_owned(),
-        reason: reason.to_owned(),
-    }
-}
-
-fn messaging<M>(err: &MessagingErr<M>) -> String {
-    match err {
-        MessagingErr::SendErr(_) => "the holder's mailbox is closed".into(),
-        MessagingErr::ChannelClosed => "the holder's mailbox is closed".into(),
-        MessagingErr::InvalidActorType => "the holder takes another message type".into(),
-    }
+        .map_err(|err| CallError::unreachable(name, undelivered(&err)).into())
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use candela_actors::call::CallError;
 use poem::http::StatusCode;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::{Data, Json, Path};
@@ -111,8 +112,8 @@ fn name_error(err: NameError) -> Response {
         NameError::NotFound { .. } => StatusCode::NOT_FOUND,
         NameError::Duplicate { .. } => StatusCode::CONFLICT,
         NameError::Invalid { .. } | NameError::NotRemotable { .. } => StatusCode::BAD_REQUEST,
-        NameError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-        NameError::Send { .. } => StatusCode::BAD_GATEWAY,
+        NameError::Call(CallError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+        NameError::Call(_) => StatusCode::BAD_GATEWAY,
     };
     let holders: Vec<String> = match &err {
         NameError::Duplicate { holders, .. } => holders.iter().map(ToString::to_string).collect(),

@@ -6,13 +6,16 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use candela_actors::call::{call, CallError};
 use ractor::{ActorProcessingErr, ActorRef};
 use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{NodeEventSubscription, NodeServerMessage};
+use serde::{Deserialize, Serialize};
 
 use super::{MembershipMsg, SessionEvent};
 use crate::cluster::heartbeat::{responder_name, HeartbeatMsg, Ping};
 use crate::cluster::names;
+use crate::cluster::NODE_SERVER_NAME;
 
 /// Longest wait for the node server's session list.
 const SERVER_CALL: Duration = Duration::from_secs(2);
@@ -64,14 +67,43 @@ pub(super) fn direction(ses: &NodeServerSessionInformation) -> &'static str {
 pub(super) async fn sessions(
     server: &ActorRef<NodeServerMessage>,
 ) -> Result<Vec<NodeServerSessionInformation>, ActorProcessingErr> {
-    let map = ractor::call_t!(
-        server,
+    let map = call(
+        &server.get_cell(),
+        NODE_SERVER_NAME,
         NodeServerMessage::GetSessions,
-        SERVER_CALL.as_millis() as u64
-    )?;
+        SERVER_CALL,
+    )
+    .await?;
     let mut list: Vec<_> = map.into_values().collect();
     list.sort_by_key(|s| s.node_id);
     Ok(list)
+}
+
+/// Why a dial did not open a connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum DialError {
+    /// The address could not be resolved.
+    #[error("cannot resolve `{address}`: {reason}")]
+    Resolve {
+        /// The configured address.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// The address resolves to nothing.
+    #[error("`{address}` resolves to nothing")]
+    Nowhere {
+        /// The configured address.
+        address: String,
+    },
+    /// The connection could not be opened or handed to the node server.
+    #[error("connecting to {addr}: {reason}")]
+    Connect {
+        /// The address dialled.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Opens a TCP connection to `address` and hands it to the node server;
@@ -79,43 +111,46 @@ pub(super) async fn sessions(
 pub(super) async fn dial(
     server: &ActorRef<NodeServerMessage>,
     address: &str,
-) -> Result<SocketAddr, String> {
+) -> Result<SocketAddr, DialError> {
     let addr = tokio::net::lookup_host(address)
         .await
-        .map_err(|e| format!("cannot resolve `{address}`: {e}"))?
+        .map_err(|e| DialError::Resolve {
+            address: address.to_owned(),
+            reason: e.to_string(),
+        })?
         .next()
-        .ok_or_else(|| format!("`{address}` resolves to nothing"))?;
+        .ok_or_else(|| DialError::Nowhere {
+            address: address.to_owned(),
+        })?;
     ractor_cluster::client_connect(server, addr)
         .await
-        .map_err(|e| match e {
-            ractor_cluster::ClientConnectErr::Socket(e) => e.to_string(),
-            other => other.to_string(),
+        .map_err(|e| DialError::Connect {
+            addr,
+            reason: match e {
+                ractor_cluster::ClientConnectErr::Socket(e) => e.to_string(),
+                other => other.to_string(),
+            },
         })?;
     Ok(addr)
 }
 
-/// One heartbeat to `peer`'s responder: the round trip, or why it failed.
+/// One heartbeat to `peer`'s responder: the round trip, or why it failed
+/// (at once when the responder's node session closes).
 pub(super) async fn heartbeat(
     peer: &str,
     from: String,
     seq: u64,
     timeout: Duration,
-) -> Result<Duration, String> {
-    let responder: ActorRef<HeartbeatMsg> =
-        names::resolve(&responder_name(peer)).map_err(|e| e.to_string())?;
+) -> Result<Duration, CallError> {
+    let name = responder_name(peer);
+    let responder = names::resolve_cell(&name)?;
     let start = Instant::now();
-    match responder
-        .call(
-            |reply| HeartbeatMsg::Ping(Ping { from, seq }, reply),
-            Some(timeout),
-        )
-        .await
-    {
-        Ok(ractor::rpc::CallResult::Success(_)) => Ok(start.elapsed()),
-        Ok(ractor::rpc::CallResult::Timeout) => {
-            Err(format!("no answer within {} ms", timeout.as_millis()))
-        }
-        Ok(ractor::rpc::CallResult::SenderError) => Err("the call was dropped unanswered".into()),
-        Err(e) => Err(format!("cannot send: {e}")),
-    }
+    call(
+        &responder,
+        &name,
+        |reply| HeartbeatMsg::Ping(Ping { from, seq }, reply),
+        timeout,
+    )
+    .await?;
+    Ok(start.elapsed())
 }

@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use candela_actors::call::CallError;
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::node::NodeServerSessionInformation;
@@ -34,8 +35,8 @@ use ractor_cluster::{NodeServerMessage, NodeSessionMessage};
 use crate::cluster::names;
 use crate::cluster::peer::{Action, PeerMachine, PeerState, Timing};
 use crate::config::PeerAddr;
-pub use io::peer_node;
 use io::{dial, direction, heartbeat, sessions, Forward};
+pub use io::{peer_node, DialError};
 pub use snapshot::{ClusterStatus, Holder, NameStatus, PeerStatus, SessionStatus};
 
 /// The membership actor's registry name (local to each node).
@@ -83,7 +84,7 @@ pub enum MembershipMsg {
         /// The peer.
         peer: String,
         /// The address dialled, or why it failed.
-        result: Result<SocketAddr, String>,
+        result: Result<SocketAddr, DialError>,
     },
     /// A heartbeat came back, or failed.
     Heartbeat {
@@ -92,7 +93,7 @@ pub enum MembershipMsg {
         /// The heartbeat's number.
         seq: u64,
         /// The round trip, or why it failed.
-        result: Result<Duration, String>,
+        result: Result<Duration, CallError>,
     },
     /// A status snapshot.
     Status(RpcReplyPort<ClusterStatus>),
