@@ -74,7 +74,11 @@ async fn main() {
             instance: "producer/bench".into(),
             history: Arc::new(HistoryClient::new(cc.clone()).unwrap()),
             live: Arc::new(LiveFeed { config: cc }),
-            make_bus: Arc::new(move || KafkaPublisher::new(&make).map_err(|e| e.to_string())),
+            make_bus: Arc::new(move || {
+                KafkaPublisher::new(&make).map_err(|e| candela_actors::ports::BusError::Client {
+                    reason: e.to_string(),
+                })
+            }),
             fixed_topic: topic,
             fixed_partitions: 6,
             live_instruments: instruments.clone(),

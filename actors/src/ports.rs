@@ -15,6 +15,12 @@ use crate::domain::{HistoryBar, Instrument, Record, Tick};
 /// crosses nodes inside a producer's or the Coordinator's error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum BusError {
+    /// The client could not be created (an unusable configuration).
+    #[error("bus client: {reason}")]
+    Client {
+        /// Why.
+        reason: String,
+    },
     /// Some records were not acknowledged within the delivery timeout.
     #[error("{failed} of {total} records were not delivered to `{topic}`: {reason}")]
     Undelivered {

@@ -66,7 +66,11 @@ async fn supervised_producer(
 
 fn kafka_bus(config: &KafkaConfig) -> candela_actors::producer::BusFactory<KafkaPublisher> {
     let config = config.clone();
-    Arc::new(move || KafkaPublisher::new(&config).map_err(|e| e.to_string()))
+    Arc::new(move || {
+        KafkaPublisher::new(&config).map_err(|e| candela_actors::ports::BusError::Client {
+            reason: e.to_string(),
+        })
+    })
 }
 
 fn producer(name: &str) -> Option<ActorRef<ProducerMsg>> {

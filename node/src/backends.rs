@@ -144,11 +144,13 @@ impl Backends {
     }
 
     /// A fresh publisher for a (re)started producer.
-    pub fn make_bus(config: &KafkaConfig, bus: &Bus) -> Result<Bus, String> {
+    pub fn make_bus(config: &KafkaConfig, bus: &Bus) -> Result<Bus, BusError> {
         match bus {
             Bus::Kafka(_) => KafkaPublisher::new(config)
                 .map(|p| Bus::Kafka(Arc::new(p)))
-                .map_err(|e| e.to_string()),
+                .map_err(|e| BusError::Client {
+                    reason: e.to_string(),
+                }),
             Bus::Memory(m) => Ok(Bus::Memory(m.clone())),
         }
     }

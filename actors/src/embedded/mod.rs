@@ -23,7 +23,7 @@
 //! // are `Arc::new(bus.clone())`. Consumers and datastore pool share the store
 //! // and the cache as they share PgStore and RedisCache.
 //! let (store, cache) = (Arc::new(store), Arc::new(cache));
-//! let make_bus = { let bus = bus.clone(); move || Ok::<_, String>(bus.clone()) };
+//! let make_bus = { let bus = bus.clone(); move || Ok::<_, candela_actors::ports::BusError>(bus.clone()) };
 //! # let _ = (make_bus, Arc::new(bus), store, cache);
 //! # Ok(()) }
 //! ```

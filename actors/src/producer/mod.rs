@@ -102,7 +102,7 @@ impl<H, L, B> Clone for ProducerArgs<H, L, B> {
 }
 
 /// Makes a bus client.
-pub type BusFactory<B> = Arc<dyn Fn() -> Result<B, String> + Send + Sync>;
+pub type BusFactory<B> = Arc<dyn Fn() -> Result<B, crate::ports::BusError> + Send + Sync>;
 
 /// The ports a producer is generic over, as one type (keeps `Producer: Send`
 /// whatever the ports are).
