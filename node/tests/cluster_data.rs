@@ -33,18 +33,15 @@
 //! a dead member's partitions to the survivors, so with `subscribe` this
 //! test could not pass on it; with placement it does not depend on that.)
 //!
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use candela_actors::domain::Instrument;
-use candela_actors::imitation::{Imitation, ImitationConfig, TradeModel};
 use candela_testkit::cluster::{self, wait_for, NodeProcess};
-use candela_testkit::{broker, oracle, unique, TestDb};
+use common::{DataPlane, TOKEN};
 use serde_json::Value;
-use sqlx::Row;
 
-const COOKIE: &str = "candela-test-cookie";
-const TOKEN: &str = "candela-test-admin-token";
 const PARTITIONS: i32 = 4;
 /// One per partition: CRC-32 of the key modulo 4 is 0, 1, 2 and 3.
 const INSTRUMENTS: [&str; 4] = [
@@ -56,69 +53,21 @@ const INSTRUMENTS: [&str; 4] = [
 /// gamma's partitions: its two consumers are the 2nd and 3rd of 3 members.
 const GAMMA_PARTITIONS: [i32; 2] = [1, 2];
 
-/// What every node shares.
-struct Shared {
-    bootstrap: String,
-    topic: String,
-    group: String,
-    db_url: String,
-    redis_prefix: String,
-    rest_url: String,
-    ws_url: String,
-}
-
 /// The three nodes, wired as a full mesh (not started): alpha (producer,
 /// datastore, API), beta (one consumer), gamma (two consumers).
-fn nodes(s: &Shared) -> Vec<NodeProcess> {
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_candela"));
-    let config = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster.toml"));
+fn nodes(dp: &DataPlane) -> Vec<NodeProcess> {
     let mut nodes = vec![
-        NodeProcess::new(bin, config, "alpha"),
-        NodeProcess::new(bin, config, "beta"),
-        NodeProcess::new(bin, config, "gamma"),
+        common::node("alpha"),
+        common::node("beta"),
+        common::node("gamma"),
     ];
     cluster::mesh(&mut nodes);
-    let instruments: Vec<String> = INSTRUMENTS.iter().map(|s| (*s).to_owned()).collect();
     for (node, (roles, workers)) in nodes.iter_mut().zip([
-        (r#"["producer", "datastore", "api"]"#, "1"),
-        (r#"["consumer"]"#, "1"),
-        (r#"["consumer"]"#, "2"),
+        (r#"["producer", "datastore", "api"]"#, 1),
+        (r#"["consumer"]"#, 1),
+        (r#"["consumer"]"#, 2),
     ]) {
-        node.set("CANDELA_CLUSTER_COOKIE", COOKIE)
-            .set("CANDELA_ADMIN_TOKEN", TOKEN)
-            .set("CANDELA__NODE__ROLES", roles)
-            .set("CANDELA__CONSUMER__WORKERS", workers)
-            .set(
-                "CANDELA__KAFKA__BROKERS",
-                cluster::toml_list(std::slice::from_ref(&s.bootstrap)),
-            )
-            .set("CANDELA__KAFKA__TICK_TOPIC", &s.topic)
-            .set(
-                "CANDELA__KAFKA__TICK_TOPIC_PARTITIONS",
-                PARTITIONS.to_string(),
-            )
-            .set("CANDELA__POSTGRES__URL", &s.db_url)
-            .set("CANDELA__POSTGRES__MAX_CONNECTIONS", "4")
-            .set("CANDELA__REDIS__URL", candela_testkit::redis_url())
-            .set("CANDELA__REDIS__KEY_PREFIX", &s.redis_prefix)
-            .set("CANDELA__SOURCE__KIND", "cryptocompare")
-            .set("CANDELA__SOURCE__CRYPTOCOMPARE__REST_URL", &s.rest_url)
-            .set("CANDELA__SOURCE__CRYPTOCOMPARE__WS_URL", &s.ws_url)
-            .set("CANDELA__SOURCE__CRYPTOCOMPARE__RECONNECT_MIN_MS", "100")
-            .set(
-                "CANDELA__INGEST__INSTRUMENTS",
-                cluster::toml_list(&instruments),
-            )
-            // Ticks only: the reference is computed from trades.
-            .set("CANDELA__INGEST__BACKFILL_MINUTES", "0")
-            .set("CANDELA__INGEST__REPAIR_MINUTES", "0")
-            .set("CANDELA__CONSUMER__GROUP", &s.group)
-            .set("CANDELA__CONSUMER__BATCH_MAX", "200")
-            .set("CANDELA__DATASTORE__POOL_SIZE", "2")
-            .set("CANDELA__CLUSTER__HEARTBEAT_MS", "250")
-            .set("CANDELA__CLUSTER__HEARTBEAT_MISSES", "3")
-            .set("CANDELA__CLUSTER__RECONNECT_MIN_MS", "100")
-            .set("CANDELA__CLUSTER__RECONNECT_MAX_MS", "1000");
+        dp.configure(node, roles, workers, PARTITIONS, &INSTRUMENTS);
     }
     nodes
 }
@@ -209,79 +158,19 @@ fn live(view: &Value, node: &str, actor: &str, machine: &str) -> bool {
 }
 
 /// The group's committed offset of every partition (`None`: none yet).
-fn committed(s: &Shared) -> Result<Vec<Option<i64>>, String> {
+fn committed(dp: &DataPlane) -> Result<Vec<Option<i64>>, String> {
     Ok(
-        cluster::offsets(&s.bootstrap, &s.topic, &s.group, PARTITIONS)?
+        cluster::offsets(&dp.bootstrap, &dp.topic, &dp.group, PARTITIONS)?
             .into_iter()
             .map(|(c, _)| c)
             .collect(),
     )
 }
 
-/// Every partition's committed offset for the group has reached its high
-/// watermark: every published tick is stored (offsets are committed only
-/// after the database transaction).
-fn caught_up(s: &Shared) -> Result<bool, String> {
-    cluster::caught_up(&s.bootstrap, &s.topic, &s.group, PARTITIONS)
-}
-
-async fn stored(pool: &sqlx::PgPool) -> i64 {
-    sqlx::query("SELECT count(*) FROM ticks")
-        .fetch_one(pool)
-        .await
-        .map(|r| r.get::<i64, _>(0))
-        .unwrap_or(0)
-}
-
-/// The API's bars equal the bars the independent reference computes from
-/// the imitation's distinct trades over the time the platform covered, at
-/// every interval.
-async fn assert_bars_equal_reference(api: &str, pool: &sqlx::PgPool, model: &TradeModel) {
-    cluster::assert_served_bars_equal_reference(api, pool, &INSTRUMENTS, |i, from_ns, to_ns| {
-        let i: Instrument = i.parse().unwrap();
-        model
-            .trades_between(&i, from_ns, to_ns)
-            .iter()
-            .map(|t| {
-                let tick = t.to_tick(&i);
-                oracle::Trade {
-                    instrument: i.to_string(),
-                    id: tick.trade_id,
-                    time_ns: tick.trade_time_ns,
-                    price: tick.price,
-                    quantity: tick.quantity,
-                }
-            })
-            .collect()
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_consumer_node_loses_no_tick_and_rejoins_unaided() {
-    let db = TestDb::new().await;
-    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let im = Imitation::serve(
-        ImitationConfig {
-            trades_per_sec: 15.0,
-            heartbeat_interval_ms: 1_000,
-            ..ImitationConfig::default()
-        },
-        listener,
-    )
-    .await
-    .unwrap();
-    let shared = Shared {
-        bootstrap: broker::shared_bootstrap().to_owned(),
-        topic: unique("tick-data"),
-        group: unique("group"),
-        db_url: db.url.clone(),
-        redis_prefix: unique("candela"),
-        rest_url: im.rest_url(),
-        ws_url: im.ws_url(),
-    };
-    let mut nodes = nodes(&shared);
+    let mut dp = DataPlane::start(15.0).await;
+    let mut nodes = nodes(&dp);
 
     // alpha first: it migrates the database and creates the topic.
     nodes[0].start();
@@ -299,7 +188,7 @@ async fn a_killed_consumer_node_loses_no_tick_and_rejoins_unaided() {
         v["topics"]["topics"]
             .as_array()?
             .iter()
-            .any(|t| t["name"] == shared.topic.as_str() && t["partitions"] == PARTITIONS)
+            .any(|t| t["name"] == dp.topic.as_str() && t["partitions"] == PARTITIONS)
             .then_some(())
     })
     .await;
@@ -387,7 +276,7 @@ async fn a_killed_consumer_node_loses_no_tick_and_rejoins_unaided() {
 
     // Ticks flow through both consumers.
     wait_for("ticks in the database", 90, &nodes, async || {
-        (stored(&pool).await > 100).then_some(())
+        (dp.stored().await > 100).then_some(())
     })
     .await;
 
@@ -406,9 +295,9 @@ async fn a_killed_consumer_node_loses_no_tick_and_rejoins_unaided() {
         .then_some(())
     })
     .await;
-    let before = committed(&shared).unwrap();
+    let before = committed(&dp).unwrap();
     wait_for("gamma's partitions to be stored", 90, &nodes, async || {
-        let c = committed(&shared).ok()?;
+        let c = committed(&dp).ok()?;
         GAMMA_PARTITIONS
             .iter()
             .all(|p| c[*p as usize].unwrap_or(0) > before[*p as usize].unwrap_or(0))
@@ -418,7 +307,7 @@ async fn a_killed_consumer_node_loses_no_tick_and_rejoins_unaided() {
 
     // kill -9 the consumer node gamma while ticks flow.
     nodes[2].kill();
-    let at_kill = stored(&pool).await;
+    let at_kill = dp.stored().await;
     let v = wait_for(
         "alpha to report gamma unreachable",
         30,
@@ -436,11 +325,10 @@ async fn a_killed_consumer_node_loses_no_tick_and_rejoins_unaided() {
 
     // beta carries on: well past the kill, then the flow stops.
     wait_for("beta to carry on", 120, &nodes, async || {
-        (stored(&pool).await > at_kill + 300).then_some(())
+        (dp.stored().await > at_kill + 300).then_some(())
     })
     .await;
-    let model = im.model();
-    im.shutdown().await;
+    let model = dp.stop_source().await;
     // The producer publishes what it received within milliseconds; then
     // the group must have stored every tick on the topic.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -448,7 +336,7 @@ async fn a_killed_consumer_node_loses_no_tick_and_rejoins_unaided() {
         "every published tick to be stored",
         120,
         &nodes,
-        async || match caught_up(&shared) {
+        async || match cluster::caught_up(&dp.bootstrap, &dp.topic, &dp.group, PARTITIONS) {
             Ok(true) => Some(()),
             Ok(false) => None,
             Err(e) => {
@@ -458,7 +346,8 @@ async fn a_killed_consumer_node_loses_no_tick_and_rejoins_unaided() {
         },
     )
     .await;
-    assert_bars_equal_reference(&nodes[0].api(), &pool, &model).await;
+    dp.assert_served_bars_equal_reference(&nodes[0].api(), &model, &INSTRUMENTS)
+        .await;
 
     // gamma, started again, rejoins unaided.
     nodes[2].start();

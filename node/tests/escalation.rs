@@ -20,17 +20,14 @@
 //! serves equals the bars the independent reference computes from the
 //! imitation's trades.
 
+mod common;
+
 use std::time::Duration;
 
-use candela_actors::domain::Instrument;
-use candela_actors::imitation::{Imitation, ImitationConfig};
-use candela_testkit::cluster::{self, caught_up, offsets, placements, wait_for, NodeProcess};
-use candela_testkit::oracle;
-use candela_testkit::{broker, unique, TestDb};
-use sqlx::Row;
+use candela_testkit::cluster::{self, caught_up, offsets, placements, wait_for};
+use candela_testkit::unique;
+use common::DataPlane;
 
-const COOKIE: &str = "candela-escalation-test-cookie";
-const TOKEN: &str = "candela-escalation-test-admin-token";
 const PARTITIONS: i32 = 4;
 /// One per partition: CRC-32 of the key modulo 4 is 0, 1, 2 and 3.
 const INSTRUMENTS: [&str; 4] = [
@@ -49,91 +46,37 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-async fn stored(pool: &sqlx::PgPool) -> i64 {
-    sqlx::query("SELECT count(*) FROM ticks")
-        .fetch_one(pool)
-        .await
-        .map(|r| r.get::<i64, _>(0))
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_consumer_that_fails_on_every_batch_escalates_and_its_partitions_move() {
-    let db = TestDb::new().await;
-    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let im = Imitation::serve(
-        ImitationConfig {
-            trades_per_sec: 15.0,
-            heartbeat_interval_ms: 1_000,
-            ..ImitationConfig::default()
-        },
-        listener,
-    )
-    .await
-    .unwrap();
-    let bootstrap = broker::shared_bootstrap().to_owned();
-    let topic = unique("tick-data");
-    let group = unique("group");
+    let mut dp = DataPlane::start(15.0).await;
+    let (pool, bootstrap, topic, group) = (
+        dp.pool.clone(),
+        dp.bootstrap.clone(),
+        dp.topic.clone(),
+        dp.group.clone(),
+    );
+    let (pool, bootstrap, topic, group) = (&pool, &bootstrap, &topic, &group);
     let role = unique("beta_role");
     let role_url = {
-        let (scheme_user, rest) = db.url.split_once('@').unwrap();
+        let (scheme_user, rest) = dp.db.url.split_once('@').unwrap();
         let scheme = scheme_user.split("//").next().unwrap();
         format!("{scheme}//{role}:beta-secret@{rest}")
     };
-
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_candela"));
-    let config = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster.toml"));
     let mut nodes = vec![
-        NodeProcess::new(bin, config, "alpha"),
-        NodeProcess::new(bin, config, "beta"),
-        NodeProcess::new(bin, config, "gamma"),
+        common::node("alpha"),
+        common::node("beta"),
+        common::node("gamma"),
     ];
     cluster::mesh(&mut nodes);
-    let instruments: Vec<String> = INSTRUMENTS.iter().map(|s| (*s).to_owned()).collect();
     for (node, roles) in nodes.iter_mut().zip([
         r#"["producer", "datastore", "api"]"#,
         r#"["consumer"]"#,
         r#"["consumer"]"#,
     ]) {
-        node.set("CANDELA_CLUSTER_COOKIE", COOKIE)
-            .set("CANDELA_ADMIN_TOKEN", TOKEN)
-            .set("CANDELA__NODE__ROLES", roles)
-            .set("CANDELA__CONSUMER__WORKERS", "1")
-            .set(
-                "CANDELA__KAFKA__BROKERS",
-                cluster::toml_list(std::slice::from_ref(&bootstrap)),
-            )
-            .set("CANDELA__KAFKA__TICK_TOPIC", &topic)
-            .set(
-                "CANDELA__KAFKA__TICK_TOPIC_PARTITIONS",
-                PARTITIONS.to_string(),
-            )
-            .set("CANDELA__POSTGRES__URL", &db.url)
-            .set("CANDELA__POSTGRES__MAX_CONNECTIONS", "4")
-            .set("CANDELA__REDIS__URL", candela_testkit::redis_url())
-            .set("CANDELA__REDIS__KEY_PREFIX", unique("candela"))
-            .set("CANDELA__SOURCE__KIND", "cryptocompare")
-            .set("CANDELA__SOURCE__CRYPTOCOMPARE__REST_URL", im.rest_url())
-            .set("CANDELA__SOURCE__CRYPTOCOMPARE__WS_URL", im.ws_url())
-            .set("CANDELA__SOURCE__CRYPTOCOMPARE__RECONNECT_MIN_MS", "100")
-            .set(
-                "CANDELA__INGEST__INSTRUMENTS",
-                cluster::toml_list(&instruments),
-            )
-            // Ticks only: the reference is computed from trades.
-            .set("CANDELA__INGEST__BACKFILL_MINUTES", "0")
-            .set("CANDELA__INGEST__REPAIR_MINUTES", "0")
-            .set("CANDELA__CONSUMER__GROUP", &group)
-            .set("CANDELA__CONSUMER__BATCH_MAX", "200")
-            .set("CANDELA__DATASTORE__POOL_SIZE", "2")
-            .set("CANDELA__CLUSTER__HEARTBEAT_MS", "250")
-            .set("CANDELA__CLUSTER__HEARTBEAT_MISSES", "3")
-            .set("CANDELA__CLUSTER__RECONNECT_MIN_MS", "100")
-            .set("CANDELA__CLUSTER__RECONNECT_MAX_MS", "1000")
-            // A short fuse: the third counted failure within a minute of
-            // running time gives up.
-            .set("CANDELA__RESTART__MAX_RESTARTS", "2")
+        dp.configure(node, roles, 1, PARTITIONS, &INSTRUMENTS);
+        // A short fuse: the third counted failure within a minute of
+        // running time gives up.
+        node.set("CANDELA__RESTART__MAX_RESTARTS", "2")
             .set("CANDELA__RESTART__WINDOW_SECS", "60")
             .set("CANDELA__RESTART__BACKOFF_MIN_MS", "100")
             .set("CANDELA__RESTART__BACKOFF_MAX_MS", "400");
@@ -157,7 +100,7 @@ async fn a_consumer_that_fails_on_every_batch_escalates_and_its_partitions_move(
         format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"),
         format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"),
     ] {
-        sqlx::query(&statement).execute(&pool).await.unwrap();
+        sqlx::query(&statement).execute(pool).await.unwrap();
     }
     nodes[1].set("CANDELA__POSTGRES__URL", &role_url);
     nodes[1].start();
@@ -181,9 +124,9 @@ async fn a_consumer_that_fails_on_every_batch_escalates_and_its_partitions_move(
         },
     )
     .await;
-    let before = offsets(&bootstrap, &topic, &group, PARTITIONS).unwrap();
+    let before = offsets(bootstrap, topic, group, PARTITIONS).unwrap();
     wait_for("beta to store ticks", 90, &nodes, async || {
-        let now = offsets(&bootstrap, &topic, &group, PARTITIONS).ok()?;
+        let now = offsets(bootstrap, topic, group, PARTITIONS).ok()?;
         BETA_PARTITIONS
             .iter()
             .all(|p| now[*p].0.unwrap_or(0) > before[*p].0.unwrap_or(0))
@@ -193,7 +136,7 @@ async fn a_consumer_that_fails_on_every_batch_escalates_and_its_partitions_move(
 
     // beta's role loses INSERT: every write of its consumer fails.
     sqlx::query(&format!("REVOKE INSERT ON ticks FROM {role}"))
-        .execute(&pool)
+        .execute(pool)
         .await
         .unwrap();
     let status = wait_for("beta to give up and exit", 120, &nodes, async || {
@@ -227,55 +170,32 @@ async fn a_consumer_that_fails_on_every_batch_escalates_and_its_partitions_move(
         .then_some(())
     })
     .await;
-    let at = stored(&pool).await;
+    let at = dp.stored().await;
     wait_for("gamma to carry on", 120, &nodes, async || {
-        (stored(&pool).await > at + 200).then_some(())
+        (dp.stored().await > at + 200).then_some(())
     })
     .await;
 
     // The flow stops; every published tick is stored; every bar is right.
-    let model = im.model();
-    im.shutdown().await;
+    let model = dp.stop_source().await;
     wait_for(
         "every published tick to be stored",
         120,
         &nodes,
         async || {
-            caught_up(&bootstrap, &topic, &group, PARTITIONS)
+            caught_up(bootstrap, topic, group, PARTITIONS)
                 .ok()?
                 .then_some(())
         },
     )
     .await;
-    cluster::assert_served_bars_equal_reference(
-        &nodes[0].api(),
-        &pool,
-        &INSTRUMENTS,
-        |i, from_ns, to_ns| {
-            let i: Instrument = i.parse().unwrap();
-            model
-                .trades_between(&i, from_ns, to_ns)
-                .iter()
-                .map(|t| {
-                    let tick = t.to_tick(&i);
-                    oracle::Trade {
-                        instrument: i.to_string(),
-                        id: tick.trade_id,
-                        time_ns: tick.trade_time_ns,
-                        price: tick.price,
-                        quantity: tick.quantity,
-                    }
-                })
-                .collect()
-        },
-    )
-    .await;
+    dp.assert_served_bars_equal_reference(&nodes[0].api(), &model, &INSTRUMENTS)
+        .await;
     drop(nodes);
     let _ = sqlx::query(&format!("DROP OWNED BY {role}"))
-        .execute(&pool)
+        .execute(pool)
         .await;
-    pool.close().await;
-    drop(db);
+    drop(dp);
     // The role belongs to the server, not the database: drop it too.
     if let Ok(admin) = sqlx::PgPool::connect(&candela_testkit::database_url()).await {
         let _ = sqlx::query(&format!("DROP ROLE IF EXISTS {role}"))
