@@ -86,8 +86,29 @@ pub trait RecordBus: Send + Sync + 'static {
 
 /// A failure of a data source (crosses nodes inside a producer's error).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-#[error("{0}")]
-pub struct SourceError(pub String);
+pub enum SourceError {
+    /// The source does not list this instrument (CryptoCompare answers
+    /// "market does not exist for this coin pair"): a definite answer, not
+    /// a failure to retry.
+    #[error("the source does not list {instrument}: {message}")]
+    UnknownPair {
+        /// The instrument.
+        instrument: String,
+        /// The source's message.
+        message: String,
+    },
+    /// Anything else: the source is away or slow, refuses the key, limits
+    /// the rate, or answered what the protocol does not explain.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl SourceError {
+    /// Whether the source said it does not know the instrument.
+    pub fn is_unknown_pair(&self) -> bool {
+        matches!(self, SourceError::UnknownPair { .. })
+    }
+}
 
 /// Closed 1-minute bars from a history API.
 pub trait HistorySource: Send + Sync + 'static {

@@ -165,6 +165,9 @@ pub enum SupervisorMsg {
     /// Add a child and start it; answers once it runs (or why not). A name
     /// already supervised is refused.
     Add(ChildSpec, RpcReplyPort<Result<(), SupervisorError>>),
+    /// Stop the named child and forget it (no restart); answers whether it
+    /// was supervised.
+    Remove(String, RpcReplyPort<bool>),
     /// Internal: a back-off elapsed, start the child again.
     StartDue(String),
 }
@@ -293,6 +296,17 @@ impl Actor for Supervisor {
                     }
                 }
                 let _ = reply.send(found);
+            }
+            SupervisorMsg::Remove(name, reply) => {
+                let Some(at) = state.children.iter().position(|c| c.spec.name == name) else {
+                    let _ = reply.send(false);
+                    return Ok(());
+                };
+                // Forgotten first: its termination event finds no child.
+                let mut child = state.children.remove(at);
+                tracing::info!(child = %name, "child removed");
+                stop_all(std::slice::from_mut(&mut child)).await;
+                let _ = reply.send(true);
             }
             SupervisorMsg::Add(spec, reply) => {
                 if state.children.iter().any(|c| c.spec.name == spec.name) {

@@ -25,7 +25,7 @@ use candela_actors::datastore::{
     start_pool, BarQuery, DataError, DatastoreArgs, FetchError, FetchRequester, WaitForData,
 };
 use candela_actors::domain::{Instrument, Interval};
-use candela_actors::embedded::MemoryBus;
+use candela_actors::embedded::{MemoryBus, SqliteStore};
 use candela_actors::producer::{FetchReport, ProducerError, ProducerMsg};
 use candela_actors::store::postgres::PgStore;
 use candela_actors::store::redis_cache::RedisCache;
@@ -96,6 +96,7 @@ async fn pool(
             ingested: Arc::new(ingested.iter().map(|i| i.parse().unwrap()).collect()),
             cache_window_secs: 86_400,
             fetch_timeout,
+            busy: Default::default(),
             restarted: false,
         },
         RestartPolicy {
@@ -117,6 +118,7 @@ fn sol() -> BarQuery {
         from: 0,
         to: 4_000_000_000,
         limit: 10,
+        fetch: true,
     }
 }
 
@@ -144,7 +146,7 @@ async fn data_that_never_arrives_is_a_clear_timeout() {
     match answer(Arc::new(Never)).await {
         Err(DataError::Timeout(msg)) => {
             assert!(msg.contains("Binance:SOL-USDT"), "{msg}");
-            assert!(msg.contains("longer than 1 s"), "{msg}");
+            assert!(msg.contains("within 1 s"), "{msg}");
         }
         other => panic!("{other:?}"),
     }
@@ -222,8 +224,14 @@ impl Actor for AgentStandIn {
         msg: AgentMsg,
         consumer: &mut String,
     ) -> Result<(), ActorProcessingErr> {
-        let AgentMsg::StartDynamicConsumer(reply) = msg;
-        let _ = reply.send(Ok(consumer.clone()));
+        match msg {
+            AgentMsg::StartDynamicConsumer(reply) => {
+                let _ = reply.send(Ok(consumer.clone()));
+            }
+            AgentMsg::StopDynamicConsumer(_, reply) => {
+                let _ = reply.send(Ok(true));
+            }
+        }
         Ok(())
     }
 }
@@ -285,11 +293,17 @@ impl Actor for SlowProducer {
         msg: ProducerMsg,
         (asked, held): &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let ProducerMsg::ServeDynamic { reply, .. } = msg {
-            held.push(reply);
-            if let Some(tx) = asked.lock().unwrap().take() {
-                let _ = tx.send(());
+        match msg {
+            ProducerMsg::Probe { reply, .. } => {
+                let _ = reply.send(Ok(()));
             }
+            ProducerMsg::ServeDynamic { reply, .. } => {
+                held.push(reply);
+                if let Some(tx) = asked.lock().unwrap().take() {
+                    let _ = tx.send(());
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -327,6 +341,8 @@ async fn a_coordinator_killed_during_the_call_fails_the_request_at_once() {
         .unwrap();
     // Every wait is long: only the kill can end the request early.
     let long = Duration::from_secs(60);
+    let registry_dir = tempfile::tempdir().unwrap();
+    let registry = Arc::new(SqliteStore::open(registry_dir.path()).await.unwrap());
     let (coordinator, _) = Actor::spawn(
         Some(coordinator_name),
         Coordinator::<MemoryBus>::default(),
@@ -334,6 +350,7 @@ async fn a_coordinator_killed_during_the_call_fails_the_request_at_once() {
             instance: "coordinator/test".into(),
             bus: Arc::new(MemoryBus::new()),
             directory: Arc::clone(&directory),
+            registry,
             settings: CoordinatorSettings {
                 call_timeout: long,
                 producer_timeout: long,
@@ -351,6 +368,7 @@ async fn a_coordinator_killed_during_the_call_fails_the_request_at_once() {
                 store,
                 Duration::from_millis(50),
                 long,
+                2,
             ))
         },
         &[],
@@ -385,4 +403,365 @@ async fn a_coordinator_killed_during_the_call_fails_the_request_at_once() {
         actor.stop(None);
     }
     sup.stop(None);
+}
+
+/// How often each stand-in was asked.
+#[derive(Default)]
+struct Calls {
+    probes: std::sync::atomic::AtomicUsize,
+    serves: std::sync::atomic::AtomicUsize,
+    starts: std::sync::atomic::AtomicUsize,
+}
+
+fn count(c: &std::sync::atomic::AtomicUsize) -> usize {
+    c.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// A producer whose source lists no pair (`unknown`), or lists every pair
+/// and is slow: a history request is answered only once `release` is true.
+struct ProducerStandIn;
+
+struct ProducerSetup {
+    calls: Arc<Calls>,
+    unknown: bool,
+    release: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Actor for ProducerStandIn {
+    type Msg = ProducerMsg;
+    type State = ProducerSetup;
+    type Arguments = ProducerSetup;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<ProducerMsg>,
+        setup: ProducerSetup,
+    ) -> Result<ProducerSetup, ActorProcessingErr> {
+        Ok(setup)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<ProducerMsg>,
+        msg: ProducerMsg,
+        setup: &mut ProducerSetup,
+    ) -> Result<(), ActorProcessingErr> {
+        use std::sync::atomic::Ordering::SeqCst;
+        match msg {
+            ProducerMsg::Probe { instrument, reply } => {
+                setup.calls.probes.fetch_add(1, SeqCst);
+                let answer = if setup.unknown {
+                    Err(ProducerError::History {
+                        error: candela_actors::ports::SourceError::UnknownPair {
+                            instrument: instrument.to_string(),
+                            message: format!(
+                                "market does not exist for this coin pair ({}-{})",
+                                instrument.base, instrument.quote
+                            ),
+                        },
+                        instrument,
+                    })
+                } else {
+                    Ok(())
+                };
+                let _ = reply.send(answer);
+            }
+            ProducerMsg::ServeDynamic { reply, .. } => {
+                setup.calls.serves.fetch_add(1, SeqCst);
+                let mut release = setup.release.clone();
+                tokio::spawn(async move {
+                    let _ = release.wait_for(|go| *go).await;
+                    let _ = reply.send(Ok(FetchReport {
+                        bars: 0,
+                        traded_bars: 0,
+                        elapsed_ms: 0,
+                    }));
+                });
+            }
+            ProducerMsg::Status(reply) => {
+                let _ = reply.send(Default::default());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// An agent that counts the consumers it is asked to start.
+struct CountingAgent;
+
+impl Actor for CountingAgent {
+    type Msg = AgentMsg;
+    type State = (String, Arc<Calls>);
+    type Arguments = (String, Arc<Calls>);
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<AgentMsg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<AgentMsg>,
+        msg: AgentMsg,
+        (consumer, calls): &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            AgentMsg::StartDynamicConsumer(reply) => {
+                calls
+                    .starts
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = reply.send(Ok(consumer.clone()));
+            }
+            AgentMsg::StopDynamicConsumer(_, reply) => {
+                let _ = reply.send(Ok(true));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A coordinator (its registry a SQLite file, its bus in memory), a
+/// producer stand-in, an agent and a consumer stand-in, and a pool of
+/// `pool_size` datastores fetching at most 2 instruments at a time.
+struct Scene {
+    calls: Arc<Calls>,
+    release: tokio::sync::watch::Sender<bool>,
+    bus: Arc<MemoryBus>,
+    registry: Arc<SqliteStore>,
+    coordinator: ActorRef<candela_actors::coordinator::CoordinatorMsg>,
+    actors: Vec<ActorCell>,
+    pool: Arc<DatastorePool>,
+    datastores: ActorRef<SupervisorMsg>,
+    _db: TestDb,
+    _dir: tempfile::TempDir,
+}
+
+async fn scene(unknown: bool, pool_size: usize, ingested: &[&str]) -> Scene {
+    let (coordinator_name, agent_name, consumer_name, producer_name) = (
+        unique("coordinator"),
+        unique("agent"),
+        unique("consumer-dynamic"),
+        unique("producer"),
+    );
+    let directory: Arc<dyn Directory> = Arc::new(Local {
+        aliases: vec![(COORDINATOR_NAME.to_owned(), coordinator_name.clone())],
+        roles: vec![
+            (CONSUMER_AGENTS, agent_name.clone()),
+            (PRODUCERS, producer_name.clone()),
+        ],
+    });
+    let calls = Arc::new(Calls::default());
+    let (release, release_rx) = tokio::sync::watch::channel(false);
+    let (producer, _) = Actor::spawn(
+        Some(producer_name),
+        ProducerStandIn,
+        ProducerSetup {
+            calls: Arc::clone(&calls),
+            unknown,
+            release: release_rx,
+        },
+    )
+    .await
+    .unwrap();
+    let (consumer, _) = Actor::spawn(Some(consumer_name.clone()), ConsumerStandIn, ())
+        .await
+        .unwrap();
+    let (agent, _) = Actor::spawn(
+        Some(agent_name),
+        CountingAgent,
+        (consumer_name, Arc::clone(&calls)),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let bus = Arc::new(MemoryBus::new());
+    let long = Duration::from_secs(60);
+    let (coordinator, _) = Actor::spawn(
+        Some(coordinator_name),
+        Coordinator::<MemoryBus>::default(),
+        CoordinatorArgs {
+            instance: "coordinator/test".into(),
+            bus: Arc::clone(&bus),
+            directory: Arc::clone(&directory),
+            registry: Arc::clone(&registry)
+                as Arc<dyn candela_actors::store::dynamic::DynamicRegistry>,
+            settings: CoordinatorSettings {
+                call_timeout: long,
+                producer_timeout: long,
+                creations_per_minute: 600,
+                max_instruments: 1_000,
+                ..CoordinatorSettings::default()
+            },
+            restarted: false,
+        },
+    )
+    .await
+    .unwrap();
+    let db = TestDb::new().await;
+    let store = Arc::new(PgStore::connect(&db.url, 4).await.unwrap());
+    let cache = Arc::new(
+        RedisCache::connect(&candela_testkit::redis_url(), &unique("fetch"), 86_400)
+            .await
+            .unwrap(),
+    );
+    let fetcher: Arc<dyn FetchRequester> = Arc::new(CoordinatorFetcher::new(
+        directory,
+        Arc::clone(&store),
+        Duration::from_millis(50),
+        long,
+        2,
+    ));
+    let (datastores, pool) = start_pool(
+        &unique("ds-scene"),
+        pool_size,
+        DatastoreArgs {
+            instance: String::new(),
+            store,
+            cache,
+            fetcher: Some(fetcher),
+            ingested: Arc::new(ingested.iter().map(|i| i.parse().unwrap()).collect()),
+            cache_window_secs: 86_400,
+            fetch_timeout: long,
+            busy: Default::default(),
+            restarted: false,
+        },
+        RestartPolicy {
+            backoff_min: Duration::from_millis(5),
+            ..RestartPolicy::default()
+        },
+        long + Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    Scene {
+        calls,
+        release,
+        bus,
+        registry,
+        coordinator,
+        actors: vec![producer.get_cell(), consumer.get_cell(), agent.get_cell()],
+        pool: Arc::new(pool),
+        datastores,
+        _db: db,
+        _dir: dir,
+    }
+}
+
+impl Scene {
+    async fn datastore_restarts(&self) -> u32 {
+        ractor::call_t!(self.datastores, SupervisorMsg::Status, 5_000)
+            .unwrap()
+            .iter()
+            .map(|c| c.restarts)
+            .sum()
+    }
+
+    fn dynamic_topics(&self) -> Vec<String> {
+        self.bus
+            .topics()
+            .into_iter()
+            .filter(|t| t.starts_with(candela_actors::coordinator::topic::DEFAULT_PREFIX))
+            .collect()
+    }
+
+    fn stop(self) {
+        for a in &self.actors {
+            a.stop(None);
+        }
+        self.coordinator.stop(None);
+        self.datastores.stop(None);
+    }
+}
+
+fn query(instrument: &str) -> BarQuery {
+    BarQuery {
+        instrument: instrument.parse().unwrap(),
+        ..sol()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_the_source_does_not_list_is_a_404_that_creates_and_restarts_nothing() {
+    let s = scene(true, 2, &[]).await;
+    for n in 0..100 {
+        let name = format!("Nowhere:ZZ{n}-USD");
+        match s.pool.request(query(&name)).await {
+            Err(DataError::NotAvailable(msg)) => {
+                assert!(msg.contains("does not list"), "{msg}");
+                assert!(msg.contains(&name), "{msg}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    assert_eq!(count(&s.calls.probes), 100, "one probe each");
+    assert_eq!(count(&s.calls.serves), 0, "nothing served");
+    assert_eq!(count(&s.calls.starts), 0, "no consumer started");
+    assert!(s.dynamic_topics().is_empty(), "{:?}", s.dynamic_topics());
+    use candela_actors::store::dynamic::DynamicRegistry;
+    assert!(s.registry.list().await.unwrap().is_empty());
+    assert_eq!(s.datastore_restarts().await, 0, "no datastore restarted");
+    assert_eq!(
+        s.coordinator.get_status(),
+        ractor::ActorStatus::Running,
+        "the coordinator never failed"
+    );
+    let status = ractor::call_t!(
+        s.coordinator,
+        candela_actors::coordinator::CoordinatorMsg::Status,
+        5_000
+    )
+    .unwrap();
+    assert_eq!(status.run.transitions_total, 0, "no machine step");
+    s.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_requests_for_one_new_instrument_make_one_while_held_ones_are_served() {
+    let s = scene(false, 3, &["Coinbase:BTC-USD"]).await;
+    let requests: Vec<_> = (0..5)
+        .map(|_| {
+            let pool = Arc::clone(&s.pool);
+            tokio::spawn(async move { pool.request(sol()).await })
+        })
+        .collect();
+    // The slow source holds the history: the five wait.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while count(&s.calls.serves) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the producer was never asked"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Meanwhile an instrument the platform holds is answered, again and
+    // again, while the five still wait.
+    for _ in 0..20 {
+        let held = s.pool.request(query("Coinbase:BTC-USD")).await;
+        assert!(held.is_ok(), "{held:?}");
+    }
+    assert!(
+        requests.iter().all(|r| !r.is_finished()),
+        "the five wait for the slow source"
+    );
+    s.release.send(true).unwrap();
+    for r in requests {
+        let answer = tokio::time::timeout(Duration::from_secs(30), r)
+            .await
+            .expect("answered once the source answered")
+            .unwrap();
+        assert!(answer.is_ok(), "{answer:?}");
+    }
+    assert_eq!(count(&s.calls.probes), 1, "one probe");
+    assert_eq!(count(&s.calls.serves), 1, "one creation");
+    assert_eq!(count(&s.calls.starts), 1, "one consumer");
+    assert_eq!(s.dynamic_topics().len(), 1, "{:?}", s.dynamic_topics());
+    use candela_actors::store::dynamic::DynamicRegistry;
+    assert_eq!(s.registry.list().await.unwrap().len(), 1);
+    assert_eq!(s.datastore_restarts().await, 0);
+    s.stop();
 }

@@ -248,6 +248,22 @@ pub struct TopicView {
     pub error: Option<String>,
 }
 
+/// A dynamic instrument: one the platform was asked for on demand and
+/// serves since.
+#[derive(Debug, Clone, Object)]
+pub struct DynamicInstrumentDto {
+    /// `MARKET:BASE-QUOTE`.
+    pub instrument: String,
+    /// Its dynamic topic.
+    pub topic: String,
+    /// The consumer group that reads it.
+    pub group: String,
+    /// When it was created, Unix seconds.
+    pub created_at: i64,
+    /// `active` or `removing`.
+    pub state: String,
+}
+
 /// Answer of the admin endpoints.
 #[derive(ApiResponse)]
 pub enum AdminResponse<
@@ -434,6 +450,78 @@ impl AdminApi {
             "not_found",
             format!("no supervised actor named `{}` on this node", name.0),
         )
+    }
+
+    /// The dynamic instruments (those asked for on demand), from the active
+    /// coordinator's registry.
+    #[oai(path = "/dynamic", method = "get")]
+    async fn dynamic(&self, token: AdminToken) -> AdminResponse<Json<Vec<DynamicInstrumentDto>>> {
+        if let Err(why) = self.authorized(&token) {
+            return err(AdminResponse::Unauthorized, "unauthorized", why);
+        }
+        let Some(dynamic) = &self.state.admin.dynamic else {
+            return err(
+                AdminResponse::Unavailable,
+                "unavailable",
+                "no coordinator is reachable from this node",
+            );
+        };
+        match (dynamic.list)().await {
+            Ok(records) => AdminResponse::Ok(Json(
+                records
+                    .into_iter()
+                    .map(|r| DynamicInstrumentDto {
+                        instrument: r.instrument.to_string(),
+                        topic: r.topic,
+                        group: r.group,
+                        created_at: r.created_at,
+                        state: match r.state {
+                            candela_actors::store::dynamic::DynamicState::Active => "active",
+                            candela_actors::store::dynamic::DynamicState::Removing => "removing",
+                        }
+                        .into(),
+                    })
+                    .collect(),
+            )),
+            Err(why) => err(AdminResponse::Unavailable, "unavailable", why),
+        }
+    }
+
+    /// Removes a dynamic instrument: its producer stops streaming it, its
+    /// consumer stops, its record goes (its stored bars stay). Asked for
+    /// again, it is created again.
+    #[oai(path = "/dynamic/:instrument", method = "delete")]
+    async fn remove_dynamic(
+        &self,
+        token: AdminToken,
+        instrument: Path<String>,
+    ) -> AdminResponse<PlainText<String>> {
+        if let Err(why) = self.authorized(&token) {
+            return err(AdminResponse::Unauthorized, "unauthorized", why);
+        }
+        let parsed: candela_actors::domain::Instrument = match instrument.0.parse() {
+            Ok(i) => i,
+            Err(e) => return err(AdminResponse::BadRequest, "bad_request", format!("{e}")),
+        };
+        let Some(dynamic) = &self.state.admin.dynamic else {
+            return err(
+                AdminResponse::Unavailable,
+                "unavailable",
+                "no coordinator is reachable from this node",
+            );
+        };
+        match (dynamic.remove)(parsed.clone()).await {
+            Ok(true) => {
+                tracing::info!(instrument = %parsed, "dynamic instrument removed (admin)");
+                AdminResponse::Ok(PlainText(format!("removed {parsed}")))
+            }
+            Ok(false) => err(
+                AdminResponse::NotFound,
+                "not_found",
+                format!("{parsed} is not a dynamic instrument"),
+            ),
+            Err(why) => err(AdminResponse::Unavailable, "unavailable", why),
+        }
     }
 
     /// The whole cluster as this node sees it: nodes with their membership

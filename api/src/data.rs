@@ -28,9 +28,23 @@ pub enum OhlcvResponse {
     /// A parameter is wrong.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
-    /// The platform does not hold the instrument (and could not fetch it).
+    /// The platform may serve no more instruments on demand
+    /// (`dynamic.max_instruments`).
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// The platform does not hold the instrument, and the source does not
+    /// list it (or it could not be fetched).
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// Too many new instruments were asked for lately, or this node is
+    /// fetching as many as it may: ask again after `Retry-After` seconds.
+    #[oai(status = 429)]
+    TooManyRequests(
+        Json<ErrorBody>,
+        /// Seconds to wait before asking again.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
     /// Storage is unreachable, or fetching the instrument on demand broke
     /// off (the coordinator stopped or could not be reached); try again.
     #[oai(status = 503)]
@@ -182,11 +196,24 @@ impl DataApi {
             from,
             to,
             limit: limit as usize,
+            fetch: true,
         };
         let answer = match self.state.datastore.request(query).await {
             Ok(a) => a,
             Err(DataError::NotAvailable(msg)) => {
                 return OhlcvResponse::NotFound(Json(ErrorBody::new("not_found", msg)))
+            }
+            Err(DataError::LimitReached(msg)) => {
+                return OhlcvResponse::Forbidden(Json(ErrorBody::new("limit_reached", msg)))
+            }
+            Err(DataError::RateLimited {
+                message,
+                retry_after_ms,
+            }) => {
+                return OhlcvResponse::TooManyRequests(
+                    Json(ErrorBody::new("too_many_requests", message)),
+                    retry_after_ms.div_ceil(1_000).max(1),
+                )
             }
             Err(DataError::Timeout(msg)) => {
                 return OhlcvResponse::Timeout(Json(ErrorBody::new("timeout", msg)))

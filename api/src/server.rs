@@ -60,6 +60,29 @@ pub struct AdminConfig {
     pub supervisors: Vec<String>,
     /// The cluster layer's status, when the node has one.
     pub cluster_status: Option<ClusterStatusFn>,
+    /// The dynamic instruments, through the active coordinator.
+    pub dynamic: Option<DynamicAdmin>,
+}
+
+/// Lists the dynamic instruments.
+pub type DynamicListFn = Arc<
+    dyn Fn() -> BoxFuture<Result<Vec<candela_actors::store::dynamic::DynamicRecord>, String>>
+        + Send
+        + Sync,
+>;
+
+/// Removes a dynamic instrument; answers whether it was one.
+pub type DynamicRemoveFn = Arc<
+    dyn Fn(candela_actors::domain::Instrument) -> BoxFuture<Result<bool, String>> + Send + Sync,
+>;
+
+/// What the admin endpoint does with dynamic instruments.
+#[derive(Clone)]
+pub struct DynamicAdmin {
+    /// Lists them.
+    pub list: DynamicListFn,
+    /// Removes one.
+    pub remove: DynamicRemoveFn,
 }
 
 /// What the API talks to.

@@ -76,6 +76,8 @@ async fn poll(c: &mut Cursor) {
             from: c.next_closed,
             to: c.interval.floor(now),
             limit: 1_000,
+            // A live stream never asks for an instrument: only /ohlcv does.
+            fetch: false,
         };
         let bars = match c.state.datastore.request(query).await {
             Ok(answer) => answer.bars,

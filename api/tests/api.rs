@@ -81,6 +81,7 @@ async fn platform(redis_url: &str) -> Platform {
             ingested: Default::default(),
             cache_window_secs: 86_400,
             fetch_timeout: Duration::from_secs(5),
+            busy: Default::default(),
             restarted: false,
         },
         RestartPolicy {
@@ -113,6 +114,7 @@ async fn platform(redis_url: &str) -> Platform {
             token: Some(TOKEN.into()),
             supervisors: vec![format!("{prefix}-supervisor")],
             cluster_status: None,
+            dynamic: None,
         },
     });
     use poem::EndpointExt;

@@ -268,6 +268,51 @@ impl MessageStream for Stream {
     }
 }
 
+impl candela_actors::store::dynamic::DynamicRegistry for Store {
+    fn list(
+        &self,
+    ) -> candela_actors::store::dynamic::BoxFuture<
+        '_,
+        Result<Vec<candela_actors::store::dynamic::DynamicRecord>, StoreError>,
+    > {
+        match self {
+            Store::Postgres(s) => s.list(),
+            Store::Sqlite(s) => s.list(),
+        }
+    }
+
+    fn add(
+        &self,
+        record: candela_actors::store::dynamic::DynamicRecord,
+    ) -> candela_actors::store::dynamic::BoxFuture<'_, Result<bool, StoreError>> {
+        match self {
+            Store::Postgres(s) => s.add(record),
+            Store::Sqlite(s) => s.add(record),
+        }
+    }
+
+    fn set_state<'a>(
+        &'a self,
+        instrument: &'a candela_actors::domain::Instrument,
+        state: candela_actors::store::dynamic::DynamicState,
+    ) -> candela_actors::store::dynamic::BoxFuture<'a, Result<bool, StoreError>> {
+        match self {
+            Store::Postgres(s) => s.set_state(instrument, state),
+            Store::Sqlite(s) => s.set_state(instrument, state),
+        }
+    }
+
+    fn remove<'a>(
+        &'a self,
+        instrument: &'a candela_actors::domain::Instrument,
+    ) -> candela_actors::store::dynamic::BoxFuture<'a, Result<bool, StoreError>> {
+        match self {
+            Store::Postgres(s) => s.remove(instrument),
+            Store::Sqlite(s) => s.remove(instrument),
+        }
+    }
+}
+
 impl BarStore for Store {
     async fn write(&self, batch: WriteBatch<'_>) -> Result<WriteOutcome, StoreError> {
         match self {

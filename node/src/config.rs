@@ -493,6 +493,24 @@ pub struct DynamicConfig {
     pub producer_timeout_ms: u64,
     /// How often a waiting request checks the store, in milliseconds.
     pub poll_ms: u64,
+    /// The most dynamic instruments the platform serves (1 to 10000):
+    /// asked for one more, it answers 403.
+    pub max_instruments: usize,
+    /// The most new dynamic instruments a minute (1 to 600): asked for more,
+    /// it answers 429 with the wait.
+    pub creations_per_minute: u32,
+    /// How often the active coordinator reconciles the dynamic instruments
+    /// with the running actors besides on every membership change, in
+    /// seconds.
+    pub reconcile_secs: u64,
+    /// Closed minutes of history a producer told again publishes (the gap
+    /// of its restart).
+    pub reconcile_history_minutes: i64,
+    /// The most instruments one node fetches on demand at a time (the
+    /// datastore answers 503 for another until one ends); at most
+    /// `datastore.pool_size - 1`, so requests for held instruments always
+    /// find a free datastore.
+    pub max_concurrent_fetches: usize,
 }
 
 impl Default for DynamicConfig {
@@ -505,6 +523,11 @@ impl Default for DynamicConfig {
             call_timeout_ms: 10_000,
             producer_timeout_ms: 50_000,
             poll_ms: 200,
+            max_instruments: 50,
+            creations_per_minute: 10,
+            reconcile_secs: 30,
+            reconcile_history_minutes: 30,
+            max_concurrent_fetches: 2,
         }
     }
 }
@@ -538,10 +561,26 @@ impl DynamicConfig {
             ("call_timeout_ms", self.call_timeout_ms),
             ("producer_timeout_ms", self.producer_timeout_ms),
             ("poll_ms", self.poll_ms),
+            ("reconcile_secs", self.reconcile_secs),
         ] {
             if n == 0 {
                 return Err(bad(field, "must be at least 1".into()));
             }
+        }
+        if !(1..=10_000).contains(&self.max_instruments) {
+            return Err(bad("max_instruments", "must be 1 to 10000".into()));
+        }
+        if !(1..=600).contains(&self.creations_per_minute) {
+            return Err(bad("creations_per_minute", "must be 1 to 600".into()));
+        }
+        if !(1..=1_440).contains(&self.reconcile_history_minutes) {
+            return Err(bad(
+                "reconcile_history_minutes",
+                "must be 1 to 1440 (a day)".into(),
+            ));
+        }
+        if self.max_concurrent_fetches == 0 {
+            return Err(bad("max_concurrent_fetches", "must be at least 1".into()));
         }
         Ok(())
     }
@@ -829,6 +868,18 @@ impl Config {
             }
         }
         self.restart.validate()?;
+        if self.has(Role::Datastore)
+            && self.datastore.pool_size > 1
+            && self.dynamic.max_concurrent_fetches >= self.datastore.pool_size
+        {
+            return Err(bad(
+                "dynamic.max_concurrent_fetches",
+                format!(
+                    "must be less than datastore.pool_size ({}): a datastore must stay free for instruments the platform holds",
+                    self.datastore.pool_size
+                ),
+            ));
+        }
         if !(1..=MAX_CONSUMER_WORKERS).contains(&self.consumer.workers) {
             return Err(bad(
                 "consumer.workers",

@@ -46,7 +46,7 @@ use ractor::{Actor, ActorRef};
 use candela_actors::consumer::dynamic::{DynamicConsumer, DynamicConsumerArgs};
 use candela_actors::consumer::fixed::{FixedConsumer, FixedConsumerArgs};
 use candela_actors::consumer::ConsumerMetrics;
-use candela_actors::coordinator::directory::{COORDINATORS, COORDINATOR_NAME, PRODUCERS};
+use candela_actors::coordinator::directory::{COORDINATORS, PRODUCERS};
 use candela_actors::coordinator::{Coordinator, CoordinatorArgs, CoordinatorSettings};
 use candela_actors::cryptocompare::{ApiKey, CryptoCompareConfig, HistoryClient, LiveFeed};
 use candela_actors::datastore::fetch::CoordinatorFetcher;
@@ -54,7 +54,10 @@ use candela_actors::datastore::{start_pool, DatastoreArgs};
 use candela_actors::imitation::{Imitation, ImitationHandle};
 use candela_actors::kafka::schema::decode_record;
 use candela_actors::kafka::AllPartitions;
-use candela_actors::producer::{fetch_history, Producer, ProducerArgs, ProducerMsg, Target};
+use candela_actors::producer::{
+    fetch_history, DynamicBook, Producer, ProducerArgs, ProducerMsg, Target,
+};
+use candela_actors::store::dynamic::DynamicRegistry;
 use candela_actors::store::BarStore;
 use candela_actors::supervisor::{
     ChildSpec, RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg,
@@ -63,6 +66,7 @@ use candela_api::server::{ApiConfig, ApiState};
 
 use crate::backends::{Backends, Bus, Cache, Store, Streams};
 use crate::cluster::agent::{self, AgentArgs, ConsumerFactory};
+use crate::cluster::election::Election;
 use crate::cluster::names::{self, NameDirectory};
 use crate::cluster::placement::{ConsumerNodes, RunningWorkers};
 use crate::config::{Config, Role, SourceKind};
@@ -170,7 +174,8 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
     let mut children = Vec::new();
     let mut imitation = None;
 
-    let needs_store = config.has(Role::Consumer) || config.has(Role::Datastore);
+    let needs_store =
+        config.has(Role::Consumer) || config.has(Role::Datastore) || config.has(Role::Coordinator);
     let backends = Backends::connect(config, needs_store).await?;
     tracing::info!(
         bus = ?config.backends.bus,
@@ -180,6 +185,9 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
     );
     let (store, cache) = (backends.store.clone(), backends.cache.clone());
 
+    // The producer's dynamic targets (kept across its restarts), which the
+    // repair covers too.
+    let dynamic_book: DynamicBook = Default::default();
     if config.has(Role::Producer) {
         let (cc, im) = source(config).await?;
         imitation = im;
@@ -197,7 +205,7 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
             fixed_partitions: kafka.tick_topic_partitions,
             live_instruments: config.instruments(),
             batch_max: config.ingest.batch_max,
-            dynamic: Default::default(),
+            dynamic: dynamic_book.clone(),
             restarted: false,
         };
         children.push(names::named_child(
@@ -249,25 +257,46 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
     if config.has(Role::Coordinator) {
         let name = format!("coordinator/{node}");
         let d = &config.dynamic;
+        let registry: Arc<dyn DynamicRegistry> =
+            store.clone().context("the coordinator needs the store")?;
         let args = CoordinatorArgs {
             instance: name.clone(),
             bus: Arc::new(backends.bus.clone()),
             directory: Arc::new(NameDirectory),
+            registry,
             settings: CoordinatorSettings {
                 topic_prefix: d.topic_prefix.clone(),
+                group_prefix: d.group_prefix.clone(),
                 partitions: d.partitions,
                 history_minutes: d.history_minutes,
+                reconcile_history_minutes: d.reconcile_history_minutes,
                 call_timeout: Duration::from_millis(d.call_timeout_ms),
                 producer_timeout: Duration::from_millis(d.producer_timeout_ms),
+                max_instruments: d.max_instruments,
+                creations_per_minute: d.creations_per_minute,
+                reconcile_every: Duration::from_secs(d.reconcile_secs),
             },
             restarted: false,
         };
-        children.push(names::named_child_as(
+        // Registered as `coordinator/<node>` in the role group; the election
+        // gives the cluster name `coordinator` to one of them.
+        children.push(names::named_child(
             ChildSpec::of::<NodeCoordinator>(&name, args, |a, r| a.restarted = r > 0),
-            COORDINATOR_NAME.to_owned(),
             COORDINATORS,
             &[],
         ));
+        let node = node.clone();
+        children.push(ChildSpec {
+            name: format!("election/{node}"),
+            start: Arc::new(move |sup, _| {
+                let node = node.clone();
+                Box::pin(async move {
+                    Actor::spawn_linked(Some(format!("election/{node}")), Election, node, sup)
+                        .await
+                        .map(|(a, _)| a.get_cell())
+                })
+            }),
+        });
     }
 
     // The dynamic consumers' supervisor: empty until the agent adds to it.
@@ -317,6 +346,7 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
         fixed_workers: config.has(Role::Consumer).then(|| running.clone()),
         fixed_group: config.consumer.group.clone(),
         start_timeout: Duration::from_millis(config.dynamic.call_timeout_ms),
+        max_consumers: config.dynamic.max_instruments,
     }));
 
     let (supervisor, _) = Actor::spawn(
@@ -350,10 +380,12 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
                     Arc::clone(&store),
                     Duration::from_millis(config.dynamic.poll_ms),
                     Duration::from_secs(config.datastore.fetch_timeout_secs),
+                    config.dynamic.max_concurrent_fetches,
                 ))),
                 ingested: Arc::new(config.instruments().into_iter().collect()),
                 cache_window_secs: config.redis.window_secs,
                 fetch_timeout: Duration::from_secs(config.datastore.fetch_timeout_secs),
+                busy: Default::default(),
                 restarted: false,
             },
             RestartPolicy {
@@ -407,6 +439,9 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
                             timeout: Duration::from_secs(2),
                         })
                     }),
+                    dynamic: Some(dynamic_admin(Duration::from_millis(
+                        config.dynamic.call_timeout_ms,
+                    ))),
                 },
             });
             let listener = std::net::TcpListener::bind(config.api.listen)
@@ -432,6 +467,7 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
         tokio::spawn(repair(
             format!("producer/{node}"),
             config.instruments(),
+            dynamic_book.clone(),
             config.ingest.repair_minutes,
             Duration::from_secs(config.ingest.repair_interval_secs),
         ));
@@ -462,6 +498,7 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
 async fn repair(
     producer: String,
     instruments: Vec<candela_actors::domain::Instrument>,
+    dynamic: DynamicBook,
     minutes: i64,
     every: Duration,
 ) {
@@ -474,13 +511,26 @@ async fn repair(
         };
         let actor: ActorRef<ProducerMsg> = cell.into();
         let to = last_closed_minute();
-        for instrument in &instruments {
+        // The configured instruments, and the dynamic ones this producer
+        // streams (their first, partial minute and any gap are repaired the
+        // same way).
+        let dynamic: Vec<(candela_actors::domain::Instrument, Target)> = dynamic
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(i, topic)| (i.clone(), Target::Dynamic(topic.clone())))
+            .collect();
+        let all = instruments
+            .iter()
+            .map(|i| (i.clone(), Target::Fixed))
+            .chain(dynamic);
+        for (instrument, target) in all {
             if let Err(err) = fetch_history(
                 &actor,
                 instrument.clone(),
                 to - (minutes - 1) * 60,
                 to,
-                Target::Fixed,
+                target,
                 Duration::from_secs(60),
             )
             .await
@@ -496,6 +546,46 @@ fn last_closed_minute() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     now - now.rem_euclid(60) - 60
+}
+
+/// The admin endpoint's view of the dynamic instruments: through the
+/// coordinator holding the cluster name, wherever it runs.
+fn dynamic_admin(timeout: Duration) -> candela_api::server::DynamicAdmin {
+    use candela_actors::coordinator::{directory::COORDINATOR_NAME, CoordinatorMsg, Directory};
+    let call_list = move || -> candela_api::server::BoxFuture<Result<Vec<_>, String>> {
+        Box::pin(async move {
+            let cell = NameDirectory
+                .resolve(COORDINATOR_NAME)
+                .map_err(|e| e.to_string())?;
+            candela_actors::call::call_result(
+                &cell,
+                COORDINATOR_NAME,
+                CoordinatorMsg::List,
+                timeout,
+            )
+            .await
+            .map_err(|e| e.to_string())
+        })
+    };
+    let call_remove = move |instrument| -> candela_api::server::BoxFuture<Result<bool, String>> {
+        Box::pin(async move {
+            let cell = NameDirectory
+                .resolve(COORDINATOR_NAME)
+                .map_err(|e| e.to_string())?;
+            candela_actors::call::call_result(
+                &cell,
+                COORDINATOR_NAME,
+                |reply| CoordinatorMsg::Remove(instrument, reply),
+                timeout,
+            )
+            .await
+            .map_err(|e| e.to_string())
+        })
+    };
+    candela_api::server::DynamicAdmin {
+        list: Arc::new(call_list),
+        remove: Arc::new(call_remove),
+    }
 }
 
 /// How many minutes one backfill request asks for.

@@ -36,4 +36,10 @@ pub trait Directory: Send + Sync + 'static {
     /// Every live actor in the role group `role`, on this node and connected
     /// ones.
     fn members(&self, role: &str) -> Vec<ActorCell>;
+    /// Tells `actor` (as `SupervisionEvent::ProcessGroupChanged`) of every
+    /// change of the names and roles: an actor joining or leaving, a node
+    /// connecting or going away. Nothing by default.
+    fn watch(&self, actor: &ActorCell) {
+        let _ = actor;
+    }
 }

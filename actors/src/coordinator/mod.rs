@@ -1,86 +1,132 @@
-//! The Coordinator: arranges a dynamic topic for an instrument the platform
-//! does not hold, driven by the seed's machine (`machines::coordinator`):
+//! The Coordinator: arranges, and keeps, the dynamic instruments — those the
+//! platform was asked for on demand (the Data Not Found path) — driven by the
+//! seed's machine (`machines::coordinator`):
 //!
 //! ```text
-//! Active --REQUEST_CREATE_TOPIC--> Processing Create Topic   create the topic on Kafka
+//!        (the source lists the pair? one history call, through a producer)
+//! Active --REQUEST_CREATE_TOPIC--> Processing Create Topic   the durable record, then the topic
 //!        --CREATE_TOPIC_SUCCESS--> Notifying Actors          by cluster name:
 //!              1. a Consumer for dynamic topics: SUBSCRIBE_TO_TOPIC
 //!                 (one already on the topic, else an idle one, else one that
 //!                 an agent starts on a consumer node);
 //!              2. a producer: stream the instrument live to the topic, and
 //!                 publish its history there
-//!        --NOTIFY_SUCCESS-->       Active                    answer the requester
+//!        --NOTIFY_SUCCESS-->       Active                    answer the requesters
 //! ```
 //!
-//! `CREATE_TOPIC_FAILURE` or `NOTIFY_FAILURE` → Error: the requester gets the
-//! failure, then the actor fails and its supervisor restarts it (`RESET` →
-//! Active). The failure is a [`CoordinatorError`], a serde type that crosses
-//! nodes and keeps what the called actor said: no answer (a
-//! [`CallError`](crate::call::CallError): unreachable, time-out, stopped) or
-//! its own typed refusal. Every call goes through [`crate::call`], so an
-//! actor that stops, or whose node goes away, fails the call at once. The consumer is subscribed before the producer publishes, and its
-//! group reads from the earliest offset, so nothing published is missed
-//! whichever comes first.
+//! **Check before creating.** Nothing is created for a pair the source does
+//! not list: a producer asks the source first
+//! ([`ProducerMsg::Probe`](crate::producer::ProducerMsg::Probe)), and
+//! an unknown pair is answered [`CoordinatorError::UnknownPair`] with the
+//! source's message, with no machine step and no restart. A failure after
+//! something was created undoes it (the consumer it started, the producer's
+//! live stream, the durable record) before the machine goes to Error; the
+//! actor then fails and its supervisor restarts it (`RESET` → Active).
 //!
-//! The Coordinator is a role (`coordinator`) run on one node and reached from
-//! any node by the cluster name [`directory::COORDINATOR_NAME`]. It keeps the
-//! topics it arranged in memory: a repeated request for an instrument whose
-//! consumer still holds the topic is answered from there; after a restart the
-//! book is empty and a new request runs the machine again, which is safe —
-//! topic creation is idempotent, the consumer already on the topic is reused,
-//! and history published twice changes no bar.
+//! **Bounded and fair.** At most `max_instruments` dynamic instruments
+//! ([`CoordinatorError::LimitReached`]), at most `creations_per_minute` new
+//! ones (a token bucket, [`CoordinatorError::RateLimited`] with the wait).
+//! Requests for an instrument already being arranged join it (one creation,
+//! however many ask). The work is done in a task, outside the mailbox: the
+//! mailbox answers status, joins and refusals at once while a slow source
+//! holds one creation; creations run one at a time, in order of arrival,
+//! each one run of the machine (the task reports each step, the actor fires
+//! it).
+//!
+//! **Durable.** Every dynamic instrument is a row of the registry
+//! ([`DynamicRegistry`], in the system of record). At start, on every change
+//! of the cluster's membership (the process groups of producers, consumers
+//! and agents), and every `reconcile_every`, the active coordinator
+//! reconciles: every stored instrument has a producer streaming it (told
+//! again, with the last `reconcile_history_minutes` of history, when its
+//! producer restarted) and a Consumer for dynamic topics reading its topic
+//! (started on a live consumer node when its node died; it resumes from the
+//! topic group's committed offsets). Reconciling is upkeep, not a request:
+//! it makes no machine step.
+//!
+//! **One active coordinator.** Several nodes may run one; only the holder of
+//! the cluster name [`directory::COORDINATOR_NAME`] is asked and reconciles
+//! (the node's election gives the name to one, `node::cluster::election`).
+//! If two hold it for a moment (a partition), both may act: every step is
+//! idempotent (the registry's key, topic creation, the consumer already on
+//! a topic reused, history published twice changing no bar).
 
 pub mod directory;
 mod messages;
+mod plan;
 pub mod topic;
+mod work;
 
 pub use directory::Directory;
-pub use messages::{AgentError, AgentMsg, CoordinatorMsg, CoordinatorStatus, DynamicTopic};
+pub use messages::{
+    AgentError, AgentMsg, CoordinatorMsg, CoordinatorStatus, DynamicTopic, ReconcileReport, Step,
+};
+pub use plan::{choose_consumer, choose_producer, history_window, ConsumerChoice, ConsumerInfo};
 pub use topic::{topic_for, TopicNameError};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::marker::PhantomData;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
+use governor::{DefaultDirectRateLimiter, Quota};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde::{Deserialize, Serialize};
 
-use crate::call::{call, call_result, CallError, Failed};
-use crate::consumer::dynamic::{DynamicConsumerMsg, DynamicConsumerStatus, SubscribeError};
+use crate::call::Failed;
+use crate::consumer::dynamic::SubscribeError;
 use crate::domain::Instrument;
 use crate::fsm::runtime::DEFAULT_HISTORY;
 use crate::fsm::Fsm;
 use crate::machines::coordinator::Event;
 use crate::machines::Coordinator as Machine;
 use crate::ports::{BusError, RecordBus};
-use crate::producer::{FetchReport, ProducerError, ProducerMsg};
-use directory::{CONSUMER_AGENTS, DYNAMIC_CONSUMERS, PRODUCERS};
+use crate::producer::ProducerError;
+use crate::store::dynamic::{DynamicRecord, DynamicRegistry, DynamicState};
+use crate::supervisor::Transient;
 
 /// How the Coordinator works.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoordinatorSettings {
     /// Prefix of dynamic topics (see [`topic`]).
     pub topic_prefix: String,
+    /// The consumer group of topic `t` is `{group_prefix}.{t}`.
+    pub group_prefix: String,
     /// Partitions of each dynamic topic.
     pub partitions: i32,
     /// Closed minutes of history the producer publishes to a new topic.
     pub history_minutes: i64,
+    /// Closed minutes of history a producer told again (after a restart)
+    /// publishes: the gap it left.
+    pub reconcile_history_minutes: i64,
     /// Longest wait for a consumer's or an agent's answer.
     pub call_timeout: Duration,
     /// Longest wait for the producer's answer (it fetches and publishes the
     /// history first).
     pub producer_timeout: Duration,
+    /// The most dynamic instruments.
+    pub max_instruments: usize,
+    /// The most new dynamic instruments a minute (a burst of as many).
+    pub creations_per_minute: u32,
+    /// How often the active coordinator reconciles, besides on membership
+    /// changes.
+    pub reconcile_every: Duration,
 }
 
 impl Default for CoordinatorSettings {
     fn default() -> Self {
         Self {
             topic_prefix: topic::DEFAULT_PREFIX.into(),
+            group_prefix: "candela-dynamic".into(),
             partitions: 1,
             history_minutes: 120,
+            reconcile_history_minutes: 30,
             call_timeout: Duration::from_secs(10),
             producer_timeout: Duration::from_secs(60),
+            max_instruments: 50,
+            creations_per_minute: 10,
+            reconcile_every: Duration::from_secs(30),
         }
     }
 }
@@ -93,6 +139,8 @@ pub struct CoordinatorArgs<B> {
     pub bus: Arc<B>,
     /// Finds producers, consumers and agents by name.
     pub directory: Arc<dyn Directory>,
+    /// The durable book of dynamic instruments.
+    pub registry: Arc<dyn DynamicRegistry>,
     /// Settings.
     pub settings: CoordinatorSettings,
     /// True when this instance replaces one that failed.
@@ -105,6 +153,7 @@ impl<B> Clone for CoordinatorArgs<B> {
             instance: self.instance.clone(),
             bus: Arc::clone(&self.bus),
             directory: Arc::clone(&self.directory),
+            registry: Arc::clone(&self.registry),
             settings: self.settings.clone(),
             restarted: self.restarted,
         }
@@ -119,6 +168,35 @@ pub enum CoordinatorError {
     /// The instrument cannot name a topic (bad input; no machine step).
     #[error(transparent)]
     Topic(#[from] TopicNameError),
+    /// The source does not list the pair (no machine step; nothing created).
+    #[error("the source does not list {instrument}: {message}")]
+    UnknownPair {
+        /// The instrument.
+        instrument: Instrument,
+        /// The source's message.
+        message: String,
+    },
+    /// The platform holds the most dynamic instruments it may.
+    #[error("the platform already serves {max} dynamic instruments, the most it may (dynamic.max_instruments)")]
+    LimitReached {
+        /// The limit.
+        max: usize,
+    },
+    /// Too many new dynamic instruments were asked for lately.
+    #[error("too many new instruments asked for; ask again in {retry_after_ms} ms")]
+    RateLimited {
+        /// When to ask again.
+        retry_after_ms: u64,
+    },
+    /// The instrument is being removed.
+    #[error("{instrument} is being removed")]
+    Removing {
+        /// The instrument.
+        instrument: Instrument,
+    },
+    /// The registry (the system of record) failed.
+    #[error("the dynamic instruments' registry: {0}")]
+    Registry(String),
     /// The broker refused or did not create the topic.
     #[error("creating topic `{topic}`: {error}")]
     CreateTopic {
@@ -139,82 +217,44 @@ pub enum CoordinatorError {
     /// The dynamic consumer was not subscribed to the topic.
     #[error("subscribing the dynamic consumer: {0}")]
     Consumer(Box<Failed<SubscribeError>>),
-    /// The producer did not serve the topic (live stream and history).
-    #[error("serving the topic: {0}")]
+    /// The producer did not serve the topic (live stream and history), or
+    /// could not say whether the source lists the pair.
+    #[error("the producer: {0}")]
     Producer(Box<Failed<ProducerError>>),
+    /// The coordinator stopped before the creation ended (it is restarted;
+    /// ask again).
+    #[error("the coordinator stopped during the creation; ask again")]
+    Interrupted,
     /// The machine refused a step (a bug).
     #[error("machine: {0}")]
     Machine(String),
 }
 
-/// A dynamic consumer as the Coordinator sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsumerInfo {
-    /// Its cluster name.
-    pub name: String,
-    /// The topic it was given, if any.
-    pub topic: Option<String>,
-    /// Whether its machine is in Idle.
-    pub idle: bool,
-}
-
-/// Which consumer gets a topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConsumerChoice {
-    /// This one already has the topic.
-    Reuse(String),
-    /// This one is idle (no topic).
-    Idle(String),
-    /// Ask this agent to start one.
-    StartOn(String),
-    /// Nobody can take it.
-    Nobody,
-}
-
-/// Chooses the consumer for `topic`: one already on it, else the first idle
-/// one without a topic (by name), else an agent in turn (round robin over the
-/// agents sorted by name, `turn` counting the requests).
-pub fn choose_consumer(
-    topic: &str,
-    consumers: &[ConsumerInfo],
-    agents: &[String],
-    turn: usize,
-) -> ConsumerChoice {
-    let mut sorted: Vec<&ConsumerInfo> = consumers.iter().collect();
-    sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    if let Some(c) = sorted.iter().find(|c| c.topic.as_deref() == Some(topic)) {
-        return ConsumerChoice::Reuse(c.name.clone());
-    }
-    if let Some(c) = sorted.iter().find(|c| c.topic.is_none() && c.idle) {
-        return ConsumerChoice::Idle(c.name.clone());
-    }
-    let mut agents: Vec<&String> = agents.iter().collect();
-    agents.sort();
-    agents.dedup();
-    match agents.len() {
-        0 => ConsumerChoice::Nobody,
-        n => ConsumerChoice::StartOn(agents[turn % n].clone()),
+impl CoordinatorError {
+    /// Whether this is an answer about the request itself (an unknown pair,
+    /// a limit, an invalid name), as opposed to a failure of the platform.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            CoordinatorError::Topic(_)
+                | CoordinatorError::UnknownPair { .. }
+                | CoordinatorError::LimitReached { .. }
+                | CoordinatorError::RateLimited { .. }
+                | CoordinatorError::Removing { .. }
+        )
     }
 }
 
-/// Chooses the producer for `instrument`: a stable choice among the
-/// producers (sorted by name), spreading instruments over them.
-pub fn choose_producer(instrument: &Instrument, producers: &[String]) -> Option<String> {
-    let mut sorted: Vec<&String> = producers.iter().collect();
-    sorted.sort();
-    sorted.dedup();
-    if sorted.is_empty() {
-        return None;
-    }
-    let h = topic::fnv1a(instrument.to_string().as_bytes()) as usize;
-    Some(sorted[h % sorted.len()].clone())
-}
+type Reply = RpcReplyPort<Result<DynamicTopic, CoordinatorError>>;
 
-/// The history window for a new topic: the last `minutes` closed minutes
-/// before `now` (Unix seconds), as (first, last) minute starts.
-pub fn history_window(now: i64, minutes: i64) -> (i64, i64) {
-    let last = now - now.rem_euclid(60) - 60;
-    (last - (minutes.max(1) - 1) * 60, last)
+/// A creation (or a re-arrangement of a known instrument), with everyone
+/// waiting for it.
+struct Job {
+    instrument: Instrument,
+    topic: String,
+    /// Already in the registry: no probe, no limit, no new record.
+    known: bool,
+    replies: Vec<Reply>,
 }
 
 type Ports<B> = fn() -> B;
@@ -228,13 +268,31 @@ impl<B> Default for Coordinator<B> {
     }
 }
 
+/// A task that is aborted when the actor's state goes.
+struct Task(tokio::task::JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The actor's state.
 pub struct CoordinatorState<B> {
     args: CoordinatorArgs<B>,
     fsm: Fsm<Machine>,
-    book: BTreeMap<Instrument, DynamicTopic>,
+    /// The registry as last read (kept in step with every change).
+    known: BTreeMap<Instrument, DynamicRecord>,
+    /// The last arrangement of each instrument.
+    granted: BTreeMap<Instrument, DynamicTopic>,
+    current: Option<(Job, Task)>,
+    queue: VecDeque<Job>,
+    limiter: DefaultDirectRateLimiter,
     failures: u64,
-    turn: usize,
+    /// A reconciliation is running (`Some`), and whether another is due
+    /// after it.
+    reconciling: Option<(Task, bool)>,
+    last_reconcile: Option<ReconcileReport>,
 }
 
 impl<B: RecordBus> Actor for Coordinator<B> {
@@ -244,7 +302,7 @@ impl<B: RecordBus> Actor for Coordinator<B> {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<CoordinatorMsg>,
+        myself: ActorRef<CoordinatorMsg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         topic::check_prefix(&args.settings.topic_prefix)?;
@@ -253,313 +311,328 @@ impl<B: RecordBus> Actor for Coordinator<B> {
         } else {
             Fsm::new(args.instance.clone())
         };
-        tracing::info!(instance = %args.instance, prefix = %args.settings.topic_prefix, "coordinator started");
+        // The database being away is an outage, not a crash loop.
+        let known = args
+            .registry
+            .list()
+            .await
+            .map_err(|e| Transient(format!("reading the dynamic instruments: {e}")))?
+            .into_iter()
+            .map(|r| (r.instrument.clone(), r))
+            .collect();
+        let per_minute =
+            NonZeroU32::new(args.settings.creations_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+        let limiter = DefaultDirectRateLimiter::direct(Quota::per_minute(per_minute));
+        // Reconcile on every membership change, now, and every so often.
+        args.directory.watch(&myself.get_cell());
+        myself.send_interval(args.settings.reconcile_every, || CoordinatorMsg::Reconcile);
+        myself.cast(CoordinatorMsg::Reconcile)?;
+        tracing::info!(
+            instance = %args.instance,
+            prefix = %args.settings.topic_prefix,
+            dynamic = ?known_names(&known),
+            "coordinator started"
+        );
         Ok(CoordinatorState {
             args,
             fsm,
-            book: BTreeMap::new(),
+            known,
+            granted: BTreeMap::new(),
+            current: None,
+            queue: VecDeque::new(),
+            limiter,
             failures: 0,
-            turn: 0,
+            reconciling: None,
+            last_reconcile: None,
         })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<CoordinatorMsg>,
+        myself: ActorRef<CoordinatorMsg>,
         message: CoordinatorMsg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
             CoordinatorMsg::RequestCreateTopic(instrument, reply) => {
-                request(state, instrument, reply).await?;
+                request(&myself, state, instrument, reply);
+            }
+            CoordinatorMsg::Step(step) => on_step(&myself, state, step)?,
+            CoordinatorMsg::Reconcile => reconcile(&myself, state),
+            CoordinatorMsg::Reconciled(report) => {
+                if !report.skipped {
+                    state.known = report
+                        .instruments
+                        .iter()
+                        .map(|r| (r.instrument.clone(), r.clone()))
+                        .collect();
+                }
+                let again = state.reconciling.take().is_some_and(|(_, again)| again);
+                state.last_reconcile = Some(report);
+                if again {
+                    reconcile(&myself, state);
+                }
+            }
+            CoordinatorMsg::Remove(instrument, reply) => {
+                let ctx = work::Ctx::of(&state.args);
+                let me = myself.clone();
+                tokio::spawn(async move {
+                    let result = work::remove(&ctx, &instrument).await;
+                    let _ = reply.send(result);
+                    let _ = me.cast(CoordinatorMsg::Reconcile);
+                });
+            }
+            CoordinatorMsg::List(reply) => {
+                let _ = reply.send(Ok(state.known.values().cloned().collect()));
             }
             CoordinatorMsg::Status(reply) => {
                 let _ = reply.send(CoordinatorStatus {
                     instance: state.args.instance.clone(),
-                    topics: state.book.values().cloned().collect(),
+                    topics: state.granted.values().cloned().collect(),
+                    instruments: state.known.values().cloned().collect(),
+                    creating: state.current.as_ref().map(|(j, _)| j.instrument.clone()),
+                    queued: state.queue.len(),
                     failures: state.failures,
+                    last_reconcile: state.last_reconcile.clone(),
                     run: state.fsm.snapshot(),
                 });
             }
         }
         Ok(())
     }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<CoordinatorMsg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ProcessGroupChanged(_) = event {
+            reconcile(&myself, state);
+        }
+        Ok(())
+    }
 }
 
-/// One `REQUEST_CREATE_TOPIC`; an error return fails the actor (it is in
-/// Error by then, and the requester has its answer).
-async fn request<B: RecordBus>(
+fn known_names(known: &BTreeMap<Instrument, DynamicRecord>) -> Vec<String> {
+    known.keys().map(ToString::to_string).collect()
+}
+
+/// A `REQUEST_CREATE_TOPIC`: refused, joined to the job for its instrument,
+/// or queued as a new job.
+fn request<B: RecordBus>(
+    myself: &ActorRef<CoordinatorMsg>,
     state: &mut CoordinatorState<B>,
     instrument: Instrument,
-    reply: RpcReplyPort<Result<DynamicTopic, CoordinatorError>>,
-) -> Result<(), ActorProcessingErr> {
+    reply: Reply,
+) {
+    let refuse = |reply: Reply, err: CoordinatorError| {
+        tracing::info!(error = %err, "dynamic instrument request refused");
+        let _ = reply.send(Err(err));
+    };
     let topic = match topic_for(&state.args.settings.topic_prefix, &instrument) {
         Ok(t) => t,
-        Err(err) => {
-            // Bad input, not a failure of the platform: no machine step.
-            tracing::warn!(%instrument, error = %err, "refused a dynamic topic request");
-            let _ = reply.send(Err(err.into()));
-            return Ok(());
-        }
+        // Bad input, not a failure of the platform: no machine step.
+        Err(err) => return refuse(reply, err.into()),
     };
-    if let Some(grant) = state.book.get(&instrument).cloned() {
-        if still_served(state, &grant).await {
-            tracing::debug!(%instrument, topic = %grant.topic, "dynamic topic already served");
-            let _ = reply.send(Ok(grant));
-            return Ok(());
-        }
-        state.book.remove(&instrument);
-    }
-    let started = std::time::Instant::now();
-    match arrange(state, &instrument, &topic).await {
-        Ok(grant) => {
-            tracing::info!(
-                %instrument,
-                topic = %grant.topic,
-                consumer = %grant.consumer,
-                producer = %grant.producer,
-                history_bars = grant.history_bars,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "dynamic topic arranged"
-            );
-            state.book.insert(instrument, grant.clone());
-            let _ = reply.send(Ok(grant));
-            Ok(())
-        }
-        Err(err) => {
-            state.failures += 1;
-            tracing::error!(%instrument, %topic, state = %state.fsm.state(), error = %err, "dynamic topic request failed");
-            let _ = reply.send(Err(err.clone()));
-            if state.fsm.in_error() {
-                Err(err.into())
-            } else {
-                Ok(())
-            }
-        }
-    }
-}
-
-/// Whether the consumer of `grant` is still there and still on its topic.
-async fn still_served<B>(state: &CoordinatorState<B>, grant: &DynamicTopic) -> bool {
-    let s = &state.args;
-    match consumer_status(
-        s.directory.as_ref(),
-        &grant.consumer,
-        s.settings.call_timeout,
-    )
-    .await
+    // One creation per instrument, however many ask.
+    if let Some((job, _)) = state
+        .current
+        .as_mut()
+        .filter(|(j, _)| j.instrument == instrument)
     {
-        Ok(status) => status.topic.as_deref() == Some(grant.topic.as_str()),
-        Err(_) => false,
+        job.replies.push(reply);
+        return;
     }
+    if let Some(job) = state.queue.iter_mut().find(|j| j.instrument == instrument) {
+        job.replies.push(reply);
+        return;
+    }
+    let known = match state.known.get(&instrument) {
+        Some(r) if r.state == DynamicState::Removing => {
+            return refuse(reply, CoordinatorError::Removing { instrument });
+        }
+        Some(_) => true,
+        None => false,
+    };
+    if !known {
+        let pending_new = state
+            .queue
+            .iter()
+            .chain(state.current.as_ref().map(|(j, _)| j))
+            .filter(|j| !j.known)
+            .count();
+        let max = state.args.settings.max_instruments;
+        if state.known.len() + pending_new >= max {
+            return refuse(reply, CoordinatorError::LimitReached { max });
+        }
+        if let Err(not_until) = state.limiter.check() {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            let retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+            return refuse(reply, CoordinatorError::RateLimited { retry_after_ms });
+        }
+    }
+    state.queue.push_back(Job {
+        instrument,
+        topic,
+        known,
+        replies: vec![reply],
+    });
+    start_next(myself, state);
 }
 
-/// The machine's cycle: create the topic, then notify.
-async fn arrange<B: RecordBus>(
+/// Starts the next queued job unless one runs.
+fn start_next<B: RecordBus>(myself: &ActorRef<CoordinatorMsg>, state: &mut CoordinatorState<B>) {
+    if state.current.is_some() {
+        return;
+    }
+    let Some(job) = state.queue.pop_front() else {
+        return;
+    };
+    let ctx = work::Ctx::of(&state.args);
+    let (instrument, topic, known) = (job.instrument.clone(), job.topic.clone(), job.known);
+    let me = myself.clone();
+    tracing::info!(%instrument, %topic, known, "arranging a dynamic instrument");
+    let task = tokio::spawn(async move {
+        work::arrange(&ctx, &me, instrument, topic, known).await;
+    });
+    state.current = Some((job, Task(task)));
+}
+
+/// A step of the current job: fires it, and answers the requesters at the
+/// end.
+fn on_step<B: RecordBus>(
+    myself: &ActorRef<CoordinatorMsg>,
     state: &mut CoordinatorState<B>,
-    instrument: &Instrument,
-    topic: &str,
-) -> Result<DynamicTopic, CoordinatorError> {
-    let step = |fsm: &mut Fsm<Machine>, e: Event| {
+    step: Step,
+) -> Result<(), ActorProcessingErr> {
+    let fire = |fsm: &mut Fsm<Machine>, e: Event| {
         fsm.fire(e)
             .map(|_| ())
             .map_err(|r| CoordinatorError::Machine(r.to_string()))
     };
-    step(&mut state.fsm, Event::RequestCreateTopic)?;
-    // Processing Create Topic.
-    if let Err(err) = state
-        .args
-        .bus
-        .ensure_topic(topic, state.args.settings.partitions)
-        .await
-    {
-        step(&mut state.fsm, Event::CreateTopicFailure)?;
-        return Err(CoordinatorError::CreateTopic {
-            topic: topic.to_owned(),
-            error: err,
-        });
+    let current = state.current.as_ref().map(|(j, _)| j.instrument.clone());
+    if current.as_ref() != Some(step.instrument()) {
+        tracing::warn!(instrument = %step.instrument(), "a step of a job that is not running: ignored");
+        return Ok(());
     }
-    step(&mut state.fsm, Event::CreateTopicSuccess)?;
-    // Notifying Actors.
-    match notify(state, instrument, topic).await {
+    let outcome: Option<Result<DynamicTopic, CoordinatorError>> = match step {
+        Step::Probed { result: Ok(()), .. } => {
+            fire(&mut state.fsm, Event::RequestCreateTopic).map_err(fail)?;
+            None
+        }
+        // Nothing was created: no machine step.
+        Step::Probed {
+            result: Err(err), ..
+        } => Some(Err(err)),
+        Step::TopicCreated { result: Ok(()), .. } => {
+            fire(&mut state.fsm, Event::CreateTopicSuccess).map_err(fail)?;
+            None
+        }
+        Step::TopicCreated {
+            result: Err(err), ..
+        } => {
+            fire(&mut state.fsm, Event::CreateTopicFailure).map_err(fail)?;
+            Some(Err(err))
+        }
+        Step::Done {
+            result: Ok(grant), ..
+        } => {
+            fire(&mut state.fsm, Event::NotifySuccess).map_err(fail)?;
+            Some(Ok(grant))
+        }
+        Step::Done {
+            result: Err(err), ..
+        } => {
+            fire(&mut state.fsm, Event::NotifyFailure).map_err(fail)?;
+            Some(Err(err))
+        }
+    };
+    let Some(outcome) = outcome else {
+        return Ok(());
+    };
+    let Some((job, _task)) = state.current.take() else {
+        return Ok(());
+    };
+    match &outcome {
         Ok(grant) => {
-            step(&mut state.fsm, Event::NotifySuccess)?;
-            Ok(grant)
+            tracing::info!(
+                instrument = %grant.instrument,
+                topic = %grant.topic,
+                consumer = %grant.consumer,
+                producer = %grant.producer,
+                traded_minutes = grant.history_bars,
+                waiting = job.replies.len(),
+                "dynamic instrument arranged"
+            );
+            state.known.insert(
+                job.instrument.clone(),
+                DynamicRecord {
+                    instrument: job.instrument.clone(),
+                    topic: job.topic.clone(),
+                    group: work::group_of(&state.args.settings, &job.topic),
+                    created_at: crate::domain::validate::now_secs(),
+                    state: DynamicState::Active,
+                },
+            );
+            state.granted.insert(job.instrument.clone(), grant.clone());
+        }
+        Err(err) if err.is_refusal() => {
+            tracing::info!(instrument = %job.instrument, error = %err, "dynamic instrument refused")
         }
         Err(err) => {
-            step(&mut state.fsm, Event::NotifyFailure)?;
-            Err(err)
+            state.failures += 1;
+            tracing::error!(instrument = %job.instrument, state = %state.fsm.state(), error = %err, "dynamic instrument not arranged");
         }
     }
+    for reply in job.replies {
+        let _ = reply.send(outcome.clone());
+    }
+    if state.fsm.in_error() {
+        // RESET through the supervisor. The failure is the environment's (a
+        // broker, a node, a producer), not a crash loop.
+        let reason = outcome.err().map_or_else(String::new, |e| e.to_string());
+        return Err(Box::new(Transient(reason)));
+    }
+    start_next(myself, state);
+    Ok(())
 }
 
-/// Subscribes a consumer, then has a producer serve the topic.
-async fn notify<B>(
-    state: &mut CoordinatorState<B>,
-    instrument: &Instrument,
-    topic: &str,
-) -> Result<DynamicTopic, CoordinatorError> {
-    let dir = Arc::clone(&state.args.directory);
-    let settings = state.args.settings.clone();
-
-    // 1. The consumer.
-    let mut consumers = Vec::new();
-    for name in names(&dir.members(DYNAMIC_CONSUMERS)) {
-        match consumer_status(dir.as_ref(), &name, settings.call_timeout).await {
-            Ok(s) => consumers.push(ConsumerInfo {
-                idle: s.idle,
-                topic: s.topic,
-                name,
-            }),
-            Err(err) => {
-                tracing::warn!(consumer = %name, error = %err, "dynamic consumer did not answer; skipped")
-            }
-        }
-    }
-    let agents = names(&dir.members(CONSUMER_AGENTS));
-    state.turn = state.turn.wrapping_add(1);
-    let consumer = match choose_consumer(topic, &consumers, &agents, state.turn) {
-        ConsumerChoice::Reuse(name) | ConsumerChoice::Idle(name) => name,
-        ConsumerChoice::StartOn(agent) => {
-            let name = async {
-                let cell = dir.resolve(&agent)?;
-                let start = AgentMsg::StartDynamicConsumer;
-                call_result(&cell, &agent, start, settings.call_timeout).await
-            }
-            .await
-            .map_err(|e| CoordinatorError::Agent(Box::new(e)))?;
-            tracing::info!(%agent, consumer = %name, "an agent started a dynamic consumer");
-            name
-        }
-        ConsumerChoice::Nobody => return Err(CoordinatorError::NoConsumer),
-    };
-    async {
-        let cell = dir.resolve(&consumer)?;
-        let subscribe = |reply| DynamicConsumerMsg::Subscribe(topic.to_owned(), reply);
-        call_result(&cell, &consumer, subscribe, settings.call_timeout).await
-    }
-    .await
-    .map_err(|e| CoordinatorError::Consumer(Box::new(e)))?;
-
-    // 2. The producer.
-    let producer = choose_producer(instrument, &names(&dir.members(PRODUCERS)))
-        .ok_or(CoordinatorError::NoProducer)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let (from_ts, to_ts) = history_window(now, settings.history_minutes);
-    let report: FetchReport = async {
-        let cell = dir.resolve(&producer)?;
-        let serve = |reply| ProducerMsg::ServeDynamic {
-            instrument: instrument.clone(),
-            topic: topic.to_owned(),
-            from_ts,
-            to_ts,
-            reply,
-        };
-        call_result(&cell, &producer, serve, settings.producer_timeout).await
-    }
-    .await
-    .map_err(|e| CoordinatorError::Producer(Box::new(e)))?;
-    Ok(DynamicTopic {
-        instrument: instrument.clone(),
-        topic: topic.to_owned(),
-        consumer,
-        producer,
-        history_from: from_ts,
-        history_to: to_ts,
-        history_bars: report.bars as u64,
-    })
+fn fail(err: CoordinatorError) -> ActorProcessingErr {
+    Box::new(err)
 }
 
-/// The status of the dynamic consumer holding `name`.
-async fn consumer_status(
-    dir: &dyn Directory,
-    name: &str,
+/// Starts a reconciliation, or asks for one more after the running one.
+fn reconcile<B: RecordBus>(myself: &ActorRef<CoordinatorMsg>, state: &mut CoordinatorState<B>) {
+    if let Some((_, again)) = state.reconciling.as_mut() {
+        *again = true;
+        return;
+    }
+    let ctx = work::Ctx::of(&state.args);
+    let me = myself.clone();
+    let task = tokio::spawn(async move {
+        let report = work::reconcile(&ctx, &me.get_cell()).await;
+        let _ = me.cast(CoordinatorMsg::Reconciled(report));
+    });
+    state.reconciling = Some((Task(task), false));
+}
+
+/// Asks the coordinator holding [`directory::COORDINATOR_NAME`] to serve
+/// `instrument`, and waits at most `timeout`.
+pub async fn request_instrument(
+    directory: &dyn Directory,
+    instrument: Instrument,
     timeout: Duration,
-) -> Result<DynamicConsumerStatus, CallError> {
-    call(
-        &dir.resolve(name)?,
+) -> Result<DynamicTopic, Failed<CoordinatorError>> {
+    let name = directory::COORDINATOR_NAME;
+    let cell = directory.resolve(name)?;
+    crate::call::call_result(
+        &cell,
         name,
-        DynamicConsumerMsg::Status,
+        |reply| CoordinatorMsg::RequestCreateTopic(instrument, reply),
         timeout,
     )
     .await
-}
-
-/// The names of `cells` (stand-ins of remote actors carry them too).
-fn names(cells: &[ActorCell]) -> Vec<String> {
-    let mut out: Vec<String> = cells.iter().filter_map(ActorCell::get_name).collect();
-    out.sort();
-    out.dedup();
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn c(name: &str, topic: Option<&str>, idle: bool) -> ConsumerInfo {
-        ConsumerInfo {
-            name: name.into(),
-            topic: topic.map(Into::into),
-            idle,
-        }
-    }
-
-    #[test]
-    fn a_consumer_already_on_the_topic_is_reused() {
-        let consumers = [c("b", None, true), c("a", Some("t"), false)];
-        assert_eq!(
-            choose_consumer("t", &consumers, &["agent/x".into()], 0),
-            ConsumerChoice::Reuse("a".into())
-        );
-    }
-
-    #[test]
-    fn else_the_first_idle_one_without_a_topic() {
-        let consumers = [
-            c("c", None, true),
-            c("a", Some("other"), false),
-            // Restarting: in Idle but still assigned (it will be re-told).
-            c("b", Some("x"), true),
-            c("d", None, false),
-        ];
-        assert_eq!(
-            choose_consumer("t", &consumers, &[], 0),
-            ConsumerChoice::Idle("c".into())
-        );
-    }
-
-    #[test]
-    fn else_an_agent_in_turn_else_nobody() {
-        let busy = [c("a", Some("other"), false)];
-        let agents: Vec<String> = vec!["agent/n2".into(), "agent/n1".into()];
-        assert_eq!(
-            choose_consumer("t", &busy, &agents, 0),
-            ConsumerChoice::StartOn("agent/n1".into())
-        );
-        assert_eq!(
-            choose_consumer("t", &busy, &agents, 1),
-            ConsumerChoice::StartOn("agent/n2".into())
-        );
-        assert_eq!(choose_consumer("t", &busy, &[], 3), ConsumerChoice::Nobody);
-    }
-
-    #[test]
-    fn producer_choice_is_stable_and_total() {
-        let i: Instrument = "Binance:SOL-USDT".parse().unwrap();
-        assert_eq!(choose_producer(&i, &[]), None);
-        let ps: Vec<String> = vec!["producer/b".into(), "producer/a".into()];
-        let first = choose_producer(&i, &ps).unwrap();
-        assert!(ps.contains(&first));
-        let reversed: Vec<String> = ps.iter().rev().cloned().collect();
-        assert_eq!(choose_producer(&i, &reversed).unwrap(), first);
-    }
-
-    #[test]
-    fn history_window_ends_at_the_last_closed_minute() {
-        assert_eq!(history_window(1_000_030, 3), (999_840, 999_960));
-        assert_eq!(history_window(1_000_020, 0), (999_960, 999_960));
-    }
 }

@@ -3,7 +3,10 @@
 
 use tokio::sync::mpsc;
 
-use super::{CryptoCompareConfig, HistoryClient, Interval, LiveClient, LiveHandle};
+use super::{
+    ApiErrorKind, CryptoCompareConfig, CryptoCompareError, HistoryClient, Interval, LiveClient,
+    LiveHandle,
+};
 use crate::domain::validate;
 use crate::domain::{HistoryBar, Instrument, Tick};
 use crate::ports::{HistorySource, LiveControl, LiveSource, SourceError};
@@ -18,7 +21,7 @@ impl HistorySource for HistoryClient {
         let bars = self
             .bars(Interval::Minute, instrument, from_ts, to_ts)
             .await
-            .map_err(|e| SourceError(e.to_string()))?;
+            .map_err(|e| source_error(instrument, e))?;
         let now = validate::now_secs();
         let mut refused = 0usize;
         let bars: Vec<HistoryBar> = bars
@@ -55,6 +58,27 @@ impl HistorySource for HistoryClient {
     }
 }
 
+/// The port's view of a client error: CryptoCompare's refusal of the pair
+/// (`Type` 1, "market does not exist for this coin pair", or a parameter it
+/// cannot take) is [`SourceError::UnknownPair`]; anything else is
+/// [`SourceError::Unavailable`].
+fn source_error(instrument: &Instrument, e: CryptoCompareError) -> SourceError {
+    match &e {
+        CryptoCompareError::Api(api)
+            if matches!(
+                api.kind(),
+                ApiErrorKind::NotAvailable | ApiErrorKind::InvalidParameter
+            ) =>
+        {
+            SourceError::UnknownPair {
+                instrument: instrument.to_string(),
+                message: validate::shorten(&api.message),
+            }
+        }
+        _ => SourceError::Unavailable(e.to_string()),
+    }
+}
+
 /// Starts CryptoCompare live clients with one configuration.
 #[derive(Debug, Clone)]
 pub struct LiveFeed {
@@ -84,6 +108,7 @@ impl LiveSource for LiveFeed {
         &self,
         instruments: Vec<Instrument>,
     ) -> Result<(LiveHandle, mpsc::Receiver<Tick>), SourceError> {
-        LiveClient::spawn(self.config.clone(), instruments).map_err(|e| SourceError(e.to_string()))
+        LiveClient::spawn(self.config.clone(), instruments)
+            .map_err(|e| SourceError::Unavailable(e.to_string()))
     }
 }

@@ -22,6 +22,10 @@ pub struct BarQuery {
     pub to: i64,
     /// Most bars.
     pub limit: usize,
+    /// Whether an instrument the platform does not hold may be fetched on
+    /// demand (the Data Not Found path). A live stream's polls say no: only
+    /// a client's request for bars asks for an instrument.
+    pub fetch: bool,
 }
 
 /// Where an answer came from.
@@ -64,6 +68,27 @@ pub enum DataError {
     /// The database could not be queried.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The platform serves the most dynamic instruments it may (403).
+    #[error("limit reached: {0}")]
+    LimitReached(String),
+    /// Too many new instruments were asked for lately, or this node fetches
+    /// as many as it may at a time: ask again after `retry_after_ms`
+    /// (429).
+    #[error("too many requests: {message}")]
+    RateLimited {
+        /// Why.
+        message: String,
+        /// When to ask again, ms.
+        retry_after_ms: u64,
+    },
+    /// This datastore waits for data fetched on demand and takes no other
+    /// request meanwhile (the pool asks another).
+    #[error("busy waiting for fetched data")]
+    Busy,
+    /// The instrument is being fetched on demand (by another request): the
+    /// pool waits for it, then asks again.
+    #[error("being fetched")]
+    Pending,
     /// A bug: the machine refused a step.
     #[error("internal: {0}")]
     Internal(String),
@@ -91,6 +116,18 @@ pub enum FetchError {
         /// Why.
         reason: String,
     },
+    /// The data did not arrive within the datastore's `fetch_timeout`.
+    #[error("the data did not arrive within {secs} s")]
+    TimedOut {
+        /// The time-out, seconds.
+        secs: u64,
+    },
+    /// This node fetches as many instruments on demand as it may at a time.
+    #[error("this node is fetching {max} instruments already; ask again in a moment")]
+    Busy {
+        /// The limit (`dynamic.max_concurrent_fetches`).
+        max: usize,
+    },
 }
 
 impl From<Failed<CoordinatorError>> for FetchError {
@@ -108,6 +145,16 @@ pub enum DatastoreMsg {
     Request(BarQuery, RpcReplyPort<Result<BarAnswer, DataError>>),
     /// A shared handle on the run.
     View(RpcReplyPort<RunView>),
+    /// The wait for data fetched on demand ended (sent by the datastore's
+    /// own waiting task): the run goes on from Waiting for Data.
+    FetchDone {
+        /// The request.
+        query: BarQuery,
+        /// How the wait ended.
+        result: Result<(), FetchError>,
+        /// The requester.
+        reply: RpcReplyPort<Result<BarAnswer, DataError>>,
+    },
 }
 
 impl ractor::Message for DatastoreMsg {}

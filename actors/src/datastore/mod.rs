@@ -45,6 +45,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,16 +58,31 @@ use crate::fsm::Fsm;
 use crate::machines::datastore::Event;
 use crate::machines::Datastore as Machine;
 use crate::store::{BarCache, BarStore, StoredBar};
+use crate::supervisor::Transient;
 
 /// Asks the platform to fetch an instrument it does not hold, and resolves
 /// once the data is stored (or fails).
 pub trait FetchRequester: Send + Sync + 'static {
     /// Sends the instructions; the returned future resolves when the data is
-    /// in the store.
+    /// in the store. A request for an instrument already being fetched joins
+    /// that fetch (one fetch per instrument, however many ask).
     fn request_fetch(
         &self,
         instrument: &Instrument,
     ) -> Pin<Box<dyn Future<Output = Result<WaitForData, FetchError>> + Send + '_>>;
+
+    /// The fetch of `instrument` in progress, if any.
+    fn pending(&self, instrument: &Instrument) -> Option<WaitForData> {
+        let _ = instrument;
+        None
+    }
+
+    /// Whether `instrument` was fetched on demand (it counts as held even
+    /// while it has no bar: an illiquid instrument).
+    fn fetched(&self, instrument: &Instrument) -> bool {
+        let _ = instrument;
+        false
+    }
 }
 
 /// Resolves when fetched data has been stored.
@@ -90,6 +106,9 @@ pub struct DatastoreArgs<T, C> {
     pub cache_window_secs: i64,
     /// Longest wait for fetched data.
     pub fetch_timeout: Duration,
+    /// Set while this datastore waits for fetched data (the pool reads it
+    /// and asks another).
+    pub busy: Arc<AtomicBool>,
     /// True when this instance replaces one that failed.
     pub restarted: bool,
 }
@@ -104,6 +123,7 @@ impl<T, C> Clone for DatastoreArgs<T, C> {
             ingested: Arc::clone(&self.ingested),
             cache_window_secs: self.cache_window_secs,
             fetch_timeout: self.fetch_timeout,
+            busy: Arc::clone(&self.busy),
             restarted: self.restarted,
         }
     }
@@ -124,6 +144,25 @@ impl<T, C> Default for Datastore<T, C> {
 pub struct DatastoreState<T, C> {
     args: DatastoreArgs<T, C>,
     fsm: Fsm<Machine>,
+    /// The task waiting for fetched data, aborted if the actor goes.
+    waiting: Option<WaitTask>,
+}
+
+/// A waiting task, aborted on drop.
+struct WaitTask(tokio::task::JoinHandle<()>);
+
+impl Drop for WaitTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Where a run stands after [`serve`].
+enum Served2 {
+    /// Answered.
+    Answer(Result<BarAnswer, DataError>),
+    /// Waiting for Data: the wait runs in a task.
+    Waiting(WaitForData),
 }
 
 impl<T: BarStore, C: BarCache> Actor for Datastore<T, C> {
@@ -141,23 +180,66 @@ impl<T: BarStore, C: BarCache> Actor for Datastore<T, C> {
         } else {
             Fsm::new(args.instance.clone())
         };
-        Ok(DatastoreState { args, fsm })
+        args.busy.store(false, Ordering::Release);
+        Ok(DatastoreState {
+            args,
+            fsm,
+            waiting: None,
+        })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<DatastoreMsg>,
+        myself: ActorRef<DatastoreMsg>,
         message: DatastoreMsg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
             DatastoreMsg::Request(query, reply) => {
-                let answer = serve(state, &query).await;
-                let failed = state.fsm.in_error();
-                let _ = reply.send(answer);
-                if failed {
-                    return Err(format!("request for {} ended in Error", query.instrument).into());
+                if state.waiting.is_some() {
+                    // Waiting for Data: another datastore takes it.
+                    let _ = reply.send(Err(DataError::Busy));
+                    return Ok(());
                 }
+                match serve(state, &query).await {
+                    Served2::Answer(answer) => {
+                        let _ = reply.send(answer);
+                        end_of_run(state, &query)?;
+                    }
+                    Served2::Waiting(wait) => {
+                        // The wait runs outside the mailbox: status calls
+                        // are answered meanwhile, other requests go to other
+                        // datastores (`busy`).
+                        state.args.busy.store(true, Ordering::Release);
+                        let timeout = state.args.fetch_timeout;
+                        let me = myself.clone();
+                        let task = tokio::spawn(async move {
+                            let result = match tokio::time::timeout(timeout, wait).await {
+                                Ok(result) => result,
+                                Err(_) => Err(FetchError::TimedOut {
+                                    secs: timeout.as_secs(),
+                                }),
+                            };
+                            let _ = me.cast(DatastoreMsg::FetchDone {
+                                query,
+                                result,
+                                reply,
+                            });
+                        });
+                        state.waiting = Some(WaitTask(task));
+                    }
+                }
+            }
+            DatastoreMsg::FetchDone {
+                query,
+                result,
+                reply,
+            } => {
+                state.waiting = None;
+                state.args.busy.store(false, Ordering::Release);
+                let answer = fetched(state, &query, result).await;
+                let _ = reply.send(answer);
+                end_of_run(state, &query)?;
             }
             DatastoreMsg::View(reply) => {
                 let _ = reply.send(state.fsm.view());
@@ -167,17 +249,44 @@ impl<T: BarStore, C: BarCache> Actor for Datastore<T, C> {
     }
 }
 
+/// After an answer: a run that ended in Error fails the actor (`RESET`
+/// through the supervisor). A datastore fails only for its environment (the
+/// database, a coordinator), never for the request: not counted as a crash.
+fn end_of_run<T, C>(
+    state: &DatastoreState<T, C>,
+    query: &BarQuery,
+) -> Result<(), ActorProcessingErr> {
+    if state.fsm.in_error() {
+        return Err(Box::new(Transient(format!(
+            "request for {} ended in Error",
+            query.instrument
+        ))));
+    }
+    Ok(())
+}
+
 fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// One run of the machine for `query`.
+/// One run of the machine for `query`, up to its answer or to Waiting for
+/// Data.
 async fn serve<T: BarStore, C: BarCache>(
     state: &mut DatastoreState<T, C>,
     query: &BarQuery,
-) -> Result<BarAnswer, DataError> {
+) -> Served2 {
+    match serve_inner(state, query).await {
+        Ok(served) => served,
+        Err(err) => Served2::Answer(Err(err)),
+    }
+}
+
+async fn serve_inner<T: BarStore, C: BarCache>(
+    state: &mut DatastoreState<T, C>,
+    query: &BarQuery,
+) -> Result<Served2, DataError> {
     let fsm = &mut state.fsm;
     let step = |fsm: &mut Fsm<Machine>, e: Event| {
         fsm.fire(e)
@@ -223,112 +332,157 @@ async fn serve<T: BarStore, C: BarCache>(
         Ok(found) => found,
         Err(err) => {
             step(fsm, Event::DbQueryFailure)?;
-            return Err(err);
+            return Ok(Served2::Answer(Err(err)));
         }
     };
-    let known = if bars.is_empty() && !state.args.ingested.contains(&query.instrument) {
+    let fetcher = state.args.fetcher.clone();
+    let i = &query.instrument;
+    let held = !bars.is_empty()
+        || state.args.ingested.contains(i)
+        || fetcher.as_ref().is_some_and(|f| f.fetched(i));
+    let known = if held {
+        Ok(true)
+    } else {
         state
             .args
             .store
-            .holds(&query.instrument)
+            .holds(i)
             .await
             .map_err(|e| DataError::Unavailable(e.to_string()))
-    } else {
-        Ok(true)
     };
     let known = match known {
         Ok(k) => k,
         Err(err) => {
             step(fsm, Event::DbQueryFailure)?;
-            return Err(err);
+            return Ok(Served2::Answer(Err(err)));
         }
     };
-    let answer = if known {
+    // Not held, but being fetched by another request, or not to be fetched
+    // (a live stream's poll): no second fetch.
+    let pending = !known && fetcher.as_ref().is_some_and(|f| f.pending(i).is_some());
+    if known || pending || !query.fetch {
         step(fsm, Event::DbQuerySuccess)?;
         step(fsm, Event::Proceed)?; // Data Found → Returning Data
-        Ok(BarAnswer { bars, served })
-    } else {
-        step(fsm, Event::DbQueryEmpty)?;
-        step(fsm, Event::Proceed)?; // Data Not Found → Requesting Data Fetch
-        fetch_missing(state, query).await
-    };
-    if state.fsm.in_error() {
-        return answer;
-    }
-    let fsm = &mut state.fsm;
-    step(
-        fsm,
-        if answer.is_ok() {
-            Event::ReturnDataSuccess
+        let answer = if pending && query.fetch {
+            Err(DataError::Pending)
         } else {
-            Event::ReturnDataFailure
-        },
-    )?;
-    answer
+            Ok(BarAnswer { bars, served })
+        };
+        let fsm = &mut state.fsm;
+        step(
+            fsm,
+            if answer.is_ok() {
+                Event::ReturnDataSuccess
+            } else {
+                Event::ReturnDataFailure
+            },
+        )?;
+        return Ok(Served2::Answer(answer));
+    }
+    step(fsm, Event::DbQueryEmpty)?;
+    step(fsm, Event::Proceed)?; // Data Not Found → Requesting Data Fetch
+    request_fetch(state, query).await
 }
 
-/// Requesting Data Fetch → Waiting for Data → the query again.
-async fn fetch_missing<T: BarStore, C: BarCache>(
+/// Requesting Data Fetch → Waiting for Data (or Error).
+async fn request_fetch<T: BarStore, C: BarCache>(
     state: &mut DatastoreState<T, C>,
     query: &BarQuery,
-) -> Result<BarAnswer, DataError> {
+) -> Result<Served2, DataError> {
     let instrument = &query.instrument;
-    let fail = |state: &mut DatastoreState<T, C>, err: DataError| {
-        let _ = state.fsm.fire(Event::DataFetchFailed);
-        tracing::warn!(instance = %state.args.instance, %instrument, error = %err, "fetch on demand failed");
-        Err(err)
-    };
     let Some(fetcher) = state.args.fetcher.clone() else {
-        return fail(state, DataError::NotAvailable(format!("{instrument}: the platform does not hold this instrument, and fetching on demand is not available yet")));
+        let _ = state.fsm.fire(Event::DataFetchFailed);
+        return Ok(Served2::Answer(Err(DataError::NotAvailable(format!("{instrument}: the platform does not hold this instrument, and fetching on demand is not available here")))));
     };
     let wait = match fetcher.request_fetch(instrument).await {
         Ok(wait) => wait,
-        Err(err) => return fail(state, fetch_failed(instrument, err)),
+        Err(err) => {
+            let _ = state.fsm.fire(Event::DataFetchFailed);
+            tracing::warn!(instance = %state.args.instance, %instrument, error = %err, "fetch on demand not sent");
+            return Ok(Served2::Answer(Err(fetch_failed(instrument, err))));
+        }
     };
     state
         .fsm
         .fire(Event::FetchInstructionsSent)
         .map_err(|r| DataError::Internal(r.to_string()))?;
-    match tokio::time::timeout(state.args.fetch_timeout, wait).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => return fail(state, fetch_failed(instrument, err)),
-        Err(_) => {
-            return fail(
-                state,
-                DataError::Timeout(format!(
-                    "{instrument}: the platform did not hold this instrument and fetching it took longer than {} s; it may still arrive, ask again later",
-                    state.args.fetch_timeout.as_secs()
-                )),
-            );
-        }
-    }
-    match query_db(&state.args, query, true).await {
-        Ok(bars) => {
-            state
-                .fsm
-                .fire(Event::DataFetched)
-                .map_err(|r| DataError::Internal(r.to_string()))?;
-            Ok(BarAnswer {
-                bars,
-                served: Served::Fetched,
-            })
-        }
-        Err(err) => fail(state, err),
-    }
+    Ok(Served2::Waiting(wait))
 }
 
-/// What a failed fetch means for the request: the coordinator's refusal, or
-/// no coordinator, is "not available" (404); no answer in time may still
-/// bring the data (504); a coordinator that stopped before answering, or
-/// could not be reached, broke the fetch off (503, at once: ask again).
+/// Waiting for Data → the query again → Returning Data (or Error).
+async fn fetched<T: BarStore, C: BarCache>(
+    state: &mut DatastoreState<T, C>,
+    query: &BarQuery,
+    result: Result<(), FetchError>,
+) -> Result<BarAnswer, DataError> {
+    let instrument = &query.instrument;
+    let internal = |r: crate::fsm::Rejected<_, _>| DataError::Internal(r.to_string());
+    let answer = match result {
+        Ok(()) => match query_db(&state.args, query, true).await {
+            Ok(bars) => {
+                state.fsm.fire(Event::DataFetched).map_err(internal)?;
+                Ok(BarAnswer {
+                    bars,
+                    served: Served::Fetched,
+                })
+            }
+            Err(err) => {
+                let _ = state.fsm.fire(Event::DataFetchFailed);
+                return Err(err);
+            }
+        },
+        // A definite answer about the instrument (the source does not list
+        // it, a limit): the fetch ended, with nothing. No Error.
+        Err(FetchError::Refused(err)) if err.is_refusal() => {
+            state.fsm.fire(Event::DataFetched).map_err(internal)?;
+            Err(fetch_failed(instrument, FetchError::Refused(err)))
+        }
+        Err(err) => {
+            let _ = state.fsm.fire(Event::DataFetchFailed);
+            tracing::warn!(instance = %state.args.instance, %instrument, error = %err, "fetch on demand failed");
+            return Err(fetch_failed(instrument, err));
+        }
+    };
+    state
+        .fsm
+        .fire(if answer.is_ok() {
+            Event::ReturnDataSuccess
+        } else {
+            Event::ReturnDataFailure
+        })
+        .map_err(internal)?;
+    answer
+}
+
+/// What a failed fetch means for the request: the source does not list the
+/// pair, or there is no coordinator, is "not available" (404); a limit is
+/// 403, too many at once 429; no answer in time may still bring the data
+/// (504); a coordinator that stopped before answering, or could not be
+/// reached, broke the fetch off (503, at once: ask again).
 fn fetch_failed(instrument: &Instrument, err: FetchError) -> DataError {
+    use crate::coordinator::CoordinatorError;
     match &err {
+        FetchError::Refused(CoordinatorError::LimitReached { .. }) => {
+            DataError::LimitReached(format!("{instrument}: {err}"))
+        }
+        FetchError::Refused(CoordinatorError::RateLimited { retry_after_ms }) => {
+            DataError::RateLimited {
+                message: format!("{instrument}: {err}"),
+                retry_after_ms: *retry_after_ms,
+            }
+        }
+        FetchError::Busy { .. } => DataError::RateLimited {
+            message: format!("{instrument}: {err}"),
+            retry_after_ms: 1_000,
+        },
         FetchError::NoCoordinator(_) | FetchError::Refused(_) => {
             DataError::NotAvailable(format!("{instrument}: {err}"))
         }
-        FetchError::Call(CallError::Timeout { .. }) => DataError::Timeout(format!(
-            "{instrument}: {err}; the data may still arrive, ask again later"
-        )),
+        FetchError::Call(CallError::Timeout { .. }) | FetchError::TimedOut { .. } => {
+            DataError::Timeout(format!(
+                "{instrument}: {err}; the data may still arrive, ask again later"
+            ))
+        }
         FetchError::Call(_) => DataError::FetchFailed(format!("{instrument}: {err}; ask again")),
         FetchError::Store { .. } => DataError::Unavailable(format!("{instrument}: {err}")),
     }

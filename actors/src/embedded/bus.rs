@@ -350,6 +350,11 @@ impl MemoryBus {
             .copied()
     }
 
+    /// Every topic, by name.
+    pub fn topics(&self) -> Vec<String> {
+        self.lock().topics.keys().cloned().collect()
+    }
+
     /// The offset the next message of a partition gets (its high watermark).
     pub fn end_offset(&self, topic: &str, partition: i32) -> Option<i64> {
         let state = self.lock();

@@ -133,6 +133,11 @@ impl SqliteStore {
         &self.reader
     }
 
+    /// The write pool (one connection).
+    pub(crate) fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
     /// Closes both pools (waits for the connections to finish).
     pub async fn close(&self) {
         self.writer.close().await;

@@ -46,6 +46,20 @@ pub enum ProducerError {
     Machine(String),
 }
 
+impl ProducerError {
+    /// Whether the source said it does not list the instrument.
+    pub fn is_unknown_pair(&self) -> bool {
+        matches!(self, ProducerError::History { error, .. } if error.is_unknown_pair())
+    }
+
+    /// Whether the failure is the environment's (the source or the bus is
+    /// away): the producer is restarted without counting it towards the
+    /// restart-intensity limit.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, ProducerError::Machine(_))
+    }
+}
+
 /// Where fetched data is published.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Target {
@@ -60,6 +74,9 @@ pub enum Target {
 pub struct FetchReport {
     /// Bars published.
     pub bars: usize,
+    /// Of those, bars of minutes with trades (volume above 0): the minutes a
+    /// store will hold (a minute without trades is never stored).
+    pub traded_bars: usize,
     /// Time from request to acknowledged delivery.
     pub elapsed_ms: u64,
 }
@@ -129,6 +146,35 @@ pub enum ProducerMsg {
         /// Last minute of history, Unix seconds.
         to_ts: i64,
         /// The history report, or the failure.
+        reply: RpcReplyPort<Result<FetchReport, ProducerError>>,
+    },
+    /// Whether the source lists `instrument`: one history call for its last
+    /// closed minute, made outside the producer's mailbox and machine (a
+    /// question, not a fetch: an unknown pair changes nothing here). Answers
+    /// `Ok` when the source answers with data (even an empty minute), the
+    /// source's refusal (`ProducerError::History` with
+    /// `SourceError::UnknownPair`) when it does not list the pair.
+    #[rpc]
+    Probe {
+        /// The instrument.
+        instrument: Instrument,
+        /// Listed, or why not.
+        reply: RpcReplyPort<Result<(), ProducerError>>,
+    },
+    /// History fetched for a dynamic target outside the mailbox, to publish
+    /// now (`FETCH_DATA` → `DATA_READY(dynamic)` → publish): sent by the
+    /// producer to itself.
+    #[rpc]
+    PublishFetched {
+        /// The instrument.
+        instrument: Instrument,
+        /// The dynamic topic.
+        topic: String,
+        /// The bars.
+        bars: Vec<crate::domain::HistoryBar>,
+        /// When the request came, ms since the Unix epoch (for the report).
+        started_ms: u64,
+        /// The report, or the failure.
         reply: RpcReplyPort<Result<FetchReport, ProducerError>>,
     },
     /// `CREATE_DYNAMIC_TOPIC`.

@@ -18,9 +18,20 @@
 //! the machine in Error, answers the caller with the error (a typed
 //! [`ProducerError`], which crosses nodes), and then fails the
 //! actor: its supervisor restarts it under the same name with fresh state,
-//! which is the seed's `RESET`. Nothing is dropped silently: a live batch that
-//! was not acknowledged is reported, and the missed minutes are repaired from
-//! history.
+//! which is the seed's `RESET` (the source or the bus being away is a
+//! transient failure, not counted towards the restart-intensity limit).
+//! Nothing is dropped silently: a live batch that was not acknowledged is
+//! reported, and the missed minutes are repaired from history.
+//!
+//! **Dynamic instruments cannot hurt the others.** They are asked for by
+//! users (the Data Not Found path), so their history is fetched *outside*
+//! the mailbox and the machine, in a task: the machine's cycle
+//! (`FETCH_DATA` → `DATA_READY(dynamic)` → publish) starts once the bars are
+//! in hand ([`ProducerMsg::PublishFetched`]). A source that refuses or fails
+//! such a fetch is answered to the caller and changes nothing here: no
+//! Error, no restart, so the live feeds of every other instrument carry on.
+//! [`ProducerMsg::Probe`] asks the source whether it lists a pair at all,
+//! the same way, before the Coordinator creates anything.
 //!
 //! Dynamic topics: the Coordinator (on any node, by this producer's cluster
 //! name) sends [`ProducerMsg::ServeDynamic`]: the instrument is streamed live
@@ -47,11 +58,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::call::{call_result, Failed};
-use crate::domain::{Instrument, Record, Tick};
+use crate::domain::{HistoryBar, Instrument, Record, Tick};
 use crate::fsm::runtime::DEFAULT_HISTORY;
 use crate::fsm::Fsm;
 use crate::machines::producer::{Event, Producer as Machine};
 use crate::ports::{HistorySource, LiveControl, LiveSource, RecordBus};
+use crate::supervisor::Transient;
 
 /// How a producer is configured and what it talks to.
 pub struct ProducerArgs<H, L, B> {
@@ -148,9 +160,11 @@ where
         } else {
             Fsm::new(args.instance.clone())
         };
-        let bus = (args.make_bus)()?;
+        // The bus being away is an outage to wait out, not a crash loop.
+        let bus = (args.make_bus)().map_err(|e| Transient(e.to_string()))?;
         bus.ensure_topic(&args.fixed_topic, args.fixed_partitions)
-            .await?;
+            .await
+            .map_err(|e| Transient(e.to_string()))?;
         let mut targets: BTreeMap<Instrument, Target> = args
             .live_instruments
             .iter()
@@ -172,7 +186,7 @@ where
             targets,
         };
         if !state.targets.is_empty() {
-            start_live(&myself, &mut state)?;
+            start_live(&myself, &mut state).map_err(|e| Transient(e.to_string()))?;
         }
         tracing::info!(
             instance = %state.args.instance,
@@ -208,6 +222,15 @@ where
                 instrument,
                 from_ts,
                 to_ts,
+                target: Target::Dynamic(topic),
+                reply,
+            } => {
+                fetch_outside(&myself, state, instrument, topic, from_ts, to_ts, reply);
+            }
+            ProducerMsg::FetchHistory {
+                instrument,
+                from_ts,
+                to_ts,
                 target,
                 reply,
             } => {
@@ -215,16 +238,50 @@ where
                 let failed = result.as_ref().err().cloned();
                 let _ = reply.send(result);
                 if let Some(err) = failed {
-                    return Err(err.into());
+                    return Err(failure(err));
+                }
+            }
+            ProducerMsg::Probe { instrument, reply } => {
+                let history = Arc::clone(&state.args.history);
+                tokio::spawn(async move {
+                    let last = last_closed_minute();
+                    let answer = history
+                        .minute_bars(&instrument, last, last)
+                        .await
+                        .map(|_| ())
+                        .map_err(|error| ProducerError::History { instrument, error });
+                    let _ = reply.send(answer);
+                });
+            }
+            ProducerMsg::PublishFetched {
+                instrument,
+                topic,
+                bars,
+                started_ms,
+                reply,
+            } => {
+                let result = publish_history(
+                    state,
+                    &instrument,
+                    bars,
+                    &Target::Dynamic(topic),
+                    started_ms,
+                )
+                .await;
+                let failed = result.as_ref().err().cloned();
+                let _ = reply.send(result);
+                if let Some(err) = failed {
+                    return Err(failure(err));
                 }
             }
             ProducerMsg::LiveBatch { ticks, reply } => {
                 let result = publish_live(state, ticks).await;
                 let _ = reply.send(());
-                result?;
+                result.map_err(failure)?;
             }
             ProducerMsg::StartLive { instrument, target } => {
-                live_to(&myself, state, instrument, target)?;
+                live_to(&myself, state, instrument, target)
+                    .map_err(|e| failure(ProducerError::Live(e)))?;
             }
             ProducerMsg::ServeDynamic {
                 instrument,
@@ -247,15 +304,9 @@ where
                 ) {
                     let err = ProducerError::Live(err);
                     let _ = reply.send(Err(err.clone()));
-                    return Err(err.into());
+                    return Err(failure(err));
                 }
-                let target = Target::Dynamic(topic);
-                let result = history_cycle(state, &instrument, from_ts, to_ts, &target).await;
-                let failed = result.as_ref().err().cloned();
-                let _ = reply.send(result);
-                if let Some(err) = failed {
-                    return Err(err.into());
-                }
+                fetch_outside(&myself, state, instrument, topic, from_ts, to_ts, reply);
             }
             ProducerMsg::StopLive { instrument } => {
                 lock(&state.args.dynamic).remove(&instrument);
@@ -278,8 +329,9 @@ where
                     }
                     Err(err) => {
                         state.fsm.fire(Event::CreateTopicFailure)?;
-                        let _ = reply.send(Err(ProducerError::CreateTopic(err.clone())));
-                        return Err(err.into());
+                        let err = ProducerError::CreateTopic(err);
+                        let _ = reply.send(Err(err.clone()));
+                        return Err(failure(err));
                     }
                 }
             }
@@ -394,14 +446,100 @@ async fn history_cycle<H: HistorySource, L: LiveSource, B: RecordBus>(
             });
         }
     };
+    let started_ms =
+        now_ms().saturating_sub(u64::try_from(started.elapsed().as_millis()).unwrap_or(0));
+    publish_records(state, bars, target, started_ms).await
+}
+
+/// Publishes history bars already in hand: `FETCH_DATA` → `DATA_READY` →
+/// publish (the cycle of a dynamic fetch made outside the mailbox).
+async fn publish_history<H: HistorySource, L: LiveSource, B: RecordBus>(
+    state: &mut ProducerState<H, L, B>,
+    instrument: &Instrument,
+    bars: Vec<HistoryBar>,
+    target: &Target,
+    started_ms: u64,
+) -> Result<FetchReport, ProducerError> {
+    tracing::debug!(instance = %state.args.instance, %instrument, bars = bars.len(), "publishing fetched history");
+    state.fsm.fire(Event::FetchData).map_err(machine)?;
+    publish_records(state, bars, target, started_ms).await
+}
+
+/// `DATA_READY` → publish → the report.
+async fn publish_records<H: HistorySource, L: LiveSource, B: RecordBus>(
+    state: &mut ProducerState<H, L, B>,
+    bars: Vec<HistoryBar>,
+    target: &Target,
+    started_ms: u64,
+) -> Result<FetchReport, ProducerError> {
+    let traded_bars = bars.iter().filter(|b| !b.volume_base.is_zero()).count();
     let records: Vec<Record> = bars.into_iter().map(Record::Bar).collect();
     let bars = records.len();
     publish_cycle(state, records, target).await?;
     state.status.published_bars += bars as u64;
     Ok(FetchReport {
         bars,
-        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        traded_bars,
+        elapsed_ms: now_ms().saturating_sub(started_ms),
     })
+}
+
+/// Fetches the history of a dynamic instrument in a task, outside the
+/// mailbox and the machine; the bars come back as
+/// [`ProducerMsg::PublishFetched`]. A failed fetch is answered to the
+/// caller from the task and changes nothing here.
+fn fetch_outside<H: HistorySource, L: LiveSource, B>(
+    myself: &ActorRef<ProducerMsg>,
+    state: &mut ProducerState<H, L, B>,
+    instrument: Instrument,
+    topic: String,
+    from_ts: i64,
+    to_ts: i64,
+    reply: ractor::RpcReplyPort<Result<FetchReport, ProducerError>>,
+) {
+    let history = Arc::clone(&state.args.history);
+    let myself = myself.clone();
+    let instance = state.args.instance.clone();
+    let started_ms = now_ms();
+    tokio::spawn(async move {
+        match history.minute_bars(&instrument, from_ts, to_ts).await {
+            Ok(bars) => {
+                if let Err(err) = myself.cast(ProducerMsg::PublishFetched {
+                    instrument,
+                    topic,
+                    bars,
+                    started_ms,
+                    reply,
+                }) {
+                    tracing::warn!(%instance, error = %err, "fetched history, but the producer stopped");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%instance, %instrument, %error, "history of a dynamic instrument not fetched");
+                let _ = reply.send(Err(ProducerError::History { instrument, error }));
+            }
+        }
+    });
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn last_closed_minute() -> i64 {
+    let now = crate::domain::validate::now_secs();
+    now - now.rem_euclid(60) - 60
+}
+
+/// The actor's failure for `err`: [`Transient`] unless it is a bug.
+fn failure(err: ProducerError) -> ActorProcessingErr {
+    if err.is_transient() {
+        Box::new(Transient(err.to_string()))
+    } else {
+        Box::new(err)
+    }
 }
 
 async fn publish_live<H: HistorySource, L: LiveSource, B: RecordBus>(

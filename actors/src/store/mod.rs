@@ -4,6 +4,7 @@
 //! The cache is never the only copy: it is written after the store commits,
 //! and a missing or partial entry means "ask the store".
 
+pub mod dynamic;
 pub mod postgres;
 pub mod redis_cache;
 pub mod timescale;

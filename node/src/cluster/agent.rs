@@ -22,7 +22,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use candela_actors::call::{call_result, name_of, Failed};
+use candela_actors::call::{call, call_result, name_of, Failed};
 use candela_actors::coordinator::directory::{CONSUMER_AGENTS, DYNAMIC_CONSUMERS};
 use candela_actors::coordinator::{AgentError, AgentMsg};
 use candela_actors::supervisor::{ChildSpec, SupervisorError, SupervisorMsg};
@@ -54,6 +54,8 @@ pub struct AgentArgs {
     pub fixed_group: String,
     /// Longest wait for the supervisor to start a consumer.
     pub start_timeout: Duration,
+    /// The most dynamic consumers this node runs.
+    pub max_consumers: usize,
 }
 
 /// The child spec of the agent of `args.node`: named `agent/<node>`, in the
@@ -125,6 +127,11 @@ async fn announce(agent: ActorCell, node: String, group: String, running: Runnin
     }
 }
 
+/// What the cluster names of `node`'s dynamic consumers start with.
+fn consumer_prefix(node: &str) -> String {
+    format!("consumer-dynamic/{node}/")
+}
+
 /// The cluster name of dynamic consumer `n` of `node`.
 pub fn consumer_name(node: &str, n: u32) -> String {
     format!("consumer-dynamic/{node}/{n}")
@@ -179,9 +186,37 @@ impl Actor for Agent {
                 }
                 let _ = reply.send(result);
             }
+            AgentMsg::StopDynamicConsumer(name, reply) => {
+                let result = stop_consumer(state, &name).await;
+                tracing::info!(node = %state.args.node, consumer = %name, result = ?result, "stop a dynamic consumer");
+                let _ = reply.send(result);
+            }
         }
         Ok(())
     }
+}
+
+/// Stops (and forgets) this node's dynamic consumer `name`.
+async fn stop_consumer(state: &mut AgentState, name: &str) -> Result<bool, AgentError> {
+    let node = &state.args.node;
+    let mine = name
+        .strip_prefix(&consumer_prefix(node))
+        .is_some_and(|n| n.parse::<u32>().is_ok());
+    if !mine {
+        return Err(AgentError::NotMine {
+            node: node.clone(),
+            name: name.to_owned(),
+        });
+    }
+    let supervisor = state.args.supervisor.get_cell();
+    call(
+        &supervisor,
+        &name_of(&supervisor),
+        |reply| SupervisorMsg::Remove(name.to_owned(), reply),
+        state.args.start_timeout,
+    )
+    .await
+    .map_err(AgentError::Supervisor)
 }
 
 /// Adds a consumer under the first free name; answers with it.
@@ -191,6 +226,21 @@ async fn start_consumer(state: &mut AgentState) -> Result<String, AgentError> {
         return Err(AgentError::NotAConsumerNode { node: node.clone() });
     };
     let supervisor = state.args.supervisor.get_cell();
+    let running = call(
+        &supervisor,
+        &name_of(&supervisor),
+        SupervisorMsg::Status,
+        state.args.start_timeout,
+    )
+    .await
+    .map_err(AgentError::Supervisor)?
+    .len();
+    if running >= state.args.max_consumers {
+        return Err(AgentError::Full {
+            node: node.clone(),
+            max: state.args.max_consumers,
+        });
+    }
     // A restarted agent counts from 0 again: skip the names already in use.
     for _ in 0..1_000 {
         let n = state.next;

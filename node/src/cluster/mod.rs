@@ -35,6 +35,7 @@
 //! every other node on every node: names and heartbeats need a full mesh.
 
 pub mod agent;
+pub mod election;
 pub mod heartbeat;
 pub mod inspect;
 pub mod membership;

@@ -224,7 +224,18 @@ impl candela_actors::coordinator::Directory for NameDirectory {
     fn members(&self, role: &str) -> Vec<ActorCell> {
         role_members(role)
     }
+
+    fn watch(&self, actor: &ActorCell) {
+        pg::monitor_scope(ROLES_SCOPE.to_owned(), actor.clone());
+        pg::monitor_scope(NAMES_SCOPE.to_owned(), actor.clone());
+    }
 }
+
+/// Names held by one of several candidates, elected by a rule
+/// (`super::election`): when several hold one (views that disagree for a
+/// moment), the holder the rule picks — the lowest by its own name — is the
+/// answer, never an error.
+const ELECTED: &[&str] = &[candela_actors::coordinator::directory::COORDINATOR_NAME];
 
 /// Removes `actor` from `name` and `role` (stopping the actor does this too).
 pub fn unregister(actor: &ActorCell, role: &str, name: &str) {
@@ -250,6 +261,15 @@ pub fn resolve_cell(name: &str) -> Result<ActorCell, NameError> {
             name: name.to_owned(),
         }),
         1 => Ok(members.remove(0)),
+        _ if ELECTED.contains(&name) => {
+            members.sort_by_key(|m| m.get_name());
+            tracing::warn!(
+                name,
+                holders = members.len(),
+                "an elected name held twice: the rule picks the lowest"
+            );
+            Ok(members.remove(0))
+        }
         _ => {
             let holders: Vec<ActorId> = members.iter().map(ActorCell::get_id).collect();
             tracing::error!(name, holders = %list(&holders), "duplicate cluster name");

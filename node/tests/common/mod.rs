@@ -184,3 +184,10 @@ pub fn reference_trades(
         })
         .collect()
 }
+
+/// The clock, Unix seconds.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
