@@ -62,7 +62,8 @@ pub enum Role {
     Datastore,
     /// Serves the HTTP API (needs `datastore`).
     Api,
-    /// Runs the Coordinator (dynamic topics; one node in the cluster).
+    /// Runs the Coordinator (dynamic topics; on one node or several: one
+    /// active, the others standing by).
     Coordinator,
 }
 
