@@ -48,13 +48,6 @@ async fn main() {
     };
     let kafka = KafkaConfig::for_brokers(&bootstrap);
 
-    let im = Imitation::serve(
-        ImitationConfig::firehose(),
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    )
-    .await
-    .unwrap();
-    let cc = CryptoCompareConfig::for_urls(im.rest_url(), im.ws_url());
     let markets = ["Coinbase", "Kraken", "Bitstamp", "Binance"];
     let instruments: Vec<Instrument> = (0..n)
         .map(|k| {
@@ -65,6 +58,20 @@ async fn main() {
             )
         })
         .collect();
+    // The imitation lists exactly these pairs (it refuses unlisted ones, as
+    // CryptoCompare does, and Binance has no USD pairs by default).
+    let pairs: std::collections::BTreeSet<String> =
+        instruments.iter().map(|i| i.to_string()).collect();
+    let im = Imitation::serve(
+        ImitationConfig {
+            pairs: pairs.into_iter().collect(),
+            ..ImitationConfig::firehose()
+        },
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await
+    .unwrap();
+    let cc = CryptoCompareConfig::for_urls(im.rest_url(), im.ws_url());
     let topic = format!("bench-produce-{}", std::process::id());
     let make = kafka.clone();
     let (producer, _) = Actor::spawn(

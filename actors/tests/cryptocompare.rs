@@ -211,11 +211,15 @@ async fn error_bodies_are_typed() {
         )
         .await
         .unwrap_err();
+    assert!(err.is_unknown_pair(), "{err:?}");
     let CryptoCompareError::Api(api) = err else {
         panic!("{err:?}")
     };
-    assert_eq!((api.code, api.kind()), (1, ApiErrorKind::NotAvailable));
-    assert!(api.message.contains("market does not exist"), "{api:?}");
+    assert_eq!((api.code, api.kind()), (1, ApiErrorKind::UnknownPair));
+    assert_eq!(
+        api.message,
+        "Nowhere market does not exist for this coin pair (BTC-USD)"
+    );
 
     let err = client
         .bars(
@@ -265,6 +269,109 @@ async fn error_bodies_are_typed() {
     };
     assert_eq!(bars.len(), 5);
     assert!(bars.windows(2).all(|w| w[1].time - w[0].time == 2 * 86_400));
+    im.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_of_a_pair_the_source_does_not_list_is_an_unknown_pair() {
+    let im = imitation(ImitationConfig::default()).await;
+    let client = HistoryClient::new(client_config(&im, None)).unwrap();
+    let to = now_s();
+    for (n, (instrument, interval)) in [
+        (Instrument::new("Coinbase", "FOO", "BAR"), Interval::Minute),
+        (Instrument::new("Kraken", "DOGE", "EUR"), Interval::Hour),
+        (Instrument::new("Binance", "SOL", "USD"), Interval::Day),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert!(!im.lists(&instrument));
+        let err = client
+            .bars(interval, &instrument, to - 3 * 86_400, to)
+            .await
+            .unwrap_err();
+        assert!(err.is_unknown_pair(), "{instrument}: {err:?}");
+        assert!(!err.is_transient(), "asking again will not help");
+        assert_eq!(err.api_kind(), Some(ApiErrorKind::UnknownPair));
+        let CryptoCompareError::Api(api) = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            (api.code, api.message.as_str(), api.param.as_deref()),
+            (
+                1,
+                format!(
+                    "{} market does not exist for this coin pair ({}-{})",
+                    instrument.market, instrument.base, instrument.quote
+                )
+                .as_str(),
+                None
+            )
+        );
+        // Refused at once: one request, not retried.
+        let m = client.metrics();
+        assert_eq!((m.requests, m.errors), (n as u64 + 1, n as u64 + 1));
+    }
+    assert_eq!(im.counters().rest_unknown_pairs, 3);
+    // A listed pair of the same markets answers bars.
+    for listed in [
+        Instrument::new("Kraken", "ETH", "EUR"),
+        Instrument::new("Binance", "SOL", "USDT"),
+    ] {
+        assert!(im.lists(&listed));
+        let bars = client
+            .bars(Interval::Minute, &listed, to - 600, to)
+            .await
+            .unwrap();
+        assert!(bars.len() >= 9, "{listed}: {}", bars.len());
+    }
+    im.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_source_delays_history_and_a_short_timeout_gives_up() {
+    let im = imitation(ImitationConfig::default()).await;
+    let client = HistoryClient::new(client_config(&im, None)).unwrap();
+    let to = (now_s() / 60 - 2) * 60;
+    let timed = || async {
+        let started = std::time::Instant::now();
+        let bars = client
+            .bars(Interval::Minute, &btc(), to - 600, to)
+            .await
+            .unwrap();
+        assert_eq!(bars.len(), 11);
+        started.elapsed()
+    };
+    let fast = timed().await;
+    assert!(fast < std::time::Duration::from_millis(400), "{fast:?}");
+
+    im.set_rest_delay(std::time::Duration::from_millis(600));
+    let slow = timed().await;
+    assert!(slow >= std::time::Duration::from_millis(600), "{slow:?}");
+    assert_eq!(im.counters().rest_delayed, 1);
+
+    // A client that waits less than the source takes gives up, and the
+    // failure is one to retry later (unlike an unknown pair).
+    let impatient = HistoryClient::new(candela_actors::cryptocompare::CryptoCompareConfig {
+        request_timeout_ms: 200,
+        ..client_config(&im, None)
+    })
+    .unwrap();
+    let err = impatient
+        .bars(Interval::Minute, &btc(), to - 600, to)
+        .await
+        .unwrap_err();
+    assert!(err.is_transient() && !err.is_unknown_pair(), "{err:?}");
+
+    // Switched off over HTTP, as from another process.
+    let r = reqwest::Client::new()
+        .post(format!("{}/_imitation/rest_delay?ms=0", im.rest_url()))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let fast = timed().await;
+    assert!(fast < std::time::Duration::from_millis(400), "{fast:?}");
     im.shutdown().await;
 }
 
@@ -449,12 +556,17 @@ async fn subscriptions_change_live_and_bad_channels_and_socket_refusals_are_surv
     .await;
     assert_eq!(live.metrics().too_many, 1);
 
-    live.subscribe(Instrument::new("Nowhere", "BTC", "USD"));
+    let nowhere = Instrument::new("Nowhere", "BTC", "USD");
+    let unlisted = Instrument::new("Coinbase", "FOO", "BAR");
+    live.subscribe(nowhere.clone());
+    live.subscribe(unlisted.clone());
     live.subscribe(eth.clone());
-    eventually("eth ticks and an INVALID_SUB", 10, || {
-        ticks.count(&eth) >= 20 && live.metrics().server_errors >= 1
+    eventually("eth ticks and two INVALID_SUBs", 10, || {
+        ticks.count(&eth) >= 20 && live.metrics().server_errors >= 2
     })
     .await;
+    assert_eq!(im.counters().subscriptions_refused, 2);
+    assert_eq!((ticks.count(&nowhere), ticks.count(&unlisted)), (0, 0));
 
     live.unsubscribe(btc());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -475,6 +587,46 @@ async fn subscriptions_change_live_and_bad_channels_and_socket_refusals_are_surv
     });
     assert_eq!(by_instrument.len(), 2, "{by_instrument:?}");
     assert_exact(&im.model(), &[btc(), eth], &all);
+    im.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_subscription_to_an_unlisted_pair_is_an_invalid_sub_and_yields_no_trades() {
+    let im = imitation(ImitationConfig {
+        trades_per_sec: 20.0,
+        ..ImitationConfig::default()
+    })
+    .await;
+    let unlisted = Instrument::new("Coinbase", "FOO", "BAR");
+    let (live, rx) =
+        LiveClient::spawn(client_config(&im, None), [btc(), unlisted.clone()]).unwrap();
+    let ticks = Collector::start(rx);
+    eventually("btc ticks and the INVALID_SUB notice", 10, || {
+        ticks.count(&btc()) >= 40 && live.metrics().server_errors >= 1
+    })
+    .await;
+    let m = live.metrics();
+    assert_eq!(m.server_errors, 1, "one 500 INVALID_SUB notice: {m:?}");
+    assert_eq!((m.unauthorized, m.too_many), (0, 0));
+    let c = im.counters();
+    assert_eq!((c.subscriptions, c.subscriptions_refused), (1, 1));
+
+    // Resubscribed after a reconnect, refused again; still no trades.
+    im.drop_connections();
+    eventually("a reconnect and a second notice", 10, || {
+        let m = live.metrics();
+        m.connects >= 2 && m.server_errors >= 2
+    })
+    .await;
+    assert_eq!(
+        live.metrics().unsubscribed,
+        0,
+        "no trade of the unlisted pair"
+    );
+    live.shutdown().await;
+    let all = ticks.finish().await;
+    assert!(all.iter().all(|t| t.instrument == btc()), "only btc trades");
+    assert_exact(&im.model(), &[btc()], &all);
     im.shutdown().await;
 }
 

@@ -62,7 +62,8 @@ pub enum Role {
     Datastore,
     /// Serves the HTTP API (needs `datastore`).
     Api,
-    /// Runs the Coordinator (dynamic topics; one node in the cluster).
+    /// Runs the Coordinator (dynamic topics; on one node or several: one
+    /// active, the others standing by).
     Coordinator,
 }
 
@@ -360,7 +361,14 @@ pub struct SourceConfig {
     pub api_key_env: String,
     /// The client's settings (addresses, time-outs, back-offs).
     pub cryptocompare: CryptoCompareConfig,
-    /// The imitation's settings, when `kind = "imitation"`.
+    /// The imitation's settings, when `kind = "imitation"` (`[source.imitation]`,
+    /// unknown keys refused): `seed`, `trades_per_sec`, … and `pairs`, the
+    /// `MARKET:BASE-QUOTE` pairs it lists (default:
+    /// [`candela_actors::imitation::DEFAULT_PAIRS`]). Like CryptoCompare it
+    /// refuses every other pair: history answers "<market> market does not
+    /// exist for this coin pair (BASE-QUOTE)", a live subscription a `500`
+    /// `INVALID_SUB`. Every `ingest.instruments` entry must be listed.
+    /// `rest_delay_ms` delays every history answer (a slow source).
     pub imitation: ImitationConfig,
     /// Where the in-process imitation listens (`127.0.0.1:0`: any free port).
     pub imitation_listen: SocketAddr,
@@ -927,6 +935,20 @@ impl Config {
                 .validate()
                 .map_err(|e| bad("source.cryptocompare", e.to_string()))?;
         }
+        if self.source.kind == SourceKind::Imitation {
+            let imitation = &self.source.imitation;
+            imitation
+                .validate()
+                .map_err(|e| bad("source.imitation", e.to_string()))?;
+            for (i, instrument) in self.instruments().iter().enumerate() {
+                if !imitation.lists(instrument).unwrap_or(false) {
+                    return Err(bad(
+                        &format!("ingest.instruments[{i}]"),
+                        format!("the imitation does not list `{instrument}` (it would refuse its history and live trades, as CryptoCompare refuses a pair it does not list): add it to source.imitation.pairs"),
+                    ));
+                }
+            }
+        }
         self.dynamic.validate()?;
         self.cluster.validate(&self.node.name)?;
         Ok(())
@@ -988,6 +1010,67 @@ mod tests {
                 addr: "127.0.0.1:4371".into()
             }
         );
+    }
+
+    #[test]
+    fn the_imitation_lists_pairs_and_ingest_uses_listed_ones_only() {
+        let config = Config::parse("", env(&[])).unwrap();
+        assert_eq!(
+            config.source.imitation.pairs.len(),
+            candela_actors::imitation::DEFAULT_PAIRS.len()
+        );
+        for i in config.instruments() {
+            assert!(config.source.imitation.lists(&i).unwrap(), "{i}");
+        }
+        let text = "[source.imitation]\npairs = [\"Coinbase:BTC-USD\", \"Kraken:SOL-EUR\"]\nrest_delay_ms = 250\n[ingest]\ninstruments = [\"Kraken:SOL-EUR\"]\n";
+        let config = Config::parse(text, env(&[])).unwrap();
+        assert_eq!(
+            config.source.imitation.pairs,
+            ["Coinbase:BTC-USD", "Kraken:SOL-EUR"]
+        );
+        assert_eq!(config.source.imitation.rest_delay_ms, 250);
+        let config = Config::parse(
+            "",
+            env(&[
+                ("CANDELA__SOURCE__IMITATION__PAIRS", "[\"Gemini:BTC-USD\"]"),
+                ("CANDELA__INGEST__INSTRUMENTS", "[\"Gemini:BTC-USD\"]"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.source.imitation.pairs, ["Gemini:BTC-USD"]);
+
+        // An instrument the imitation does not list is refused, naming it.
+        let err = Config::parse(
+            "",
+            env(&[("CANDELA__INGEST__INSTRUMENTS", "[\"Coinbase:FOO-BAR\"]")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("ingest.instruments[0]") && err.contains("source.imitation.pairs"),
+            "{err}"
+        );
+        // ... but not when the source is CryptoCompare itself.
+        Config::parse(
+            "",
+            env(&[
+                ("CANDELA__INGEST__INSTRUMENTS", "[\"Coinbase:FOO-BAR\"]"),
+                ("CANDELA__SOURCE__KIND", "cryptocompare"),
+            ]),
+        )
+        .unwrap();
+        // A malformed pair, and an unknown key, are refused.
+        let err = Config::parse("[source.imitation]\npairs = [\"BTCUSD\"]\n", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("source.imitation") && err.contains("pairs[0]"),
+            "{err}"
+        );
+        let err = Config::parse("[source.imitation]\nmarkets = [\"Coinbase\"]\n", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("markets"), "{err}");
     }
 
     #[test]

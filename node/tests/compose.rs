@@ -4,9 +4,13 @@
 //! environment is fed through `Config::parse` on the shipped `cluster.toml`,
 //! exactly as the node does at start-up. A variable that names no field, a
 //! bad value, a peer that names no service, or a command the image cannot
-//! run fails here instead of in a deployment.
+//! run fails here instead of in a deployment. The compose tool itself
+//! (`docker compose`, or Debian's `docker-compose`, installed by
+//! `scripts/services`) must accept the file too, and render each node's
+//! environment as this test reads it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
 
 use candela_node::config::{Config, Role};
 use serde_yaml::Value;
@@ -112,6 +116,7 @@ fn every_compose_node_passes_the_configuration_loader() {
     let mut names = BTreeSet::new();
     let mut producers = 0;
     let mut consumers = 0;
+    let mut coordinators = BTreeSet::new();
     let mut listen_ports = BTreeMap::new();
     let mut peers_of = BTreeMap::new();
     for (service, vars, spec) in &nodes {
@@ -140,6 +145,9 @@ fn every_compose_node_passes_the_configuration_loader() {
         assert!(names.insert(config.node.name.clone()));
         producers += usize::from(config.has(Role::Producer));
         consumers += usize::from(config.has(Role::Consumer));
+        if config.has(Role::Coordinator) {
+            coordinators.insert(service.clone());
+        }
         // Every service it talks to exists in the file.
         for broker in &config.kafka.brokers {
             let host = broker.split(':').next().unwrap();
@@ -183,6 +191,10 @@ fn every_compose_node_passes_the_configuration_loader() {
     }
     assert_eq!(producers, 1, "one source: exactly one producer node");
     assert!(consumers >= 2, "consumers share a group");
+    assert!(
+        coordinators.len() >= 2,
+        "the coordinator role on at least two nodes (one active, the others standing by): {coordinators:?}"
+    );
     // A full mesh: each node lists every other, at its cluster port.
     for (service, peers) in &peers_of {
         let listed: BTreeSet<&str> = peers.iter().map(|p| p.name.as_str()).collect();
@@ -225,4 +237,114 @@ fn compose_refuses_to_start_without_the_secrets() {
             .any(|v| interpolate(&scalar(v), &env).is_err_and(|e| e.starts_with(missing)));
         assert!(failed, "compose must refuse to start without {missing}");
     }
+}
+
+/// The compose tool: the `docker compose` plugin, or Debian's
+/// `docker-compose`, whichever answers.
+fn compose_tool() -> Option<Vec<&'static str>> {
+    let answers = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if answers("docker", &["compose", "version"]) {
+        Some(vec!["docker", "compose"])
+    } else if answers("docker-compose", &["version"]) {
+        Some(vec!["docker-compose"])
+    } else {
+        None
+    }
+}
+
+/// Every variable the compose file reads from the deployer's environment.
+fn variables_of_the_file() -> BTreeSet<String> {
+    let mut vars = BTreeSet::new();
+    let mut rest = COMPOSE;
+    while let Some(start) = rest.find("${") {
+        let end = rest[start..].find('}').expect("closed `${`");
+        let expr = &rest[start + 2..start + end];
+        let name = expr.split([':', '-', '?']).next().unwrap_or(expr);
+        vars.insert(name.to_owned());
+        rest = &rest[start + end + 1..];
+    }
+    vars
+}
+
+/// `<tool> -f compose/docker-compose.yml config` with exactly `env` of the
+/// file's variables set: (success, stdout, stderr).
+fn compose_config(tool: &[&str], env: &BTreeMap<&str, &str>) -> (bool, String, String) {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../compose/docker-compose.yml");
+    let mut command = Command::new(tool[0]);
+    command.args(&tool[1..]).args(["-f", file, "config"]);
+    for var in variables_of_the_file() {
+        command.env_remove(var);
+    }
+    command.envs(env.iter());
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("running {tool:?}: {e}"));
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_compose_tool_accepts_the_file_and_reads_it_as_this_test_does() {
+    let Some(tool) = compose_tool() else {
+        panic!(
+            "neither `docker compose` nor `docker-compose` is installed, so compose/docker-compose.yml \
+             cannot be validated: run `bash scripts/services` (it installs Debian's docker-compose)"
+        );
+    };
+    let env = deployer_env();
+    let (ok, stdout, stderr) = compose_config(&tool, &env);
+    assert!(
+        ok,
+        "`{} -f compose/docker-compose.yml config` refused the file:\n{stderr}",
+        tool.join(" ")
+    );
+    // The tool's rendering: every candela node with the environment this
+    // test fed through the configuration loader.
+    let rendered: Value = serde_yaml::from_str(&stdout).expect("the tool prints YAML");
+    let services = rendered["services"].as_mapping().expect("services");
+    let mut coordinators = BTreeSet::new();
+    for (service, vars, _) in &nodes(&env) {
+        let theirs: BTreeMap<String, String> = services
+            .get(Value::String(service.clone()))
+            .unwrap_or_else(|| panic!("the tool lists no service {service}"))["environment"]
+            .as_mapping()
+            .unwrap_or_else(|| panic!("{service}: environment"))
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::Null => String::new(),
+                    v => scalar(v),
+                };
+                (scalar(k), v)
+            })
+            .collect();
+        let expected: BTreeMap<String, String> = vars.iter().cloned().collect();
+        assert_eq!(theirs, expected, "{service}: the tool's environment");
+        let config = Config::parse(CLUSTER_TOML, vars.iter().cloned())
+            .unwrap_or_else(|e| panic!("{service}: {e}"));
+        if config.has(Role::Coordinator) {
+            coordinators.insert(service.clone());
+        }
+    }
+    assert!(
+        coordinators.len() >= 2,
+        "the tool sees the coordinator role on at least two nodes: {coordinators:?}"
+    );
+    // And, like the interpolation above, it refuses to go on without a secret.
+    let mut without = env.clone();
+    without.remove("CANDELA_ADMIN_TOKEN");
+    let (ok, _, stderr) = compose_config(&tool, &without);
+    assert!(
+        !ok,
+        "the tool accepted the file without CANDELA_ADMIN_TOKEN"
+    );
+    assert!(stderr.contains("CANDELA_ADMIN_TOKEN"), "{stderr}");
 }

@@ -30,7 +30,16 @@ pub enum ApiErrorKind {
     InvalidParameter,
     /// The API key is missing or refused.
     Unauthorized,
-    /// `Type` 1: the market does not list the pair, and other refusals.
+    /// The source does not know this pair: the market does not list it, or
+    /// there is no such market. CryptoCompare answers `<market> market does
+    /// not exist for this coin pair (BASE-QUOTE)` (`Type` 1 from the history
+    /// endpoints; `Type` 2 in some multi-pair answers), e.g.
+    /// `Kraken market does not exist for this coin pair (FOO-EUR)` or
+    /// `CCCAGG market does not exist for this coin pair (FOO-USD)`. Asking
+    /// again will not help; see [`ApiError::is_unknown_pair`] and
+    /// [`CryptoCompareError::is_unknown_pair`].
+    UnknownPair,
+    /// `Type` 1: other refusals.
     NotAvailable,
     /// Any other `Type`.
     Other,
@@ -48,12 +57,17 @@ pub struct ApiError {
     pub param: Option<String>,
 }
 
+/// What CryptoCompare's message says when the market does not list the
+/// pair (matched without regard to case).
+pub const UNKNOWN_PAIR_MESSAGE: &str = "market does not exist for this coin pair";
+
 impl ApiError {
     /// The kind of error, from its `Type` and message.
     pub fn kind(&self) -> ApiErrorKind {
         let lower = self.message.to_ascii_lowercase();
         match self.code {
             99 => ApiErrorKind::RateLimited,
+            _ if lower.contains(UNKNOWN_PAIR_MESSAGE) => ApiErrorKind::UnknownPair,
             _ if lower.contains("api key") || lower.contains("auth key") => {
                 ApiErrorKind::Unauthorized
             }
@@ -61,6 +75,12 @@ impl ApiError {
             1 => ApiErrorKind::NotAvailable,
             _ => ApiErrorKind::Other,
         }
+    }
+
+    /// Whether the source does not know the pair
+    /// ([`ApiErrorKind::UnknownPair`]).
+    pub fn is_unknown_pair(&self) -> bool {
+        self.kind() == ApiErrorKind::UnknownPair
     }
 }
 
@@ -120,6 +140,22 @@ pub enum CryptoCompareError {
 }
 
 impl CryptoCompareError {
+    /// The kind of the server's error body, when the error is one
+    /// ([`CryptoCompareError::Api`]).
+    pub fn api_kind(&self) -> Option<ApiErrorKind> {
+        match self {
+            Self::Api(e) => Some(e.kind()),
+            _ => None,
+        }
+    }
+
+    /// Whether the source answered that it does not know the pair (the
+    /// market does not list it, or does not exist): a request for it will
+    /// never succeed, unlike a rate limit or a transport failure.
+    pub fn is_unknown_pair(&self) -> bool {
+        self.api_kind() == Some(ApiErrorKind::UnknownPair)
+    }
+
     /// Whether a later attempt may succeed without any change (transport
     /// failures and rate limits), as opposed to errors in the request.
     pub fn is_transient(&self) -> bool {

@@ -210,7 +210,7 @@ fn histo_error_bodies_are_typed() {
         (
             fixture!("histo_error_market.json"),
             1,
-            ApiErrorKind::NotAvailable,
+            ApiErrorKind::UnknownPair,
             None,
         ),
         (
@@ -228,6 +228,46 @@ fn histo_error_bodies_are_typed() {
         assert_eq!(e.param.as_deref(), param);
         assert!(!e.message.is_empty());
     }
+}
+
+#[test]
+fn an_unlisted_pair_is_an_unknown_pair_whatever_the_market_or_type() {
+    for (body, code) in [
+        (
+            r#"{"Response":"Error","Message":"Binance market does not exist for this coin pair (ETH-USD)","HasWarning":false,"Type":1,"RateLimit":{},"Data":{},"Cooldown":0}"#,
+            1,
+        ),
+        (
+            r#"{"Response":"Error","Message":"CCCAGG market does not exist for this coin pair (PRICKS-SOL)","HasWarning":false,"Type":1,"RateLimit":{},"Data":{}}"#,
+            1,
+        ),
+        (
+            r#"{"Response":"Error","Message":"cccagg_or_exchange market does not exist for this coin pair (EZETH-USD)","HasWarning":false,"Type":2,"RateLimit":{},"Data":{},"Cooldown":0}"#,
+            2,
+        ),
+    ] {
+        let HistoAnswer::Error(e) = parse_histo_body(body).unwrap() else {
+            panic!("{body}")
+        };
+        assert_eq!(
+            (e.code, e.kind()),
+            (code, ApiErrorKind::UnknownPair),
+            "{body}"
+        );
+        assert!(e.is_unknown_pair());
+        let err = crate::cryptocompare::CryptoCompareError::Api(e);
+        assert!(err.is_unknown_pair() && !err.is_transient(), "{err}");
+        assert_eq!(err.api_kind(), Some(ApiErrorKind::UnknownPair));
+    }
+    // Another `Type` 1 refusal is not an unknown pair.
+    let other = ApiError {
+        code: 1,
+        message: "There is no data for the symbol FOO.".into(),
+        param: None,
+    };
+    assert_eq!(other.kind(), ApiErrorKind::NotAvailable);
+    assert!(!crate::cryptocompare::CryptoCompareError::Api(other).is_unknown_pair());
+    assert!(!crate::cryptocompare::CryptoCompareError::Closed.is_unknown_pair());
 }
 
 #[test]

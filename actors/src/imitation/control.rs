@@ -8,6 +8,7 @@
 //! | `POST /_imitation/silence` | open connections send nothing any more (stale) |
 //! | `POST /_imitation/heartbeats?on=false` | stop (`true`: resume) heartbeats |
 //! | `POST /_imitation/rate_limit?n=3&style=body` | rate-limit the next n REST requests (`style=http`: HTTP 429) |
+//! | `POST /_imitation/rest_delay?ms=500` | delay every REST answer by 500 ms from now on (`ms=0`: no delay) |
 //! | `POST /_imitation/malformed?n=5` | each open connection sends n bad frames (malformed, unknown type, price 0, foreign instrument) |
 //! | `POST /_imitation/late?n=10` | each open connection sends its next n trades late, shuffled |
 //! | `POST /_imitation/replay?n=20` | each open connection resends its last n trades per channel |
@@ -35,6 +36,7 @@ pub(crate) fn routes() -> Route {
         .at("/silence", post(silence_handler))
         .at("/heartbeats", post(heartbeats_handler))
         .at("/rate_limit", post(rate_limit_handler))
+        .at("/rest_delay", post(rest_delay_handler))
         .at("/malformed", post(malformed_handler))
         .at("/late", post(late_handler))
         .at("/replay", post(replay_handler))
@@ -62,6 +64,10 @@ pub(crate) fn rate_limit_next(state: &State, n: u64, style: RateLimitStyle) {
     state.faults.rate_limited.store(n, Ordering::Relaxed);
 }
 
+pub(crate) fn set_rest_delay(state: &State, ms: u64) {
+    state.faults.rest_delay_ms.store(ms, Ordering::Relaxed);
+}
+
 fn ok() -> Response {
     Response::builder().status(StatusCode::OK).body("ok\n")
 }
@@ -76,6 +82,11 @@ struct RateLimit {
     n: u64,
     #[serde(default)]
     style: RateLimitStyle,
+}
+
+#[derive(Deserialize)]
+struct Millis {
+    ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -107,6 +118,12 @@ fn heartbeats_handler(Query(q): Query<OnOff>, Data(state): Data<&Arc<State>>) ->
 #[handler]
 fn rate_limit_handler(Query(q): Query<RateLimit>, Data(state): Data<&Arc<State>>) -> Response {
     rate_limit_next(state, q.n, q.style);
+    ok()
+}
+
+#[handler]
+fn rest_delay_handler(Query(q): Query<Millis>, Data(state): Data<&Arc<State>>) -> Response {
+    set_rest_delay(state, q.ms);
     ok()
 }
 

@@ -60,6 +60,8 @@ pub(crate) struct Faults {
     /// REST requests still to answer with a rate-limit error.
     pub rate_limited: AtomicU64,
     pub rate_limit_style: Mutex<RateLimitStyle>,
+    /// Every REST answer waits this many milliseconds first (0: none).
+    pub rest_delay_ms: AtomicU64,
     /// WebSocket connections still to refuse with `429`.
     pub refuse_sockets: AtomicU64,
     pub malformed: Order,
@@ -99,6 +101,9 @@ pub struct ImitationCounters {
     pub connections_dropped: u64,
     /// Trade subscriptions accepted.
     pub subscriptions: u64,
+    /// `SubAdd` channels refused with `500` `INVALID_SUB` (a pair the
+    /// market does not list, or not a trade channel).
+    pub subscriptions_refused: u64,
     /// WebSocket frames sent.
     pub frames_sent: u64,
     /// Trade frames sent (replays included).
@@ -115,8 +120,13 @@ pub struct ImitationCounters {
     pub rest_requests: u64,
     /// REST requests answered with a rate-limit error.
     pub rest_rate_limited: u64,
-    /// REST requests answered with another error body.
+    /// REST requests answered with another error body (unknown pairs
+    /// included).
     pub rest_errors: u64,
+    /// REST requests for a pair the market does not list.
+    pub rest_unknown_pairs: u64,
+    /// REST answers delayed by the delay switch.
+    pub rest_delayed: u64,
 }
 
 /// The live counters behind [`ImitationCounters`].
@@ -127,6 +137,7 @@ pub(crate) struct Counters {
     pub connections_refused: AtomicU64,
     pub connections_dropped: AtomicU64,
     pub subscriptions: AtomicU64,
+    pub subscriptions_refused: AtomicU64,
     pub frames_sent: AtomicU64,
     pub trades_sent: AtomicU64,
     pub trades_replayed: AtomicU64,
@@ -136,6 +147,8 @@ pub(crate) struct Counters {
     pub rest_requests: AtomicU64,
     pub rest_rate_limited: AtomicU64,
     pub rest_errors: AtomicU64,
+    pub rest_unknown_pairs: AtomicU64,
+    pub rest_delayed: AtomicU64,
 }
 
 pub(crate) fn add(counter: &AtomicU64, n: u64) {
@@ -153,6 +166,7 @@ impl Counters {
             connections_refused: g(&self.connections_refused),
             connections_dropped: g(&self.connections_dropped),
             subscriptions: g(&self.subscriptions),
+            subscriptions_refused: g(&self.subscriptions_refused),
             frames_sent: g(&self.frames_sent),
             trades_sent: g(&self.trades_sent),
             trades_replayed: g(&self.trades_replayed),
@@ -162,6 +176,8 @@ impl Counters {
             rest_requests: g(&self.rest_requests),
             rest_rate_limited: g(&self.rest_rate_limited),
             rest_errors: g(&self.rest_errors),
+            rest_unknown_pairs: g(&self.rest_unknown_pairs),
+            rest_delayed: g(&self.rest_delayed),
         }
     }
 }

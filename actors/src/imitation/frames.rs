@@ -7,6 +7,7 @@
 
 use std::fmt::Write;
 
+use serde::Serialize;
 use serde_json::json;
 
 use super::model::Trade;
@@ -94,13 +95,43 @@ pub fn heartbeat(now_ms: i64) -> String {
     format!(r#"{{"TYPE":"999","MESSAGE":"HEARTBEAT","TIMEMS":{now_ms}}}"#)
 }
 
-/// A `401`, `429` or `500` notice.
+/// A notice's fields in CryptoCompare's order.
+#[derive(Serialize)]
+#[allow(non_snake_case)]
+struct NoticeFrame<'a> {
+    TYPE: String,
+    MESSAGE: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    PARAMETER: Option<&'a str>,
+    INFO: &'a str,
+}
+
+/// A `401`, `429` or `500` notice:
+/// `{"TYPE":"500","MESSAGE":"INVALID_SUB","PARAMETER":"0~Nope~BTC~USD","INFO":"..."}`.
 pub fn notice(code: u16, message: &str, parameter: Option<&str>, info: &str) -> String {
-    let mut v = json!({"TYPE": code.to_string(), "MESSAGE": message, "INFO": info});
-    if let Some(p) = parameter {
-        v["PARAMETER"] = json!(p);
-    }
-    v.to_string()
+    let frame = NoticeFrame {
+        TYPE: code.to_string(),
+        MESSAGE: message,
+        PARAMETER: parameter,
+        INFO: info,
+    };
+    serde_json::to_string(&frame).unwrap_or_default()
+}
+
+/// The `INFO` of the `500` `INVALID_SUB` notice for a trade channel whose
+/// pair the market does not list. CryptoCompare's wording for an unmapped
+/// aggregate channel is "We have not integrated any of the exchanges FOO
+/// trades on or we have not currently mapped it."; this is the imitation's
+/// own wording for a trade channel, in the same style.
+pub fn unlisted_sub_info(market: &str, base: &str, quote: &str) -> String {
+    format!("We have not integrated {base}-{quote} trades on {market} or we have not currently mapped it.")
+}
+
+/// CryptoCompare's message for a history request of a pair the market does
+/// not list (or of a market that does not exist): the market as the request
+/// spells it.
+pub fn unknown_pair_message(market: &str, base: &str, quote: &str) -> String {
+    format!("{market} market does not exist for this coin pair ({base}-{quote})")
 }
 
 /// The `n`-th kind of bad frame, in turn: invalid JSON, an unknown `TYPE`, a
@@ -163,24 +194,46 @@ pub fn histo_success(bars: &[HistoBar], aggregated: bool) -> String {
     s
 }
 
-/// An error body (`"Response":"Error"`), sent with HTTP 200 (or 429).
+/// An error body's fields in CryptoCompare's order.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ErrorBody<'a> {
+    response: &'static str,
+    message: &'a str,
+    has_warning: bool,
+    #[serde(rename = "Type")]
+    type_code: i64,
+    rate_limit: serde_json::Value,
+    data: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    param_with_error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cooldown: Option<u64>,
+}
+
+/// An error body (`"Response":"Error"`), sent with HTTP 200 (or 429), its
+/// fields in CryptoCompare's order, e.g.
+/// `{"Response":"Error","Message":"…","HasWarning":false,"Type":1,"RateLimit":{},"Data":{},"Cooldown":0}`.
 pub fn histo_error(type_code: i64, message: &str, param: Option<&str>) -> String {
-    let mut v = json!({
-        "Response": "Error", "Message": message, "HasWarning": false, "Type": type_code,
-        "RateLimit": {}, "Data": {}
-    });
-    if type_code == 99 {
-        v["RateLimit"] = json!({
+    let rate_limit = if type_code == 99 {
+        json!({
             "calls_made": {"second": 21, "minute": 21, "hour": 955, "day": 10004, "month": 15146, "total_calls": 15152},
             "max_calls": {"second": 20, "minute": 300, "hour": 3000, "day": 10000, "month": 75000}
-        });
-    }
-    match param {
-        Some(p) => v["ParamWithError"] = json!(p),
-        None if type_code == 1 => v["Cooldown"] = json!(0),
-        None => {}
-    }
-    v.to_string()
+        })
+    } else {
+        json!({})
+    };
+    let body = ErrorBody {
+        response: "Error",
+        message,
+        has_warning: false,
+        type_code,
+        rate_limit,
+        data: json!({}),
+        param_with_error: param,
+        cooldown: (param.is_none() && type_code == 1).then_some(0),
+    };
+    serde_json::to_string(&body).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -250,5 +303,39 @@ mod tests {
             panic!()
         };
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn refusals_are_written_as_cryptocompare_writes_them() {
+        assert_eq!(
+            histo_error(1, &unknown_pair_message("Coinbase", "FOO", "BAR"), None),
+            r#"{"Response":"Error","Message":"Coinbase market does not exist for this coin pair (FOO-BAR)","HasWarning":false,"Type":1,"RateLimit":{},"Data":{},"Cooldown":0}"#
+        );
+        assert_eq!(
+            histo_error(2, "fsym param seems to be missing.", Some("fsym")),
+            r#"{"Response":"Error","Message":"fsym param seems to be missing.","HasWarning":false,"Type":2,"RateLimit":{},"Data":{},"ParamWithError":"fsym"}"#
+        );
+        let HistoAnswer::Error(e) = parse_histo_body(&histo_error(
+            1,
+            &unknown_pair_message("CCCAGG", "FOO", "USD"),
+            None,
+        ))
+        .unwrap() else {
+            panic!()
+        };
+        assert!(e.is_unknown_pair(), "{e:?}");
+        assert_eq!(
+            notice(
+                500,
+                "INVALID_SUB",
+                Some("0~Coinbase~FOO~BAR"),
+                &unlisted_sub_info("Coinbase", "FOO", "BAR")
+            ),
+            r#"{"TYPE":"500","MESSAGE":"INVALID_SUB","PARAMETER":"0~Coinbase~FOO~BAR","INFO":"We have not integrated FOO-BAR trades on Coinbase or we have not currently mapped it."}"#
+        );
+        assert_eq!(
+            notice(429, "TOO_MANY", None, "slow"),
+            r#"{"TYPE":"429","MESSAGE":"TOO_MANY","INFO":"slow"}"#
+        );
     }
 }

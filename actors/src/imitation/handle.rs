@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -39,13 +40,27 @@ impl ImitationHandle {
         format!("ws://{}/v2", self.addr)
     }
 
+    /// The instruments it lists (history and live trades exist for these
+    /// only), sorted, in their listed spelling.
+    pub fn instruments(&self) -> Vec<Instrument> {
+        self.state.listing.instruments()
+    }
+
+    /// Whether it lists `instrument` (without regard to case).
+    pub fn lists(&self, instrument: &Instrument) -> bool {
+        self.state
+            .listed(&instrument.market, &instrument.base, &instrument.quote)
+            .is_some()
+    }
+
     /// The trade generator it streams and aggregates.
     pub fn model(&self) -> TradeModel {
         self.state.model
     }
 
     /// The bars its history endpoints would serve for `[from_ts, to_ts]`
-    /// now.
+    /// now, if it lists `instrument` (it computes them for any instrument;
+    /// the endpoints refuse one it does not list).
     pub fn bars(
         &self,
         interval: Interval,
@@ -90,6 +105,18 @@ impl ImitationHandle {
     /// Answers the next `n` REST requests with a rate-limit error.
     pub fn rate_limit_next(&self, n: u64, style: RateLimitStyle) {
         control::rate_limit_next(&self.state, n, style);
+    }
+
+    /// Delays every REST answer by `delay` from now on (zero: none), to make
+    /// the source slow; milliseconds count.
+    pub fn set_rest_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        control::set_rest_delay(&self.state, ms);
+    }
+
+    /// The current REST delay.
+    pub fn rest_delay(&self) -> Duration {
+        Duration::from_millis(self.state.faults.rest_delay_ms.load(Ordering::Relaxed))
     }
 
     /// Makes every open connection send `n` bad frames, the kinds in turn:

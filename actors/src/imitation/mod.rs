@@ -9,6 +9,15 @@
 //! bars it serves agree exactly with the trades it streams, and a test can
 //! recompute both.
 //!
+//! Like CryptoCompare, it knows only the pairs it lists
+//! ([`ImitationConfig::pairs`], by default [`DEFAULT_PAIRS`]): a history
+//! request for any other pair answers HTTP 200 with
+//! `{"Response":"Error","Message":"<market> market does not exist for this
+//! coin pair (BASE-QUOTE)","HasWarning":false,"Type":1,"RateLimit":{},"Data":{},"Cooldown":0}`,
+//! and a `SubAdd` of its trade channel a
+//! `{"TYPE":"500","MESSAGE":"INVALID_SUB","PARAMETER":"0~<market>~BASE~QUOTE","INFO":"…"}`
+//! notice, and nothing is streamed for it.
+//!
 //! Faults are switched on through [`ImitationHandle`] in-process, or over
 //! HTTP (`/_imitation/...`, see [`control`]) from another process.
 //!
@@ -28,8 +37,11 @@ pub mod control;
 mod faults;
 pub mod frames;
 mod handle;
+mod listing;
 pub mod model;
 mod rest;
+#[cfg(test)]
+mod tests;
 mod ws;
 
 use std::collections::HashMap;
@@ -45,10 +57,13 @@ use tokio::sync::oneshot;
 pub use bars::BarCache;
 pub use faults::{ImitationCounters, RateLimitStyle};
 pub use handle::ImitationHandle;
+pub use listing::DEFAULT_PAIRS;
 pub use model::{Trade, TradeModel};
 
 use crate::cryptocompare::ApiKey;
+use crate::domain::Instrument;
 use faults::{Counters, Faults};
+use listing::Listing;
 
 /// How the imitation behaves.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,8 +87,16 @@ pub struct ImitationConfig {
     /// How long held-back ("late") trades wait, after the last one is held,
     /// while newer trades flow, before they are sent.
     pub late_release_ms: u64,
-    /// Markets (`e=` / `M`) that exist; matched without regard to case.
-    pub markets: Vec<String>,
+    /// The pairs it lists, `MARKET:BASE-QUOTE` (e.g. `Coinbase:BTC-USD`;
+    /// `CCCAGG:…` for requests without `e=`), matched without regard to
+    /// case: history and live trades exist for these only, every other pair
+    /// is refused as CryptoCompare refuses a pair it does not list. Default:
+    /// [`DEFAULT_PAIRS`].
+    pub pairs: Vec<String>,
+    /// Every REST answer is delayed by this many milliseconds (0: none), to
+    /// make the source slow; changed at run time by
+    /// [`ImitationHandle::set_rest_delay`] or `POST /_imitation/rest_delay`.
+    pub rest_delay_ms: u64,
 }
 
 impl Default for ImitationConfig {
@@ -87,11 +110,8 @@ impl Default for ImitationConfig {
             stream_interval_ms: 20,
             replay_count: 20,
             late_release_ms: 500,
-            markets: [
-                "CCCAGG", "Coinbase", "Kraken", "Binance", "Bitstamp", "Bitfinex", "Gemini",
-            ]
-            .map(String::from)
-            .to_vec(),
+            pairs: DEFAULT_PAIRS.iter().map(|p| (*p).to_owned()).collect(),
+            rest_delay_ms: 0,
         }
     }
 }
@@ -108,6 +128,32 @@ impl ImitationConfig {
             history_start_ts: Some(unix_now_secs()),
             ..Self::default()
         }
+    }
+
+    /// Whether the configuration can work: the numbers in range and every
+    /// entry of [`pairs`](Self::pairs) a `MARKET:BASE-QUOTE` listed once.
+    pub fn validate(&self) -> Result<(), ImitationError> {
+        if !(self.trades_per_sec.is_finite() && self.trades_per_sec >= 0.0) {
+            return Err(ImitationError::Config(
+                "trades_per_sec must be a finite number >= 0".into(),
+            ));
+        }
+        if self.stream_interval_ms == 0 || self.heartbeat_interval_ms == 0 {
+            return Err(ImitationError::Config("intervals must be positive".into()));
+        }
+        Listing::parse(&self.pairs).map(drop)
+    }
+
+    /// The instruments it lists, sorted, each once, in the listed spelling.
+    pub fn instruments(&self) -> Result<Vec<Instrument>, ImitationError> {
+        Ok(Listing::parse(&self.pairs)?.instruments())
+    }
+
+    /// Whether it lists `instrument` (without regard to case).
+    pub fn lists(&self, instrument: &Instrument) -> Result<bool, ImitationError> {
+        Ok(Listing::parse(&self.pairs)?
+            .get(&instrument.market, &instrument.base, &instrument.quote)
+            .is_some())
     }
 }
 
@@ -147,6 +193,7 @@ impl From<tokio::net::TcpListener> for ImitationListener {
 #[derive(Debug)]
 pub(crate) struct State {
     pub config: ImitationConfig,
+    pub listing: Listing,
     pub model: TradeModel,
     pub bars: BarCache,
     pub faults: Faults,
@@ -157,13 +204,10 @@ pub(crate) struct State {
 }
 
 impl State {
-    /// The market's canonical spelling, if it exists.
-    pub(crate) fn market(&self, name: &str) -> Option<&str> {
-        self.config
-            .markets
-            .iter()
-            .find(|m| m.eq_ignore_ascii_case(name))
-            .map(String::as_str)
+    /// The listed instrument (in its listed spelling), if the market lists
+    /// the pair.
+    pub(crate) fn listed(&self, market: &str, base: &str, quote: &str) -> Option<&Instrument> {
+        self.listing.get(market, base, quote)
     }
 
     /// Whether the request presents an acceptable key.
@@ -211,14 +255,8 @@ impl Imitation {
         config: ImitationConfig,
         listener: impl Into<ImitationListener>,
     ) -> Result<ImitationHandle, ImitationError> {
-        if !(config.trades_per_sec.is_finite() && config.trades_per_sec >= 0.0) {
-            return Err(ImitationError::Config(
-                "trades_per_sec must be a finite number >= 0".into(),
-            ));
-        }
-        if config.stream_interval_ms == 0 || config.heartbeat_interval_ms == 0 {
-            return Err(ImitationError::Config("intervals must be positive".into()));
-        }
+        config.validate()?;
+        let listing = Listing::parse(&config.pairs)?;
         let listener = match listener.into() {
             ImitationListener::Tokio(l) => l,
             ImitationListener::Std(l) => {
@@ -234,9 +272,11 @@ impl Imitation {
             model: TradeModel::new(config.seed, config.trades_per_sec, start_ts),
             faults: Faults {
                 api_key: std::sync::RwLock::new(config.api_key.clone()),
+                rest_delay_ms: AtomicU64::new(config.rest_delay_ms),
                 ..Faults::default()
             },
             config,
+            listing,
             bars: BarCache::default(),
             counters: Counters::default(),
             started: Instant::now(),
@@ -263,7 +303,7 @@ impl Imitation {
                 tracing::error!(error = %e, "imitation server failed");
             }
         });
-        tracing::info!(%addr, start_ts, "cryptocompare imitation listening");
+        tracing::info!(%addr, start_ts, pairs = state.listing.instruments().len(), "cryptocompare imitation listening");
         Ok(ImitationHandle {
             addr,
             state,

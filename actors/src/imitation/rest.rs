@@ -2,11 +2,21 @@
 //!
 //! Errors are answered as CryptoCompare does, in an HTTP-200 body with
 //! `"Response":"Error"`: `Type` 2 for a missing or invalid parameter, `Type`
-//! 1 for an unknown market or a refused key, `Type` 99 for a rate limit
-//! (optionally with HTTP 429).
+//! 1 for a refused key or a pair the market does not list (an unknown market
+//! included), `Type` 99 for a rate limit (optionally with HTTP 429). A pair
+//! that is not listed gets exactly CryptoCompare's body:
+//!
+//! ```json
+//! {"Response":"Error","Message":"Kraken market does not exist for this coin pair (FOO-EUR)","HasWarning":false,"Type":1,"RateLimit":{},"Data":{},"Cooldown":0}
+//! ```
+//!
+//! (the market as the request spells it, `CCCAGG` without `e=`). The delay
+//! switch holds every answer back before anything else is decided.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use poem::http::{HeaderMap, StatusCode};
 use poem::web::{Data, Query};
@@ -51,8 +61,23 @@ fn json(status: StatusCode, body: String) -> Response {
         .body(body)
 }
 
-/// A request the imitation refuses, as (type, message, param).
-type Refusal = (i64, String, Option<&'static str>);
+/// A request the imitation refuses.
+struct Refusal {
+    code: i64,
+    message: String,
+    param: Option<&'static str>,
+    /// The pair is not listed (counted apart).
+    unknown_pair: bool,
+}
+
+fn invalid(name: &'static str, message: String) -> Refusal {
+    Refusal {
+        code: 2,
+        message,
+        param: Some(name),
+        unknown_pair: false,
+    }
+}
 
 struct HistoRequest {
     instrument: Instrument,
@@ -68,6 +93,11 @@ async fn histo(
     headers: &HeaderMap,
 ) -> Response {
     add(&state.counters.rest_requests, 1);
+    let delay_ms = state.faults.rest_delay_ms.load(Ordering::Relaxed);
+    if delay_ms > 0 {
+        add(&state.counters.rest_delayed, 1);
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    }
     if !state.authorized(headers, &q) {
         add(&state.counters.rest_errors, 1);
         tracing::info!(
@@ -101,9 +131,18 @@ async fn histo(
     }
     let request = match validate(&state, &q) {
         Ok(r) => r,
-        Err((code, message, param)) => {
+        Err(refusal) => {
             add(&state.counters.rest_errors, 1);
-            return json(StatusCode::OK, frames::histo_error(code, &message, param));
+            if refusal.unknown_pair {
+                add(&state.counters.rest_unknown_pairs, 1);
+                tracing::info!(
+                    path = interval.path(),
+                    message = %refusal.message,
+                    "history request for a pair the imitation does not list"
+                );
+            }
+            let body = frames::histo_error(refusal.code, &refusal.message, refusal.param);
+            return json(StatusCode::OK, body);
         }
     };
     let bar_secs = interval.secs() * request.aggregate;
@@ -138,11 +177,10 @@ async fn histo(
 fn validate(state: &State, q: &HashMap<String, String>) -> Result<HistoRequest, Refusal> {
     let symbol = |name: &'static str| -> Result<String, Refusal> {
         match q.get(name) {
-            None => Err((2, format!("{name} param seems to be missing."), Some(name))),
-            Some(s) if !valid_symbol(s) => Err((
-                2,
+            None => Err(invalid(name, format!("{name} param seems to be missing."))),
+            Some(s) if !valid_symbol(s) => Err(invalid(
+                name,
                 format!("{name} param is not a valid symbol (at most 10 characters)."),
-                Some(name),
             )),
             Some(s) => Ok(s.clone()),
         }
@@ -155,14 +193,13 @@ fn validate(state: &State, q: &HashMap<String, String>) -> Result<HistoRequest, 
             None => Ok(default),
             Some(s) => match s.parse::<i64>() {
                 Ok(n) if range.contains(&n) => Ok(n),
-                _ => Err((
-                    2,
+                _ => Err(invalid(
+                    name,
                     format!(
                         "{name} param is not valid, it must be between {} and {}.",
                         range.start(),
                         range.end()
                     ),
-                    Some(name),
                 )),
             },
         }
@@ -170,14 +207,17 @@ fn validate(state: &State, q: &HashMap<String, String>) -> Result<HistoRequest, 
     let base = symbol("fsym")?;
     let quote = symbol("tsym")?;
     let market_param = q.get("e").map_or("CCCAGG", String::as_str);
-    let Some(market) = state.market(market_param) else {
-        let message =
-            format!("{market_param} market does not exist for this coin pair ({base}-{quote})");
-        return Err((1, message, None));
+    let Some(instrument) = state.listed(market_param, &base, &quote) else {
+        return Err(Refusal {
+            code: 1,
+            message: frames::unknown_pair_message(market_param, &base, &quote),
+            param: None,
+            unknown_pair: true,
+        });
     };
     let now_s = unix_now_ns() / 1_000_000_000;
     Ok(HistoRequest {
-        instrument: Instrument::new(market, base, quote),
+        instrument: instrument.clone(),
         limit: number("limit", 30, 0..=MAX_LIMIT)?,
         to_ts: number("toTs", now_s, 0..=i64::MAX / 4)?,
         aggregate: number("aggregate", 1, 1..=30)?,

@@ -5,7 +5,10 @@
 //! Per connection: a refused key gets a `401` frame and a close; otherwise a
 //! welcome frame, then `SubAdd` answers `16` per channel (after which the
 //! channel's latest `replay_count` trades are replayed) and `3` at the end,
-//! `SubRemove` answers `17`, and anything invalid a `500` notice.
+//! `SubRemove` answers `17`, and anything invalid a `500` notice: a trade
+//! channel of a pair the market does not list (see [`super::listing`])
+//! gets `{"TYPE":"500","MESSAGE":"INVALID_SUB","PARAMETER":"<the sub>","INFO":"…"}`
+//! and nothing is streamed for it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -23,7 +26,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::faults::{add, Faults};
 use super::model::{InstrumentKey, Trade};
-use super::{frames, unix_now_ns, valid_symbol, State};
+use super::{frames, unix_now_ns, State};
 use crate::domain::Instrument;
 
 const NS: i64 = 1_000_000_000;
@@ -264,8 +267,9 @@ impl Connection {
         }
     }
 
-    /// The instrument of a valid trade channel `0~{market}~{base}~{quote}`.
-    fn trade_channel(&self, sub: &str) -> Option<Instrument> {
+    /// The listed instrument of a trade channel `0~{market}~{base}~{quote}`,
+    /// or the `INFO` of the `INVALID_SUB` notice that refuses it.
+    fn trade_channel(&self, sub: &str) -> Result<Instrument, String> {
         let mut parts = sub.split('~');
         let (Some("0"), Some(m), Some(b), Some(q), None) = (
             parts.next(),
@@ -274,16 +278,25 @@ impl Connection {
             parts.next(),
             parts.next(),
         ) else {
-            return None;
+            return Err(
+                "The imitation streams trade channels 0~{market}~{base}~{quote} only.".into(),
+            );
         };
-        let market = self.state.market(m)?;
-        (valid_symbol(b) && valid_symbol(q)).then(|| Instrument::new(market, b, q))
+        self.state
+            .listed(m, b, q)
+            .cloned()
+            .ok_or_else(|| frames::unlisted_sub_info(m, b, q))
     }
 
     async fn sub_add(&mut self, sub: String) -> Result<(), std::io::Error> {
-        let Some(instrument) = self.trade_channel(&sub) else {
-            let n = frames::notice(500, "INVALID_SUB", Some(&sub), "The imitation streams trade channels 0~{market}~{base}~{quote} of known markets only.");
-            return self.feed(n).await;
+        let instrument = match self.trade_channel(&sub) {
+            Ok(instrument) => instrument,
+            Err(info) => {
+                add(&self.state.counters.subscriptions_refused, 1);
+                tracing::info!(connection = self.id, sub = %sub, "refusing a subscription: INVALID_SUB");
+                let n = frames::notice(500, "INVALID_SUB", Some(&sub), &info);
+                return self.feed(n).await;
+            }
         };
         if self.channels.iter().any(|c| c.sub == sub) {
             let n = frames::notice(
