@@ -84,6 +84,7 @@ async fn main() {
             cache_window_secs: 86_400,
             fetch_timeout: Duration::from_secs(5),
             restarted: false,
+            busy: Default::default(),
         },
         RestartPolicy::default(),
         Duration::from_secs(10),

@@ -515,7 +515,7 @@ pub struct DynamicConfig {
     /// of its restart).
     pub reconcile_history_minutes: i64,
     /// The most instruments one node fetches on demand at a time (the
-    /// datastore answers 503 for another until one ends); at most
+    /// datastore answers 429 for another until one ends); taken as at most
     /// `datastore.pool_size - 1`, so requests for held instruments always
     /// find a free datastore.
     pub max_concurrent_fetches: usize,
@@ -876,18 +876,7 @@ impl Config {
             }
         }
         self.restart.validate()?;
-        if self.has(Role::Datastore)
-            && self.datastore.pool_size > 1
-            && self.dynamic.max_concurrent_fetches >= self.datastore.pool_size
-        {
-            return Err(bad(
-                "dynamic.max_concurrent_fetches",
-                format!(
-                    "must be less than datastore.pool_size ({}): a datastore must stay free for instruments the platform holds",
-                    self.datastore.pool_size
-                ),
-            ));
-        }
+
         if !(1..=MAX_CONSUMER_WORKERS).contains(&self.consumer.workers) {
             return Err(bad(
                 "consumer.workers",

@@ -380,7 +380,12 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
                     Arc::clone(&store),
                     Duration::from_millis(config.dynamic.poll_ms),
                     Duration::from_secs(config.datastore.fetch_timeout_secs),
-                    config.dynamic.max_concurrent_fetches,
+                    // A datastore always stays free for held instruments.
+                    config
+                        .dynamic
+                        .max_concurrent_fetches
+                        .min(config.datastore.pool_size.saturating_sub(1))
+                        .max(1),
                 ))),
                 ingested: Arc::new(config.instruments().into_iter().collect()),
                 cache_window_secs: config.redis.window_secs,

@@ -36,8 +36,12 @@ fn now() -> i64 {
 }
 
 fn config(db: &TestDb, roles: &str) -> Config {
+    config_with(db, roles, &[])
+}
+
+fn config_with(db: &TestDb, roles: &str, extra: &[(&str, &str)]) -> Config {
     let node = unique("node").replace('_', "-");
-    let env = vec![
+    let mut env = vec![
         ("CANDELA__NODE__NAME", node),
         ("CANDELA__NODE__ROLES", roles.to_owned()),
         (
@@ -65,6 +69,7 @@ fn config(db: &TestDb, roles: &str) -> Config {
         ("CANDELA__DATASTORE__FETCH_TIMEOUT_SECS", "90".into()),
         ("CANDELA__API__LISTEN", "127.0.0.1:0".into()),
     ];
+    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster.toml")).unwrap();
     Config::parse(&text, env.into_iter().map(|(k, v)| (k.to_owned(), v))).unwrap()
@@ -298,5 +303,166 @@ async fn an_unknown_instrument_is_fetched_on_demand_and_equals_the_independent_c
             .await
             .unwrap();
     assert_eq!(coordinator.run.transitions_total, 3, "one cycle only");
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pairs_the_source_does_not_list_change_nothing_and_the_live_feed_carries_on() {
+    let http = reqwest::Client::new();
+    let db = TestDb::new().await;
+    let config = config_with(
+        &db,
+        "[\"producer\", \"consumer\", \"datastore\", \"api\", \"coordinator\"]",
+        &[("CANDELA__DYNAMIC__CREATIONS_PER_MINUTE", "600")],
+    );
+    let p = platform::start(&config, false).await.unwrap();
+    let api = format!("http://{}", p.api_addr.unwrap());
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(sql)
+                .fetch_one(&pool)
+                .await
+                .map(|r| r.get::<i64, _>(0))
+                .unwrap_or(0)
+        }
+    };
+    let btc = || count("SELECT count(*) FROM ticks WHERE instrument = 'Coinbase:BTC-USD'");
+    wait_for("the live feed", 60, async || {
+        (btc().await > 5).then_some(())
+    })
+    .await;
+
+    // 100 pairs the source does not list: 404 each, with the source's words.
+    for n in 0..100 {
+        let url = format!(
+            "{api}/api/v1/ohlcv?instrument=Coinbase:ZZ{n}-USD&from={}",
+            now() - 600
+        );
+        let resp = http.get(&url).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(status, 404, "{body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("does not list"), "{body}");
+        assert!(
+            message.contains("does not exist for this coin pair"),
+            "{body}"
+        );
+    }
+
+    // Nothing was created, nothing restarted, and the live feed carries on.
+    assert_eq!(count("SELECT count(*) FROM dynamic_instruments").await, 0);
+    let children = ractor::call_t!(p.supervisor, SupervisorMsg::Status, 2_000).unwrap();
+    for name in [
+        format!("producer/{}", config.node.name),
+        format!("coordinator/{}", config.node.name),
+    ] {
+        let child = children.iter().find(|c| c.name == name).unwrap();
+        assert!(child.running, "{child:?}");
+        assert_eq!(child.restarts, 0, "{child:?}");
+    }
+    let dynamic = ractor::call_t!(p.dynamic, SupervisorMsg::Status, 2_000).unwrap();
+    assert!(dynamic.is_empty(), "no dynamic consumer: {dynamic:?}");
+    let ds = ractor::call_t!(p.datastore.as_ref().unwrap(), SupervisorMsg::Status, 2_000).unwrap();
+    assert!(ds.iter().all(|c| c.restarts == 0), "{ds:?}");
+    let topics = candela_actors::kafka::admin::list_topics(&config.kafka, T)
+        .await
+        .unwrap();
+    assert!(
+        !topics
+            .iter()
+            .any(|t| t.name.starts_with(&config.dynamic.topic_prefix)),
+        "no dynamic topic: {topics:?}"
+    );
+    let before = btc().await;
+    wait_for("the live feed to carry on", 60, async || {
+        (btc().await > before + 5).then_some(())
+    })
+    .await;
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_illiquid_instrument_is_served_on_the_first_request() {
+    // A trade every minute or so: many minutes of the history are empty
+    // (flat bars with no volume, never stored).
+    let db = TestDb::new().await;
+    let config = config_with(
+        &db,
+        "[\"producer\", \"consumer\", \"datastore\", \"api\", \"coordinator\"]",
+        &[
+            ("CANDELA__SOURCE__IMITATION__TRADES_PER_SEC", "0.02"),
+            ("CANDELA__DATASTORE__FETCH_TIMEOUT_SECS", "30"),
+        ],
+    );
+    let p = platform::start(&config, false).await.unwrap();
+    let im = p.imitation.as_ref().unwrap();
+    let sol: Instrument = "Binance:SOL-USDT".parse().unwrap();
+    let from = Interval::M1.floor(now() - 15 * 60);
+    let url = format!(
+        "http://{}/api/v1/ohlcv?instrument={sol}&interval=1m&from={from}&limit=10000",
+        p.api_addr.unwrap()
+    );
+    let resp = reqwest::get(&url).await.unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["served"], "fetched", "{body}");
+    let coordinator: CoordinatorStatus =
+        names::call_by_name(COORDINATOR_NAME, CoordinatorMsg::Status, T)
+            .await
+            .unwrap();
+    let grant = coordinator
+        .topics
+        .iter()
+        .find(|t| t.instrument == sol)
+        .unwrap()
+        .clone();
+    // Fewer minutes with trades than minutes: the request did not wait for
+    // the empty ones.
+    let minutes = (grant.history_to - grant.history_from) / 60 + 1;
+    assert!(grant.history_bars < minutes as u64, "{grant:?}");
+    let trades: Vec<candela_testkit::oracle::Trade> = im
+        .model()
+        .trades_between(
+            &sol,
+            grant.history_from * 1_000_000_000,
+            (grant.history_to + 60) * 1_000_000_000 - 1,
+        )
+        .iter()
+        .map(|t| {
+            let tick = t.to_tick(&sol);
+            candela_testkit::oracle::Trade {
+                instrument: sol.to_string(),
+                id: tick.trade_id,
+                time_ns: tick.trade_time_ns,
+                price: tick.price,
+                quantity: tick.quantity,
+            }
+        })
+        .collect();
+    let want: Vec<Ohlcv> = candela_testkit::oracle::bars(&trades, 60)
+        .iter()
+        .filter(|b| b.open_time >= from)
+        .map(|b| {
+            (
+                b.open_time,
+                b.open,
+                b.high,
+                b.low,
+                b.close,
+                b.volume_base,
+                b.volume_quote,
+            )
+        })
+        .collect();
+    assert_eq!(want.len() as u64, grant.history_bars.min(want.len() as u64));
+    let got: Vec<Ohlcv> = bars_of(&body)
+        .into_iter()
+        .filter(|b| b.0 <= grant.history_to)
+        .collect();
+    assert_eq!(got, want);
     p.shutdown().await;
 }

@@ -379,7 +379,7 @@ async fn an_unknown_instrument_asked_on_one_node_is_served_by_two_others() {
 
     // The log lines say who did what, where.
     assert!(
-        b.log().contains("dynamic topic arranged"),
+        b.log().contains("dynamic instrument arranged"),
         "{}",
         report(&nodes)
     );

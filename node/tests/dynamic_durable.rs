@@ -214,15 +214,17 @@ async fn a_dynamic_instrument_survives_its_producer_and_its_consumer_node() {
     .await;
 
     // Once the repair went over the gaps: every closed minute since the
-    // instrument was asked for equals the reference, with no gap.
-    let settled_from = common::now_secs() - common::now_secs().rem_euclid(60);
+    // instrument was asked for, up to the minute of the last kill, equals
+    // the reference, with no gap.
+    let first = asked_at - asked_at.rem_euclid(60) + 60;
+    let now = common::now_secs();
+    let last = (now - now.rem_euclid(60)).max(first);
     wait_for("the repair to go over the gaps", 240, &nodes, async || {
-        (common::now_secs() >= settled_from + 60 * (REPAIR_MINUTES - 1) + 30).then_some(())
+        // Closed, then two repair rounds (every 10 s) over it.
+        (common::now_secs() >= last + 60 + 25).then_some(())
     })
     .await;
     let model = dp.stop_source().await;
-    let first = asked_at - asked_at.rem_euclid(60) + 60;
-    let last = settled_from - 60;
     let trades = common::reference_trades(
         &model,
         DYNAMIC,
@@ -253,7 +255,23 @@ async fn a_dynamic_instrument_survives_its_producer_and_its_consumer_node() {
         .map(|b| (b.0, (b.0, b.1, b.2, b.3, b.4, b.5, b.6)))
         .collect();
     assert!(!want.is_empty());
-    assert_eq!(got, want, "every closed minute, no gap");
+    let differ: Vec<String> = want
+        .keys()
+        .chain(got.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|t| want.get(t) != got.get(t))
+        .map(|t| format!("{t}: want {:?}, got {:?}", want.get(t), got.get(t)))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "every closed minute from {first} to {last}, no gap; differing:\n{}\n{}",
+        differ.join("\n"),
+        nodes
+            .iter()
+            .map(|n| format!("--- {}:\n{}", n.name, n.log_tail(30)))
+            .collect::<String>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -292,6 +292,9 @@ pub struct CoordinatorState<B> {
     /// A reconciliation is running (`Some`), and whether another is due
     /// after it.
     reconciling: Option<(Task, bool)>,
+    /// A reconciliation is due once the current creation ends (they would
+    /// race: the reconciliation could tell a producer a second time).
+    reconcile_after_job: bool,
     last_reconcile: Option<ReconcileReport>,
 }
 
@@ -343,6 +346,7 @@ impl<B: RecordBus> Actor for Coordinator<B> {
             limiter,
             failures: 0,
             reconciling: None,
+            reconcile_after_job: false,
             last_reconcile: None,
         })
     }
@@ -483,10 +487,14 @@ fn request<B: RecordBus>(
     start_next(myself, state);
 }
 
-/// Starts the next queued job unless one runs.
+/// Starts the next queued job unless one runs (or a reconciliation due
+/// after the last one, first).
 fn start_next<B: RecordBus>(myself: &ActorRef<CoordinatorMsg>, state: &mut CoordinatorState<B>) {
     if state.current.is_some() {
         return;
+    }
+    if std::mem::take(&mut state.reconcile_after_job) {
+        reconcile(myself, state);
     }
     let Some(job) = state.queue.pop_front() else {
         return;
@@ -604,8 +612,13 @@ fn fail(err: CoordinatorError) -> ActorProcessingErr {
     Box::new(err)
 }
 
-/// Starts a reconciliation, or asks for one more after the running one.
+/// Starts a reconciliation, or asks for one more after the running one (or
+/// after the creation in progress).
 fn reconcile<B: RecordBus>(myself: &ActorRef<CoordinatorMsg>, state: &mut CoordinatorState<B>) {
+    if state.current.is_some() {
+        state.reconcile_after_job = true;
+        return;
+    }
     if let Some((_, again)) = state.reconciling.as_mut() {
         *again = true;
         return;

@@ -158,7 +158,10 @@ async fn probe<B>(ctx: &Ctx<B>, instrument: &Instrument) -> Result<(), Coordinat
         Ok(()) => Ok(()),
         Err(Failed::Refused { error, .. }) if error.is_unknown_pair() => {
             let message = match &error {
-                crate::producer::ProducerError::History { error, .. } => error.to_string(),
+                crate::producer::ProducerError::History {
+                    error: crate::ports::SourceError::UnknownPair { message, .. },
+                    ..
+                } => message.clone(),
                 other => other.to_string(),
             };
             Err(CoordinatorError::UnknownPair {

@@ -67,12 +67,14 @@ fn source_error(instrument: &Instrument, e: CryptoCompareError) -> SourceError {
         CryptoCompareError::Api(api)
             if matches!(
                 api.kind(),
-                ApiErrorKind::NotAvailable | ApiErrorKind::InvalidParameter
+                ApiErrorKind::UnknownPair
+                    | ApiErrorKind::NotAvailable
+                    | ApiErrorKind::InvalidParameter
             ) =>
         {
             SourceError::UnknownPair {
                 instrument: instrument.to_string(),
-                message: validate::shorten(&api.message),
+                message: validate::shorten_to(&api.message, 200),
             }
         }
         _ => SourceError::Unavailable(e.to_string()),

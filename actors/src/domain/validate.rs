@@ -69,8 +69,12 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Invalid {
 /// At most 40 characters of `text`, for a reason that names a bad value
 /// without copying a huge one into every log line and dead letter.
 pub fn shorten(text: &str) -> String {
-    const MAX: usize = 40;
-    match text.char_indices().nth(MAX) {
+    shorten_to(text, 40)
+}
+
+/// At most `max` characters of `text` (then `…` and its length in bytes).
+pub fn shorten_to(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
         None => text.to_owned(),
         Some((cut, _)) => format!("{}… ({} bytes)", &text[..cut], text.len()),
     }

@@ -58,10 +58,12 @@ pub enum ElectionMsg {
 
 impl ractor::Message for ElectionMsg {}
 
-/// The election's state: its node.
+/// The election's state: its node, and what it last said.
 pub struct ElectionState {
     node: String,
     active: bool,
+    /// The active node it last logged.
+    said: Option<String>,
 }
 
 impl Actor for Election {
@@ -80,6 +82,7 @@ impl Actor for Election {
         Ok(ElectionState {
             node,
             active: false,
+            said: None,
         })
     }
 
@@ -148,8 +151,9 @@ fn evaluate(state: &mut ElectionState) {
                     vec![cell],
                 );
             }
-            if !state.active {
+            if state.said.as_deref() != Some(state.node.as_str()) {
                 tracing::info!(node = %state.node, ?candidates, "this node's coordinator is the active one");
+                state.said = Some(state.node.clone());
             }
             state.active = true;
         }
@@ -161,8 +165,9 @@ fn evaluate(state: &mut ElectionState) {
                     vec![cell],
                 );
             }
-            if state.active || chosen.is_some() {
+            if chosen.is_some() && state.said != chosen {
                 tracing::info!(node = %state.node, active = ?chosen, "this node's coordinator is a standby");
+                state.said = chosen;
             }
             state.active = false;
         }
