@@ -28,6 +28,12 @@ use sqlx::Row;
 
 const T: Duration = Duration::from_secs(5);
 
+/// The tests of this file run one at a time: each starts a node with the
+/// `coordinator` role in this process, and the cluster name `coordinator`
+/// resolves to one of them (the lowest node name), not necessarily the
+/// test's own.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -122,6 +128,7 @@ async fn dynamic_status(name: &str) -> Option<DynamicConsumerStatus> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unknown_instrument_is_fetched_on_demand_and_equals_the_independent_computation() {
+    let _serial = SERIAL.lock().await;
     let http = reqwest::Client::new();
     let sol: Instrument = "Binance:SOL-USDT".parse().unwrap();
 
@@ -308,6 +315,7 @@ async fn an_unknown_instrument_is_fetched_on_demand_and_equals_the_independent_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pairs_the_source_does_not_list_change_nothing_and_the_live_feed_carries_on() {
+    let _serial = SERIAL.lock().await;
     let http = reqwest::Client::new();
     let db = TestDb::new().await;
     let config = config_with(
@@ -386,6 +394,7 @@ async fn pairs_the_source_does_not_list_change_nothing_and_the_live_feed_carries
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_illiquid_instrument_is_served_on_the_first_request() {
+    let _serial = SERIAL.lock().await;
     // A trade every minute or so: many minutes of the history are empty
     // (flat bars with no volume, never stored).
     let db = TestDb::new().await;
