@@ -146,6 +146,20 @@ impl BarStore for TimedStore {
     async fn instruments(&self) -> Result<Vec<InstrumentSummary>, StoreError> {
         self.inner.instruments().await
     }
+    async fn changed_since(
+        &self,
+        instrument: &Instrument,
+        from: i64,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredBar>, StoreError> {
+        self.inner
+            .changed_since(instrument, from, after, limit)
+            .await
+    }
+    async fn latest_version(&self, instrument: &Instrument) -> Result<i64, StoreError> {
+        self.inner.latest_version(instrument).await
+    }
 }
 
 struct TimedCache {
@@ -168,13 +182,17 @@ impl BarCache for TimedCache {
     ) -> Result<Option<Vec<StoredBar>>, StoreError> {
         self.inner.get(instrument, from, to).await
     }
+    async fn generation(&self, instrument: &Instrument) -> Result<u64, StoreError> {
+        self.inner.generation(instrument).await
+    }
     async fn fill(
         &self,
         instrument: &Instrument,
         from: i64,
         bars: &[StoredBar],
-    ) -> Result<(), StoreError> {
-        self.inner.fill(instrument, from, bars).await
+        generation: u64,
+    ) -> Result<bool, StoreError> {
+        self.inner.fill(instrument, from, bars, generation).await
     }
     async fn invalidate_all(&self) -> Result<(), StoreError> {
         self.inner.invalidate_all().await
@@ -291,6 +309,7 @@ async fn main() {
             dead_letters: Arc::clone(&publisher),
             store: Arc::clone(&store),
             cache: Arc::clone(&cache),
+            sink: Arc::new(candela_actors::feed::NoSink),
             decode: candela_actors::kafka::decode_record,
             metrics: Arc::clone(&metrics),
         };

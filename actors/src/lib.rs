@@ -30,6 +30,7 @@ pub mod cryptocompare;
 pub mod datastore;
 pub mod domain;
 pub mod embedded;
+pub mod feed;
 pub mod imitation;
 pub mod kafka;
 pub mod machines;

@@ -124,6 +124,7 @@ async fn embedded_stack() -> (TempDir, Stack<Memory, SqliteStore, MemoryCache>) 
 }
 
 store_contract_tests!(sqlite_store);
+reconcile_contract_tests!(sqlite_store);
 cache_contract_tests!(memory_cache, sqlite_store);
 bus_contract_tests!(memory_bus);
 e2e_contract_tests!(embedded_stack);

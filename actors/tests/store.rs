@@ -30,4 +30,5 @@ async fn redis_cache(window_secs: i64) -> RedisCache {
 }
 
 store_contract_tests!(pg_store);
+reconcile_contract_tests!(pg_store);
 cache_contract_tests!(redis_cache, pg_store);

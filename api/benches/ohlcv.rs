@@ -94,6 +94,11 @@ async fn main() {
     let s = Arc::clone(&store);
     let state = Arc::new(ApiState {
         datastore: Arc::new(pool),
+        feed: candela_api::feed::BarHub::new(
+            Arc::new(candela_api::feed::StoreFeed(Arc::clone(&store))),
+            candela_api::feed::HubConfig::default(),
+        ),
+        streams: Arc::new(tokio::sync::Semaphore::new(64)),
         instruments: Arc::new(move || {
             let s = Arc::clone(&s);
             Box::pin(async move { s.instruments().await.map_err(|e| e.to_string()) })

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use poem_openapi::param::Query;
+use poem_openapi::param::{Header, Query};
 use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::{ApiResponse, OpenApi};
 
@@ -74,12 +74,17 @@ pub enum InstrumentsResponse {
 #[derive(ApiResponse)]
 #[oai(bad_request_handler = "stream_bad_request")]
 pub enum StreamResponse {
-    /// Server-sent events: history first, then live.
+    /// Server-sent events: what is stored, then every change as it is
+    /// committed.
     #[oai(status = 200)]
     Ok(EventStream<stream::Events>),
-    /// A parameter is wrong.
+    /// A parameter (or `Last-Event-ID`) is wrong.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+    /// This node serves as many live streams as it may; try again later or
+    /// another node.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
 }
 
 fn stream_bad_request(err: poem::Error) -> StreamResponse {
@@ -92,19 +97,23 @@ pub(crate) fn now_secs() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Checks an instrument and a time range; returns them aligned to the interval.
+/// Checks an instrument and a time range; returns them aligned to the
+/// interval, with `to` clamped to the interval in progress at `now` (no bar
+/// can start later, and no work may depend on how far in the future a caller
+/// puts `to`).
 pub(crate) fn validate(
     instrument: &str,
     interval: Interval,
     from: i64,
     to: Option<i64>,
+    now: i64,
 ) -> Result<(Instrument, i64, i64), String> {
     let instrument: Instrument = instrument
         .parse()
         .map_err(|e: candela_actors::domain::tick::InvalidInstrument| e.to_string())?;
     // 1970 .. 2200: anything else is a unit mistake (milliseconds?).
     const MAX: i64 = 7_258_118_400;
-    let to = to.unwrap_or_else(now_secs);
+    let to = to.unwrap_or(now);
     for (name, t) in [("from", from), ("to", to)] {
         if !(0..=MAX).contains(&t) {
             return Err(format!(
@@ -115,7 +124,16 @@ pub(crate) fn validate(
     if from > to {
         return Err(format!("`from` ({from}) is after `to` ({to})"));
     }
-    Ok((instrument, interval.floor(from), interval.floor(to)))
+    let (from, to) = (
+        interval.floor(from),
+        interval.floor(to).min(interval.floor(now)),
+    );
+    if from > to {
+        return Err(format!(
+            "`from` ({from}) is in the future (now is {now}): no bar starts there yet"
+        ));
+    }
+    Ok((instrument, from, to))
 }
 
 /// Inserts flat bars for the intervals without trades between the first bar
@@ -186,10 +204,13 @@ impl DataApi {
                 format!("`limit` must be between 1 and {max}, got {limit}"),
             )));
         }
-        let (instrument, from, to) = match validate(&instrument.0, interval, from.0, to.0) {
-            Ok(v) => v,
-            Err(msg) => return OhlcvResponse::BadRequest(Json(ErrorBody::new("bad_request", msg))),
-        };
+        let (instrument, from, to) =
+            match validate(&instrument.0, interval, from.0, to.0, now_secs()) {
+                Ok(v) => v,
+                Err(msg) => {
+                    return OhlcvResponse::BadRequest(Json(ErrorBody::new("bad_request", msg)))
+                }
+            };
         let query = BarQuery {
             instrument: instrument.clone(),
             interval,
@@ -286,12 +307,15 @@ impl DataApi {
 
     /// A live stream of bars (server-sent events), from `from` on.
     ///
-    /// First every closed bar from `from` (history), then each interval as it
-    /// closes (live): every interval with trades is sent exactly once as a
-    /// `bar` event, in order, with no gap or duplicate at the seam between
-    /// history and live. The interval in progress is sent as `partial` events
-    /// whenever it changes. An interval counts as closed a grace period after
-    /// its end, so that late trades land in it first.
+    /// First what is stored from `from` on, then every change of a bar as it
+    /// is committed, pushed. Event types: `partial` (the interval in
+    /// progress, whenever it changes), `bar` (an interval that closed, a
+    /// grace period after its end: sent closed once), `correction` (a closed
+    /// interval already sent, changed by a late trade or a repair: replace it
+    /// in place). Each event has an id; reconnecting with `Last-Event-ID` (the
+    /// browser's EventSource does it by itself), or `last_event_id`,
+    /// resumes: every bar changed since, then the intervals from the last one
+    /// closed on, without a gap and without the history again.
     #[oai(path = "/stream", method = "get")]
     async fn stream(
         &self,
@@ -301,15 +325,49 @@ impl DataApi {
         interval: Query<Option<IntervalParam>>,
         /// Start, Unix seconds.
         from: Query<i64>,
+        /// Resume after this event id (as the `Last-Event-ID` header).
+        last_event_id: Query<Option<String>>,
+        /// Resume after this event id (sent by EventSource on reconnect).
+        #[oai(name = "Last-Event-ID")]
+        last_event_header: Header<Option<String>>,
     ) -> StreamResponse {
         let interval: Interval = interval.0.unwrap_or(IntervalParam::M1).into();
-        let (instrument, from, _) = match validate(&instrument.0, interval, from.0, None) {
-            Ok(v) => v,
-            Err(msg) => {
-                return StreamResponse::BadRequest(Json(ErrorBody::new("bad_request", msg)))
-            }
+        let (instrument, from, _) =
+            match validate(&instrument.0, interval, from.0, None, now_secs()) {
+                Ok(v) => v,
+                Err(msg) => {
+                    return StreamResponse::BadRequest(Json(ErrorBody::new("bad_request", msg)))
+                }
+            };
+        let resume = match last_event_header.0.or(last_event_id.0) {
+            Some(id) => match stream::Resume::parse(&id) {
+                Ok(r) => Some(r),
+                Err(msg) => {
+                    tracing::warn!(%instrument, error = %msg, "stream resume refused");
+                    return StreamResponse::BadRequest(Json(ErrorBody::new("bad_request", msg)));
+                }
+            },
+            None => None,
         };
-        let events = stream::events(Arc::clone(&self.state), instrument, interval, from);
+        let Ok(permit) = Arc::clone(&self.state.streams).try_acquire_owned() else {
+            tracing::warn!(%instrument, max = self.state.config.max_streams, "live stream refused: too many");
+            return StreamResponse::Unavailable(Json(ErrorBody::new(
+                "unavailable",
+                format!(
+                    "this node serves {} live streams already, its limit (`api.max_streams`); try again later",
+                    self.state.config.max_streams
+                ),
+            )));
+        };
+        let events = stream::events(
+            Arc::clone(&self.state),
+            Arc::clone(&self.state.feed),
+            instrument,
+            interval,
+            from,
+            resume,
+            permit,
+        );
         StreamResponse::Ok(
             EventStream::new(events)
                 .keep_alive(std::time::Duration::from_secs(15))
@@ -318,7 +376,7 @@ impl DataApi {
                         serde_json::to_string(&SerEvent::from(&e)).unwrap_or_default(),
                     )
                     .event_type(e.kind.clone())
-                    .id(e.bar.time.to_string())
+                    .id(e.id.clone())
                 }),
         )
     }
@@ -371,26 +429,60 @@ mod tests {
 
     #[test]
     fn validation_says_what_is_wrong() {
-        assert!(validate("BTC-USD", Interval::M1, 0, Some(60))
+        let now = 1_700_000_000;
+        assert!(validate("BTC-USD", Interval::M1, 0, Some(60), now)
             .unwrap_err()
             .contains("MARKET:BASE-QUOTE"));
-        assert!(validate("Coinbase:BTC-USD", Interval::M1, 120, Some(60))
-            .unwrap_err()
-            .contains("after"));
         assert!(
-            validate("Coinbase:BTC-USD", Interval::M1, 1_700_000_000_000, None)
+            validate("Coinbase:BTC-USD", Interval::M1, 120, Some(60), now)
                 .unwrap_err()
-                .contains("Unix seconds")
+                .contains("after")
         );
-        assert_eq!(
-            validate("Coinbase:BTC-USD", Interval::M5, 601, Some(1_199))
-                .unwrap()
-                .1
-                ..=validate("Coinbase:BTC-USD", Interval::M5, 601, Some(1_199))
-                    .unwrap()
-                    .2,
-            600..=900
-        );
+        assert!(validate(
+            "Coinbase:BTC-USD",
+            Interval::M1,
+            1_700_000_000_000,
+            None,
+            now
+        )
+        .unwrap_err()
+        .contains("Unix seconds"));
+        let (_, from, to) =
+            validate("Coinbase:BTC-USD", Interval::M5, 601, Some(1_199), now).unwrap();
+        assert_eq!((from, to), (600, 900));
+    }
+
+    #[test]
+    fn a_far_to_is_clamped_to_the_interval_in_progress() {
+        let now = 1_700_000_030;
+        let (_, _, to) = validate(
+            "Coinbase:BTC-USD",
+            Interval::M1,
+            0,
+            Some(7_258_118_400),
+            now,
+        )
+        .unwrap();
+        assert_eq!(to, 1_699_999_980);
+        assert_eq!(to, Interval::M1.floor(now));
+        let (_, _, to) = validate(
+            "Coinbase:BTC-USD",
+            Interval::D1,
+            0,
+            Some(7_258_118_400),
+            now,
+        )
+        .unwrap();
+        assert_eq!(to, Interval::D1.floor(now));
+        assert!(validate(
+            "Coinbase:BTC-USD",
+            Interval::M1,
+            now + 600,
+            Some(now + 900),
+            now
+        )
+        .unwrap_err()
+        .contains("future"));
     }
 
     #[test]

@@ -15,10 +15,11 @@
 
 pub mod admin;
 pub mod data;
+pub mod feed;
 pub mod machines;
 pub mod model;
 pub mod server;
-mod stream;
+pub mod stream;
 pub mod web;
 
 pub use server::{routes, serve, ApiConfig, ApiState};

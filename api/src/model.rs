@@ -165,9 +165,14 @@ impl ErrorBody {
 /// One event of the live stream.
 #[derive(Debug, Clone, PartialEq, Eq, Object)]
 pub struct StreamEvent {
-    /// `bar` (a closed interval, sent exactly once) or `partial` (the interval
-    /// in progress, sent again whenever it changes).
+    /// `partial` (the interval in progress, sent again whenever it changes),
+    /// `bar` (an interval that closed, the first time this stream sends it
+    /// closed) or `correction` (a closed interval already sent, changed:
+    /// replace it).
     pub kind: String,
     /// The bar.
     pub bar: BarDto,
+    /// The event id (`VERSION-TIME`): send it back as `Last-Event-ID` to
+    /// resume.
+    pub id: String,
 }

@@ -29,10 +29,11 @@ pub type ReadyFn = Arc<dyn Fn() -> BoxFuture<Result<(), String>> + Send + Sync>;
 pub struct ApiConfig {
     /// The largest `limit` a request may ask for.
     pub max_limit: u32,
-    /// How often a live stream polls for new bars.
-    pub stream_poll_ms: u64,
     /// How long after its end an interval counts as closed in the stream.
     pub stream_grace_secs: i64,
+    /// Most live streams served at once (each holds a connection and a
+    /// task); beyond, a stream request is answered 503.
+    pub max_streams: usize,
     /// Title shown in the docs.
     pub title: String,
 }
@@ -41,8 +42,8 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             max_limit: 10_000,
-            stream_poll_ms: 500,
             stream_grace_secs: 2,
+            max_streams: 4_096,
             title: "candela".into(),
         }
     }
@@ -89,6 +90,10 @@ pub struct DynamicAdmin {
 pub struct ApiState {
     /// The Datastore pool.
     pub datastore: Arc<DatastorePool>,
+    /// Committed bar changes, pushed to the live streams.
+    pub feed: Arc<crate::feed::BarHub>,
+    /// Permits for live streams (`config.max_streams`).
+    pub streams: Arc<tokio::sync::Semaphore>,
     /// Lists instruments.
     pub instruments: InstrumentsFn,
     /// Readiness check.

@@ -97,6 +97,11 @@ async fn platform(redis_url: &str) -> Platform {
     let s2 = Arc::clone(&store);
     let state = Arc::new(ApiState {
         datastore: Arc::new(pool),
+        feed: candela_api::feed::BarHub::new(
+            Arc::new(candela_api::feed::StoreFeed(Arc::clone(&store))),
+            candela_api::feed::HubConfig::default(),
+        ),
+        streams: Arc::new(tokio::sync::Semaphore::new(64)),
         instruments: Arc::new(move || {
             let s = Arc::clone(&s);
             Box::pin(async move { s.instruments().await.map_err(|e| e.to_string()) })
@@ -106,7 +111,6 @@ async fn platform(redis_url: &str) -> Platform {
             Box::pin(async move { s.instruments().await.map(|_| ()).map_err(|e| e.to_string()) })
         }),
         config: ApiConfig {
-            stream_poll_ms: 100,
             stream_grace_secs: 1,
             ..ApiConfig::default()
         },

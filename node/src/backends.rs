@@ -348,6 +348,26 @@ impl BarStore for Store {
             Store::Sqlite(s) => s.instruments().await,
         }
     }
+
+    async fn changed_since(
+        &self,
+        instrument: &Instrument,
+        from: i64,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredBar>, StoreError> {
+        match self {
+            Store::Postgres(s) => s.changed_since(instrument, from, after, limit).await,
+            Store::Sqlite(s) => s.changed_since(instrument, from, after, limit).await,
+        }
+    }
+
+    async fn latest_version(&self, instrument: &Instrument) -> Result<i64, StoreError> {
+        match self {
+            Store::Postgres(s) => s.latest_version(instrument).await,
+            Store::Sqlite(s) => s.latest_version(instrument).await,
+        }
+    }
 }
 
 impl BarCache for Cache {
@@ -370,15 +390,23 @@ impl BarCache for Cache {
         }
     }
 
+    async fn generation(&self, instrument: &Instrument) -> Result<u64, StoreError> {
+        match self {
+            Cache::Redis(c) => c.generation(instrument).await,
+            Cache::Memory(c) => c.generation(instrument).await,
+        }
+    }
+
     async fn fill(
         &self,
         instrument: &Instrument,
         from: i64,
         bars: &[StoredBar],
-    ) -> Result<(), StoreError> {
+        generation: u64,
+    ) -> Result<bool, StoreError> {
         match self {
-            Cache::Redis(c) => c.fill(instrument, from, bars).await,
-            Cache::Memory(c) => c.fill(instrument, from, bars).await,
+            Cache::Redis(c) => c.fill(instrument, from, bars, generation).await,
+            Cache::Memory(c) => c.fill(instrument, from, bars, generation).await,
         }
     }
 

@@ -602,10 +602,13 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// The largest `limit` a request may ask for.
     pub max_limit: u32,
-    /// How often a live stream polls, in milliseconds.
-    pub stream_poll_ms: u64,
     /// Seconds after its end an interval counts as closed in the stream.
     pub stream_grace_secs: i64,
+    /// Every this many seconds the node's stream hub asks the store for
+    /// changes its feed may have missed (a backstop: changes are pushed).
+    pub stream_resync_secs: u64,
+    /// Most live streams this node serves at once (503 beyond).
+    pub max_streams: usize,
 }
 
 impl Default for ApiConfig {
@@ -613,8 +616,9 @@ impl Default for ApiConfig {
         Self {
             listen: "127.0.0.1:8080".parse().expect("address"),
             max_limit: 10_000,
-            stream_poll_ms: 500,
             stream_grace_secs: 2,
+            stream_resync_secs: 10,
+            max_streams: 4_096,
         }
     }
 }
@@ -940,6 +944,15 @@ impl Config {
         }
         self.dynamic.validate()?;
         self.cluster.validate(&self.node.name)?;
+        if !(1..=100_000).contains(&self.api.max_streams) {
+            return Err(bad("api.max_streams", "must be 1 to 100000".into()));
+        }
+        if !(1..=3_600).contains(&self.api.stream_resync_secs) {
+            return Err(bad("api.stream_resync_secs", "must be 1 to 3600".into()));
+        }
+        if !(0..=300).contains(&self.api.stream_grace_secs) {
+            return Err(bad("api.stream_grace_secs", "must be 0 to 300".into()));
+        }
         Ok(())
     }
 }
@@ -1276,7 +1289,7 @@ mod tests {
             "[postgres]\nurl = \"postgres://a@h/db\"\n",
             env(&[
                 ("CANDELA__POSTGRES__URL", "postgres://b@h/other"),
-                ("CANDELA__API__STREAM_POLL_MS", "250"),
+                ("CANDELA__API__MAX_STREAMS", "250"),
                 ("CANDELA__NODE__ROLES", "[\"producer\"]"),
                 ("CANDELA__KAFKA__BROKERS", "[\"127.0.0.1:1234\"]"),
                 ("UNRELATED", "x"),
@@ -1284,7 +1297,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.postgres.url, "postgres://b@h/other");
-        assert_eq!(config.api.stream_poll_ms, 250);
+        assert_eq!(config.api.max_streams, 250);
         assert_eq!(config.node.roles, vec![Role::Producer]);
         assert_eq!(config.kafka.brokers, vec!["127.0.0.1:1234".to_owned()]);
     }

@@ -51,6 +51,7 @@ use candela_actors::coordinator::{Coordinator, CoordinatorArgs, CoordinatorSetti
 use candela_actors::cryptocompare::{ApiKey, CryptoCompareConfig, HistoryClient, LiveFeed};
 use candela_actors::datastore::fetch::CoordinatorFetcher;
 use candela_actors::datastore::{start_pool, DatastoreArgs};
+use candela_actors::feed::{BarSink, NoSink};
 use candela_actors::imitation::{Imitation, ImitationHandle};
 use candela_actors::kafka::schema::decode_record;
 use candela_actors::kafka::AllPartitions;
@@ -58,10 +59,12 @@ use candela_actors::producer::{
     fetch_history, DynamicBook, Producer, ProducerArgs, ProducerMsg, Target,
 };
 use candela_actors::store::dynamic::DynamicRegistry;
+use candela_actors::store::redis_feed::{self, FeedEvent, RedisPublisher};
 use candela_actors::store::BarStore;
 use candela_actors::supervisor::{
     ChildSpec, RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg,
 };
+use candela_api::feed::{BarHub, HubConfig, StoreFeed};
 use candela_api::server::{ApiConfig, ApiState};
 
 use crate::backends::{Backends, Bus, Cache, Store, Streams};
@@ -69,7 +72,7 @@ use crate::cluster::agent::{self, AgentArgs, ConsumerFactory};
 use crate::cluster::election::Election;
 use crate::cluster::names::{self, NameDirectory};
 use crate::cluster::placement::{ConsumerNodes, RunningWorkers};
-use crate::config::{Config, Role, SourceKind};
+use crate::config::{CacheKind, Config, Role, SourceKind};
 
 type NodeProducer = Producer<HistoryClient, LiveFeed, Bus>;
 type NodeConsumer = FixedConsumer<Streams, Bus, Store, Cache>;
@@ -93,6 +96,8 @@ pub struct Platform {
     pub imitation: Option<ImitationHandle>,
     api_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     stop_api: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Hands the Redis bar feed to the hub.
+    feed_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Platform {
@@ -122,6 +127,9 @@ impl Platform {
         }
         if let Some(task) = self.api_task.take() {
             let _ = task.await;
+        }
+        if let Some(task) = self.feed_task.take() {
+            task.abort();
         }
         if let Some(ds) = self.datastore.take() {
             ds.stop(None);
@@ -185,6 +193,49 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
     );
     let (store, cache) = (backends.store.clone(), backends.cache.clone());
 
+    // The live stream's hub (an API node), and where consumers hand what they
+    // commit: Redis pub/sub when the cache is Redis (every API node follows
+    // it), else this node's hub (one node: the embedded defaults).
+    let hub = match (config.has(Role::Api), &store) {
+        (true, Some(store)) => Some(BarHub::new(
+            Arc::new(StoreFeed(Arc::clone(store))),
+            HubConfig {
+                resync: Duration::from_secs(config.api.stream_resync_secs.max(1)),
+                ..HubConfig::default()
+            },
+        )),
+        _ => None,
+    };
+    let redis_feed = config.backends.cache == CacheKind::Redis;
+    let sink: Arc<dyn BarSink> = if redis_feed && config.has(Role::Consumer) {
+        Arc::new(
+            RedisPublisher::connect(&config.redis.url, &config.redis.key_prefix)
+                .await
+                .context("redis.url: connecting the bar feed")?,
+        )
+    } else if let Some(hub) = &hub {
+        Arc::clone(hub) as Arc<dyn BarSink>
+    } else {
+        Arc::new(NoSink)
+    };
+    let feed_task = match (&hub, redis_feed) {
+        (Some(hub), true) => {
+            let mut events =
+                redis_feed::follow(&config.redis.url, &config.redis.key_prefix, Arc::default())
+                    .context("redis.url: following the bar feed")?;
+            let hub = Arc::clone(hub);
+            Some(tokio::spawn(async move {
+                while let Some(event) = events.recv().await {
+                    match event {
+                        FeedEvent::Connected => hub.resync_all().await,
+                        FeedEvent::Bars(bars) => hub.publish_bars(&bars),
+                    }
+                }
+            }))
+        }
+        _ => None,
+    };
+
     // The producer's dynamic targets (kept across its restarts), which the
     // repair covers too.
     let dynamic_book: DynamicBook = Default::default();
@@ -242,6 +293,7 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
                 dead_letters: Arc::new(backends.bus.clone()),
                 store: Arc::clone(store.as_ref().expect("store")),
                 cache: Arc::clone(cache.as_ref().expect("cache")),
+                sink: Arc::clone(&sink),
                 decode: decode_record,
                 batch_max: config.consumer.batch_max,
                 batch_wait: Duration::from_millis(config.consumer.batch_wait_ms),
@@ -317,6 +369,7 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
         let dead_letters = Arc::new(backends.bus.clone());
         let store = Arc::clone(store.as_ref().expect("store"));
         let cache = Arc::clone(cache.as_ref().expect("cache"));
+        let sink = Arc::clone(&sink);
         let group_prefix = config.dynamic.group_prefix.clone();
         let batch_max = config.consumer.batch_max;
         let batch_wait = Duration::from_millis(config.consumer.batch_wait_ms);
@@ -328,6 +381,7 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
                 dead_letters: Arc::clone(&dead_letters),
                 store: Arc::clone(&store),
                 cache: Arc::clone(&cache),
+                sink: Arc::clone(&sink),
                 decode: decode_record,
                 batch_max,
                 batch_wait,
@@ -414,6 +468,8 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
             let s2 = Arc::clone(&store);
             let state = Arc::new(ApiState {
                 datastore: Arc::new(pool),
+                feed: hub.clone().expect("an API node has a hub"),
+                streams: Arc::new(tokio::sync::Semaphore::new(config.api.max_streams)),
                 instruments: Arc::new(move || {
                     let s = Arc::clone(&s1);
                     Box::pin(async move { s.instruments().await.map_err(|e| e.to_string()) })
@@ -424,8 +480,8 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
                 }),
                 config: ApiConfig {
                     max_limit: config.api.max_limit,
-                    stream_poll_ms: config.api.stream_poll_ms,
                     stream_grace_secs: config.api.stream_grace_secs,
+                    max_streams: config.api.max_streams,
                     title: format!("candela ({node})"),
                 },
                 admin: candela_api::server::AdminConfig {
@@ -494,6 +550,7 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
         imitation,
         api_task,
         stop_api,
+        feed_task,
     })
 }
 

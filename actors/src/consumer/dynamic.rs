@@ -63,6 +63,8 @@ pub struct DynamicConsumerArgs<O, D, T, C> {
     pub store: Arc<T>,
     /// Cache.
     pub cache: Arc<C>,
+    /// Where committed rows go next (the live stream's feed).
+    pub sink: Arc<dyn crate::feed::BarSink>,
     /// Payload decoder.
     pub decode: Decode,
     /// Most messages per batch.
@@ -86,6 +88,7 @@ impl<O, D, T, C> Clone for DynamicConsumerArgs<O, D, T, C> {
             dead_letters: Arc::clone(&self.dead_letters),
             store: Arc::clone(&self.store),
             cache: Arc::clone(&self.cache),
+            sink: Arc::clone(&self.sink),
             decode: self.decode,
             batch_max: self.batch_max,
             batch_wait: self.batch_wait,
@@ -390,6 +393,7 @@ where
                 dead_letters: Arc::clone(&state.args.dead_letters),
                 store: Arc::clone(&state.args.store),
                 cache: Arc::clone(&state.args.cache),
+                sink: Arc::clone(&state.args.sink),
                 decode: state.args.decode,
                 metrics: Arc::clone(&state.args.metrics),
             });

@@ -44,6 +44,8 @@ pub struct FixedConsumerArgs<O, D, T, C> {
     pub store: Arc<T>,
     /// Cache.
     pub cache: Arc<C>,
+    /// Where committed rows go next (the live stream's feed).
+    pub sink: Arc<dyn crate::feed::BarSink>,
     /// Payload decoder.
     pub decode: Decode,
     /// Most messages per batch.
@@ -66,6 +68,7 @@ impl<O, D, T, C> Clone for FixedConsumerArgs<O, D, T, C> {
             dead_letters: Arc::clone(&self.dead_letters),
             store: Arc::clone(&self.store),
             cache: Arc::clone(&self.cache),
+            sink: Arc::clone(&self.sink),
             decode: self.decode,
             batch_max: self.batch_max,
             batch_wait: self.batch_wait,
@@ -160,6 +163,7 @@ where
                 dead_letters: args.dead_letters,
                 store: args.store,
                 cache: args.cache,
+                sink: args.sink,
                 decode: args.decode,
                 metrics: args.metrics,
             },

@@ -36,6 +36,9 @@
 //!   counted as skipped and ingestion goes on, so a Redis outage never stops
 //!   the flow into the database. `UPDATE_CACHE_FAILURE` is a write the cache
 //!   refused.
+//! * The same rows then go to the feed ([`crate::feed::BarSink`]: the live
+//!   stream's push), whatever the cache did: they are committed. The feed
+//!   never blocks or fails a cycle.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -45,6 +48,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{HistoryBar, Record, Tick};
+use crate::feed::BarSink;
 use crate::fsm::spec::MachineSpec;
 use crate::fsm::Fsm;
 use crate::kafka::DecodeError;
@@ -193,6 +197,8 @@ pub struct Pipeline<S, D, T, C> {
     pub store: Arc<T>,
     /// The cache.
     pub cache: Arc<C>,
+    /// Where the committed rows go next (the live stream's feed).
+    pub sink: Arc<dyn BarSink>,
     /// The payload decoder.
     pub decode: Decode,
     /// Counters.
@@ -354,8 +360,11 @@ where
             .history_applied
             .fetch_add(outcome.history_applied, Ordering::Relaxed);
 
-        // Updating Redis: the committed rows of every touched minute.
-        match self.cache.put(&outcome.touched).await {
+        // Updating Redis: the committed rows of every touched minute; then
+        // the feed, whatever the cache did (the rows are committed).
+        let cached = self.cache.put(&outcome.touched).await;
+        self.sink.publish(&outcome.touched);
+        match cached {
             Ok(()) => {}
             Err(err) if err.is_cache_unreachable() => {
                 self.metrics.cache_skipped.fetch_add(1, Ordering::Relaxed);

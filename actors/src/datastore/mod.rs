@@ -498,7 +498,16 @@ async fn query_db<T: BarStore, C: BarCache>(
     let window_start = Interval::M1.floor(now_secs() - args.cache_window_secs);
     if refill && query.interval == Interval::M1 && query.to >= window_start {
         // Load the whole recent window once, fill the cache, answer from it
-        // when the request lies inside.
+        // when the request lies inside. The cache's generation is read
+        // before the query: the fill marks the cache complete only if no
+        // invalidation came in between.
+        let generation = match args.cache.generation(&query.instrument).await {
+            Ok(g) => Some(g),
+            Err(err) => {
+                tracing::debug!(instance = %args.instance, error = %err, "cache generation unknown; no fill");
+                None
+            }
+        };
         let recent = args
             .store
             .bars(
@@ -510,10 +519,10 @@ async fn query_db<T: BarStore, C: BarCache>(
             )
             .await
             .map_err(|e| DataError::Unavailable(e.to_string()))?;
-        if !recent.is_empty() {
+        if let (false, Some(generation)) = (recent.is_empty(), generation) {
             if let Err(err) = args
                 .cache
-                .fill(&query.instrument, window_start, &recent)
+                .fill(&query.instrument, window_start, &recent, generation)
                 .await
             {
                 tracing::warn!(instance = %args.instance, error = %err, "cache fill failed");

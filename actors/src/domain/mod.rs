@@ -2,6 +2,7 @@
 //! history bars and the records that carry them between actors.
 
 pub mod bar;
+pub mod reconcile;
 pub mod record;
 pub mod tick;
 pub mod validate;

@@ -10,8 +10,11 @@
 //! * [`BarCache::get`] serves a range only from the mark on, anything else is
 //!   a miss (`None`);
 //! * [`BarCache::fill`] loads the bars from `from` on, sets the mark to `from`
-//!   and trims minutes older than `min(from, now - window)`;
-//! * [`BarCache::invalidate_all`] drops every mark (bars stay until trimmed).
+//!   if the generation is still the one the filler read before its query
+//!   (compare-and-set), and trims minutes older than `min(from, now -
+//!   window)`;
+//! * [`BarCache::invalidate_all`] moves the generation on, which voids every
+//!   mark (bars stay until trimmed).
 //!
 //! Memory is bounded by the window: besides the trim on fill, a put trims the
 //! minutes of an instrument that are older than the window and not covered by
@@ -30,8 +33,9 @@ use crate::store::{BarCache, StoreError, StoredBar};
 struct Entry {
     /// Minute → bar.
     bars: BTreeMap<i64, StoredBar>,
-    /// The first minute from which `bars` is complete.
-    from: Option<i64>,
+    /// The first minute from which `bars` is complete, and the generation
+    /// it was set in (void in any other).
+    from: Option<(i64, u64)>,
 }
 
 impl Entry {
@@ -51,7 +55,14 @@ impl Entry {
 #[derive(Debug, Clone)]
 pub struct MemoryCache {
     window_secs: i64,
-    inner: Arc<Mutex<HashMap<Instrument, Entry>>>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// The entries and the generation, under one lock.
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<Instrument, Entry>,
+    generation: u64,
 }
 
 impl MemoryCache {
@@ -71,7 +82,7 @@ impl MemoryCache {
 
     /// How many minutes the cache holds, over every instrument.
     pub fn len(&self) -> usize {
-        self.lock().values().map(|e| e.bars.len()).sum()
+        self.lock().entries.values().map(|e| e.bars.len()).sum()
     }
 
     /// Whether the cache holds no minute.
@@ -79,7 +90,7 @@ impl MemoryCache {
         self.len() == 0
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Instrument, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave an entry half-written
         // in a way that breaks the contract (each step is a whole insert).
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
@@ -102,15 +113,18 @@ impl MemoryCache {
 impl BarCache for MemoryCache {
     async fn put(&self, bars: &[StoredBar]) -> Result<(), StoreError> {
         let window_start = self.window_start();
-        let mut map = self.lock();
-        for bar in bars {
+        let mut inner = self.lock();
+        let map = &mut inner.entries;
+        for bar in bars.iter().filter(|b| b.bar.open_time >= window_start) {
             let entry = map.entry(bar.bar.instrument.clone()).or_default();
             Self::put_into(entry, bar);
         }
         // Keep memory bounded: minutes out of the window that no mark covers.
         for bar in bars {
             if let Some(entry) = map.get_mut(&bar.bar.instrument) {
-                let horizon = entry.from.map_or(window_start, |f| f.min(window_start));
+                let horizon = entry
+                    .from
+                    .map_or(window_start, |(f, _)| f.min(window_start));
                 entry.trim(horizon);
             }
         }
@@ -123,12 +137,12 @@ impl BarCache for MemoryCache {
         from: i64,
         to: i64,
     ) -> Result<Option<Vec<StoredBar>>, StoreError> {
-        let map = self.lock();
-        let Some(entry) = map.get(instrument) else {
+        let inner = self.lock();
+        let Some(entry) = inner.entries.get(instrument) else {
             return Ok(None);
         };
         match entry.from {
-            Some(start) if start <= from => {}
+            Some((start, generation)) if start <= from && generation == inner.generation => {}
             _ => return Ok(None),
         }
         if to < from {
@@ -143,28 +157,36 @@ impl BarCache for MemoryCache {
         ))
     }
 
+    async fn generation(&self, _instrument: &Instrument) -> Result<u64, StoreError> {
+        Ok(self.lock().generation)
+    }
+
     async fn fill(
         &self,
         instrument: &Instrument,
         from: i64,
         bars: &[StoredBar],
-    ) -> Result<(), StoreError> {
+        generation: u64,
+    ) -> Result<bool, StoreError> {
         let horizon = from.min(self.window_start());
-        let mut map = self.lock();
-        let entry = map.entry(instrument.clone()).or_default();
+        let mut inner = self.lock();
+        let current = inner.generation;
+        let entry = inner.entries.entry(instrument.clone()).or_default();
         for bar in bars.iter().filter(|b| b.bar.open_time >= from) {
             Self::put_into(entry, bar);
         }
-        entry.from = Some(from);
+        let marked = generation == current;
+        if marked {
+            entry.from = Some((from, generation));
+        }
         entry.trim(horizon);
-        tracing::debug!(%instrument, from, held = entry.bars.len(), "memory cache filled");
-        Ok(())
+        tracing::debug!(%instrument, from, marked, held = entry.bars.len(), "memory cache filled");
+        Ok(marked)
     }
 
     async fn invalidate_all(&self) -> Result<(), StoreError> {
-        for entry in self.lock().values_mut() {
-            entry.from = None;
-        }
+        let mut inner = self.lock();
+        inner.generation = inner.generation.wrapping_add(1);
         Ok(())
     }
 }
@@ -223,7 +245,7 @@ mod tests {
         assert_eq!(cache.len(), 10);
         // A fill from before the window keeps what it covers.
         cache
-            .fill(&recent[0].bar.instrument, now - 7_200, &old)
+            .fill(&recent[0].bar.instrument, now - 7_200, &old, 0)
             .await
             .unwrap();
         assert_eq!(cache.len(), 10);

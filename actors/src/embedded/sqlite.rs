@@ -20,15 +20,15 @@
 //!    (instrument, trade id) is already stored; the inserted ones are the
 //!    *new* ticks, the rest are duplicates;
 //! 2. the new ticks are aggregated into partial 1-minute bars
-//!    ([`crate::domain::aggregate`]) and merged into `live` rows with
-//!    [`Bar::merge`] (a `history` row is left alone), each change adding one
-//!    to the row's version;
-//! 3. history bars follow the reconciliation rule of
-//!    [`store::postgres`](crate::store::postgres): zero volume ignored; the
-//!    first bar of a minute within the batch counts; it creates a missing
-//!    minute, replaces a `live` row with a smaller base volume, and changes
-//!    nothing else;
-//! 4. the rows of every minute the batch touched are read back, ordered by
+//!    ([`crate::domain::aggregate`]) and merged into the live bars
+//!    (`live_1m`) with [`Bar::merge`];
+//! 3. the best history answer of each minute of the batch
+//!    ([`reconcile::best_answers`]) replaces the stored answer
+//!    (`history_1m`) when it ranks above it;
+//! 4. every touched minute gets the bar [`reconcile::choose`] picks; a row
+//!    that changes takes the next version from the `counters` table (one
+//!    counter for every row, as PostgreSQL's sequence);
+//! 5. the rows of every minute the batch touched are read back, ordered by
 //!    instrument and time.
 //!
 //! **Coarser intervals** (5m, 15m, 1h, 1d) are computed when read, from the
@@ -37,10 +37,7 @@
 //! first trade, close of the one with the latest last trade, no trade ids,
 //! source `live`, version 0.
 //!
-//! One difference in a case that does not occur: PostgreSQL's tick key also
-//! holds the trade time (for TimescaleDB), so a tick that reused a stored
-//! trade id with another time would be stored there and ignored here; the
-//! documented identity of a tick is (instrument, trade id).
+//! A tick's identity is (instrument, trade id), as in PostgreSQL.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -55,6 +52,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqliteConnection};
 
+use crate::domain::reconcile::{self, Chosen};
 use crate::domain::{aggregate, Bar, HistoryBar, Instrument, Interval, Side, Tick, TradeMark};
 use crate::store::{
     BarStore, InstrumentSummary, Source, StoreError, StoredBar, WriteBatch, WriteOutcome,
@@ -221,7 +219,7 @@ async fn load(
     row.as_ref().map(stored_bar).transpose()
 }
 
-/// Inserts (version 1) or replaces (with `version`) the row of `bar`.
+/// Inserts or replaces the row of `bar`, with `version`.
 async fn save(
     conn: &mut SqliteConnection,
     instrument: &str,
@@ -260,32 +258,114 @@ async fn save(
     Ok(())
 }
 
-/// A history bar as a 1-minute row: no trades, first and last trade at the
-/// minute's edges (as PostgreSQL stores it).
-fn history_row(h: &HistoryBar) -> Bar {
-    Bar {
-        instrument: h.instrument.clone(),
+const LIVE_COLUMNS: &str = "open_time, open, high, low, close, volume_base, volume_quote, \
+                            trades, first_ns, first_id, last_ns, last_id";
+
+/// The live bar of (`instrument`, `open_time`), if any.
+async fn load_live(
+    conn: &mut SqliteConnection,
+    instrument: &Instrument,
+    open_time: i64,
+) -> Result<Option<Bar>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {LIVE_COLUMNS} FROM live_1m WHERE instrument = ?1 AND open_time = ?2"
+    ))
+    .bind(instrument.to_string())
+    .bind(open_time)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(Bar {
+        instrument: instrument.clone(),
         interval: Interval::M1,
-        open_time: h.open_time,
-        open: h.open,
-        high: h.high,
-        low: h.low,
-        close: h.close,
-        volume_base: h.volume_base,
-        volume_quote: h.volume_quote,
-        trades: 0,
+        open_time: row.try_get(0)?,
+        open: decimal(&row, 1, "open")?,
+        high: decimal(&row, 2, "high")?,
+        low: decimal(&row, 3, "low")?,
+        close: decimal(&row, 4, "close")?,
+        volume_base: decimal(&row, 5, "volume_base")?,
+        volume_quote: decimal(&row, 6, "volume_quote")?,
+        trades: u64::try_from(row.try_get::<i64, _>(7)?).unwrap_or(0),
         first: TradeMark {
-            time_ns: h.open_time.saturating_mul(1_000_000_000),
-            id: String::new(),
+            time_ns: row.try_get(8)?,
+            id: row.try_get(9)?,
         },
         last: TradeMark {
-            time_ns: h
-                .open_time
-                .saturating_mul(1_000_000_000)
-                .saturating_add(59_999_999_999),
-            id: String::new(),
+            time_ns: row.try_get(10)?,
+            id: row.try_get(11)?,
         },
-    }
+    }))
+}
+
+/// Inserts or replaces the live bar `bar`.
+async fn save_live(conn: &mut SqliteConnection, bar: &Bar) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "INSERT OR REPLACE INTO live_1m (instrument, {LIVE_COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+    ))
+    .bind(bar.instrument.to_string())
+    .bind(bar.open_time)
+    .bind(bar.open.to_string())
+    .bind(bar.high.to_string())
+    .bind(bar.low.to_string())
+    .bind(bar.close.to_string())
+    .bind(bar.volume_base.to_string())
+    .bind(bar.volume_quote.to_string())
+    .bind(i64::try_from(bar.trades).unwrap_or(i64::MAX))
+    .bind(bar.first.time_ns)
+    .bind(bar.first.id.as_str())
+    .bind(bar.last.time_ns)
+    .bind(bar.last.id.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The best history answer stored for (`instrument`, `open_time`), if any.
+async fn load_history(
+    conn: &mut SqliteConnection,
+    instrument: &Instrument,
+    open_time: i64,
+) -> Result<Option<HistoryBar>, StoreError> {
+    let row = sqlx::query(
+        "SELECT open, high, low, close, volume_base, volume_quote FROM history_1m \
+         WHERE instrument = ?1 AND open_time = ?2",
+    )
+    .bind(instrument.to_string())
+    .bind(open_time)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(HistoryBar {
+        instrument: instrument.clone(),
+        open_time,
+        open: decimal(&row, 0, "open")?,
+        high: decimal(&row, 1, "high")?,
+        low: decimal(&row, 2, "low")?,
+        close: decimal(&row, 3, "close")?,
+        volume_base: decimal(&row, 4, "volume_base")?,
+        volume_quote: decimal(&row, 5, "volume_quote")?,
+    }))
+}
+
+/// Inserts or replaces the stored history answer with `h`.
+async fn save_history(conn: &mut SqliteConnection, h: &HistoryBar) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT OR REPLACE INTO history_1m (instrument, open_time, open, high, low, close, \
+                                            volume_base, volume_quote) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .bind(h.instrument.to_string())
+    .bind(h.open_time)
+    .bind(h.open.to_string())
+    .bind(h.high.to_string())
+    .bind(h.low.to_string())
+    .bind(h.close.to_string())
+    .bind(h.volume_base.to_string())
+    .bind(h.volume_quote.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// A coarse bar as the PostgreSQL views return it: no trade ids, `live`,
@@ -338,61 +418,89 @@ impl BarStore for SqliteStore {
         outcome.duplicate_ticks = (t.len() - new_ticks.len()) as u64;
         let inserted_at = started.elapsed();
 
-        // 2. Merge the new ticks' partial bars into live rows.
+        // 2. Merge the new ticks' partial bars into the live bars.
         for partial in aggregate(new_ticks.iter().copied(), Interval::M1)? {
-            let key = partial.instrument.to_string();
-            match load(&mut tx, &key, partial.open_time).await? {
-                None => save(&mut tx, &key, &partial, Source::Live, 1).await?,
-                Some(row) if row.source == Source::Live => {
-                    let merged = row.bar.merge(&partial)?;
-                    let version = row.version.saturating_add(1);
-                    save(&mut tx, &key, &merged, Source::Live, version).await?;
-                }
-                // Live ticks never change a closed minute from history.
-                Some(_) => {}
-            }
+            let merged = match load_live(&mut tx, &partial.instrument, partial.open_time).await? {
+                Some(stored) => stored.merge(&partial)?,
+                None => partial,
+            };
+            save_live(&mut tx, &merged).await?;
         }
         let merged_at = started.elapsed();
 
-        // 3. History bars, by the reconciliation rule.
-        let mut first_of_minute = HashSet::with_capacity(batch.history.len());
-        let h: Vec<&HistoryBar> = batch
-            .history
-            .iter()
-            .filter(|b| !b.volume_base.is_zero())
-            .filter(|b| first_of_minute.insert((&b.instrument, b.open_time)))
-            .collect();
-        for hb in &h {
-            let key = hb.instrument.to_string();
-            let apply = match load(&mut tx, &key, hb.open_time).await? {
-                None => Some(1),
-                Some(row) if row.source == Source::Live && row.bar.volume_base < hb.volume_base => {
-                    Some(row.version.saturating_add(1))
-                }
-                Some(_) => None,
+        // 3. The best history answer of each minute.
+        let h = reconcile::best_answers(batch.history);
+        for answer in &h {
+            let better = match load_history(&mut tx, &answer.instrument, answer.open_time).await? {
+                Some(stored) => reconcile::outranks(answer, &stored),
+                None => true,
             };
-            if let Some(version) = apply {
-                save(&mut tx, &key, &history_row(hb), Source::History, version).await?;
-                outcome.history_applied += 1;
+            if better {
+                save_history(&mut tx, answer).await?;
             }
         }
-        let history_at = started.elapsed();
 
-        // 4. Read back every touched minute.
-        let mut keys: Vec<(String, i64)> = t
+        // 4. The chosen bar of every touched minute.
+        // By instrument name and time, as PostgreSQL orders them.
+        let mut keys: Vec<(String, i64, &Instrument)> = t
             .iter()
             .map(|x| {
                 (
                     x.instrument.to_string(),
                     Interval::M1.floor(x.trade_time_ns.div_euclid(1_000_000_000)),
+                    &x.instrument,
                 )
             })
-            .chain(h.iter().map(|b| (b.instrument.to_string(), b.open_time)))
+            .chain(
+                h.iter()
+                    .map(|b| (b.instrument.to_string(), b.open_time, &b.instrument)),
+            )
             .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        for (instrument, open_time) in &keys {
-            if let Some(row) = load(&mut tx, instrument, *open_time).await? {
+        keys.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        keys.dedup_by(|a, b| (&a.0, a.1) == (&b.0, b.1));
+        let mut version: i64 =
+            sqlx::query("SELECT value FROM counters WHERE name = 'bars_version'")
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+        let counter_was = version;
+        for (key, open_time, instrument) in &keys {
+            let live = load_live(&mut tx, instrument, *open_time).await?;
+            let history = load_history(&mut tx, instrument, *open_time).await?;
+            let chosen = match reconcile::choose(live.as_ref(), history.as_ref()) {
+                Some(Chosen::Live) => live.map(|b| (b, Source::Live)),
+                Some(Chosen::History) => history
+                    .as_ref()
+                    .map(|h| (reconcile::history_bar(h), Source::History)),
+                None => None,
+            };
+            let Some((bar, source)) = chosen else {
+                continue;
+            };
+            let stored = load(&mut tx, key, *open_time).await?;
+            if stored
+                .as_ref()
+                .is_some_and(|s| s.bar == bar && s.source == source)
+            {
+                continue;
+            }
+            version = version.saturating_add(1);
+            save(&mut tx, key, &bar, source, version).await?;
+            if source == Source::History {
+                outcome.history_applied += 1;
+            }
+        }
+        if version != counter_was {
+            sqlx::query("UPDATE counters SET value = ?1 WHERE name = 'bars_version'")
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let history_at = started.elapsed();
+
+        // 5. Read back every touched minute.
+        for (key, open_time, _) in &keys {
+            if let Some(row) = load(&mut tx, key, *open_time).await? {
                 outcome.touched.push(row);
             }
         }
@@ -503,5 +611,35 @@ impl BarStore for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn changed_since(
+        &self,
+        instrument: &Instrument,
+        from: i64,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredBar>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {BAR_COLUMNS} FROM bars_1m \
+             WHERE instrument = ?1 AND version > ?2 AND open_time >= ?3 \
+             ORDER BY version LIMIT ?4"
+        ))
+        .bind(instrument.to_string())
+        .bind(after)
+        .bind(from)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(stored_bar).collect()
+    }
+
+    async fn latest_version(&self, instrument: &Instrument) -> Result<i64, StoreError> {
+        let row =
+            sqlx::query("SELECT coalesce(max(version), 0) FROM bars_1m WHERE instrument = ?1")
+                .bind(instrument.to_string())
+                .fetch_one(&self.reader)
+                .await?;
+        Ok(row.try_get(0)?)
     }
 }

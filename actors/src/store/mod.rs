@@ -7,6 +7,7 @@
 pub mod dynamic;
 pub mod postgres;
 pub mod redis_cache;
+pub mod redis_feed;
 pub mod timescale;
 
 use std::future::Future;
@@ -174,15 +175,17 @@ pub enum Source {
     History,
 }
 
-/// A bar as stored: the bar, where it came from, and the row's version (it
-/// grows with every change of the row).
+/// A bar as stored: the bar, where it came from, and the row's version (the
+/// store's change counter when the row last changed: it grows with every
+/// change of any row).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredBar {
     /// The bar.
     pub bar: Bar,
     /// Live or history.
     pub source: Source,
-    /// Row version (1-minute bars); 0 for coarser intervals.
+    /// Row version (1-minute bars); for a coarser interval, the highest
+    /// version of its minutes where the store knows it, else 0.
     pub version: i64,
 }
 
@@ -252,6 +255,25 @@ pub trait BarStore: Send + Sync + 'static {
     fn instruments(
         &self,
     ) -> impl Future<Output = Result<Vec<InstrumentSummary>, StoreError>> + Send;
+
+    /// The 1-minute bars of `instrument` with `open_time >= from` that
+    /// changed after version `after` (their version is greater), by version
+    /// ascending, at most `limit`: what a follower that saw every change up
+    /// to `after` has missed. Versions come from one counter per store, so
+    /// they order every change of every row.
+    fn changed_since(
+        &self,
+        instrument: &Instrument,
+        from: i64,
+        after: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<StoredBar>, StoreError>> + Send;
+
+    /// The highest version of `instrument`'s 1-minute bars (0 without any).
+    fn latest_version(
+        &self,
+        instrument: &Instrument,
+    ) -> impl Future<Output = Result<i64, StoreError>> + Send;
 }
 
 /// Recent 1-minute bars, for fast reads.
@@ -270,16 +292,29 @@ pub trait BarCache: Send + Sync + 'static {
         to: i64,
     ) -> impl Future<Output = Result<Option<Vec<StoredBar>>, StoreError>> + Send;
 
-    /// Loads `bars` (all stored 1-minute bars of `instrument` from `from` on)
-    /// and marks the cache complete for `instrument` from `from`.
+    /// The cache's generation, to read *before* querying the store for a
+    /// [`BarCache::fill`]: every invalidation moves it on.
+    fn generation(
+        &self,
+        instrument: &Instrument,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Loads `bars` (all stored 1-minute bars of `instrument` from `from` on,
+    /// as a query made after reading `generation` returned them) and marks
+    /// the cache complete for `instrument` from `from`, but only if the
+    /// generation is still `generation` (compare-and-set): a fill that read
+    /// the store before an invalidation never marks what it read as
+    /// complete. Returns whether the mark was set.
     fn fill(
         &self,
         instrument: &Instrument,
         from: i64,
         bars: &[StoredBar],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+        generation: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Forgets what the cache claims to hold completely, for every instrument
-    /// (bars stay, but reads go to the store until the next fill).
+    /// (bars stay, but reads go to the store until the next fill): moves the
+    /// generation on.
     fn invalidate_all(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

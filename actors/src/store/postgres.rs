@@ -3,41 +3,39 @@
 //! One [`BarStore::write`] is one transaction:
 //!
 //! 1. the batch's distinct ticks are inserted; the rows actually inserted are
-//!    the *new* ticks (replays and redeliveries insert nothing). The first try
-//!    is a plain `INSERT` of them all (no tick of the batch stored yet: the
-//!    common case, and twice as fast); a stored tick makes it fail with a
-//!    unique violation, the transaction is rolled back, and the batch is
-//!    written again in a new transaction with `ON CONFLICT DO NOTHING
-//!    RETURNING`, which says which ticks were new;
+//!    the *new* ticks (replays and redeliveries insert nothing). A tick's
+//!    identity is (instrument, trade id). The first try is a plain `INSERT`
+//!    of them all (no tick of the batch stored yet: the common case, and
+//!    twice as fast); a stored tick makes it fail with a unique violation,
+//!    the transaction is rolled back, and the batch is written again in a
+//!    new transaction with `ON CONFLICT DO NOTHING RETURNING`, which says
+//!    which ticks were new;
 //! 2. the new ticks are aggregated into partial 1-minute bars (pure code,
-//!    [`crate::domain::aggregate`]) and merged into `bars_1m` with the same merge
-//!    as [`Bar::merge`], written in SQL, so the stored bar is always the bar of
-//!    the set of distinct ticks, whatever the order of arrival;
-//! 3. history bars are applied by the reconciliation rule below;
-//! 4. the rows of every minute the batch touched are read back (for the cache).
+//!    [`crate::domain::aggregate`]) and merged into `live_1m` with the same
+//!    merge as [`crate::domain::Bar::merge`], written in SQL, so the live bar
+//!    is always the bar of the set of distinct ticks, whatever the order of
+//!    arrival;
+//! 3. the batch's history answers, the best per minute
+//!    ([`reconcile::best_answers`]), replace the stored answer of their minute
+//!    in `history_1m` when they rank above it ([`reconcile::history_rank`],
+//!    the same order as a row comparison in SQL);
+//! 4. every minute the batch touched gets the bar the reconciliation rule
+//!    chooses ([`crate::domain::reconcile`], mirrored in SQL below): the
+//!    best history answer when it is more complete than the live bar, else
+//!    the live bar. A row that changes takes the next `bars_version`; a row
+//!    that does not change keeps its version;
+//! 5. the rows of every minute the batch touched are read back (for the cache
+//!    and the live stream).
 //!
-//! **Reconciliation of history and live bars.** A minute's row is either
-//! `live` (merged from live ticks) or `history` (a closed minute from
-//! CryptoCompare's REST history, which covers every trade of that minute):
-//!
-//! * a history bar with zero volume (CryptoCompare's flat bar for a minute
-//!   without trades) is ignored: minutes without trades are not stored;
-//! * a history bar for a minute without a row creates it (`history`);
-//! * a history bar replaces a `live` row whose base volume is smaller: the live
-//!   stream missed trades of that minute (a disconnect), and the closed minute
-//!   from history repairs it;
-//! * otherwise (the live row is complete) the live row stays;
-//! * live ticks never change a `history` row: the closed minute already counts
-//!   them (they are still stored as ticks);
-//! * a history bar for a minute that is already `history` changes nothing, and
-//!   within one batch only the first history bar of a minute is considered
-//!   (a replayed history bar is a no-op, wherever the replay lands).
+//! The outcome depends on the set of ticks and answers only: not on their
+//! order, their batches or redeliveries (property-tested against an
+//! independent reference in `actors/tests/backends/reconcile.rs`).
 
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 
 use super::{BarStore, InstrumentSummary, Source, StoreError, StoredBar, WriteBatch, WriteOutcome};
-use crate::domain::{aggregate, Bar, Instrument, Interval, Side, Tick, TradeMark};
+use crate::domain::{aggregate, reconcile, Bar, Instrument, Interval, Side, Tick, TradeMark};
 
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -66,6 +64,48 @@ impl PgStore {
         &self.pool
     }
 }
+
+/// Step 4 of a write: the bar the reconciliation rule chooses for each
+/// minute of ($1 instruments, $2 minutes), from `live_1m` and `history_1m`,
+/// written to `bars_1m` when it differs from the stored row (which then takes
+/// the next version). Mirrors [`reconcile::choose`] and
+/// [`reconcile::history_bar`]: history when its base volume exceeds the live
+/// one by more than [`reconcile::VOLUME_TOLERANCE`] of the larger. Returns
+/// the source of each row written.
+const RESOLVE: &str = "\
+    INSERT INTO bars_1m AS b (instrument, open_time, open, high, low, close, volume_base, volume_quote, \
+                              trades, first_ns, first_id, last_ns, last_id, source) \
+    SELECT k.i, k.ot, \
+           CASE WHEN c.use_h THEN h.open ELSE l.open END, \
+           CASE WHEN c.use_h THEN h.high ELSE l.high END, \
+           CASE WHEN c.use_h THEN h.low ELSE l.low END, \
+           CASE WHEN c.use_h THEN h.close ELSE l.close END, \
+           CASE WHEN c.use_h THEN h.volume_base ELSE l.volume_base END, \
+           CASE WHEN c.use_h THEN h.volume_quote ELSE l.volume_quote END, \
+           CASE WHEN c.use_h THEN 0 ELSE l.trades END, \
+           CASE WHEN c.use_h THEN k.secs * 1000000000 ELSE l.first_ns END, \
+           CASE WHEN c.use_h THEN '' ELSE l.first_id END, \
+           CASE WHEN c.use_h THEN k.secs * 1000000000 + 59999999999 ELSE l.last_ns END, \
+           CASE WHEN c.use_h THEN '' ELSE l.last_id END, \
+           CASE WHEN c.use_h THEN 'history' ELSE 'live' END \
+    FROM (SELECT i, secs, to_timestamp(secs) AS ot FROM UNNEST($1::text[], $2::int8[]) AS u(i, secs)) k \
+    LEFT JOIN live_1m l ON l.instrument = k.i AND l.open_time = k.ot \
+    LEFT JOIN history_1m h ON h.instrument = k.i AND h.open_time = k.ot \
+    CROSS JOIN LATERAL (SELECT h.instrument IS NOT NULL AND h.volume_base > 0 AND ( \
+        l.instrument IS NULL OR (h.volume_base > l.volume_base AND \
+            h.volume_base - l.volume_base > GREATEST(abs(h.volume_base), abs(l.volume_base)) * 0.000000000001)) AS use_h) c \
+    WHERE l.instrument IS NOT NULL OR (h.instrument IS NOT NULL AND h.volume_base > 0) \
+    ON CONFLICT (instrument, open_time) DO UPDATE SET \
+      open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close, \
+      volume_base = excluded.volume_base, volume_quote = excluded.volume_quote, trades = excluded.trades, \
+      first_ns = excluded.first_ns, first_id = excluded.first_id, last_ns = excluded.last_ns, \
+      last_id = excluded.last_id, source = excluded.source, version = nextval('bars_version') \
+    WHERE (b.open, b.high, b.low, b.close, b.volume_base, b.volume_quote, b.trades, \
+           b.first_ns, b.first_id, b.last_ns, b.last_id, b.source) \
+      IS DISTINCT FROM (excluded.open, excluded.high, excluded.low, excluded.close, excluded.volume_base, \
+           excluded.volume_quote, excluded.trades, excluded.first_ns, excluded.first_id, excluded.last_ns, \
+           excluded.last_id, excluded.source) \
+    RETURNING source";
 
 const BAR_COLUMNS: &str =
     "instrument, extract(epoch from open_time)::int8, open, high, low, close, \
@@ -136,17 +176,13 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
         .is_some_and(|code| code == "23505")
 }
 
-/// The ticks of a batch without repeats of the same stored key, first
-/// occurrence kept, in batch order. The key is (instrument, trade id, trade
-/// time): `ticks`' key holds the trade time (as a `timestamptz`, to the
-/// microsecond), so this is never coarser than the table's; two ticks it
-/// keeps that the table still takes for one make the plain insert fail and
-/// the batch go through `ON CONFLICT` (exactly as before).
+/// The ticks of a batch without repeats of the same identity (instrument,
+/// trade id), first occurrence kept, in batch order.
 fn distinct_ticks(ticks: &[Tick]) -> Vec<&Tick> {
     let mut seen = std::collections::HashSet::with_capacity(ticks.len());
     ticks
         .iter()
-        .filter(|t| seen.insert((&t.instrument, t.trade_id.as_str(), t.trade_time_ns)))
+        .filter(|t| seen.insert((&t.instrument, t.trade_id.as_str())))
         .collect()
 }
 
@@ -215,27 +251,19 @@ impl PgStore {
                      FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::numeric[], $5::numeric[], $6::text[], $7::int8[]) \
                        AS t(i, id, ns, p, q, s, r) \
                      ON CONFLICT DO NOTHING \
-                     RETURNING instrument, trade_id, trade_time_ns",
+                     RETURNING instrument, trade_id",
                 ), distinct)
                 .fetch_all(&mut *tx)
                 .await?;
                 let mut inserted = std::collections::HashSet::with_capacity(rows.len());
                 for row in &rows {
-                    inserted.insert((
-                        row.try_get::<String, _>(0)?,
-                        row.try_get::<String, _>(1)?,
-                        row.try_get::<i64, _>(2)?,
-                    ));
+                    inserted.insert((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?));
                 }
                 distinct
                     .iter()
                     .copied()
                     .filter(|tick| {
-                        inserted.remove(&(
-                            tick.instrument.to_string(),
-                            tick.trade_id.clone(),
-                            tick.trade_time_ns,
-                        ))
+                        inserted.remove(&(tick.instrument.to_string(), tick.trade_id.clone()))
                     })
                     .collect()
             }
@@ -244,13 +272,13 @@ impl PgStore {
         outcome.new_ticks = new_ticks.len() as u64;
         outcome.duplicate_ticks = (t.len() - new_ticks.len()) as u64;
 
-        // 2. Merge the new ticks' partial bars into live rows.
+        // 2. Merge the new ticks' partial bars into the live bars.
         let partial = aggregate(new_ticks.iter().copied(), Interval::M1)?;
         if !partial.is_empty() {
             sqlx::query(
-                "INSERT INTO bars_1m AS b (instrument, open_time, open, high, low, close, volume_base, volume_quote, \
-                                           trades, first_ns, first_id, last_ns, last_id, source) \
-                 SELECT i, to_timestamp(ot), o, h, l, c, vb, vq, n, fns, fid, lns, lid, 'live' \
+                "INSERT INTO live_1m AS b (instrument, open_time, open, high, low, close, volume_base, volume_quote, \
+                                           trades, first_ns, first_id, last_ns, last_id) \
+                 SELECT i, to_timestamp(ot), o, h, l, c, vb, vq, n, fns, fid, lns, lid \
                  FROM UNNEST($1::text[], $2::int8[], $3::numeric[], $4::numeric[], $5::numeric[], $6::numeric[], \
                              $7::numeric[], $8::numeric[], $9::int8[], $10::int8[], $11::text[], $12::int8[], $13::text[]) \
                    AS t(i, ot, o, h, l, c, vb, vq, n, fns, fid, lns, lid) \
@@ -277,9 +305,7 @@ impl PgStore {
                    low = LEAST(b.low, excluded.low), \
                    volume_base = b.volume_base + excluded.volume_base, \
                    volume_quote = b.volume_quote + excluded.volume_quote, \
-                   trades = b.trades + excluded.trades, \
-                   version = b.version + 1 \
-                 WHERE b.source = 'live'",
+                   trades = b.trades + excluded.trades",
             )
             .bind(partial.iter().map(|b| b.instrument.to_string()).collect::<Vec<_>>())
             .bind(partial.iter().map(|b| b.open_time).collect::<Vec<_>>())
@@ -305,32 +331,19 @@ impl PgStore {
 
         let merged_at = started.elapsed();
 
-        // 3. History bars, by the reconciliation rule.
-        // A minute repeated within the batch counts once, the first time (as
-        // across batches: once a minute is history, later history bars of it
-        // change nothing); one statement cannot update a row twice anyway.
-        let mut seen = std::collections::HashSet::with_capacity(batch.history.len());
-        let h: Vec<_> = batch
-            .history
-            .iter()
-            .filter(|b| !b.volume_base.is_zero())
-            .filter(|b| seen.insert((&b.instrument, b.open_time)))
-            .collect();
+        // 3. The best history answer of each minute.
+        let h = reconcile::best_answers(batch.history);
         if !h.is_empty() {
-            let applied = sqlx::query(
-                "INSERT INTO bars_1m AS b (instrument, open_time, open, high, low, close, volume_base, volume_quote, \
-                                           trades, first_ns, first_id, last_ns, last_id, source) \
-                 SELECT i, to_timestamp(ot), o, hi, lo, c, vb, vq, 0, ot * 1000000000, '', \
-                        ot * 1000000000 + 59999999999, '', 'history' \
+            sqlx::query(
+                "INSERT INTO history_1m AS b (instrument, open_time, open, high, low, close, volume_base, volume_quote) \
+                 SELECT i, to_timestamp(ot), o, hi, lo, c, vb, vq \
                  FROM UNNEST($1::text[], $2::int8[], $3::numeric[], $4::numeric[], $5::numeric[], $6::numeric[], \
                              $7::numeric[], $8::numeric[]) AS t(i, ot, o, hi, lo, c, vb, vq) \
                  ON CONFLICT (instrument, open_time) DO UPDATE SET \
                    open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close, \
-                   volume_base = excluded.volume_base, volume_quote = excluded.volume_quote, \
-                   trades = excluded.trades, first_ns = excluded.first_ns, first_id = excluded.first_id, \
-                   last_ns = excluded.last_ns, last_id = excluded.last_id, source = 'history', \
-                   version = b.version + 1 \
-                 WHERE b.source = 'live' AND b.volume_base < excluded.volume_base",
+                   volume_base = excluded.volume_base, volume_quote = excluded.volume_quote \
+                 WHERE (excluded.volume_base, excluded.volume_quote, excluded.high, excluded.low, excluded.open, excluded.close) \
+                     > (b.volume_base, b.volume_quote, b.high, b.low, b.open, b.close)",
             )
             .bind(h.iter().map(|b| b.instrument.to_string()).collect::<Vec<_>>())
             .bind(h.iter().map(|b| b.open_time).collect::<Vec<_>>())
@@ -342,12 +355,9 @@ impl PgStore {
             .bind(h.iter().map(|b| b.volume_quote).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
-            outcome.history_applied = applied.rows_affected();
         }
 
-        let history_at = started.elapsed();
-
-        // 4. Read back every touched minute.
+        // 4. The chosen bar of every touched minute.
         let mut keys: Vec<(String, i64)> = t
             .iter()
             .map(|x| {
@@ -360,6 +370,21 @@ impl PgStore {
             .collect();
         keys.sort_unstable();
         keys.dedup();
+        if !keys.is_empty() {
+            let changed = sqlx::query(RESOLVE)
+                .bind(keys.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
+                .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in &changed {
+                if row.try_get::<String, _>(0)? == "history" {
+                    outcome.history_applied += 1;
+                }
+            }
+        }
+        let history_at = started.elapsed();
+
+        // 5. Read back every touched minute.
         if !keys.is_empty() {
             let rows = sqlx::query(&format!(
                 "SELECT {BAR_COLUMNS} FROM bars_1m \
@@ -478,5 +503,36 @@ impl BarStore for PgStore {
                 })
             })
             .collect()
+    }
+
+    async fn changed_since(
+        &self,
+        instrument: &Instrument,
+        from: i64,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredBar>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {BAR_COLUMNS} FROM bars_1m \
+             WHERE instrument = $1 AND version > $2 AND open_time >= to_timestamp($3) \
+             ORDER BY version LIMIT $4"
+        ))
+        .bind(instrument.to_string())
+        .bind(after)
+        .bind(from)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| stored_bar(r, Interval::M1)).collect()
+    }
+
+    async fn latest_version(&self, instrument: &Instrument) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT coalesce(max(version), 0)::int8 FROM bars_1m WHERE instrument = $1",
+        )
+        .bind(instrument.to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
     }
 }

@@ -1,19 +1,33 @@
 //! The Redis implementation of [`BarCache`].
 //!
 //! Per instrument, one hash `candela:1m:{instrument}` maps each minute
-//! (`open_time`) to the JSON of its [`StoredBar`], and
-//! `candela:1m:{instrument}:from` holds the first minute from which the hash is
-//! complete (absent = nothing is trusted). A write keeps, per minute, the bar
-//! with the highest row version (a Lua script compares), so a slow writer can
-//! never put an older bar back over a newer one.
+//! (`open_time`) to the JSON of its [`StoredBar`] (and `{minute}:v` to its
+//! version), a sorted set `candela:1m:{instrument}:idx` indexes the minutes
+//! held (for trimming), and `candela:1m:{instrument}:from` is the "complete
+//! from" mark: `{first minute}:{generation}`. A write keeps, per minute, the
+//! bar with the highest row version (a Lua script compares), so a slow writer
+//! can never put an older bar back over a newer one.
 //!
-//! Only ranges from the `:from` mark on are served; anything else is a miss.
-//! Entries older than the window are trimmed on fill.
+//! **The mark cannot lie.** `candela:1m:gen` is the cache's generation; every
+//! invalidation increments it, which voids every mark at once (a mark counts
+//! only when its generation is the current one). A fill reads the generation
+//! *before* its database query and sets the mark only if the generation is
+//! still that one (compare-and-set, in one script): a fill that read the
+//! database before an invalidation can never mark the cache complete with
+//! what it read. (The race it closes: a consumer commits a bar, its cache
+//! write fails, it invalidates; a datastore's fill from an older snapshot
+//! must not then mark the old bar as complete.)
+//!
+//! Only ranges from a valid mark on are served; anything else is a miss. A
+//! range is clamped to the present (no minute after now + 1 minute is
+//! looked up, whatever `to` says). Minutes older than the window are trimmed
+//! on every write (put and fill), through the index, so Redis holds about the
+//! window and no more.
 //!
 //! When Redis cannot be reached, calls fail fast with [`StoreError::CacheDown`]
 //! for a second before it is tried again, so a dead cache costs readers
 //! nothing; and the first successful call after an outage first invalidates
-//! every `:from` mark, because writes were missed meanwhile.
+//! (increments the generation), because writes were missed meanwhile.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -25,18 +39,44 @@ use redis::AsyncCommands;
 use super::{BarCache, StoreError, StoredBar};
 use crate::domain::Instrument;
 
-/// Keeps, for each minute, the bar with the highest version.
-/// KEYS[1] = hash; ARGV = minute, version, json, minute, version, json, ...
+/// Keeps, for each minute, the bar with the highest version, indexes it, and
+/// trims the minutes before the horizon.
+/// KEYS[1] = hash, KEYS[2] = index; ARGV[1] = horizon, then
+/// minute, version, json, minute, version, json, ...
 const PUT_SCRIPT: &str = r"
 local n = 0
-for i = 1, #ARGV, 3 do
-  local cur = redis.call('HGET', KEYS[1], ARGV[i] .. ':v')
-  if (not cur) or tonumber(cur) <= tonumber(ARGV[i + 1]) then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2], ARGV[i] .. ':v', ARGV[i + 1])
-    n = n + 1
+local horizon = tonumber(ARGV[1])
+for i = 2, #ARGV, 3 do
+  local t = tonumber(ARGV[i])
+  if t >= horizon then
+    local cur = redis.call('HGET', KEYS[1], ARGV[i] .. ':v')
+    if (not cur) or tonumber(cur) <= tonumber(ARGV[i + 1]) then
+      redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2], ARGV[i] .. ':v', ARGV[i + 1])
+      redis.call('ZADD', KEYS[2], t, ARGV[i])
+      n = n + 1
+    end
   end
 end
+local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
+for _, t in ipairs(old) do
+  redis.call('HDEL', KEYS[1], t, t .. ':v')
+end
+if #old > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
+end
 return n
+";
+
+/// Sets the mark only if the generation is still the one read before the
+/// database query. KEYS[1] = generation, KEYS[2] = mark; ARGV[1] = the
+/// generation read, ARGV[2] = the first minute. Returns 1 when set.
+const MARK_SCRIPT: &str = r"
+local gen = redis.call('GET', KEYS[1]) or '0'
+if gen == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[2] .. ':' .. ARGV[1])
+  return 1
+end
+return 0
 ";
 
 /// A [`BarCache`] on Redis.
@@ -46,6 +86,7 @@ pub struct RedisCache {
     prefix: String,
     window_secs: i64,
     put: redis::Script,
+    mark: redis::Script,
     health: Arc<Health>,
 }
 
@@ -73,7 +114,7 @@ impl std::fmt::Debug for RedisCache {
 
 impl RedisCache {
     /// Connects to `url`; keys start with `prefix` (e.g. `candela`), and bars
-    /// older than `window_secs` are dropped on fill.
+    /// older than `window_secs` are dropped on every write.
     pub async fn connect(url: &str, prefix: &str, window_secs: i64) -> Result<Self, StoreError> {
         let client = redis::Client::open(url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
@@ -86,6 +127,7 @@ impl RedisCache {
             prefix: prefix.to_owned(),
             window_secs,
             put: redis::Script::new(PUT_SCRIPT),
+            mark: redis::Script::new(MARK_SCRIPT),
             health: Arc::default(),
         })
     }
@@ -98,12 +140,29 @@ impl RedisCache {
         format!("{}:1m:{instrument}:from", self.prefix)
     }
 
+    fn index_key(&self, instrument: &Instrument) -> String {
+        format!("{}:1m:{instrument}:idx", self.prefix)
+    }
+
+    fn generation_key(&self) -> String {
+        format!("{}:1m:gen", self.prefix)
+    }
+
+    /// The first minute kept: the window's start, or `from` when earlier
+    /// (a fill keeps what it covers).
+    fn horizon(&self, from: Option<i64>) -> i64 {
+        let start = now_secs().saturating_sub(self.window_secs);
+        from.map_or(start, |f| f.min(start))
+    }
+
     async fn put_one(
         &self,
         instrument: &Instrument,
         bars: &[&StoredBar],
+        horizon: i64,
     ) -> Result<(), StoreError> {
         let mut inv = self.put.key(self.key(instrument));
+        inv.key(self.index_key(instrument)).arg(horizon);
         for b in bars {
             let json = serde_json::to_string(b).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             inv.arg(b.bar.open_time).arg(b.version).arg(json);
@@ -112,6 +171,12 @@ impl RedisCache {
         let _: i64 = inv.invoke_async(&mut conn).await?;
         Ok(())
     }
+}
+
+/// A mark's value: `{first minute}:{generation}`.
+fn parse_mark(text: &str) -> Option<(i64, u64)> {
+    let (from, generation) = text.split_once(':')?;
+    Some((from.parse().ok()?, generation.parse().ok()?))
 }
 
 impl RedisCache {
@@ -144,18 +209,8 @@ impl RedisCache {
 
     async fn invalidate_marks(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let pattern = format!("{}:1m:*:from", self.prefix);
-        let keys: Vec<String> = {
-            let mut iter = conn.scan_match::<_, String>(&pattern).await?;
-            let mut keys = Vec::new();
-            while let Some(k) = iter.next_item().await {
-                keys.push(k?);
-            }
-            keys
-        };
-        if !keys.is_empty() {
-            let _: i64 = conn.del(keys).await?;
-        }
+        let generation: u64 = conn.incr(self.generation_key(), 1).await?;
+        tracing::debug!(prefix = %self.prefix, generation, "cache invalidated");
         Ok(())
     }
 
@@ -165,8 +220,9 @@ impl RedisCache {
         for b in bars {
             by_instrument.entry(&b.bar.instrument).or_default().push(b);
         }
+        let horizon = self.horizon(None);
         for (instrument, bars) in by_instrument {
-            self.put_one(instrument, &bars).await?;
+            self.put_one(instrument, &bars, horizon).await?;
         }
         Ok(())
     }
@@ -178,11 +234,17 @@ impl RedisCache {
         to: i64,
     ) -> Result<Option<Vec<StoredBar>>, StoreError> {
         let mut conn = self.conn.clone();
-        let covered: Option<i64> = conn.get(self.cover_key(instrument)).await?;
-        match covered {
-            Some(start) if start <= from => {}
+        let (generation, mark): (Option<u64>, Option<String>) = redis::cmd("MGET")
+            .arg(self.generation_key())
+            .arg(self.cover_key(instrument))
+            .query_async(&mut conn)
+            .await?;
+        match mark.as_deref().and_then(parse_mark) {
+            Some((start, marked)) if start <= from && marked == generation.unwrap_or(0) => {}
             _ => return Ok(None),
         }
+        // Nothing after the present is looked up, whatever `to` says.
+        let to = to.min(now_secs().saturating_add(60));
         if to < from {
             return Ok(Some(Vec::new()));
         }
@@ -207,33 +269,36 @@ impl RedisCache {
         Ok(Some(out))
     }
 
+    async fn read_generation(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        let generation: Option<u64> = conn.get(self.generation_key()).await?;
+        Ok(generation.unwrap_or(0))
+    }
+
     async fn fill_from(
         &self,
         instrument: &Instrument,
         from: i64,
         bars: &[StoredBar],
-    ) -> Result<(), StoreError> {
+        generation: u64,
+    ) -> Result<bool, StoreError> {
         let refs: Vec<&StoredBar> = bars.iter().filter(|b| b.bar.open_time >= from).collect();
-        if !refs.is_empty() {
-            self.put_one(instrument, &refs).await?;
-        }
+        // The bars (each kept only over an older version) and the trim.
+        self.put_one(instrument, &refs, self.horizon(Some(from)))
+            .await?;
         let mut conn = self.conn.clone();
-        let _: () = conn.set(self.cover_key(instrument), from).await?;
-        // Trim minutes that left the window (and their versions).
-        let horizon = from.min(now_secs() - self.window_secs);
-        let fields: Vec<String> = conn.hkeys(self.key(instrument)).await?;
-        let stale: Vec<&String> = fields
-            .iter()
-            .filter(|f| {
-                f.trim_end_matches(":v")
-                    .parse::<i64>()
-                    .is_ok_and(|t| t < horizon)
-            })
-            .collect();
-        if !stale.is_empty() {
-            let _: i64 = conn.hdel(self.key(instrument), stale).await?;
+        let set: i64 = self
+            .mark
+            .key(self.generation_key())
+            .key(self.cover_key(instrument))
+            .arg(generation)
+            .arg(from)
+            .invoke_async(&mut conn)
+            .await?;
+        if set == 0 {
+            tracing::debug!(%instrument, generation, "cache invalidated since the query: not marked complete");
         }
-        Ok(())
+        Ok(set == 1)
     }
 }
 
@@ -255,14 +320,20 @@ impl BarCache for RedisCache {
             .map_err(|e| self.observe(e))
     }
 
+    async fn generation(&self, _instrument: &Instrument) -> Result<u64, StoreError> {
+        self.guard().await?;
+        self.read_generation().await.map_err(|e| self.observe(e))
+    }
+
     async fn fill(
         &self,
         instrument: &Instrument,
         from: i64,
         bars: &[StoredBar],
-    ) -> Result<(), StoreError> {
+        generation: u64,
+    ) -> Result<bool, StoreError> {
         self.guard().await?;
-        self.fill_from(instrument, from, bars)
+        self.fill_from(instrument, from, bars, generation)
             .await
             .map_err(|e| self.observe(e))
     }

@@ -1,6 +1,8 @@
 //! The [`BarCache`] contract: only ranges from the "complete from" mark on
 //! are served; a lower row version never replaces a higher one; fill marks
-//! and trims to the window; invalidation forgets every mark.
+//! (only in the generation it read before its query) and trims to the
+//! window, as every put does; invalidation forgets every mark; a range
+//! reaching far into the future costs no more than one up to now.
 //!
 //! Cases take a function making a fresh, empty cache with a given window.
 
@@ -36,7 +38,33 @@ macro_rules! cache_contract_tests {
         async fn cache_fill_trims_to_the_window() {
             $crate::backends::cache::cache_fill_trims_to_the_window($make).await;
         }
+
+        #[tokio::test]
+        async fn cache_mark_cannot_lie() {
+            let (_guard, store) = $store().await;
+            $crate::backends::cache::cache_mark_cannot_lie(&store, $make).await;
+        }
+
+        #[tokio::test]
+        async fn cache_put_trims_and_far_ranges_cost_nothing() {
+            $crate::backends::cache::cache_put_trims_and_far_ranges_cost_nothing($make).await;
+        }
     };
+}
+
+/// Fills as a datastore does: the generation read first, then the fill.
+/// Returns whether the mark was set.
+pub async fn fill(
+    cache: &impl BarCache,
+    instrument: &Instrument,
+    from: i64,
+    bars: &[StoredBar],
+) -> bool {
+    let generation = cache.generation(instrument).await.unwrap();
+    cache
+        .fill(instrument, from, bars, generation)
+        .await
+        .unwrap()
 }
 
 /// A window that keeps test data from 2023.
@@ -109,7 +137,7 @@ pub async fn cache_serves_only_what_it_holds_and_never_goes_back<S, C, F>(
         .bars(&i, Interval::M1, start, start + 3_600, 10_000)
         .await
         .unwrap();
-    cache.fill(&i, start, &stored).await.unwrap();
+    fill(&cache, &i, start, &stored).await;
     assert_eq!(
         cache.get(&i, start, start + 3_600).await.unwrap(),
         Some(stored.clone())
@@ -175,7 +203,7 @@ where
 
     // Fill marks a from minute 2; bars before the mark are not loaded.
     let loaded: Vec<StoredBar> = (0..6).map(|k| bar(&a, minute(k), 3, 20 + k)).collect();
-    cache.fill(&a, minute(2), &loaded).await.unwrap();
+    fill(&cache, &a, minute(2), &loaded).await;
     assert_eq!(
         cache.get(&a, minute(2), minute(5)).await.unwrap(),
         Some(loaded[2..].to_vec())
@@ -213,7 +241,7 @@ where
     );
     // A fill with older rows does not put them back either (an equal
     // version does replace).
-    cache.fill(&a, minute(2), &loaded).await.unwrap();
+    fill(&cache, &a, minute(2), &loaded).await;
     want[2] = loaded[4].clone();
     assert_eq!(
         cache.get(&a, minute(2), minute(10)).await.unwrap(),
@@ -221,12 +249,12 @@ where
     );
 
     // Invalidation forgets every mark; the bars come back with the next fill.
-    cache.fill(&b, minute(0), &[]).await.unwrap();
+    fill(&cache, &b, minute(0), &[]).await;
     assert!(cache.get(&b, minute(0), minute(1)).await.unwrap().is_some());
     cache.invalidate_all().await.unwrap();
     assert_eq!(cache.get(&a, minute(2), minute(10)).await.unwrap(), None);
     assert_eq!(cache.get(&b, minute(0), minute(1)).await.unwrap(), None);
-    cache.fill(&a, minute(2), &[]).await.unwrap();
+    fill(&cache, &a, minute(2), &[]).await;
     assert_eq!(
         cache.get(&a, minute(2), minute(10)).await.unwrap(),
         Some(want)
@@ -248,9 +276,9 @@ where
     cache.put(&bars).await.unwrap();
     // A fill from half an hour ago trims what left the window (older than
     // min(from, now - window)) ...
-    cache.fill(&i, end - 1_800, &[]).await.unwrap();
+    fill(&cache, &i, end - 1_800, &[]).await;
     // ... which a fill from further back then shows.
-    cache.fill(&i, end - 7_200, &[]).await.unwrap();
+    fill(&cache, &i, end - 7_200, &[]).await;
     let got = cache.get(&i, end - 7_200, end).await.unwrap().unwrap();
     let horizon = got[0].bar.open_time;
     assert!(
@@ -264,4 +292,95 @@ where
         .cloned()
         .collect();
     assert_eq!(got, want);
+}
+
+pub async fn cache_mark_cannot_lie<S, C, F>(store: &S, make: impl Fn(i64) -> F)
+where
+    S: BarStore,
+    C: BarCache,
+    F: Future<Output = C>,
+{
+    // The race: a datastore reads the generation and queries the store (the
+    // old bar); a consumer commits a newer bar, its cache write fails, and
+    // it invalidates; then the datastore's fill arrives with the old bar.
+    let cache = make(CENTURY).await;
+    let i = btc();
+    let start = 1_700_000_000 - 1_700_000_000 % 60;
+    let all = ticks(&i, start, 2, 3);
+    store
+        .write(WriteBatch {
+            ticks: &all[..3],
+            history: &[],
+        })
+        .await
+        .unwrap();
+    let generation = cache.generation(&i).await.unwrap();
+    let snapshot = store
+        .bars(&i, Interval::M1, start, start + 600, 100)
+        .await
+        .unwrap();
+    // The consumer: a commit whose cache write never happened, then the
+    // invalidation.
+    store
+        .write(WriteBatch {
+            ticks: &all[3..],
+            history: &[],
+        })
+        .await
+        .unwrap();
+    cache.invalidate_all().await.unwrap();
+    // The late fill with the old snapshot must not mark the cache complete.
+    let marked = cache.fill(&i, start, &snapshot, generation).await.unwrap();
+    assert!(!marked, "a fill older than the invalidation set the mark");
+    assert_eq!(
+        cache.get(&i, start, start + 600).await.unwrap(),
+        None,
+        "the cache served a stale window as complete"
+    );
+    // The next fill, from a query after the invalidation, marks it.
+    let fresh = store
+        .bars(&i, Interval::M1, start, start + 600, 100)
+        .await
+        .unwrap();
+    assert_ne!(fresh, snapshot);
+    assert!(fill(&cache, &i, start, &fresh).await);
+    assert_eq!(
+        cache.get(&i, start, start + 600).await.unwrap(),
+        Some(fresh)
+    );
+}
+
+pub async fn cache_put_trims_and_far_ranges_cost_nothing<C, F>(make: impl Fn(i64) -> F)
+where
+    C: BarCache,
+    F: Future<Output = C>,
+{
+    let cache = make(3_600).await;
+    let i = btc();
+    let end = Interval::M1.floor(now());
+    // Puts alone keep only the window: minutes older than it are dropped on
+    // the write itself (no fill needed).
+    let old: Vec<StoredBar> = (0..120)
+        .map(|k| bar(&i, end - 7_200 + k * 60, 1, k))
+        .collect();
+    cache.put(&old).await.unwrap();
+    let recent: Vec<StoredBar> = (0..5).map(|k| bar(&i, end - 240 + k * 60, 1, k)).collect();
+    cache.put(&recent).await.unwrap();
+    assert!(fill(&cache, &i, end - 7_200, &[]).await);
+    let held = cache.get(&i, end - 7_200, end).await.unwrap().unwrap();
+    assert!(
+        held.iter().all(|b| b.bar.open_time >= end - 3_600 - 60),
+        "minutes out of the window are held: first at {} s ago",
+        end - held[0].bar.open_time
+    );
+    assert!(held.len() <= 62, "{} minutes held", held.len());
+    // `to` in the year 2200: the same answer as up to now, at once.
+    let far = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        cache.get(&i, end - 7_200, 7_258_118_400),
+    )
+    .await
+    .expect("a far `to` answered within the deadline")
+    .unwrap();
+    assert_eq!(far, Some(held));
 }

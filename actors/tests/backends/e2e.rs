@@ -244,6 +244,7 @@ where
         dead_letters: Arc::clone(s.bus.bus()),
         store: Arc::clone(&s.store),
         cache: Arc::clone(&s.cache),
+        sink: Arc::new(candela_actors::feed::NoSink),
         decode: decode_record,
         batch_max: BATCH_MAX,
         batch_wait: Duration::from_millis(200),
@@ -291,7 +292,7 @@ async fn assert_cache_matches_store(
 ) {
     for i in instruments {
         let from = start() - SPAN;
-        cache.fill(i, from, &[]).await.unwrap();
+        super::cache::fill(cache, i, from, &[]).await;
         let cached = cache.get(i, from, start() + SPAN).await.unwrap();
         let db = store
             .bars(i, Interval::M1, from, start() + SPAN, 100_000)

@@ -2,7 +2,8 @@
 //! implementation (`mod backends;` in a test crate, beside `mod common;`):
 //!
 //! * [`store`]: [`BarStore`] on PostgreSQL (`store.rs`) and SQLite
-//!   (`embedded.rs`);
+//!   (`embedded.rs`), and [`reconcile`], its reconciliation rule of live and
+//!   history minutes;
 //! * [`cache`]: [`BarCache`] on Redis (`store.rs`) and in memory
 //!   (`embedded.rs`);
 //! * [`bus`]: the record bus (publish, consumer groups, commits, dead
@@ -27,4 +28,5 @@ pub mod cache;
 pub mod data;
 pub mod e2e;
 pub mod kafka;
+pub mod reconcile;
 pub mod store;
