@@ -374,8 +374,11 @@ async fn concurrent_writers_serialise_without_losing_a_tick() {
         .bars(&i, Interval::M1, t0, t0 + 3_600, 1_000)
         .await
         .unwrap();
-    assert_eq!(
-        bars.into_iter().map(|b| b.bar).collect::<Vec<_>>(),
-        candela_actors::domain::aggregate(&all, Interval::M1).unwrap()
+    let reference = candela_testkit::convert::trades(&all);
+    candela_testkit::oracle::assert_same_bars(
+        "1m",
+        &candela_testkit::convert::stored_bars(&bars),
+        &candela_testkit::oracle::bars(&reference, 60),
     );
+    backends::data::assert_marks("1m", bars.iter().map(|b| &b.bar), &reference);
 }

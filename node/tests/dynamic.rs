@@ -4,9 +4,10 @@
 //! Coordinator (by cluster name), which creates the dynamic topic, has the
 //! node's agent start a Consumer for dynamic topics and tells it the topic,
 //! and has the producer publish the history there and stream it live. The
-//! waiting request then returns bars equal to bars computed here from the
-//! imitation's trades. A killed dynamic consumer is re-told its topic and
-//! goes on storing.
+//! waiting request then returns bars equal to what the test kit's
+//! independent oracle computes from the imitation's trades (its exact
+//! history) and the live ticks the node stored, every field. A killed
+//! dynamic consumer is re-told its topic and goes on storing.
 //!
 //! Before that, a node without a coordinator answers such a request with a
 //! clear 404.
@@ -16,12 +17,12 @@ use std::time::Duration;
 use candela_actors::consumer::dynamic::{DynamicConsumerMsg, DynamicConsumerStatus};
 use candela_actors::coordinator::directory::COORDINATOR_NAME;
 use candela_actors::coordinator::{CoordinatorMsg, CoordinatorStatus};
-use candela_actors::domain::{aggregate, Instrument, Interval, Tick};
+use candela_actors::domain::{Instrument, Interval};
 use candela_actors::supervisor::SupervisorMsg;
 use candela_node::cluster::names;
 use candela_node::config::Config;
 use candela_node::platform;
-use candela_testkit::{broker, unique, TestDb};
+use candela_testkit::{broker, convert, oracle, unique, TestDb};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use sqlx::Row;
@@ -212,40 +213,33 @@ async fn an_unknown_instrument_is_fetched_on_demand_and_equals_the_independent_c
     );
     assert_eq!(coordinator.run.state, "Active");
 
-    // The bars of the history minutes equal the independent computation from
-    // the imitation's trades.
-    let trades: Vec<Tick> = im
-        .model()
-        .trades_between(
-            &sol,
-            grant.history_from * 1_000_000_000,
-            (grant.history_to + 60) * 1_000_000_000 - 1,
-        )
-        .iter()
-        .map(|t| t.to_tick(&sol))
-        .collect();
-    let want: Vec<Ohlcv> = aggregate(&trades, Interval::M1)
-        .unwrap()
-        .iter()
-        .filter(|b| b.open_time >= from)
-        .map(|b| {
-            (
-                b.open_time,
-                b.open,
-                b.high,
-                b.low,
-                b.close,
-                b.volume_base,
-                b.volume_quote,
-            )
-        })
-        .collect();
+    // The bars of the history minutes equal the independent computation:
+    // the reference rule on the history an exact source answers (the
+    // imitation's trades of each minute) and the live ticks the node stored
+    // (the stream joined at the end of the window: they cannot complete a
+    // history minute, so none of them changes one).
+    let history = convert::exact_history(&convert::imitation_trades(
+        &im.model(),
+        &sol,
+        grant.history_from * 1_000_000_000,
+        (grant.history_to + 60) * 1_000_000_000 - 1,
+    ));
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let want = {
+        let live = convert::stored_ticks(&pool, &sol.to_string()).await;
+        oracle::reconcile(&live, &history)
+            .into_iter()
+            .filter(|m| (from..=grant.history_to).contains(&m.bar.open_time))
+            .collect::<Vec<_>>()
+    };
     assert!(want.len() >= 9, "{} minutes expected", want.len());
-    let got: Vec<Ohlcv> = bars_of(&body)
-        .into_iter()
-        .filter(|b| b.0 <= grant.history_to)
-        .collect();
-    assert_eq!(got, want);
+    let window = |body: &Value| -> Vec<oracle::Minute> {
+        convert::served_minutes(body, &sol.to_string())
+            .into_iter()
+            .filter(|m| m.bar.open_time <= grant.history_to)
+            .collect()
+    };
+    oracle::assert_same_minutes("fetched", &window(&body), &want);
 
     // The dynamic consumer: subscribed by the coordinator, storing live trades.
     let consumer = dynamic_status(&grant.consumer).await.unwrap();
@@ -257,7 +251,6 @@ async fn an_unknown_instrument_is_fetched_on_demand_and_equals_the_independent_c
         .map(|s| s.event.as_str())
         .collect();
     assert_eq!(&events[..2], ["SUBSCRIBE_TO_TOPIC", "SUBSCRIBE_SUCCESS"]);
-    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     let live = || {
         let pool = pool.clone();
         let sol = sol.to_string();
@@ -300,11 +293,7 @@ async fn an_unknown_instrument_is_fetched_on_demand_and_equals_the_independent_c
     // Asked again: answered from what is stored, no second fetch.
     let body: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
     assert_ne!(body["served"], "fetched", "{body}");
-    let got: Vec<Ohlcv> = bars_of(&body)
-        .into_iter()
-        .filter(|b| b.0 <= grant.history_to)
-        .collect();
-    assert_eq!(got, want);
+    oracle::assert_same_minutes("asked again", &window(&body), &want);
     let coordinator: CoordinatorStatus =
         names::call_by_name(COORDINATOR_NAME, CoordinatorMsg::Status, T)
             .await

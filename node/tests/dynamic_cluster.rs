@@ -9,8 +9,9 @@
 //! asks the coordinator on node-b by name, which creates the topic, asks
 //! node-c's agent for a dynamic consumer and subscribes it, and has node-b's
 //! producer publish the history; node-c stores it; node-a answers. The bars
-//! equal bars computed here from the imitation's trade model (a pure
-//! function of seed, rate and start, so this process can recompute it).
+//! equal what the test kit's independent oracle computes from the
+//! imitation's trade model (a pure function of seed, rate and start, so this
+//! process can recompute it) and the live ticks stored, every field.
 //!
 //! Then the failure that crosses nodes: node-b is killed (`kill -9`) while
 //! its coordinator waits on a history fetch that never ends, and node-a's
@@ -24,10 +25,9 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use candela_actors::domain::{aggregate, Instrument, Interval, Tick};
+use candela_actors::domain::{Instrument, Interval};
 use candela_actors::imitation::TradeModel;
-use candela_testkit::{broker, unique, TestDb};
-use rust_decimal::Decimal;
+use candela_testkit::{broker, convert, oracle, unique, TestDb};
 use serde_json::Value;
 
 const COOKIE: &str = "candela-dynamic-test-cookie";
@@ -162,10 +162,6 @@ fn report(nodes: &[&Node]) -> String {
         .collect()
 }
 
-fn dec(v: &Value) -> Decimal {
-    v.as_str().unwrap().parse().unwrap()
-}
-
 /// The tests start three node processes each; on a small machine two such
 /// clusters at once would starve each other.
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -177,7 +173,7 @@ struct Three {
     c: Node,
     api_port: u16,
     history_start: i64,
-    _db: TestDb,
+    db: TestDb,
     _dir: tempfile::TempDir,
 }
 
@@ -265,7 +261,7 @@ async fn three_nodes(b_extra: &[(&str, String)]) -> Three {
         c,
         api_port,
         history_start,
-        _db: db,
+        db,
         _dir: dir,
     };
 
@@ -330,52 +326,29 @@ async fn an_unknown_instrument_asked_on_one_node_is_served_by_two_others() {
         report(&nodes)
     );
 
-    // Bars of the closed minutes equal the independent computation.
+    // Bars of the closed minutes equal the independent computation: the
+    // reference rule on the history an exact source answers (the imitation's
+    // trades of each minute) and the live ticks stored (the stream joined
+    // after the last closed minute: they cannot complete a history minute).
     let model = TradeModel::new(SEED, TRADES_PER_SEC, history_start);
-    let trades: Vec<Tick> = model
-        .trades_between(
-            &sol,
-            Interval::M1.floor(from) * 1_000_000_000,
-            (last_closed + 60) * 1_000_000_000 - 1,
-        )
-        .iter()
-        .map(|t| t.to_tick(&sol))
-        .collect();
-    let want: Vec<_> = aggregate(&trades, Interval::M1)
-        .unwrap()
-        .iter()
-        .filter(|b| b.open_time >= from)
-        .map(|b| {
-            (
-                b.open_time,
-                b.open,
-                b.high,
-                b.low,
-                b.close,
-                b.volume_base,
-                b.volume_quote,
-            )
-        })
+    let history = convert::exact_history(&convert::imitation_trades(
+        &model,
+        &sol,
+        Interval::M1.floor(from) * 1_000_000_000,
+        (last_closed + 60) * 1_000_000_000 - 1,
+    ));
+    let pool = sqlx::PgPool::connect(&three.db.url).await.unwrap();
+    let live = convert::stored_ticks(&pool, &sol.to_string()).await;
+    let want: Vec<_> = oracle::reconcile(&live, &history)
+        .into_iter()
+        .filter(|m| (from..=last_closed).contains(&m.bar.open_time))
         .collect();
     assert!(want.len() >= 9, "{} minutes expected", want.len());
-    let got: Vec<_> = body["bars"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|b| b["time"].as_i64().unwrap() <= last_closed)
-        .map(|b| {
-            (
-                b["time"].as_i64().unwrap(),
-                dec(&b["open"]),
-                dec(&b["high"]),
-                dec(&b["low"]),
-                dec(&b["close"]),
-                dec(&b["volume_base"]),
-                dec(&b["volume_quote"]),
-            )
-        })
+    let got: Vec<_> = convert::served_minutes(&body, &sol.to_string())
+        .into_iter()
+        .filter(|m| m.bar.open_time <= last_closed)
         .collect();
-    assert_eq!(got, want);
+    oracle::assert_same_minutes("fetched", &got, &want);
 
     // The log lines say who did what, where.
     assert!(

@@ -1,6 +1,7 @@
 //! The whole data plane of one node, in-process, on the real broker,
 //! PostgreSQL and Redis, fed by the CryptoCompare imitation: what the API
-//! serves equals bars computed here from the distinct trades, through replays,
+//! serves equals the bars the test kit's independent oracle computes from the
+//! distinct trades, every field, through replays,
 //! late and out-of-order trades, malformed frames and a consumer restart; and
 //! the live stream delivers every minute once across the history/live seam.
 
@@ -8,11 +9,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use candela_actors::consumer::fixed::FixedConsumerMsg;
-use candela_actors::domain::{aggregate, Instrument, Interval, Tick};
+use candela_actors::domain::{Instrument, Interval};
 use candela_actors::producer::ProducerMsg;
 use candela_node::config::Config;
 use candela_node::platform;
-use candela_testkit::{broker, unique, TestDb};
+use candela_testkit::{broker, convert, oracle, unique, TestDb};
 use ractor::ActorRef;
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -182,12 +183,7 @@ async fn api_bars_equal_the_independent_computation_through_faults_and_a_restart
             .await
             .unwrap();
         let (from_ns, to_ns, count): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-        let trades: Vec<Tick> = im
-            .model()
-            .trades_between(i, from_ns, to_ns)
-            .iter()
-            .map(|t| t.to_tick(i))
-            .collect();
+        let trades = convert::imitation_trades(&im.model(), i, from_ns, to_ns);
         assert_eq!(
             trades.len() as i64,
             count,
@@ -195,7 +191,6 @@ async fn api_bars_equal_the_independent_computation_through_faults_and_a_restart
         );
 
         for interval in Interval::ALL {
-            let expected = aggregate(&trades, interval).unwrap();
             let url = format!(
                 "{api}/api/v1/ohlcv?instrument={i}&interval={}&from={}&to={}&limit=10000",
                 interval.as_str(),
@@ -203,40 +198,20 @@ async fn api_bars_equal_the_independent_computation_through_faults_and_a_restart
                 now() + 60
             );
             let body: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
-            let bars = body["bars"]
-                .as_array()
-                .unwrap_or_else(|| panic!("{url}: {body}"));
-            let got: Vec<_> = bars
-                .iter()
-                .map(|b| {
-                    (
-                        b["time"].as_i64().unwrap(),
-                        dec(&b["open"]),
-                        dec(&b["high"]),
-                        dec(&b["low"]),
-                        dec(&b["close"]),
-                        dec(&b["volume_base"]),
-                        dec(&b["volume_quote"]),
-                        b["trades"].as_u64().unwrap(),
-                    )
-                })
-                .collect();
-            let want: Vec<_> = expected
-                .iter()
-                .map(|b| {
-                    (
-                        b.open_time,
-                        b.open,
-                        b.high,
-                        b.low,
-                        b.close,
-                        b.volume_base,
-                        b.volume_quote,
-                        b.trades,
-                    )
-                })
-                .collect();
-            assert_eq!(got, want, "{i} {}", interval.as_str());
+            let what = format!("{i} {}", interval.as_str());
+            oracle::assert_same_bars(
+                &what,
+                &convert::served_bars(&body, &i.to_string()),
+                &oracle::bars(&trades, interval.seconds()),
+            );
+            if interval == Interval::M1 {
+                // No history minute among them: every one live.
+                oracle::assert_same_minutes(
+                    &what,
+                    &convert::served_minutes(&body, &i.to_string()),
+                    &oracle::reconcile(&trades, &[]),
+                );
+            }
         }
     }
     let list: Value = http

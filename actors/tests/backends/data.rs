@@ -1,7 +1,9 @@
-//! Test data shared by the contracts: ticks, history bars, and the
-//! comparable part of a bar.
+//! Test data shared by the contracts: ticks, history bars, and the check of
+//! the first and last trade a 1-minute bar keeps (its other fields are
+//! compared with the oracle's, `candela_testkit::oracle`).
 
 use candela_actors::domain::{Bar, HistoryBar, Instrument, Interval, Side, Tick, TradeMark};
+use candela_testkit::{convert, oracle};
 use rust_decimal::Decimal;
 
 pub fn btc() -> Instrument {
@@ -78,42 +80,28 @@ pub fn history_as_bar(h: &HistoryBar) -> Bar {
     }
 }
 
-/// The comparable part of a bar (history bars and coarse bars carry no trade
-/// ids).
-pub type Ohlcv = (
-    i64,
-    Decimal,
-    Decimal,
-    Decimal,
-    Decimal,
-    Decimal,
-    Decimal,
-    u64,
-);
-
-pub fn ohlcv(b: &Bar) -> Ohlcv {
-    (
-        b.open_time,
-        b.open,
-        b.high,
-        b.low,
-        b.close,
-        b.volume_base,
-        b.volume_quote,
-        b.trades,
-    )
-}
-
-/// `bars` of one interval merged into the coarser `interval` (what the
-/// stores must answer for it).
-pub fn widen_all(bars: &[Bar], interval: Interval) -> Vec<Bar> {
-    let mut merged: std::collections::BTreeMap<(Instrument, i64), Bar> = Default::default();
+/// Every 1-minute bar of `bars` keeps the first and the last of its distinct
+/// trades among `trades`, as the reference finds them, and there is a bar
+/// for every minute with trades.
+pub fn assert_marks<'a>(
+    what: &str,
+    bars: impl IntoIterator<Item = &'a Bar>,
+    trades: &[oracle::Trade],
+) {
+    let want = oracle::first_last(trades, 60);
+    let mut seen = 0;
     for b in bars {
-        let w = b.widen(interval);
-        merged
-            .entry((w.instrument.clone(), w.open_time))
-            .and_modify(|m| *m = m.merge(&w).unwrap())
-            .or_insert(w);
+        assert_eq!(b.interval, Interval::M1, "{what}");
+        let key = (b.instrument.to_string(), b.open_time);
+        let marks = want
+            .get(&key)
+            .unwrap_or_else(|| panic!("{what}: a bar of {key:?} without trades"));
+        assert_eq!(
+            &convert::marks(b),
+            marks,
+            "{what}: first and last trade of {key:?}"
+        );
+        seen += 1;
     }
-    merged.into_values().collect()
+    assert_eq!(seen, want.len(), "{what}: bars of every minute with trades");
 }

@@ -2,7 +2,8 @@
 //! cache): trades arrive with replays, late and out of order, with history
 //! bars and garbage; the consumer is killed mid-stream and restarted by its
 //! supervisor (RESET); the stored bars must be exactly the bars of the
-//! distinct trades and the history minutes, computed here independently, and
+//! distinct trades and the history minutes, computed by the test kit's
+//! independent oracle (`candela_testkit::oracle`), every field, and
 //! the cache must hold what the store holds. Poison records (each rule of
 //! `domain::validate` broken once) and a record the database itself refuses
 //! go to the dead-letter topic, once, and stop nothing.
@@ -16,9 +17,7 @@ use candela_actors::consumer::fixed::{
     ConsumerStatus, FixedConsumer, FixedConsumerArgs, FixedConsumerMsg,
 };
 use candela_actors::consumer::{ConsumerMetrics, OpenStream};
-use candela_actors::domain::{
-    aggregate, Bar, HistoryBar, Instrument, Interval, Record, Side, Tick,
-};
+use candela_actors::domain::{HistoryBar, Instrument, Interval, Record, Side, Tick};
 use candela_actors::embedded::SqliteStore;
 use candela_actors::kafka::decode_record;
 use candela_actors::ports::{MessageStream, RecordBus};
@@ -27,11 +26,13 @@ use candela_actors::store::{BarCache, BarStore, StoredBar, WriteBatch};
 use candela_actors::supervisor::{
     ChildSpec, RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg,
 };
+use candela_testkit::convert;
+use candela_testkit::oracle::{self, RefBar};
 use ractor::{Actor, ActorRef};
 use rust_decimal::Decimal;
 
 use super::bus::BusHarness;
-use super::data::{history_as_bar, ohlcv, Ohlcv};
+use super::data::assert_marks;
 
 pub const BATCH_MAX: usize = 100;
 /// Two days before and after the data, so every bar is in range.
@@ -150,34 +151,52 @@ pub fn history(instrument: &Instrument) -> Vec<HistoryBar> {
         .collect()
 }
 
-/// The expected bars of every interval, per instrument: from the distinct
-/// trades (`aggregate`) and the history minutes (widened and merged).
-pub fn expected(
-    distinct: &[Tick],
-    history: &[HistoryBar],
-) -> BTreeMap<(Instrument, Interval), Vec<Ohlcv>> {
-    let mut out: BTreeMap<(Instrument, Interval), Vec<Ohlcv>> = BTreeMap::new();
+/// Bars per (instrument, interval).
+pub type Series = BTreeMap<(Instrument, Interval), Vec<RefBar>>;
+
+/// The bars every interval must have, per instrument, by the independent
+/// oracle: the instruments with live `trades` from their distinct trades
+/// (coarse intervals too), the instrument with `history` from its minutes
+/// merged (the two sets of instruments are apart).
+pub fn expected(trades: &[Tick], history: &[HistoryBar]) -> Series {
+    let trades = convert::trades(trades);
+    let history = convert::histories(history);
+    assert!(
+        history
+            .iter()
+            .all(|h| trades.iter().all(|t| t.instrument != h.instrument)),
+        "an instrument with both trades and history"
+    );
+    let mut out = Series::new();
     for interval in Interval::ALL {
-        for b in aggregate(distinct, interval).unwrap() {
-            out.entry((b.instrument.clone(), interval))
+        let secs = interval.seconds();
+        for b in oracle::bars(&trades, secs)
+            .into_iter()
+            .chain(oracle::series(&[], &history, secs))
+        {
+            out.entry((b.instrument.parse().unwrap(), interval))
                 .or_default()
-                .push(ohlcv(&b));
-        }
-        let mut merged: BTreeMap<(Instrument, i64), Bar> = BTreeMap::new();
-        for h in history {
-            let b = history_as_bar(h).widen(interval);
-            merged
-                .entry((b.instrument.clone(), b.open_time))
-                .and_modify(|m| *m = m.merge(&b).unwrap())
-                .or_insert(b);
-        }
-        for b in merged.into_values() {
-            out.entry((b.instrument.clone(), interval))
-                .or_default()
-                .push(ohlcv(&b));
+                .push(b);
         }
     }
     out
+}
+
+/// The first difference between two sets of series, readably, if any.
+pub fn series_difference(got: &Series, want: &Series) -> Option<String> {
+    let keys: BTreeSet<_> = got.keys().chain(want.keys()).collect();
+    keys.into_iter().find_map(|k| {
+        let none = Vec::new();
+        let (g, w) = (got.get(k).unwrap_or(&none), want.get(k).unwrap_or(&none));
+        oracle::bars_difference(g, w).map(|d| format!("{} {:?}: {d}", k.0, k.1))
+    })
+}
+
+#[track_caller]
+pub fn assert_series(what: &str, got: &Series, want: &Series) {
+    if let Some(d) = series_difference(got, want) {
+        panic!("{what}: the stored bars differ from the reference: {d}");
+    }
 }
 
 pub async fn stored(
@@ -199,12 +218,10 @@ pub async fn stored(
     out
 }
 
-pub fn as_ohlcv(
-    stored: &BTreeMap<(Instrument, Interval), Vec<StoredBar>>,
-) -> BTreeMap<(Instrument, Interval), Vec<Ohlcv>> {
+pub fn as_ref_bars(stored: &BTreeMap<(Instrument, Interval), Vec<StoredBar>>) -> Series {
     stored
         .iter()
-        .map(|(k, v)| (k.clone(), v.iter().map(|b| ohlcv(&b.bar)).collect()))
+        .map(|(k, v)| (k.clone(), convert::stored_bars(v)))
         .collect()
 }
 
@@ -391,22 +408,19 @@ pub async fn killed_mid_stream_the_consumer_resumes_and_stores_exactly_the_bars_
     everyone.push(history_instrument.clone());
     let finished = Instant::now() + Duration::from_secs(120);
     loop {
-        let got = as_ohlcv(&stored(&*s.store, &everyone).await);
+        let got = as_ref_bars(&stored(&*s.store, &everyone).await);
         let received = metrics.messages.load(Ordering::Relaxed) as usize;
-        if received >= published && got == want {
+        let difference = series_difference(&got, &want);
+        if received >= published && difference.is_none() {
             break;
         }
         if Instant::now() > finished {
-            let differ: Vec<_> = want
-                .keys()
-                .chain(got.keys())
-                .filter(|k| want.get(*k) != got.get(*k))
-                .collect();
             panic!(
                 "not done after 120 s: received {received} of {published}, metrics {:?}, \
-                 supervisor {:?}, differing series {differ:?}",
+                 supervisor {:?}, first difference: {}",
                 metrics.snapshot(),
-                ractor::call_t!(sup, SupervisorMsg::Status, 2_000)
+                ractor::call_t!(sup, SupervisorMsg::Status, 2_000),
+                difference.unwrap_or_default()
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -414,15 +428,29 @@ pub async fn killed_mid_stream_the_consumer_resumes_and_stores_exactly_the_bars_
 
     // Exactly the bars of the distinct trades and the history minutes, every interval.
     let got = stored(&*s.store, &everyone).await;
-    assert_eq!(as_ohlcv(&got), want);
-    // 1-minute bars of live trades also keep their first and last trade.
-    for i in &instruments {
-        let m1: Vec<Bar> = got[&(i.clone(), Interval::M1)]
+    assert_series("every interval", &as_ref_bars(&got), &want);
+    // The minutes' sources are the reference rule's, and 1-minute bars of
+    // live trades also keep their first and last trade.
+    let minutes = oracle::reconcile(&convert::trades(&all), &convert::histories(&bars));
+    for i in &everyone {
+        let mine: Vec<_> = minutes
             .iter()
-            .map(|b| b.bar.clone())
+            .filter(|m| m.bar.instrument == i.to_string())
+            .cloned()
             .collect();
+        oracle::assert_same_minutes(
+            format!("{i} 1m"),
+            &convert::stored_minutes(&got[&(i.clone(), Interval::M1)]),
+            &mine,
+        );
+    }
+    for i in &instruments {
         let mine: Vec<Tick> = all.iter().filter(|t| &t.instrument == i).cloned().collect();
-        assert_eq!(m1, aggregate(&mine, Interval::M1).unwrap(), "{i}");
+        assert_marks(
+            &i.to_string(),
+            got[&(i.clone(), Interval::M1)].iter().map(|b| &b.bar),
+            &convert::trades(&mine),
+        );
     }
     let m = metrics.snapshot();
     // Every distinct trade is stored once. (The counter may miss one batch:
@@ -521,9 +549,10 @@ pub async fn a_batch_redelivered_after_the_database_commit_changes_no_bar<
     let mut everyone = instruments.clone();
     everyone.push(history_instrument);
     let before = stored(&*s.store, &everyone).await;
-    assert_eq!(
-        as_ohlcv(&before),
-        expected(&trades(&instruments, 400), &bars)
+    assert_series(
+        "after the first write",
+        &as_ref_bars(&before),
+        &expected(&trades(&instruments, 400), &bars),
     );
 
     // It comes back (a fresh member of the same group, under the supervisor):
@@ -587,40 +616,6 @@ impl Refuse for SqliteStore {
         .await
         .unwrap();
     }
-}
-
-/// The bars of every interval that the independent reference computes from
-/// `trades`, per instrument, comparable with [`as_ohlcv`]'s.
-pub fn reference(trades: &[Tick]) -> BTreeMap<(Instrument, Interval), Vec<Ohlcv>> {
-    use candela_testkit::oracle;
-    let input: Vec<oracle::Trade> = trades
-        .iter()
-        .map(|t| oracle::Trade {
-            instrument: t.instrument.to_string(),
-            id: t.trade_id.clone(),
-            time_ns: t.trade_time_ns,
-            price: t.price,
-            quantity: t.quantity,
-        })
-        .collect();
-    let mut out: BTreeMap<(Instrument, Interval), Vec<Ohlcv>> = BTreeMap::new();
-    for interval in Interval::ALL {
-        for b in oracle::bars(&input, interval.seconds()) {
-            out.entry((b.instrument.parse().unwrap(), interval))
-                .or_default()
-                .push((
-                    b.open_time,
-                    b.open,
-                    b.high,
-                    b.low,
-                    b.close,
-                    b.volume_base,
-                    b.volume_quote,
-                    b.trades,
-                ));
-        }
-    }
-    out
 }
 
 /// Waits until `group` has committed every message of `topic` (3 partitions).
@@ -707,9 +702,9 @@ pub async fn poison_records_are_dead_lettered_once_and_every_good_trade_is_store
 
     // Every good trade, and nothing else, is stored; its bars are right.
     assert_eq!(s.store.tick_rows().await, good.len() as i64);
-    let want = reference(&good);
-    let got = as_ohlcv(&stored(s.store.as_ref(), &instruments).await);
-    assert_eq!(got, want);
+    let want = expected(&good, &[]);
+    let got = as_ref_bars(&stored(s.store.as_ref(), &instruments).await);
+    assert_series("the good trades", &got, &want);
     // Each poison record once, with the field it broke.
     let letters = s.bus.dead_letters(&s.topic, poison.len()).await;
     assert_eq!(s.bus.dead_letter_count(&s.topic).await, poison.len());
@@ -749,8 +744,8 @@ pub async fn poison_records_are_dead_lettered_once_and_every_good_trade_is_store
     assert_eq!(s.bus.dead_letter_count(&s.topic).await, poison.len());
     assert_eq!(metrics2.dead_lettered.load(Ordering::Relaxed), 0);
     assert_eq!(s.store.tick_rows().await, good.len() as i64);
-    let got = as_ohlcv(&stored(s.store.as_ref(), &instruments).await);
-    assert_eq!(got, want);
+    let got = as_ref_bars(&stored(s.store.as_ref(), &instruments).await);
+    assert_series("after every batch again", &got, &want);
     assert_eq!(restarts_of(&sup2).await, 0);
     sup2.stop(None);
 }
@@ -784,8 +779,8 @@ pub async fn a_record_the_database_refuses_is_quarantined_and_the_rest_of_its_ba
         .cloned()
         .collect();
     assert_eq!(s.store.tick_rows().await, kept.len() as i64);
-    let got = as_ohlcv(&stored(s.store.as_ref(), &instruments).await);
-    assert_eq!(got, reference(&kept));
+    let got = as_ref_bars(&stored(s.store.as_ref(), &instruments).await);
+    assert_series("the kept trades", &got, &expected(&kept, &[]));
     let letters = s.bus.dead_letters(&s.topic, 1).await;
     assert_eq!(s.bus.dead_letter_count(&s.topic).await, 1);
     let h = &letters[0].headers;

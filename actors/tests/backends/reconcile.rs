@@ -6,7 +6,9 @@
 //! The rule (`actors/src/domain/reconcile.rs`): a minute's bar is its best
 //! history answer (the greatest by base volume, then quote volume, high, low,
 //! open, close; zero volume ignored) when that answer's base volume exceeds
-//! the live bar's by more than 10^-12 of the larger, else the live bar.
+//! the live bar's by more than 10^-12 of the larger, else the live bar. The
+//! property test also checks every scenario against the test kit's
+//! independent reference (`candela_testkit::oracle::reconcile`).
 
 use candela_actors::domain::{HistoryBar, Instrument, Interval, Record, Tick};
 use candela_actors::store::{BarStore, Source, StoredBar, WriteBatch};
@@ -14,6 +16,8 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use rust_decimal::Decimal;
+
+use candela_testkit::{convert, oracle};
 
 use super::data::{history, history_as_bar, tick};
 
@@ -384,5 +388,26 @@ pub async fn any_split_any_order_any_redelivery_same_bars(store: &impl BarStore)
             let got = shapes(store, &split, interval).await;
             assert_eq!(got, want, "scenario {k} at {interval:?}: {s:#?}");
         }
+        // And both are what the independent reference computes.
+        let (ticks, answers): (Vec<Tick>, Vec<HistoryBar>) = {
+            let mut t = Vec::new();
+            let mut h = Vec::new();
+            for r in renamed(&s.records, &split) {
+                match r {
+                    Record::Trade(x) => t.push(x),
+                    Record::Bar(x) => h.push(x),
+                }
+            }
+            (t, h)
+        };
+        let stored = store
+            .bars(&split, Interval::M1, 0, 4_102_444_800, 100_000)
+            .await
+            .unwrap();
+        oracle::assert_same_minutes(
+            format!("scenario {k}"),
+            &convert::stored_minutes(&stored),
+            &oracle::reconcile(&convert::trades(&ticks), &convert::histories(&answers)),
+        );
     }
 }

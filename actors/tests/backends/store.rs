@@ -4,11 +4,15 @@
 //!
 //! Each case takes a fresh, empty store.
 
-use candela_actors::domain::{aggregate, Bar, Instrument, Interval, Tick};
+use std::collections::BTreeMap;
+
+use candela_actors::domain::{HistoryBar, Instrument, Interval, Tick};
 use candela_actors::store::{BarStore, Source, StoredBar, WriteBatch};
+use candela_testkit::convert;
+use candela_testkit::oracle::{self, Mark};
 use rust_decimal::Decimal;
 
-use super::data::{btc, eth, history, history_as_bar, ohlcv, tick, ticks, widen_all, Ohlcv};
+use super::data::{assert_marks, btc, eth, history, history_as_bar, tick, ticks};
 
 /// One `#[tokio::test]` per case of the contract, each on a fresh store made
 /// by `$make().await`, which returns `(guard, store)` (the guard keeps the
@@ -77,25 +81,22 @@ pub async fn bars_are_a_function_of_the_distinct_ticks(store: &impl BarStore) {
     }
     assert_eq!(new, all.len() as u64, "every distinct tick stored once");
 
+    let reference = convert::trades(&all);
     for interval in Interval::ALL {
-        let expected = aggregate(&all, interval).unwrap();
         let got = store
             .bars(&i, interval, start, start + 86_400, 10_000)
             .await
             .unwrap();
-        assert_eq!(
-            got.iter().map(|b| ohlcv(&b.bar)).collect::<Vec<_>>(),
-            expected.iter().map(ohlcv).collect::<Vec<_>>(),
-            "{interval:?}"
+        assert!(got.iter().all(|b| b.bar.interval == interval));
+        oracle::assert_same_bars(
+            format!("{i} {interval:?}"),
+            &convert::stored_bars(&got),
+            &oracle::bars(&reference, interval.seconds()),
         );
     }
     // 1-minute bars also keep the first and last trade exactly.
     let m1 = all_m1(store, &i, start, start + 86_400).await;
-    let expected = aggregate(&all, Interval::M1).unwrap();
-    assert_eq!(
-        m1.iter().map(|b| b.bar.clone()).collect::<Vec<_>>(),
-        expected
-    );
+    assert_marks("1m", m1.iter().map(|b| &b.bar), &reference);
     assert!(m1.iter().all(|b| b.source == Source::Live));
 
     // A redelivered batch changes nothing, and says so.
@@ -161,15 +162,20 @@ pub async fn history_reconciliation_rule(store: &impl BarStore) {
         })
         .collect();
     write(store, &live).await;
+    // Everything written, for the reference at the end.
+    let mut all_ticks: Vec<Tick> = live.clone();
+    let mut all_history: Vec<HistoryBar> = Vec::new();
 
+    let first_history = [
+        history(&i, t0, 101, 2),       // smaller than live: live stays
+        history(&i, t0 + 60, 102, 5),  // no row: created
+        history(&i, t0 + 120, 103, 0), // zero volume: ignored
+    ];
+    all_history.extend(first_history.iter().cloned());
     let out = store
         .write(WriteBatch {
             ticks: &[],
-            history: &[
-                history(&i, t0, 101, 2),       // smaller than live: live stays
-                history(&i, t0 + 60, 102, 5),  // no row: created
-                history(&i, t0 + 120, 103, 0), // zero volume: ignored
-            ],
+            history: &first_history,
         })
         .await
         .unwrap();
@@ -190,6 +196,7 @@ pub async fn history_reconciliation_rule(store: &impl BarStore) {
     assert_eq!(bars[1].bar, history_as_bar(&history(&i, t0 + 60, 102, 5)));
 
     // A history bar with more volume repairs the live minute...
+    all_history.push(history(&i, t0, 104, 7));
     let out = store
         .write(WriteBatch {
             ticks: &[],
@@ -207,6 +214,7 @@ pub async fn history_reconciliation_rule(store: &impl BarStore) {
         quantity: Decimal::ONE,
         ..tick(&i, 99, t0 + 30, 20_000, 1)
     }];
+    all_ticks.extend(late.iter().cloned());
     let out = write(store, &late).await;
     assert_eq!(out.new_ticks, 1, "the tick itself is stored");
     assert_eq!(out.touched.len(), 1);
@@ -224,6 +232,8 @@ pub async fn history_reconciliation_rule(store: &impl BarStore) {
         })
         .collect();
     write(store, &live2).await;
+    all_ticks.extend(live2.iter().cloned());
+    all_history.push(history(&i, t2, 150, 2));
     let out = store
         .write(WriteBatch {
             ticks: &[],
@@ -243,10 +253,13 @@ pub async fn history_reconciliation_rule(store: &impl BarStore) {
             ..tick(&i, 300 + k, t3 + k as i64, 10_000, 1)
         })
         .collect();
+    let mixed_history = [history(&i, t3, 160, 3), history(&i, t3 + 60, 161, 0)];
+    all_ticks.extend(mixed.iter().cloned());
+    all_history.extend(mixed_history.iter().cloned());
     let out = store
         .write(WriteBatch {
             ticks: &mixed,
-            history: &[history(&i, t3, 160, 3), history(&i, t3 + 60, 161, 0)],
+            history: &mixed_history,
         })
         .await
         .unwrap();
@@ -254,6 +267,16 @@ pub async fn history_reconciliation_rule(store: &impl BarStore) {
     assert_eq!(out.touched.len(), 1);
     assert_eq!(out.touched[0].source, Source::History);
     assert!(out.touched[0].version > 0);
+
+    // Every minute, every field, as the reference rule has it.
+    oracle::assert_same_minutes(
+        "the reconciled minutes",
+        &convert::stored_minutes(&all_m1(store, &i, t0, t0 + 3_600).await),
+        &oracle::reconcile(
+            &convert::trades(&all_ticks),
+            &convert::histories(&all_history),
+        ),
+    );
 }
 
 pub async fn a_history_bar_repeated_within_one_batch_counts_once(store: &impl BarStore) {
@@ -391,26 +414,37 @@ pub async fn coarse_intervals_are_merged_minutes_including_history(store: &impl 
         .await
         .unwrap();
     assert_eq!(out.history_applied, hist.len() as u64);
-    let minutes: Vec<Bar> = all_m1(store, &i, 0, END)
-        .await
-        .into_iter()
-        .map(|b| b.bar)
-        .collect();
-    assert_eq!(minutes.len(), 126);
+    let reference = convert::trades(&live);
+    let minutes = oracle::reconcile(&reference, &convert::histories(&hist));
+    let stored = all_m1(store, &i, 0, END).await;
+    assert_eq!(stored.len(), 126);
+    oracle::assert_same_minutes("1m", &convert::stored_minutes(&stored), &minutes);
+    let minute_bars: Vec<oracle::RefBar> = minutes.iter().map(|m| m.bar.clone()).collect();
+    let spans = minute_spans(&minutes, &reference);
     for interval in [Interval::M5, Interval::M15, Interval::H1, Interval::D1] {
-        let expected = widen_all(&minutes, interval);
+        let expected = oracle::merge_minutes(&minute_bars, interval.seconds());
         let got = store.bars(&i, interval, 0, END, 100_000).await.unwrap();
-        assert_eq!(
-            got.iter().map(|b| ohlcv(&b.bar)).collect::<Vec<Ohlcv>>(),
-            expected.iter().map(ohlcv).collect::<Vec<_>>(),
-            "{interval:?}"
+        oracle::assert_same_bars(
+            format!("{interval:?}"),
+            &convert::stored_bars(&got),
+            &expected,
         );
-        for (g, e) in got.iter().zip(&expected) {
+        for g in &got {
             assert_eq!(g.bar.interval, interval);
             assert_eq!((g.source, g.version), (Source::Live, 0));
+            // The first and last trade times of a bucket: those of its
+            // earliest and latest minutes.
+            let step = interval.seconds();
+            let inside: Vec<(i64, i64)> = spans
+                .range(g.bar.open_time..g.bar.open_time + step)
+                .map(|(_, span)| *span)
+                .collect();
+            let (first, last) = (inside[0].0, inside[inside.len() - 1].1);
             assert_eq!(
                 (g.bar.first.time_ns, g.bar.last.time_ns),
-                (e.first.time_ns, e.last.time_ns)
+                (first, last),
+                "{interval:?} at {}",
+                g.bar.open_time
             );
             assert!(g.bar.first.id.is_empty() && g.bar.last.id.is_empty());
         }
@@ -421,10 +455,10 @@ pub async fn coarse_intervals_are_merged_minutes_including_history(store: &impl 
             .bars(&i, interval, second - step + 1, second + step, 1)
             .await
             .unwrap();
-        assert_eq!(
-            got.iter().map(|b| ohlcv(&b.bar)).collect::<Vec<_>>(),
-            [ohlcv(&expected[1])],
-            "{interval:?}"
+        oracle::assert_same_bars(
+            format!("{interval:?} from {}", second - step + 1),
+            &convert::stored_bars(&got),
+            &expected[1..2],
         );
         let got = store
             .bars(&i, interval, expected[0].open_time, second, 10)
@@ -442,6 +476,28 @@ pub async fn coarse_intervals_are_merged_minutes_including_history(store: &impl 
         .await
         .unwrap()
         .is_empty());
+}
+
+/// The first and last trade times (ns) a store keeps for each stored minute:
+/// a live minute's first and last trade, as the reference finds them; a
+/// history minute, whose trades are not known, spans the whole minute (see
+/// `history_as_bar`).
+fn minute_spans(minutes: &[oracle::Minute], trades: &[oracle::Trade]) -> BTreeMap<i64, (i64, i64)> {
+    let marks: BTreeMap<(String, i64), (Mark, Mark)> = oracle::first_last(trades, 60);
+    minutes
+        .iter()
+        .map(|m| {
+            let t = m.bar.open_time;
+            let span = match m.source {
+                oracle::Source::Live => {
+                    let (first, last) = &marks[&(m.bar.instrument.clone(), t)];
+                    (first.0, last.0)
+                }
+                oracle::Source::History => (t * 1_000_000_000, t * 1_000_000_000 + 59_999_999_999),
+            };
+            (t, span)
+        })
+        .collect()
 }
 
 pub async fn instruments_summary_and_holds(store: &impl BarStore) {
@@ -494,13 +550,18 @@ pub async fn sums_are_exact_decimals(store: &impl BarStore) {
         write(store, std::slice::from_ref(t)).await;
     }
     let got = all_m1(store, &i, t0, t0).await;
-    let want = aggregate(&all, Interval::M1).unwrap();
-    assert_eq!(got[0].bar, want[0]);
-    assert_eq!(got[0].bar.volume_base.to_string(), "6.00");
-    assert_eq!(
-        got[0].bar.volume_quote.to_string(),
-        want[0].volume_quote.to_string()
+    let reference = convert::trades(&all);
+    oracle::assert_same_bars(
+        "1m",
+        &convert::stored_bars(&got),
+        &oracle::bars(&reference, 60),
     );
+    assert_marks("1m", got.iter().map(|b| &b.bar), &reference);
+    // By hand: Σ quantity = 10 × (0.10 + 0.20 + 0.30); Σ price × quantity =
+    // Σ over j < 10 of (3j+1)/10 × 0.10 + (3j+2)/10 × 0.20 + (3j+3)/10 × 0.30
+    // = Σ (180j + 140) / 1000 = 9.500, with the scale of 0.1 × 0.10.
+    assert_eq!(got[0].bar.volume_base.to_string(), "6.00");
+    assert_eq!(got[0].bar.volume_quote.to_string(), "9.500");
     let day = store.bars(&i, Interval::D1, 0, t0, 10).await.unwrap();
     assert_eq!(day[0].bar.volume_base.to_string(), "6.00");
 }

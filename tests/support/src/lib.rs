@@ -11,6 +11,7 @@
 
 pub mod broker;
 pub mod cluster;
+pub mod convert;
 pub mod oracle;
 
 use std::sync::atomic::{AtomicU32, Ordering};
