@@ -1,7 +1,12 @@
 // candela's live candlestick chart: history from /api/v1/ohlcv, then the live
 // stream (/api/v1/stream, server-sent events) from the last loaded bar's open,
-// so there is no gap; a `partial` event replaces the bar in progress in place,
-// a `bar` event is a closed interval. Drawn by hand on one canvas.
+// so there is no gap. Every event replaces the bar of its interval in place: a
+// `partial` is the interval in progress, a `bar` an interval that closed, a
+// `correction` a closed interval that changed (a late trade, a repair). A lost
+// stream resumes from its last event id (the browser sends it by itself while
+// it retries; after the stream was closed, it goes back as `last_event_id`),
+// so nothing is missed and nothing is loaded again. Drawn by hand on one
+// canvas.
 //
 // For tests and curious people, the canvas carries a small readable state:
 // data-bars (bars held), data-last-close, data-last-time (the last bar's open,
@@ -134,13 +139,16 @@
     openStream(bars.length ? bars[bars.length - 1].t : start, my);
   }
 
-  function openStream(from, my) {
-    const url = '/api/v1/stream?instrument=' + encodeURIComponent(instrument) +
+  function openStream(from, my, lastId) {
+    let url = '/api/v1/stream?instrument=' + encodeURIComponent(instrument) +
       '&interval=' + interval + '&from=' + from;
+    if (lastId) url += '&last_event_id=' + encodeURIComponent(lastId);
     const es = new EventSource(url);
     source = es;
+    let last = lastId || '';
     const onBar = (e) => {
       if (my !== generation) return;
+      if (e.lastEventId) last = e.lastEventId;
       let bar;
       try {
         bar = parseBar(JSON.parse(e.data));
@@ -158,21 +166,23 @@
     };
     es.addEventListener('bar', onBar);
     es.addEventListener('partial', onBar);
+    es.addEventListener('correction', onBar);
     es.onopen = () => {
       if (my !== generation) return;
       setState('live');
       setStatus('live', 'live');
     };
     es.onerror = () => {
-      // Reconnect ourselves, from the last bar we hold (the browser's own
-      // retry would start again from the first `from`).
-      es.close();
-      if (my !== generation) return;
+      if (my !== generation) { es.close(); return; }
       setState('reconnecting');
       setStatus('stream lost, reconnecting…', 'bad');
-      setTimeout(() => {
-        if (my === generation) openStream(bars.length ? bars[bars.length - 1].t : from, my);
-      }, 2000);
+      // While the browser retries, it sends the last event id itself. Once it
+      // gave up (the stream closed), open it again from that id.
+      if (es.readyState === EventSource.CLOSED) {
+        setTimeout(() => {
+          if (my === generation) openStream(from, my, last);
+        }, 2000);
+      }
     };
   }
 
