@@ -12,6 +12,7 @@
 pub mod broker;
 pub mod cluster;
 pub mod oracle;
+pub mod timescale;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
