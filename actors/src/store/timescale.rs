@@ -626,6 +626,17 @@ pub fn refresh_window(
     }
 }
 
+/// SQLSTATE `lock_not_available`: TimescaleDB refuses a refresh whose window
+/// overlaps one in progress ("due to a concurrent refresh").
+const CONCURRENT_REFRESH: &str = "55P03";
+
+/// A refresh refused because an overlapping one runs: try again later,
+/// nothing is wrong.
+fn is_concurrent_refresh(err: &StoreError) -> bool {
+    matches!(err, StoreError::Database(e)
+        if e.as_database_error().and_then(|d| d.code()).as_deref() == Some(CONCURRENT_REFRESH))
+}
+
 fn refresh_call(relation: &str, (start, end): Window) -> String {
     let start = start.map_or_else(|| "NULL".to_owned(), |s| format!("to_timestamp({s})"));
     format!("CALL refresh_continuous_aggregate('{relation}', {start}, to_timestamp({end}))")
@@ -784,6 +795,15 @@ async fn run_backfill_refresher(
                             );
                         }
                         Ok(None) => {}
+                        Err(err) if is_concurrent_refresh(&err) => {
+                            tracing::debug!(
+                                relation = aggregate.relation,
+                                from = range.0,
+                                to = range.1,
+                                "an overlapping refresh runs: refreshing after it"
+                            );
+                            failed.add(i, range);
+                        }
                         Err(err) => {
                             tracing::warn!(
                                 relation = aggregate.relation,
@@ -840,6 +860,8 @@ pub struct PolicyJob {
     pub next_start: Option<i64>,
     /// Its last error message, if it ever failed.
     pub last_error: Option<String>,
+    /// The SQLSTATE of that error.
+    pub last_error_code: Option<String>,
 }
 
 /// What is wrong with an aggregate's refresh policy.
@@ -993,7 +1015,12 @@ impl PolicyWatch {
         if !job.scheduled {
             return Some(PolicyProblem::Paused { job_id: job.job_id });
         }
-        if job.last_run_status.as_deref() == Some("Failed") {
+        // A run that met a concurrent refresh of an overlapping window (the
+        // store's own, another node's) failed without anything being wrong:
+        // the job runs again at its next start.
+        if job.last_run_status.as_deref() == Some("Failed")
+            && job.last_error_code.as_deref() != Some(CONCURRENT_REFRESH)
+        {
             return Some(PolicyProblem::Failed {
                 job_id: job.job_id,
                 failures: job.total_failures,
@@ -1115,6 +1142,7 @@ async fn read_jobs(pool: &PgPool) -> Result<(Vec<PolicyJob>, i64), StoreError> {
             total_failures: row.try_get(7)?,
             next_start: row.try_get(8)?,
             last_error: None,
+            last_error_code: None,
         });
     }
     let failed: Vec<i32> = jobs
@@ -1126,7 +1154,7 @@ async fn read_jobs(pool: &PgPool) -> Result<(Vec<PolicyJob>, i64), StoreError> {
         // `job_history` exists since TimescaleDB 2.15; without it the
         // failure is still reported, without its message.
         match sqlx::query(
-            "SELECT DISTINCT ON (job_id) job_id, err_message \
+            "SELECT DISTINCT ON (job_id) job_id, err_message, sqlerrcode \
              FROM timescaledb_information.job_history \
              WHERE succeeded IS FALSE AND job_id = ANY($1) \
              ORDER BY job_id, finish_time DESC NULLS LAST",
@@ -1139,8 +1167,10 @@ async fn read_jobs(pool: &PgPool) -> Result<(Vec<PolicyJob>, i64), StoreError> {
                 for row in &rows {
                     let id: i32 = row.try_get(0)?;
                     let message: Option<String> = row.try_get(1)?;
+                    let code: Option<String> = row.try_get(2)?;
                     if let Some(job) = jobs.iter_mut().find(|j| j.job_id == id) {
                         job.last_error = message;
+                        job.last_error_code = code;
                     }
                 }
             }
@@ -1236,6 +1266,10 @@ async fn run_watcher(
                     );
                 }
                 Ok(None) => {}
+                Err(err) if is_concurrent_refresh(&err) => tracing::debug!(
+                    relation = aggregate.relation,
+                    "an overlapping refresh runs: the store's own waits for the next check"
+                ),
                 Err(err) => tracing::warn!(
                     relation = aggregate.relation,
                     error = %err,
@@ -1565,6 +1599,7 @@ mod tests {
             total_failures: 0,
             next_start: Some(NOW + 30),
             last_error: None,
+            last_error_code: None,
         }
     }
 
@@ -1606,6 +1641,7 @@ mod tests {
         jobs[0].last_run_status = Some("Failed".into());
         jobs[0].total_failures = 3;
         jobs[0].last_error = Some("cannot drop portal \"\" while it is being set up".into());
+        jobs[0].last_error_code = Some("24000".into());
         // bars_15m: paused.
         jobs[1].scheduled = false;
         // bars_1h: its next start long past (no scheduler).
@@ -1650,6 +1686,19 @@ mod tests {
         assert!(note.contains("job 1000 failed"), "{note}");
         assert!(note.contains("cannot drop portal"), "{note}");
         assert!(note.contains("bars_1d: no refresh policy"), "{note}");
+    }
+
+    #[test]
+    fn a_run_that_met_a_concurrent_refresh_is_no_problem() {
+        let mut w = PolicyWatch::new(Duration::from_secs(900));
+        let mut jobs = healthy();
+        jobs[2].last_run_status = Some("Failed".into());
+        jobs[2].total_failures = 1;
+        jobs[2].last_error = Some(
+            "could not refresh continuous aggregate \"bars_1h\" due to a concurrent refresh".into(),
+        );
+        jobs[2].last_error_code = Some(CONCURRENT_REFRESH.into());
+        assert!(w.assess(&jobs, NOW).is_empty());
     }
 
     #[test]
