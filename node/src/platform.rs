@@ -412,6 +412,7 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
         if config.has(Role::Api) {
             let s1 = Arc::clone(&store);
             let s2 = Arc::clone(&store);
+            let s3 = Arc::clone(&store);
             let state = Arc::new(ApiState {
                 datastore: Arc::new(pool),
                 instruments: Arc::new(move || {
@@ -427,6 +428,14 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
                     stream_poll_ms: config.api.stream_poll_ms,
                     stream_grace_secs: config.api.stream_grace_secs,
                     title: format!("candela ({node})"),
+                    // Visible in `/ready`, never a reason to be unready:
+                    // TimescaleDB not preloaded, its refresh jobs failing.
+                    ready_notes: candela_api::server::ReadyNotes(Some(Arc::new(move || match s3
+                        .as_ref()
+                    {
+                        Store::Postgres(pg) => pg.readiness_notes(),
+                        Store::Sqlite(_) => Vec::new(),
+                    }))),
                 },
                 admin: candela_api::server::AdminConfig {
                     token: std::env::var(&config.admin.token_env)
