@@ -806,7 +806,8 @@ async fn failing_policies_are_reported_and_the_store_refreshes_in_their_place() 
                           WHERE h.job_id = s.job_id AND h.succeeded IS FALSE \
                           ORDER BY h.finish_time DESC LIMIT 1) \
                  FROM timescaledb_information.job_stats s \
-                 WHERE s.job_id = ANY($1) AND s.total_runs > 0 AND s.job_status <> 'Running' \
+                 WHERE s.job_id = ANY($1) AND s.last_run_status IS NOT NULL \
+                   AND s.job_status <> 'Running' \
                  ORDER BY s.job_id",
                 )
                 .bind(&jobs)

@@ -972,7 +972,11 @@ type Signature = (&'static str, &'static str, Option<i32>);
 #[derive(Debug, Clone)]
 pub struct PolicyWatch {
     remind_secs: i64,
+    /// When each job was first seen (a job that never runs is overdue from then).
     first_seen: HashMap<i32, i64>,
+    /// Each job's problem at the last check where it was not running: a run
+    /// in progress says nothing new (its status reads NULL until it ends).
+    last_problem: HashMap<i32, Option<PolicyProblem>>,
     /// What was last logged, and when.
     logged: Option<(Vec<Signature>, i64)>,
 }
@@ -983,6 +987,7 @@ impl PolicyWatch {
         Self {
             remind_secs: i64::try_from(remind_every.as_secs()).unwrap_or(i64::MAX),
             first_seen: HashMap::new(),
+            last_problem: HashMap::new(),
             logged: None,
         }
     }
@@ -1015,6 +1020,20 @@ impl PolicyWatch {
         if !job.scheduled {
             return Some(PolicyProblem::Paused { job_id: job.job_id });
         }
+        // A run in progress (or just starting: TimescaleDB clears the last
+        // status when a run starts): the job stands as it stood.
+        if job.job_status.as_deref() == Some("Running")
+            || (job.last_run_status.is_none() && job.total_runs > 0)
+        {
+            return self.last_problem.get(&job.job_id).cloned().flatten();
+        }
+        let problem = self.settled_problem(job, now, first_seen);
+        self.last_problem.insert(job.job_id, problem.clone());
+        problem
+    }
+
+    /// The problem of a job that is not running.
+    fn settled_problem(&self, job: &PolicyJob, now: i64, first_seen: i64) -> Option<PolicyProblem> {
         // A run that met a concurrent refresh of an overlapping window (the
         // store's own, another node's) failed without anything being wrong:
         // the job runs again at its next start.
@@ -1026,9 +1045,6 @@ impl PolicyWatch {
                 failures: job.total_failures,
                 error: job.last_error.clone(),
             });
-        }
-        if job.job_status.as_deref() == Some("Running") {
-            return None;
         }
         let due = match (job.next_start, job.total_runs) {
             (Some(next), _) => next,
@@ -1699,6 +1715,29 @@ mod tests {
         );
         jobs[2].last_error_code = Some(CONCURRENT_REFRESH.into());
         assert!(w.assess(&jobs, NOW).is_empty());
+    }
+
+    #[test]
+    fn a_run_in_progress_changes_nothing() {
+        let mut w = PolicyWatch::new(Duration::from_secs(900));
+        let mut jobs = healthy();
+        jobs[0].last_run_status = Some("Failed".into());
+        jobs[0].total_failures = 1;
+        let failing = w.assess(&jobs, NOW);
+        assert_eq!(failing.len(), 1);
+        assert_eq!(w.log_action(&failing, NOW), LogAction::Report);
+        // Retried: while it runs its status reads NULL (or Running).
+        jobs[0].last_run_status = None;
+        jobs[0].total_runs += 1;
+        assert_eq!(w.assess(&jobs, NOW + 60), failing);
+        jobs[0].job_status = Some("Running".into());
+        let still = w.assess(&jobs, NOW + 61);
+        assert_eq!(still, failing);
+        assert_eq!(w.log_action(&still, NOW + 61), LogAction::Quiet);
+        // A healthy job starting a run stays healthy.
+        jobs[1].last_run_status = None;
+        jobs[1].job_status = Some("Running".into());
+        assert_eq!(w.assess(&jobs, NOW + 62), failing);
     }
 
     #[test]
