@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use poem::listener::TcpAcceptor;
-use poem::{handler, web::Data, EndpointExt, IntoResponse, Route};
+use poem::{handler, web::Data, EndpointExt, Route};
 use poem_openapi::OpenApiService;
 
 use candela_actors::datastore::DatastorePool;
@@ -24,6 +24,30 @@ pub type InstrumentsFn =
 /// Checks that the storage answers.
 pub type ReadyFn = Arc<dyn Fn() -> BoxFuture<Result<(), String>> + Send + Sync>;
 
+/// Warnings about the storage that `/ready` shows without making the node
+/// unready (e.g. TimescaleDB's refresh jobs failing while the node refreshes
+/// in their place).
+pub type NotesFn = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
+/// Where `/ready` takes its warnings from (none by default).
+#[derive(Clone, Default)]
+pub struct ReadyNotes(pub Option<NotesFn>);
+
+impl ReadyNotes {
+    /// The current warnings.
+    pub fn get(&self) -> Vec<String> {
+        self.0.as_ref().map(|f| f()).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for ReadyNotes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ReadyNotes")
+            .field(&self.0.as_ref().map(|_| "fn"))
+            .finish()
+    }
+}
+
 /// Settings of the API.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -36,6 +60,8 @@ pub struct ApiConfig {
     pub max_streams: usize,
     /// Title shown in the docs.
     pub title: String,
+    /// Warnings `/ready` adds to its answer.
+    pub ready_notes: ReadyNotes,
 }
 
 impl Default for ApiConfig {
@@ -45,6 +71,7 @@ impl Default for ApiConfig {
             stream_grace_secs: 2,
             max_streams: 4_096,
             title: "candela".into(),
+            ready_notes: ReadyNotes::default(),
         }
     }
 }
@@ -109,14 +136,28 @@ fn health() -> &'static str {
     "ok"
 }
 
+/// The answer of `/ready`: 200 `ready` or 503 `not ready: …`, each followed
+/// by one `warning: …` line per note (notes never make the node unready).
+fn ready_answer(check: Result<(), String>, notes: &[String]) -> (poem::http::StatusCode, String) {
+    let (status, mut body) = match check {
+        Ok(()) => (poem::http::StatusCode::OK, "ready".to_owned()),
+        Err(err) => (
+            poem::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {err}"),
+        ),
+    };
+    for note in notes {
+        body.push_str("\nwarning: ");
+        body.push_str(note);
+    }
+    (status, body)
+}
+
 #[handler]
 async fn ready(state: Data<&Arc<ApiState>>) -> poem::Response {
-    match (state.ready)().await {
-        Ok(()) => "ready".into_response(),
-        Err(err) => poem::Response::builder()
-            .status(poem::http::StatusCode::SERVICE_UNAVAILABLE)
-            .body(format!("not ready: {err}")),
-    }
+    let check = (state.ready)().await;
+    let (status, body) = ready_answer(check, &state.config.ready_notes.get());
+    poem::Response::builder().status(status).body(body)
 }
 
 /// Every route of the API: the data API, `/openapi.json`, `/docs`, `/health`,
@@ -166,4 +207,38 @@ pub async fn serve(
     poem::Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(app, shutdown, Some(std::time::Duration::from_secs(5)))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_are_shown_without_changing_readiness() {
+        assert_eq!(
+            ready_answer(Ok(()), &[]),
+            (poem::http::StatusCode::OK, "ready".to_owned())
+        );
+        let notes =
+            vec!["timescaledb: refresh policies not working (bars_5m: job 1000 failed)".to_owned()];
+        assert_eq!(
+            ready_answer(Ok(()), &notes),
+            (
+                poem::http::StatusCode::OK,
+                "ready\nwarning: timescaledb: refresh policies not working (bars_5m: job 1000 failed)"
+                    .to_owned()
+            )
+        );
+        let (status, body) = ready_answer(Err("pool timed out".into()), &notes);
+        assert_eq!(status, poem::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.starts_with("not ready: pool timed out\nwarning: "),
+            "{body}"
+        );
+        assert_eq!(
+            ReadyNotes(Some(Arc::new(|| vec!["x".to_owned()]))).get(),
+            vec!["x".to_owned()]
+        );
+        assert!(ReadyNotes::default().get().is_empty());
+    }
 }

@@ -466,6 +466,7 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
         if config.has(Role::Api) {
             let s1 = Arc::clone(&store);
             let s2 = Arc::clone(&store);
+            let s3 = Arc::clone(&store);
             let state = Arc::new(ApiState {
                 datastore: Arc::new(pool),
                 feed: hub.clone().expect("an API node has a hub"),
@@ -483,6 +484,14 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
                     stream_grace_secs: config.api.stream_grace_secs,
                     max_streams: config.api.max_streams,
                     title: format!("candela ({node})"),
+                    // Visible in `/ready`, never a reason to be unready:
+                    // TimescaleDB not preloaded, its refresh jobs failing.
+                    ready_notes: candela_api::server::ReadyNotes(Some(Arc::new(move || match s3
+                        .as_ref()
+                    {
+                        Store::Postgres(pg) => pg.readiness_notes(),
+                        Store::Sqlite(_) => Vec::new(),
+                    }))),
                 },
                 admin: candela_api::server::AdminConfig {
                     token: std::env::var(&config.admin.token_env)

@@ -31,9 +31,13 @@
 //! order, their batches or redeliveries (property-tested against an
 //! independent reference in `actors/tests/backends/reconcile.rs`).
 
+use std::sync::Arc;
+
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
+use tokio::sync::watch;
 
+use super::timescale::{Timescale, TimescaleOptions, TimescaleRuntime, TimescaleStatus};
 use super::{BarStore, InstrumentSummary, Source, StoreError, StoredBar, WriteBatch, WriteOutcome};
 use crate::domain::{aggregate, reconcile, Bar, Instrument, Interval, Side, Tick, TradeMark};
 
@@ -44,24 +48,76 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Plain PostgreSQL or TimescaleDB ([`super::timescale`]).
+    timescale: Timescale,
+    /// With TimescaleDB: the refresh after writes and the watch over the
+    /// refresh policies (their tasks end with the last clone of the store).
+    timescale_runtime: Option<Arc<TimescaleRuntime>>,
 }
 
 impl PgStore {
-    /// Connects to `url` and applies the migrations.
+    /// Connects to `url`, applies the migrations, and uses TimescaleDB when
+    /// the server preloads it ([`TimescaleOptions::default`]).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        Self::connect_with(url, max_connections, TimescaleOptions::default()).await
+    }
+
+    /// [`PgStore::connect`] with TimescaleDB used as `options` say.
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        options: TimescaleOptions,
+    ) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(std::time::Duration::from_secs(10))
             .connect(url)
             .await?;
         MIGRATOR.run(&pool).await?;
-        super::timescale::upgrade(&pool).await?;
-        Ok(Self { pool })
+        let timescale = if options.enabled {
+            super::timescale::upgrade(&pool).await?
+        } else {
+            Timescale::Disabled
+        };
+        let timescale_runtime = (timescale == Timescale::Enabled)
+            .then(|| Arc::new(TimescaleRuntime::start(pool.clone(), &options)));
+        Ok(Self {
+            pool,
+            timescale,
+            timescale_runtime,
+        })
     }
 
     /// The connection pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Plain PostgreSQL or TimescaleDB.
+    pub fn timescale(&self) -> Timescale {
+        self.timescale
+    }
+
+    /// With TimescaleDB: what its side of the store has seen and done.
+    pub fn timescale_status(&self) -> Option<watch::Receiver<TimescaleStatus>> {
+        self.timescale_runtime.as_ref().map(|r| r.status())
+    }
+
+    /// Warnings for the readiness answer (they do not make the node unready):
+    /// TimescaleDB installed but not preloaded, refresh policies not working.
+    pub fn readiness_notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.timescale == Timescale::NotPreloaded {
+            notes.push(
+                "timescaledb is installed but not preloaded (shared_preload_libraries): \
+                 plain PostgreSQL serves the coarse intervals"
+                    .to_owned(),
+            );
+        }
+        if let Some(runtime) = &self.timescale_runtime {
+            notes.extend(runtime.status().borrow().note());
+        }
+        notes
     }
 }
 
@@ -423,7 +479,7 @@ impl PgStore {
 impl BarStore for PgStore {
     async fn write(&self, batch: WriteBatch<'_>) -> Result<WriteOutcome, StoreError> {
         let distinct = distinct_ticks(batch.ticks);
-        match self.attempt(&batch, &distinct, TickInsert::Plain).await {
+        let outcome = match self.attempt(&batch, &distinct, TickInsert::Plain).await {
             Err(StoreError::Database(err)) if is_unique_violation(&err) => {
                 tracing::debug!(
                     ticks = batch.ticks.len(),
@@ -433,7 +489,15 @@ impl BarStore for PgStore {
                     .await
             }
             other => other,
+        };
+        // Committed: the continuous aggregates' materialised buckets of the
+        // minutes that changed are refreshed off the write path.
+        if let (Ok(done), Some(runtime)) = (&outcome, &self.timescale_runtime) {
+            if done.new_ticks > 0 || done.history_applied > 0 {
+                runtime.after_write(done.touched.iter().map(|b| b.bar.open_time));
+            }
         }
+        outcome
     }
 
     async fn bars(
