@@ -315,7 +315,6 @@ fn config(data_dir: &Path, token_env: &str) -> Config {
         ),
         ("CANDELA__INGEST__BACKFILL_MINUTES", "120".into()),
         ("CANDELA__API__LISTEN", "127.0.0.1:0".into()),
-        ("CANDELA__API__STREAM_POLL_MS", "300".into()),
         ("CANDELA__API__STREAM_GRACE_SECS", "1".into()),
         (
             "CANDELA__CLUSTER__LISTEN",

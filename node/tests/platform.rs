@@ -74,7 +74,6 @@ fn config(db: &TestDb, backfill_minutes: i64) -> Config {
         ("CANDELA__CONSUMER__GROUP", unique("group")),
         ("CANDELA__CONSUMER__BATCH_MAX", "200".into()),
         ("CANDELA__API__LISTEN", "127.0.0.1:0".into()),
-        ("CANDELA__API__STREAM_POLL_MS", "200".into()),
         ("CANDELA__API__STREAM_GRACE_SECS", "1".into()),
     ];
     let text =

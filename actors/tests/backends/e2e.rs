@@ -457,12 +457,17 @@ pub async fn killed_mid_stream_the_consumer_resumes_and_stores_exactly_the_bars_
     // the kill can land after its database commit and before the count, and
     // the redelivery then counts those trades as duplicates.)
     assert_eq!(s.store.tick_rows().await as usize, all.len());
+    let replays = published - all.len() - bar_records - garbage.len();
+    let context = format!(
+        "{m:?}, published {published} ({} trades, {replays} replays, {bar_records} bars, {} garbage)",
+        all.len(),
+        garbage.len()
+    );
     assert!(
         m.new_ticks as usize <= all.len() && m.new_ticks as usize + BATCH_MAX >= all.len(),
-        "{m:?}"
+        "{context}"
     );
-    let replays = published - all.len() - bar_records - garbage.len();
-    assert!(m.duplicate_ticks >= replays as u64, "{m:?}");
+    assert!(m.duplicate_ticks >= replays as u64, "{context}");
     // Resumed from the committed offsets: at most the batch in flight at the
     // kill came again.
     assert!(
