@@ -105,6 +105,9 @@ pub struct ConsumerMetrics {
     pub batches: AtomicU64,
     /// Messages received.
     pub messages: AtomicU64,
+    /// Messages of the batch being processed (0 between batches): a batch
+    /// is counted in every other counter once this is back to 0.
+    pub in_flight: AtomicU64,
     /// Ticks stored for the first time.
     pub new_ticks: AtomicU64,
     /// Ticks already stored (replays, redeliveries).
@@ -137,6 +140,9 @@ pub struct MetricsSnapshot {
     pub batches: u64,
     /// Messages received.
     pub messages: u64,
+    /// Messages of the batch being processed (0 when idle).
+    #[serde(default)]
+    pub in_flight: u64,
     /// Ticks stored for the first time.
     pub new_ticks: u64,
     /// Ticks already stored.
@@ -165,6 +171,7 @@ impl ConsumerMetrics {
         MetricsSnapshot {
             batches: g(&self.batches),
             messages: g(&self.messages),
+            in_flight: g(&self.in_flight),
             new_ticks: g(&self.new_ticks),
             duplicate_ticks: g(&self.duplicate_ticks),
             history_applied: g(&self.history_applied),
@@ -302,6 +309,10 @@ where
         self.metrics
             .messages
             .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        // (A predecessor killed mid-batch left its count here: replaced.)
+        self.metrics
+            .in_flight
+            .store(messages.len() as u64, Ordering::Relaxed);
 
         // Processing Message: decode and check every message.
         let mut decoded = decode_all(&messages, self.decode);
@@ -384,6 +395,7 @@ where
             tracing::warn!(error = %err, "offset commit failed; the next commit covers it");
         }
         self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+        self.metrics.in_flight.store(0, Ordering::Relaxed);
         self.record_visibility(&decoded.ticks);
         Ok(messages.len())
     }

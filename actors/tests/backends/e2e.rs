@@ -410,8 +410,11 @@ pub async fn killed_mid_stream_the_consumer_resumes_and_stores_exactly_the_bars_
     loop {
         let got = as_ref_bars(&stored(&*s.store, &everyone).await);
         let received = metrics.messages.load(Ordering::Relaxed) as usize;
+        // The bars can be complete while the last batch is still being
+        // dead-lettered and counted: wait for it to finish too.
+        let idle = metrics.in_flight.load(Ordering::Relaxed) == 0;
         let difference = series_difference(&got, &want);
-        if received >= published && difference.is_none() {
+        if received >= published && idle && difference.is_none() {
             break;
         }
         if Instant::now() > finished {
