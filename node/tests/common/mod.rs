@@ -32,19 +32,20 @@ pub struct DataPlane {
 impl DataPlane {
     /// Fresh services, the imitation streaming `trades_per_sec` per instrument.
     pub async fn start(trades_per_sec: f64) -> Self {
+        Self::start_with(ImitationConfig {
+            trades_per_sec,
+            heartbeat_interval_ms: 1_000,
+            ..ImitationConfig::default()
+        })
+        .await
+    }
+
+    /// Fresh services, the imitation configured by `imitation`.
+    pub async fn start_with(imitation: ImitationConfig) -> Self {
         let db = TestDb::new().await;
         let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let im = Imitation::serve(
-            ImitationConfig {
-                trades_per_sec,
-                heartbeat_interval_ms: 1_000,
-                ..ImitationConfig::default()
-            },
-            listener,
-        )
-        .await
-        .unwrap();
+        let im = Imitation::serve(imitation, listener).await.unwrap();
         Self {
             db,
             pool,
