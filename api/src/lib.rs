@@ -4,7 +4,9 @@
 //!   applications ([`data`]);
 //! * `/admin/...`: the cluster admin endpoint (bearer token) ([`admin`]);
 //! * `/openapi.json` and `/docs` (interactive): the API's own description;
-//! * `/health` (the process is up) and `/ready` (its storage answers);
+//! * `/health` (the process is up) and `/ready` (its storage answers; 200
+//!   with `warning:` lines for what works degraded, e.g. TimescaleDB refresh
+//!   policies that fail);
 //! * `/` and `/ui/...`: a live candlestick chart and a cluster view, embedded
 //!   in the binary ([`web`]).
 //!
