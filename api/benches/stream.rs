@@ -61,7 +61,7 @@ fn wall_ns() -> i64 {
 
 fn instruments(n: u64) -> Vec<Instrument> {
     (0..n)
-        .map(|k| Instrument::new("Coinbase", &format!("B{k}"), "USD"))
+        .map(|k| Instrument::new("Coinbase", format!("B{k}"), "USD"))
         .collect()
 }
 
@@ -283,6 +283,9 @@ mod polling {
 
 // ------------------------------------------------------------- the clients
 
+/// Per instrument: (version, commit wall-clock ns), in commit order.
+type Commits = Arc<Mutex<HashMap<String, Vec<(i64, i64)>>>>;
+
 /// Per client, per received event: (bar version, arrival wall-clock ns).
 type Received = Arc<Mutex<Vec<(i64, i64)>>>;
 
@@ -367,8 +370,7 @@ async fn clients() {
         parts.next().unwrap().to_owned(),
         parts.next().unwrap().to_owned(),
     );
-    // Per instrument: (version, commit wall-clock ns), in commit order.
-    let commits: Arc<Mutex<HashMap<String, Vec<(i64, i64)>>>> = Arc::default();
+    let commits: Commits = Arc::default();
     let c = Arc::clone(&commits);
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
