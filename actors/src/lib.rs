@@ -38,3 +38,4 @@ pub mod ports;
 pub mod producer;
 pub mod store;
 pub mod supervisor;
+pub mod telemetry;

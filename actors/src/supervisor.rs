@@ -339,6 +339,8 @@ impl Actor for Supervisor {
                 match (child.spec.start)(myself.get_cell(), child.restarts).await {
                     Ok(cell) => {
                         tracing::info!(child = %name, restarts = child.restarts, "child restarted");
+                        metrics::counter!(crate::telemetry::ACTOR_RESTARTS, "child" => name.clone())
+                            .increment(1);
                         child.running(cell);
                     }
                     Err(err) => {

@@ -7,6 +7,8 @@
 //! * `/health` (the process is up) and `/ready` (its storage answers; 200
 //!   with `warning:` lines for what works degraded, e.g. TimescaleDB refresh
 //!   policies that fail);
+//! * `/metrics`: the node's metrics in Prometheus' text format (also on the
+//!   node's ops listener, `node/src/ops.rs`);
 //! * `/` and `/ui/...`: a live candlestick chart and a cluster view, embedded
 //!   in the binary ([`web`]).
 //!
@@ -22,6 +24,7 @@ pub mod machines;
 pub mod model;
 pub mod server;
 pub mod stream;
+pub mod telemetry;
 pub mod web;
 
 pub use server::{routes, serve, ApiConfig, ApiState};

@@ -48,6 +48,21 @@ impl std::fmt::Debug for ReadyNotes {
     }
 }
 
+/// Renders the process's metrics in Prometheus' text format.
+pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Where `/metrics` takes its text from (none by default: 404).
+#[derive(Clone, Default)]
+pub struct MetricsText(pub Option<MetricsFn>);
+
+impl std::fmt::Debug for MetricsText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("MetricsText")
+            .field(&self.0.as_ref().map(|_| "fn"))
+            .finish()
+    }
+}
+
 /// Settings of the API.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -62,6 +77,8 @@ pub struct ApiConfig {
     pub title: String,
     /// Warnings `/ready` adds to its answer.
     pub ready_notes: ReadyNotes,
+    /// What `/metrics` serves (the node's Prometheus recorder).
+    pub metrics: MetricsText,
 }
 
 impl Default for ApiConfig {
@@ -72,6 +89,7 @@ impl Default for ApiConfig {
             max_streams: 4_096,
             title: "candela".into(),
             ready_notes: ReadyNotes::default(),
+            metrics: MetricsText::default(),
         }
     }
 }
@@ -136,6 +154,20 @@ fn health() -> &'static str {
     "ok"
 }
 
+/// The process's metrics (Prometheus' text format), when the node has a
+/// recorder; 404 otherwise.
+#[handler]
+fn metrics_text(state: poem::web::Data<&Arc<ApiState>>) -> poem::Response {
+    match &state.config.metrics.0 {
+        Some(render) => poem::Response::builder()
+            .content_type("text/plain; version=0.0.4")
+            .body(render()),
+        None => poem::Response::builder()
+            .status(poem::http::StatusCode::NOT_FOUND)
+            .body("no metrics in this process"),
+    }
+}
+
 /// The answer of `/ready`: 200 `ready` or 503 `not ready: …`, each followed
 /// by one `warning: …` line per note (notes never make the node unready).
 fn ready_answer(check: Result<(), String>, notes: &[String]) -> (poem::http::StatusCode, String) {
@@ -188,9 +220,11 @@ pub fn routes(
         .at("/openapi.json", spec)
         .at("/health", health)
         .at("/ready", ready)
+        .at("/metrics", metrics_text)
         .nest("/ui", crate::web::routes())
         .data(state)
         .around(crate::web::root)
+        .around(crate::telemetry::http_metrics)
         .map_to_response()
 }
 

@@ -107,6 +107,9 @@ pub struct Config {
     /// The admin endpoint.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The ops listener (`/metrics`, `/health`, `/ready`).
+    #[serde(default)]
+    pub ops: OpsConfig,
     /// Which backends: the real ones or the embedded ones.
     #[serde(default)]
     pub backends: BackendsConfig,
@@ -263,6 +266,21 @@ impl BackendsConfig {
         }
     }
 }
+
+/// The ops listener every node has: `/metrics`, `/health`, `/ready`, no
+/// token, nothing else (`node/src/ops.rs`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpsConfig {
+    /// Where it listens. Absent: `127.0.0.1:9464` ([`DEFAULT_OPS_LISTEN`]),
+    /// or, when that port is taken (several nodes on one host), a free
+    /// loopback port, logged. Set, it must be free: the node refuses to
+    /// start otherwise.
+    pub listen: Option<SocketAddr>,
+}
+
+/// The ops listener's address when `ops.listen` is absent.
+pub const DEFAULT_OPS_LISTEN: &str = "127.0.0.1:9464";
 
 /// The admin endpoint.
 #[derive(Debug, Clone, Deserialize)]

@@ -11,4 +11,5 @@
 pub mod backends;
 pub mod cluster;
 pub mod config;
+pub mod ops;
 pub mod platform;

@@ -56,7 +56,9 @@ fn session_token() -> anyhow::Result<String> {
 /// in the pages' addresses (only a token made up for this session).
 fn standalone(config: Config, show_token: bool) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
+        candela_node::ops::recorder();
         let platform = platform::start(&config, false).await?;
+        start_ops(&config, &platform).await?;
         announce(&config, &platform, show_token);
         let outcome = tokio::select! {
             signal = shutdown_signal() => {
@@ -115,7 +117,9 @@ fn announce(config: &Config, platform: &platform::Platform, show_token: bool) {
 
 async fn serve(config: Config, cookie: String) -> anyhow::Result<()> {
     let mut cluster = cluster::start(&config, cookie).await?;
+    candela_node::ops::recorder();
     let platform = platform::start(&config, true).await?;
+    start_ops(&config, &platform).await?;
     announce(&config, &platform, false);
     if let Some(addr) = config.cluster.status_listen {
         let token = std::env::var(&config.admin.token_env)
@@ -139,6 +143,34 @@ async fn serve(config: Config, cookie: String) -> anyhow::Result<()> {
     platform.shutdown().await;
     cluster.shutdown().await;
     outcome
+}
+
+/// Starts the ops listener (`ops.listen`; absent: the default port, or a
+/// free one when several nodes share the host).
+async fn start_ops(config: &Config, platform: &platform::Platform) -> anyhow::Result<()> {
+    let node = config.node.name.clone();
+    let checks = platform.ready_checks();
+    match config.ops.listen {
+        Some(addr) => {
+            candela_node::ops::serve(addr, node, checks)
+                .await
+                .with_context(|| format!("ops.listen: cannot listen on {addr}"))?;
+        }
+        None => {
+            let default: std::net::SocketAddr = candela_node::config::DEFAULT_OPS_LISTEN
+                .parse()
+                .context("the default ops address")?;
+            if let Err(error) =
+                candela_node::ops::serve(default, node.clone(), checks.clone()).await
+            {
+                let bound = candela_node::ops::serve(([127, 0, 0, 1], 0).into(), node, checks)
+                    .await
+                    .context("ops listener on a free loopback port")?;
+                tracing::warn!(%error, default = %default, addr = %bound, "the default ops port is taken: the ops listener uses a free port (set ops.listen)");
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() -> anyhow::Result<&'static str> {

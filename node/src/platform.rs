@@ -98,9 +98,17 @@ pub struct Platform {
     stop_api: Option<tokio::sync::oneshot::Sender<()>>,
     /// Hands the Redis bar feed to the hub.
     feed_task: Option<tokio::task::JoinHandle<()>>,
+    /// What `/ready` on the ops listener checks.
+    checks: Vec<(String, crate::ops::Check)>,
 }
 
 impl Platform {
+    /// The checks of `/ready` on the ops listener: the store answers (when
+    /// this node has one), the data plane's supervisors run.
+    pub fn ready_checks(&self) -> Vec<(String, crate::ops::Check)> {
+        self.checks.clone()
+    }
+
     /// Waits until one of the data plane's supervisors stops by itself (it
     /// gave up: a child kept failing past its restart-intensity limit, and
     /// the supervisor stopped every child of its own first), and says which.
@@ -484,6 +492,11 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
                     stream_grace_secs: config.api.stream_grace_secs,
                     max_streams: config.api.max_streams,
                     title: format!("candela ({node})"),
+                    metrics: candela_api::server::MetricsText(
+                        crate::ops::recorder().map(|h| {
+                            Arc::new(move || h.render()) as candela_api::server::MetricsFn
+                        }),
+                    ),
                     // Visible in `/ready`, never a reason to be unready:
                     // TimescaleDB not preloaded, its refresh jobs failing.
                     ready_notes: candela_api::server::ReadyNotes(Some(Arc::new(move || match s3
@@ -550,7 +563,35 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
     if let Some(ds) = &datastore {
         watched.push(("the datastore supervisor", ds.get_cell()));
     }
+    let mut checks: Vec<(String, crate::ops::Check)> = Vec::new();
+    if let Some(s) = &store {
+        let s = Arc::clone(s);
+        checks.push((
+            "store".to_owned(),
+            Arc::new(move || {
+                let s = Arc::clone(&s);
+                Box::pin(async move { s.ping().await.map(|()| "answers".to_owned()) })
+            }),
+        ));
+    }
+    let cells: Vec<(&'static str, ractor::ActorCell)> = watched.clone();
+    checks.push((
+        "data plane".to_owned(),
+        Arc::new(move || {
+            let down: Vec<&str> = cells
+                .iter()
+                .filter(|(_, c)| c.get_status() != ractor::ActorStatus::Running)
+                .map(|(what, _)| *what)
+                .collect();
+            Box::pin(std::future::ready(if down.is_empty() {
+                Ok("supervisors running".to_owned())
+            } else {
+                Err(format!("stopped: {}", down.join(", ")))
+            }))
+        }),
+    ));
     Ok(Platform {
+        checks,
         watched,
         supervisor,
         dynamic,

@@ -293,6 +293,7 @@ where
                             .metrics
                             .failures
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        metrics::counter!(crate::telemetry::CONSUMER_FAILURES).increment(1);
                         tracing::error!(
                             instance = %state.args.instance,
                             topic = ?state.topic,

@@ -192,6 +192,7 @@ where
                             .metrics
                             .failures
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        metrics::counter!(crate::telemetry::CONSUMER_FAILURES).increment(1);
                         tracing::error!(
                             instance = %state.instance,
                             state = %state.fsm.state(),

@@ -56,6 +56,7 @@ use crate::machines::{consumer_dynamic, consumer_fixed, ConsumerDynamic, Consume
 use crate::ports::{BusError, DeadLetter, DeadLetters, MessageStream, RawMessage};
 use crate::store::{BarCache, BarStore, Failure, StoreError, WriteBatch, WriteOutcome};
 use crate::supervisor::Transient;
+use crate::telemetry;
 
 /// Decodes a message payload and checks it against the platform's rules
 /// (the versioned schema of `kafka::schema`).
@@ -309,6 +310,7 @@ where
         self.metrics
             .messages
             .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        metrics::counter!(telemetry::CONSUMER_MESSAGES).increment(messages.len() as u64);
         // (A predecessor killed mid-batch left its count here: replaced.)
         self.metrics
             .in_flight
@@ -320,6 +322,7 @@ where
 
         // Writing to DB: the records (the refused ones quarantined), then the
         // dead letters.
+        let write_started = std::time::Instant::now();
         let outcome =
             match write_quarantined(self.store.as_ref(), &self.metrics, &messages, &mut decoded)
                 .await
@@ -353,6 +356,10 @@ where
                     self.metrics
                         .dead_lettered
                         .fetch_add(written as u64, Ordering::Relaxed);
+                    for (kind, n) in &kinds {
+                        metrics::counter!(telemetry::DEAD_LETTERS, "reason" => (*kind).to_owned())
+                            .increment(*n as u64);
+                    }
                 }
                 Err(err) => {
                     step(fsm, M::WRITE_FAILURE)?;
@@ -361,6 +368,10 @@ where
             }
         }
         step(fsm, M::WRITE_SUCCESS)?;
+        telemetry::observe(telemetry::BATCH_WRITE_SECONDS, write_started.elapsed());
+        metrics::counter!(telemetry::TICKS_STORED).increment(outcome.new_ticks);
+        metrics::counter!(telemetry::TICKS_DUPLICATE).increment(outcome.duplicate_ticks);
+        metrics::counter!(telemetry::HISTORY_BARS_APPLIED).increment(outcome.history_applied);
         self.metrics
             .new_ticks
             .fetch_add(outcome.new_ticks, Ordering::Relaxed);
@@ -379,6 +390,7 @@ where
             Ok(()) => {}
             Err(err) if err.is_cache_unreachable() => {
                 self.metrics.cache_skipped.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(telemetry::CACHE_SKIPPED).increment(1);
                 tracing::debug!(error = %err, "cache unreachable; update skipped");
             }
             Err(err) => {
@@ -397,6 +409,15 @@ where
         self.metrics.batches.fetch_add(1, Ordering::Relaxed);
         self.metrics.in_flight.store(0, Ordering::Relaxed);
         self.record_visibility(&decoded.ticks);
+        let mut per_instrument: std::collections::BTreeMap<&crate::domain::Instrument, u64> =
+            Default::default();
+        for t in &decoded.ticks {
+            *per_instrument.entry(&t.instrument).or_default() += 1;
+        }
+        for (instrument, n) in per_instrument {
+            metrics::counter!(telemetry::CONSUMER_TICKS, "instrument" => instrument.to_string())
+                .increment(n);
+        }
         Ok(messages.len())
     }
 }
@@ -527,7 +548,9 @@ impl<S, D, T, C> Pipeline<S, D, T, C> {
             .visibility_us
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        let histogram = metrics::histogram!(telemetry::VISIBILITY_SECONDS);
         for t in ticks.iter().filter(|t| t.received_ns > 0) {
+            histogram.record(now_ns.saturating_sub(t.received_ns) as f64 / 1e9);
             if samples.len() == VISIBILITY_SAMPLES {
                 samples.pop_front();
             }

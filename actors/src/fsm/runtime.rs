@@ -171,6 +171,12 @@ impl<M: MachineSpec> Fsm<M> {
                 Ok(effect)
             }
             Err(rejected) => {
+                metrics::counter!(
+                    crate::telemetry::FSM_REJECTED,
+                    "machine" => M::NAME,
+                    "state" => self.state.name()
+                )
+                .increment(1);
                 let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
                 log.snapshot.rejected_total += 1;
                 log.snapshot.last_rejected = Some(RejectedRecord {
@@ -208,6 +214,13 @@ impl<M: MachineSpec> Fsm<M> {
             to: to.name().to_owned(),
             effect: effect.name().to_owned(),
         };
+        metrics::counter!(
+            crate::telemetry::FSM_TRANSITIONS,
+            "machine" => M::NAME,
+            "from" => from.name(),
+            "to" => to.name()
+        )
+        .increment(1);
         let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
         tracing::debug!(
             machine = M::NAME,

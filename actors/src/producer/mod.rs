@@ -477,6 +477,7 @@ async fn publish_records<H: HistorySource, L: LiveSource, B: RecordBus>(
     let bars = records.len();
     publish_cycle(state, records, target).await?;
     state.status.published_bars += bars as u64;
+    metrics::counter!(crate::telemetry::HISTORY_BARS_PUBLISHED).increment(bars as u64);
     Ok(FetchReport {
         bars,
         traded_bars,
@@ -546,6 +547,14 @@ async fn publish_live<H: HistorySource, L: LiveSource, B: RecordBus>(
     state: &mut ProducerState<H, L, B>,
     ticks: Vec<Tick>,
 ) -> Result<(), ProducerError> {
+    let mut received: std::collections::BTreeMap<&Instrument, u64> = Default::default();
+    for t in &ticks {
+        *received.entry(&t.instrument).or_default() += 1;
+    }
+    for (instrument, n) in received {
+        metrics::counter!(crate::telemetry::TICKS_RECEIVED, "instrument" => instrument.to_string())
+            .increment(n);
+    }
     // One cycle per target, in the order the first tick of each target arrived.
     let mut groups: Vec<(Target, Vec<Record>)> = Vec::new();
     for tick in ticks {
@@ -564,6 +573,7 @@ async fn publish_live<H: HistorySource, L: LiveSource, B: RecordBus>(
         state.fsm.fire(Event::FetchData).map_err(machine)?;
         publish_cycle(state, records, &target).await?;
         state.status.published_trades += n;
+        metrics::counter!(crate::telemetry::TICKS_PUBLISHED).increment(n);
     }
     Ok(())
 }

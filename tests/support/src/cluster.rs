@@ -38,6 +38,8 @@ pub struct NodeProcess {
     pub status_port: u16,
     /// Its API's port (used when it has the `api` role).
     pub api_port: u16,
+    /// Its ops listener's port (`/metrics`, `/health`, `/ready`).
+    pub ops_port: u16,
     /// `name@127.0.0.1:port` of every other node.
     pub peers: Vec<String>,
     /// Overrides, applied after the common ones (`CANDELA__…` = value).
@@ -58,6 +60,7 @@ impl NodeProcess {
             cluster_port: free_port(),
             status_port: free_port(),
             api_port: free_port(),
+            ops_port: free_port(),
             peers: Vec::new(),
             env: BTreeMap::new(),
             bin: bin.to_owned(),
@@ -77,6 +80,11 @@ impl NodeProcess {
     /// `name@127.0.0.1:port`.
     pub fn address(&self) -> String {
         format!("{}@127.0.0.1:{}", self.name, self.cluster_port)
+    }
+
+    /// The base URL of its ops listener.
+    pub fn ops(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ops_port)
     }
 
     /// The base URL of its API.
@@ -132,6 +140,10 @@ impl NodeProcess {
             .env(
                 "CANDELA__CLUSTER__STATUS_LISTEN",
                 format!("127.0.0.1:{}", self.status_port),
+            )
+            .env(
+                "CANDELA__OPS__LISTEN",
+                format!("127.0.0.1:{}", self.ops_port),
             )
             .env("CANDELA__CLUSTER__PEERS", toml_list(&self.peers))
             .env_remove("CRYPTOCOMPARE_API_KEY")

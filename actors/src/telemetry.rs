@@ -1,0 +1,108 @@
+//! The platform's metrics: names, labels and descriptions in one place, and
+//! the helpers the actors record through (the `metrics` facade; a node
+//! installs the Prometheus recorder, `node/src/ops.rs`; without a recorder,
+//! as in most tests, recording costs nothing).
+//!
+//! Conventions (Prometheus'): every name starts with `candela_`, counters end
+//! in `_total`, durations are histograms in `_seconds`. Labels are bounded:
+//! an instrument (the configured ones and the bounded dynamic ones), a
+//! machine and its states, a refusal kind, an HTTP route pattern and status,
+//! a supervised child's name. Never a trade id, an offset, a free text or a
+//! raw request path.
+
+use std::time::Duration;
+
+/// Ticks the producer received from the source, by instrument.
+pub const TICKS_RECEIVED: &str = "candela_ticks_received_total";
+/// Ticks the producer published to the bus (acknowledged).
+pub const TICKS_PUBLISHED: &str = "candela_ticks_published_total";
+/// History bars the producer published (backfill, repair, on-demand fetch).
+pub const HISTORY_BARS_PUBLISHED: &str = "candela_history_bars_published_total";
+/// Messages a consumer received from the bus.
+pub const CONSUMER_MESSAGES: &str = "candela_consumer_messages_total";
+/// Ticks in batches a consumer committed, by instrument (new and repeated).
+pub const CONSUMER_TICKS: &str = "candela_consumer_ticks_total";
+/// Ticks stored for the first time.
+pub const TICKS_STORED: &str = "candela_ticks_stored_total";
+/// Ticks that were stored already (replays, redeliveries).
+pub const TICKS_DUPLICATE: &str = "candela_ticks_duplicate_total";
+/// History bars that created or repaired a minute.
+pub const HISTORY_BARS_APPLIED: &str = "candela_history_bars_applied_total";
+/// Records sent to the dead-letter topic, by kind (`reason`).
+pub const DEAD_LETTERS: &str = "candela_dead_letters_total";
+/// Failed consumer cycles (each ends in the machine's Error state).
+pub const CONSUMER_FAILURES: &str = "candela_consumer_failures_total";
+/// Cache updates skipped because the cache was unreachable.
+pub const CACHE_SKIPPED: &str = "candela_cache_updates_skipped_total";
+/// Time of a batch's database write (one transaction, or its bisection).
+pub const BATCH_WRITE_SECONDS: &str = "candela_consumer_batch_write_seconds";
+/// From the producer's receipt of a tick to the end of the consumer cycle
+/// that stored and cached it.
+pub const VISIBILITY_SECONDS: &str = "candela_tick_visibility_seconds";
+/// Transitions of the actors' machines, by machine, from and to.
+pub const FSM_TRANSITIONS: &str = "candela_fsm_transitions_total";
+/// Events a machine had no transition for, by machine and state.
+pub const FSM_REJECTED: &str = "candela_fsm_rejected_total";
+/// Restarts of supervised actors, by child.
+pub const ACTOR_RESTARTS: &str = "candela_actor_restarts_total";
+/// HTTP requests answered, by route pattern, method and status.
+pub const HTTP_REQUESTS: &str = "candela_http_requests_total";
+/// Time to answer an HTTP request (to its headers), by route pattern.
+pub const HTTP_SECONDS: &str = "candela_http_request_duration_seconds";
+
+/// Every metric with its help text, for the recorder's `# HELP` lines.
+pub fn describe() {
+    use metrics::{describe_counter, describe_histogram, Unit};
+    describe_counter!(
+        TICKS_RECEIVED,
+        "Ticks the producer received from the source"
+    );
+    describe_counter!(TICKS_PUBLISHED, "Ticks the producer published to the bus");
+    describe_counter!(
+        HISTORY_BARS_PUBLISHED,
+        "History bars the producer published"
+    );
+    describe_counter!(
+        CONSUMER_MESSAGES,
+        "Messages consumers received from the bus"
+    );
+    describe_counter!(CONSUMER_TICKS, "Ticks in batches consumers committed");
+    describe_counter!(TICKS_STORED, "Ticks stored for the first time");
+    describe_counter!(TICKS_DUPLICATE, "Ticks that were already stored");
+    describe_counter!(
+        HISTORY_BARS_APPLIED,
+        "History bars that created or repaired a minute"
+    );
+    describe_counter!(DEAD_LETTERS, "Records sent to the dead-letter topic");
+    describe_counter!(CONSUMER_FAILURES, "Failed consumer cycles");
+    describe_counter!(CACHE_SKIPPED, "Cache updates skipped: cache unreachable");
+    describe_histogram!(
+        BATCH_WRITE_SECONDS,
+        Unit::Seconds,
+        "Database write of a consumer batch"
+    );
+    describe_histogram!(
+        VISIBILITY_SECONDS,
+        Unit::Seconds,
+        "Tick receipt to stored and cached"
+    );
+    describe_counter!(FSM_TRANSITIONS, "Transitions of the actors' machines");
+    describe_counter!(FSM_REJECTED, "Events a machine had no transition for");
+    describe_counter!(ACTOR_RESTARTS, "Restarts of supervised actors");
+    describe_counter!(HTTP_REQUESTS, "HTTP requests answered");
+    describe_histogram!(
+        HTTP_SECONDS,
+        Unit::Seconds,
+        "Time to answer an HTTP request"
+    );
+}
+
+/// Histogram buckets for latencies, in seconds: 1 ms to 60 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Records a duration in a histogram.
+pub fn observe(name: &'static str, d: Duration) {
+    metrics::histogram!(name).record(d.as_secs_f64());
+}

@@ -1,0 +1,163 @@
+//! The ops listener every node has (`ops.listen`, loopback by default):
+//! `GET /metrics` (Prometheus' text format), `GET /health` (the process is
+//! up) and `GET /ready` (this node can do its roles, as JSON naming every
+//! check). No token: these three answers hold no secret and no control, and
+//! nothing else is served here (the admin endpoints stay behind their token
+//! on the API and the cluster status listener).
+//!
+//! What must never happen: a scrape that blocks on the data plane (the
+//! metrics are read from the recorder; only `/ready` asks the store, with a
+//! deadline), or a second recorder in one process (installed once,
+//! [`recorder`]).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use poem::http::StatusCode;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::web::Data;
+use poem::{get, handler, EndpointExt, IntoResponse, Response, Route, Server};
+use serde::Serialize;
+
+/// The process's Prometheus recorder, installed on first use (`None` when
+/// another recorder was installed first: then `/metrics` says so).
+pub fn recorder() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let installed = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".into()),
+                    candela_actors::telemetry::LATENCY_BUCKETS,
+                )
+                .and_then(PrometheusBuilder::install_recorder);
+            match installed {
+                Ok(handle) => {
+                    candela_actors::telemetry::describe();
+                    Some(handle)
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "no Prometheus recorder: /metrics will be empty");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// One readiness check: `Ok(detail)` or `Err(why)`.
+pub type Check =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
+
+/// Longest wait for one readiness check.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The outcome of one check, as `/ready` shows it.
+#[derive(Debug, Serialize)]
+struct CheckResult {
+    name: String,
+    ok: bool,
+    detail: String,
+}
+
+/// `/ready`'s body.
+#[derive(Debug, Serialize)]
+struct Readiness {
+    ready: bool,
+    node: String,
+    checks: Vec<CheckResult>,
+}
+
+struct Ctx {
+    node: String,
+    checks: Vec<(String, Check)>,
+    metrics: Option<PrometheusHandle>,
+}
+
+#[handler]
+fn metrics_text(Data(ctx): Data<&Arc<Ctx>>) -> Response {
+    render(ctx.metrics.as_ref())
+}
+
+/// The exposition, or 503 when this process has no recorder.
+pub fn render(handle: Option<&PrometheusHandle>) -> Response {
+    match handle {
+        Some(h) => Response::builder()
+            .content_type("text/plain; version=0.0.4")
+            .body(h.render()),
+        None => Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .body("no metrics recorder in this process"),
+    }
+}
+
+#[handler]
+fn health(Data(ctx): Data<&Arc<Ctx>>) -> poem::web::Json<serde_json::Value> {
+    poem::web::Json(serde_json::json!({ "status": "up", "node": ctx.node }))
+}
+
+#[handler]
+async fn ready(Data(ctx): Data<&Arc<Ctx>>) -> Response {
+    let runs = ctx.checks.iter().map(|(name, check)| async move {
+        let outcome = match tokio::time::timeout(CHECK_TIMEOUT, check()).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+        };
+        let (ok, detail) = match outcome {
+            Ok(d) => (true, d),
+            Err(e) => (false, e),
+        };
+        CheckResult {
+            name: name.clone(),
+            ok,
+            detail,
+        }
+    });
+    let checks = futures_util::future::join_all(runs).await;
+    let body = Readiness {
+        ready: checks.iter().all(|c| c.ok),
+        node: ctx.node.clone(),
+        checks,
+    };
+    let status = if body.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    poem::web::Json(body).with_status(status).into_response()
+}
+
+/// Binds `addr` and serves the ops endpoints until the runtime stops;
+/// answers the bound address (useful with port 0).
+pub async fn serve(
+    addr: SocketAddr,
+    node: String,
+    checks: Vec<(String, Check)>,
+) -> std::io::Result<SocketAddr> {
+    let acceptor = TcpListener::bind(addr).into_acceptor().await?;
+    let bound = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .unwrap_or(addr);
+    let app = Route::new()
+        .at("/metrics", get(metrics_text))
+        .at("/health", get(health))
+        .at("/ready", get(ready))
+        .data(Arc::new(Ctx {
+            node,
+            checks,
+            metrics: recorder(),
+        }));
+    tokio::spawn(async move {
+        if let Err(error) = Server::new_with_acceptor(acceptor).run(app).await {
+            tracing::error!(%error, "ops listener stopped");
+        }
+    });
+    tracing::info!(addr = %bound, "ops listener (/metrics, /health, /ready)");
+    Ok(bound)
+}
