@@ -13,6 +13,7 @@ pub mod broker;
 pub mod cluster;
 pub mod convert;
 pub mod oracle;
+pub mod proxy;
 pub mod timescale;
 
 use std::sync::atomic::{AtomicU32, Ordering};
