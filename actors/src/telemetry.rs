@@ -18,6 +18,29 @@ pub const TICKS_RECEIVED: &str = "candela_ticks_received_total";
 pub const TICKS_PUBLISHED: &str = "candela_ticks_published_total";
 /// History bars the producer published (backfill, repair, on-demand fetch).
 pub const HISTORY_BARS_PUBLISHED: &str = "candela_history_bars_published_total";
+/// The live source's (WebSocket) events, by `event`: `connects`,
+/// `reconnects`, `stale_reconnects`, `frames`, `trades`, `heartbeats`,
+/// `duplicates_dropped`, `malformed`, `invalid`, `unsubscribed`,
+/// `unknown`, `unauthorized`, `too_many`, `server_errors`.
+pub const SOURCE_LIVE_EVENTS: &str = "candela_source_live_events_total";
+/// The history source's (REST) events, by `event`: `request`,
+/// `rate_limited` (a retry after a rate-limit answer), `error`.
+pub const SOURCE_REST_EVENTS: &str = "candela_source_rest_events_total";
+/// Bar requests the datastore answered, by where from (`served`: `cache`,
+/// `store`, `fetched`) or `error`.
+pub const DATASTORE_REQUESTS: &str = "candela_datastore_requests_total";
+/// Cache reads of 1-minute ranges, by `outcome`: `hit` (the cache held the
+/// whole range), `miss`, `error` (unreachable: the database answered).
+pub const CACHE_READS: &str = "candela_cache_reads_total";
+/// This node's cluster peers, by `state`: `connecting`, `connected`,
+/// `suspect`, `down`.
+pub const CLUSTER_PEERS: &str = "candela_cluster_peers";
+/// Heartbeat round trips to each peer (`peer`: a configured node name).
+pub const CLUSTER_HEARTBEAT_SECONDS: &str = "candela_cluster_heartbeat_rtt_seconds";
+/// Messages of a partition after its committed offset (its high watermark
+/// as the consumer's last fetch saw it, minus the commit), by `topic` and
+/// `partition`.
+pub const CONSUMER_LAG: &str = "candela_consumer_lag_messages";
 /// Messages a consumer received from the bus.
 pub const CONSUMER_MESSAGES: &str = "candela_consumer_messages_total";
 /// Ticks in batches a consumer committed, by instrument (new and repeated).
@@ -52,6 +75,16 @@ pub const HTTP_SECONDS: &str = "candela_http_request_duration_seconds";
 
 /// Every metric with its help text, for the recorder's `# HELP` lines.
 pub fn describe() {
+    metrics::describe_gauge!(
+        CONSUMER_LAG,
+        "Messages after the committed offset, per partition"
+    );
+    metrics::describe_gauge!(CLUSTER_PEERS, "Cluster peers by state");
+    metrics::describe_histogram!(
+        CLUSTER_HEARTBEAT_SECONDS,
+        metrics::Unit::Seconds,
+        "Heartbeat round trip to each peer"
+    );
     use metrics::{describe_counter, describe_histogram, Unit};
     describe_counter!(
         TICKS_RECEIVED,
@@ -61,6 +94,19 @@ pub fn describe() {
     describe_counter!(
         HISTORY_BARS_PUBLISHED,
         "History bars the producer published"
+    );
+    describe_counter!(SOURCE_LIVE_EVENTS, "Live source (WebSocket) events");
+    describe_counter!(
+        SOURCE_REST_EVENTS,
+        "History source (REST) requests, rate limits, errors"
+    );
+    describe_counter!(
+        CACHE_READS,
+        "Cache reads of 1-minute ranges: hit, miss, error"
+    );
+    describe_counter!(
+        DATASTORE_REQUESTS,
+        "Bar requests the datastore answered, by source"
     );
     describe_counter!(
         CONSUMER_MESSAGES,

@@ -4,7 +4,9 @@
 //! by the CryptoCompare imitation: the counters move with the trades
 //! (stored ticks = the database's rows; received and published ≥ stored),
 //! the batch write and visibility histograms fill, the machines' transitions
-//! and the HTTP requests are counted by bounded labels; `/health` and
+//! and the HTTP requests are counted by bounded labels, the cache reads and
+//! the source's events are counted, and the consumer lag per partition
+//! returns to 0 once the flow stops; `/health` and
 //! `/ready` answer on the ops listener without a token, and the API serves
 //! the same `/metrics`.
 //!
@@ -115,7 +117,11 @@ async fn a_node_under_load_exposes_metrics_that_move_with_the_trades() {
     let (after, rows) = wait_for("the counters to settle", 60, &nodes, async || {
         let s = scrape(&ops).await?;
         let rows = dp.stored().await;
-        (sum(&s, "candela_ticks_stored_total", &[]) as i64 == rows).then_some((s, rows))
+        let lag_known = samples(&s, "candela_consumer_lag_messages", &[]).count() > 0;
+        (sum(&s, "candela_ticks_stored_total", &[]) as i64 == rows
+            && lag_known
+            && sum(&s, "candela_consumer_lag_messages", &[]) == 0.0)
+            .then_some((s, rows))
     })
     .await;
     let mut report = BTreeMap::new();
@@ -164,6 +170,26 @@ async fn a_node_under_load_exposes_metrics_that_move_with_the_trades() {
             &after,
             "candela_http_requests_total",
             &[("route", "/api/v1/ohlcv"), ("status", "400")]
+        ) >= 1.0
+    );
+    // Lag was seen above 0 under load or at 0: it is there, per partition,
+    // and back to 0 once everything is committed (the wait above).
+    // (A partition without a committed offset has no lag yet.)
+    assert!(samples(&after, "candela_consumer_lag_messages", &[]).count() >= 1);
+    assert!(sum(&after, "candela_cache_reads_total", &[]) >= 1.0);
+    assert!(sum(&after, "candela_datastore_requests_total", &[]) >= 1.0);
+    assert!(
+        sum(
+            &after,
+            "candela_source_live_events_total",
+            &[("event", "trades")]
+        ) >= stored
+    );
+    assert!(
+        sum(
+            &after,
+            "candela_source_live_events_total",
+            &[("event", "connects")]
         ) >= 1.0
     );
     // No raw path, trade id or free text in a label.

@@ -78,6 +78,8 @@ impl HistoryClient {
         let result = self.bars_inner(interval, instrument, from_ts, to_ts).await;
         if result.is_err() {
             self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(crate::telemetry::SOURCE_REST_EVENTS, "event" => "error")
+                .increment(1);
         }
         result
     }
@@ -140,6 +142,8 @@ impl HistoryClient {
         loop {
             attempts += 1;
             self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(crate::telemetry::SOURCE_REST_EVENTS, "event" => "request")
+                .increment(1);
             match self.request(interval, instrument, to_ts, limit).await {
                 Err(CryptoCompareError::RateLimited { .. })
                     if attempts <= self.config.rest_retries =>
@@ -148,6 +152,8 @@ impl HistoryClient {
                     self.metrics
                         .rate_limited_retries
                         .fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(crate::telemetry::SOURCE_REST_EVENTS, "event" => "rate_limited")
+                        .increment(1);
                     warn!(%instrument, ?interval, attempts, delay_ms = delay.as_millis() as u64, "history request rate limited, retrying");
                     tokio::time::sleep(delay).await;
                 }

@@ -99,6 +99,13 @@ pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// [`bump`], and the metric [`crate::telemetry::SOURCE_LIVE_EVENTS`] with
+/// `event` (a counter's name: a bounded set).
+pub(crate) fn bump_as(counter: &AtomicU64, event: &'static str) {
+    bump(counter);
+    metrics::counter!(crate::telemetry::SOURCE_LIVE_EVENTS, "event" => event).increment(1);
+}
+
 impl LiveMetrics {
     pub(crate) fn snapshot(&self) -> LiveMetricsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);

@@ -32,7 +32,7 @@ use super::dedup::Dedup;
 use super::error::CryptoCompareError;
 use super::handshake::{self, Socket};
 use super::messages::{Frame, SubRequest};
-use super::metrics::{bump, LiveMetrics, LiveMetricsSnapshot};
+use super::metrics::{bump_as, LiveMetrics, LiveMetricsSnapshot};
 use super::parse::parse_frame;
 use crate::domain::validate;
 use crate::domain::{Instrument, Tick};
@@ -148,7 +148,7 @@ impl Session {
             let delay = match end {
                 End::Shutdown => break,
                 End::Stale => {
-                    bump(&self.metrics.stale_reconnects);
+                    bump_as(&self.metrics.stale_reconnects, "stale_reconnects");
                     backoff.reset();
                     backoff.next_delay()
                 }
@@ -167,7 +167,7 @@ impl Session {
             if !self.pause(delay).await {
                 break;
             }
-            bump(&self.metrics.reconnects);
+            bump_as(&self.metrics.reconnects, "reconnects");
         }
         info!("live client stopped");
     }
@@ -197,7 +197,7 @@ impl Session {
         let mut socket = match tokio::time::timeout(self.config.connect_timeout(), connect).await {
             Ok(Ok(socket)) => socket,
             Ok(Err(CryptoCompareError::Unauthorized(reason))) => {
-                bump(&self.metrics.unauthorized);
+                bump_as(&self.metrics.unauthorized, "unauthorized");
                 error!(%reason, "streamer refused the api key");
                 return End::Dropped { welcomed: false };
             }
@@ -213,7 +213,7 @@ impl Session {
         if let Some(end) = self.await_welcome(&mut socket).await {
             return end;
         }
-        bump(&self.metrics.connects);
+        bump_as(&self.metrics.connects, "connects");
         self.metrics.connected.store(true, Ordering::Relaxed);
         let subs: Vec<Instrument> = self.subs.iter().cloned().collect();
         if let Err(e) = send_subs(&mut socket, "SubAdd", &subs).await {
@@ -239,7 +239,7 @@ impl Session {
             let Message::Text(text) = message else {
                 continue;
             };
-            bump(&self.metrics.frames);
+            bump_as(&self.metrics.frames, "frames");
             match parse_frame(&text) {
                 Ok(Frame::Welcome(w)) => {
                     debug!(client_id = ?w.client_id, server = ?w.server_name, "welcome");
@@ -326,7 +326,7 @@ impl Session {
             Some(Ok(Message::Text(text))) => self.on_text(&text).await,
             Some(Ok(Message::Close(_))) => Some(End::Dropped { welcomed: true }),
             Some(Ok(Message::Binary(_))) => {
-                bump(&self.metrics.malformed);
+                bump_as(&self.metrics.malformed, "malformed");
                 warn!("binary frame, expected text");
                 None
             }
@@ -338,27 +338,27 @@ impl Session {
 
     /// Handles one text frame; Some when the connection must end.
     async fn on_text(&mut self, text: &str) -> Option<End> {
-        bump(&self.metrics.frames);
+        bump_as(&self.metrics.frames, "frames");
         match parse_frame(text) {
             Ok(Frame::Trade(trade)) => {
-                bump(&self.metrics.trades);
+                bump_as(&self.metrics.trades, "trades");
                 let tick = trade.to_tick(now_ns());
                 // Only what was asked for, and only what the platform can
                 // store: anything else is counted and dropped here, where
                 // it enters (it would grow the dedup window without bound,
                 // or be dead-lettered by every consumer).
                 if !self.subs.contains(&tick.instrument) {
-                    bump(&self.metrics.unsubscribed);
+                    bump_as(&self.metrics.unsubscribed, "unsubscribed");
                     debug!(instrument = %validate::shorten(&tick.instrument.to_string()), "a trade of an instrument not subscribed: dropped");
                     return None;
                 }
                 if let Err(e) = validate::tick(&tick, validate::now_secs()) {
-                    bump(&self.metrics.invalid);
+                    bump_as(&self.metrics.invalid, "invalid");
                     warn!(instrument = %tick.instrument, error = %e, "a trade that breaks the platform's rules: dropped");
                     return None;
                 }
                 if !self.dedup.first_sighting(&tick.instrument, &tick.trade_id) {
-                    bump(&self.metrics.duplicates_dropped);
+                    bump_as(&self.metrics.duplicates_dropped, "duplicates_dropped");
                     return None;
                 }
                 if self.tx.send(tick).await.is_err() {
@@ -366,7 +366,7 @@ impl Session {
                 }
             }
             Ok(Frame::Heartbeat { .. }) => {
-                bump(&self.metrics.heartbeats);
+                bump_as(&self.metrics.heartbeats, "heartbeats");
                 if self.tx.is_closed() {
                     return Some(End::Shutdown);
                 }
@@ -377,11 +377,11 @@ impl Session {
             Ok(Frame::Welcome(_)) => debug!("repeated welcome frame"),
             Ok(Frame::Notice(n)) => return self.notice(n.code, &n.message, n.parameter.as_deref()),
             Ok(Frame::Unknown { type_code }) => {
-                bump(&self.metrics.unknown);
+                bump_as(&self.metrics.unknown, "unknown");
                 debug!(%type_code, "frame of an unhandled type");
             }
             Err(e) => {
-                bump(&self.metrics.malformed);
+                bump_as(&self.metrics.malformed, "malformed");
                 let snippet = snippet(text);
                 let snippet = match &self.config.api_key {
                     Some(key) => key.redact(snippet).into_owned(),
@@ -398,13 +398,13 @@ impl Session {
     fn notice(&self, code: u16, message: &str, parameter: Option<&str>) -> Option<End> {
         match code {
             401 => {
-                bump(&self.metrics.unauthorized);
+                bump_as(&self.metrics.unauthorized, "unauthorized");
                 let message = snippet(message);
                 error!(code, message, "streamer refused the api key");
                 Some(End::Dropped { welcomed: false })
             }
             429 => {
-                bump(&self.metrics.too_many);
+                bump_as(&self.metrics.too_many, "too_many");
                 warn!(
                     code,
                     message = snippet(message),
@@ -413,7 +413,7 @@ impl Session {
                 Some(End::SlowDown)
             }
             _ => {
-                bump(&self.metrics.server_errors);
+                bump_as(&self.metrics.server_errors, "server_errors");
                 warn!(
                     code,
                     message = snippet(message),

@@ -306,8 +306,13 @@ async fn serve_inner<T: BarStore, C: BarCache>(
             .get(&query.instrument, query.from, query.to)
             .await
         {
-            Ok(hit) => hit,
+            Ok(hit) => {
+                let outcome = if hit.is_some() { "hit" } else { "miss" };
+                metrics::counter!(crate::telemetry::CACHE_READS, "outcome" => outcome).increment(1);
+                hit
+            }
             Err(err) => {
+                metrics::counter!(crate::telemetry::CACHE_READS, "outcome" => "error").increment(1);
                 cache_up = false;
                 tracing::warn!(instance = %state.args.instance, error = %err, "cache read failed; asking the database");
                 None
@@ -329,8 +334,18 @@ async fn serve_inner<T: BarStore, C: BarCache>(
             .map(|b| (b, Served::Database)),
     };
     let (bars, served) = match result {
-        Ok(found) => found,
+        Ok(found) => {
+            let label = match found.1 {
+                Served::Cache => "cache",
+                Served::Database => "store",
+                Served::Fetched => "fetched",
+            };
+            metrics::counter!(crate::telemetry::DATASTORE_REQUESTS, "served" => label).increment(1);
+            found
+        }
         Err(err) => {
+            metrics::counter!(crate::telemetry::DATASTORE_REQUESTS, "served" => "error")
+                .increment(1);
             step(fsm, Event::DbQueryFailure)?;
             return Ok(Served2::Answer(Err(err)));
         }

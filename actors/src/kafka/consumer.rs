@@ -135,6 +135,8 @@ impl KafkaStreams {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
+            // The lag gauge (`MemberContext::stats`).
+            .set("statistics.interval.ms", "2000")
             .set(
                 "fetch.wait.max.ms",
                 self.config.fetch_wait_max_ms.to_string(),
@@ -247,7 +249,26 @@ struct MemberContext {
     group: String,
 }
 
-impl ClientContext for MemberContext {}
+impl ClientContext for MemberContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`): the lag of
+    /// each partition this member reads, as it computes it (the high
+    /// watermark of its last fetch minus the committed offset).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for topic in statistics.topics.values() {
+            for p in topic.partitions.values() {
+                if p.partition < 0 || !p.desired || p.consumer_lag < 0 {
+                    continue;
+                }
+                metrics::gauge!(
+                    crate::telemetry::CONSUMER_LAG,
+                    "topic" => topic.topic.clone(),
+                    "partition" => p.partition.to_string()
+                )
+                .set(p.consumer_lag as f64);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for MemberContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

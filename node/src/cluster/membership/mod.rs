@@ -272,6 +272,8 @@ impl Actor for Membership {
                             tracing::info!(%peer, rtt_ms = rtt.as_secs_f64() * 1e3, "peer answers again");
                         }
                         p.machine.on_pong(seq, rtt, now);
+                        metrics::histogram!(candela_actors::telemetry::CLUSTER_HEARTBEAT_SECONDS, "peer" => peer.clone())
+                            .record(rtt.as_secs_f64());
                     }
                     Err(error) => {
                         let action = p.machine.on_ping_failed(seq, now, jitter);
@@ -287,11 +289,30 @@ impl Actor for Membership {
                 let _ = reply.send(status);
             }
         }
+        state.record_peers();
         Ok(())
     }
 }
 
 impl MembershipState {
+    /// The peers gauge: how many peers are in each state.
+    fn record_peers(&self) {
+        for (label, s) in [
+            ("connecting", PeerState::Connecting),
+            ("connected", PeerState::Connected),
+            ("suspect", PeerState::Suspect),
+            ("down", PeerState::Down),
+        ] {
+            let n = self
+                .peers
+                .values()
+                .filter(|p| p.machine.state() == s)
+                .count();
+            metrics::gauge!(candela_actors::telemetry::CLUSTER_PEERS, "state" => label)
+                .set(n as f64);
+        }
+    }
+
     fn perform(&mut self, myself: &ActorRef<MembershipMsg>, name: &str, action: Action) {
         let Some(peer) = self.peers.get_mut(name) else {
             return;
