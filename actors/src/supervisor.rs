@@ -361,6 +361,18 @@ impl Actor for Supervisor {
         Ok(())
     }
 
+    /// Stopping (not killed): the children stop too, in their start
+    /// order, each after its current message (a consumer finishes and
+    /// commits its batch), not restarted.
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        stop_in_order(&mut state.children).await;
+        Ok(())
+    }
+
     async fn handle_supervisor_evt(
         &self,
         myself: ActorRef<SupervisorMsg>,
@@ -401,6 +413,29 @@ fn start_error_is_transient(err: &SpawnErr) -> bool {
     match err {
         SpawnErr::StartupFailed(e) => is_transient(e.as_ref()),
         _ => false,
+    }
+}
+
+/// How long a stopping supervisor waits for each child to finish its
+/// current message and stop, before killing it.
+pub const SHUTDOWN_CHILD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Stops every running child in the order they were started (a platform
+/// starts its intake first: it stops first, then what drains it), each
+/// after its current message, waiting a bounded time for each.
+async fn stop_in_order(children: &mut [Child]) {
+    for child in children.iter_mut() {
+        if let Some(cell) = child.cell.take() {
+            tracing::info!(child = %child.spec.name, "stopping (shutdown)");
+            if cell
+                .stop_and_wait(Some("shutdown".into()), Some(SHUTDOWN_CHILD_TIMEOUT))
+                .await
+                .is_err()
+            {
+                tracing::warn!(child = %child.spec.name, timeout = ?SHUTDOWN_CHILD_TIMEOUT, "did not stop in time: killed");
+                cell.kill();
+            }
+        }
     }
 }
 

@@ -139,16 +139,37 @@ impl Platform {
         if let Some(task) = self.feed_task.take() {
             task.abort();
         }
+        // Intake first (the producer is the supervisor's first child), then
+        // the consumers, each after its current batch (committed), then the
+        // rest; each supervisor stops its children in order and waits for
+        // them, within a bound.
+        let mut stopping = vec![
+            ("the data plane supervisor", self.supervisor.get_cell()),
+            ("the dynamic consumers' supervisor", self.dynamic.get_cell()),
+        ];
         if let Some(ds) = self.datastore.take() {
-            ds.stop(None);
+            stopping.push(("the datastore supervisor", ds.get_cell()));
         }
-        self.supervisor.stop(None);
-        self.dynamic.stop(None);
+        for (what, cell) in stopping {
+            if cell
+                .stop_and_wait(Some("shutdown".into()), Some(SHUTDOWN_TIMEOUT))
+                .await
+                .is_err()
+            {
+                tracing::warn!(what, timeout = ?SHUTDOWN_TIMEOUT, "did not stop in time: killed");
+                cell.kill();
+            }
+        }
         if let Some(im) = self.imitation.take() {
             im.shutdown().await;
         }
     }
 }
+
+/// The longest a supervisor of the platform may take to stop at shutdown
+/// (its children stop one after another, each within
+/// [`candela_actors::supervisor::SHUTDOWN_CHILD_TIMEOUT`]).
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The CryptoCompare client configuration, starting the imitation if asked.
 async fn source(config: &Config) -> anyhow::Result<(CryptoCompareConfig, Option<ImitationHandle>)> {

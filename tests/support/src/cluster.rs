@@ -188,6 +188,15 @@ impl NodeProcess {
         Some(kb * 1024)
     }
 
+    /// Sends it SIGTERM (a graceful stop).
+    pub fn terminate(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+
     /// Its exit status, if it has exited (then it is no longer running).
     pub fn exited(&self) -> Option<ExitStatus> {
         let mut child = self.child();
