@@ -41,6 +41,9 @@ pub const CLUSTER_HEARTBEAT_SECONDS: &str = "candela_cluster_heartbeat_rtt_secon
 /// as the consumer's last fetch saw it, minus the commit), by `topic` and
 /// `partition`.
 pub const CONSUMER_LAG: &str = "candela_consumer_lag_messages";
+/// Consumers the watchdog found stuck (a batch in flight past
+/// `consumer.stall_secs`) and restarted, by `consumer`.
+pub const CONSUMER_STALLS: &str = "candela_consumer_stalls_total";
 /// Messages a consumer received from the bus.
 pub const CONSUMER_MESSAGES: &str = "candela_consumer_messages_total";
 /// Ticks in batches a consumer committed, by instrument (new and repeated).
@@ -75,6 +78,7 @@ pub const HTTP_SECONDS: &str = "candela_http_request_duration_seconds";
 
 /// Every metric with its help text, for the recorder's `# HELP` lines.
 pub fn describe() {
+    metrics::describe_counter!(CONSUMER_STALLS, "Consumers found stuck and restarted");
     metrics::describe_gauge!(
         CONSUMER_LAG,
         "Messages after the committed offset, per partition"

@@ -454,6 +454,10 @@ pub struct ConsumerConfig {
     /// more than the topic's partitions leaves some idle). Each holds a
     /// connection of `postgres.max_connections` while it writes.
     pub workers: usize,
+    /// The watchdog: a consumer whose batch has been in flight this many
+    /// seconds without finishing (a database call that hangs, a lock) is
+    /// reported and restarted through its supervisor (RESET); 0: off.
+    pub stall_secs: u64,
 }
 
 /// The longest backfill: ten years of minutes (fetched a week at a time).
@@ -473,6 +477,7 @@ impl Default for ConsumerConfig {
             batch_max: 5_000,
             batch_wait_ms: 100,
             workers: 1,
+            stall_secs: 120,
         }
     }
 }

@@ -100,6 +100,8 @@ pub struct Platform {
     feed_task: Option<tokio::task::JoinHandle<()>>,
     /// What `/ready` on the ops listener checks.
     checks: Vec<(String, crate::ops::Check)>,
+    /// The consumer watchdog (`consumer.stall_secs`).
+    watchdog_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Platform {
@@ -139,6 +141,9 @@ impl Platform {
         if let Some(task) = self.feed_task.take() {
             task.abort();
         }
+        if let Some(task) = self.watchdog_task.take() {
+            task.abort();
+        }
         // Intake first (the producer is the supervisor's first child), then
         // the consumers, each after its current batch (committed), then the
         // rest; each supervisor stops its children in order and waits for
@@ -162,6 +167,43 @@ impl Platform {
         }
         if let Some(im) = self.imitation.take() {
             im.shutdown().await;
+        }
+    }
+}
+
+/// The consumer watchdog: looks at each fixed consumer's counters a few
+/// times per `stall`; one whose batch has been in flight longer without
+/// finishing is reported (log, `candela_consumer_stalls_total`) and killed,
+/// so its supervisor restarts it (its machine's RESET; the unfinished batch,
+/// uncommitted, comes again).
+async fn watchdog(consumers: Vec<(String, Arc<ConsumerMetrics>)>, stall: Duration) {
+    use candela_actors::consumer::watchdog::Watch;
+    use std::sync::atomic::Ordering;
+    let mut watches = vec![Watch::default(); consumers.len()];
+    let mut tick = tokio::time::interval(
+        (stall / 4).clamp(Duration::from_millis(250), Duration::from_secs(5)),
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = std::time::Instant::now();
+        for ((name, m), watch) in consumers.iter().zip(watches.iter_mut()) {
+            let in_flight = m.in_flight.load(Ordering::Relaxed);
+            let Some(stuck) = watch.look(m.batches.load(Ordering::Relaxed), in_flight, now, stall)
+            else {
+                continue;
+            };
+            tracing::warn!(
+                consumer = %name,
+                stuck_secs = stuck.as_secs(),
+                in_flight,
+                "consumer stuck: a batch in flight without progress; restarting it (RESET)"
+            );
+            metrics::counter!(candela_actors::telemetry::CONSUMER_STALLS, "consumer" => name.clone())
+                .increment(1);
+            if let Some(cell) = ractor::registry::where_is(name.clone()) {
+                cell.kill();
+            }
         }
     }
 }
@@ -297,6 +339,8 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
 
     // This node's running fixed consumers, announced by the agent.
     let running = RunningWorkers::default();
+    // What the watchdog looks at: each fixed consumer's name and counters.
+    let mut watched_consumers: Vec<(String, Arc<ConsumerMetrics>)> = Vec::new();
     if config.has(Role::Consumer) {
         let workers = config.consumer.workers;
         for worker in 0..workers {
@@ -326,7 +370,11 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
                 decode: decode_record,
                 batch_max: config.consumer.batch_max,
                 batch_wait: Duration::from_millis(config.consumer.batch_wait_ms),
-                metrics: Arc::new(ConsumerMetrics::default()),
+                metrics: {
+                    let m = Arc::new(ConsumerMetrics::default());
+                    watched_consumers.push((name.clone(), Arc::clone(&m)));
+                    m
+                },
                 restarted: false,
             };
             children.push(ChildSpec::of::<NodeConsumer>(&name, args, |a, r| {
@@ -611,7 +659,11 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
             }))
         }),
     ));
+    let stall = Duration::from_secs(config.consumer.stall_secs);
+    let watchdog_task = (!stall.is_zero() && !watched_consumers.is_empty())
+        .then(|| tokio::spawn(watchdog(watched_consumers, stall)));
     Ok(Platform {
+        watchdog_task,
         checks,
         watched,
         supervisor,

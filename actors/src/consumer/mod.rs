@@ -7,6 +7,7 @@
 pub mod dynamic;
 pub mod fixed;
 pub mod pipeline;
+pub mod watchdog;
 
 pub use pipeline::{ConsumerMetrics, Decode, MetricsSnapshot, Pipeline, PipelineMachine};
 
