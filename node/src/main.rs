@@ -25,6 +25,10 @@ mod node;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Log format: auto (text on a terminal, JSON lines otherwise), text or
+    /// json; else `CANDELA_LOG_FORMAT`.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<node::LogFormat>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,7 +73,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        None => node::run_quick_start(),
+        None => node::run_quick_start(cli.log_format),
         Some(Command::Fsm {
             name,
             format,
@@ -78,8 +82,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             None | Some("list") => list(),
             Some(name) => print_diagram(name, format, highlight.as_deref()),
         },
-        Some(Command::Node { config }) => node::run(&config),
-        Some(Command::Run { config }) => node::run_standalone(&config),
+        Some(Command::Node { config }) => node::run(&config, cli.log_format),
+        Some(Command::Run { config }) => node::run_standalone(&config, cli.log_format),
     }
 }
 

@@ -11,8 +11,8 @@ use candela_node::{cluster, platform};
 use tracing_subscriber::EnvFilter;
 
 /// Runs a cluster member until a signal; an error if it cannot start or fails.
-pub fn run(path: &Path) -> anyhow::Result<()> {
-    init_tracing();
+pub fn run(path: &Path, log: Option<LogFormat>) -> anyhow::Result<()> {
+    init_tracing(log);
     let config = Config::load(path).with_context(|| format!("loading {}", path.display()))?;
     config.backends.check_shared(&config.cluster.peers)?;
     let cookie = config.cluster.cookie(|var| std::env::var(var).ok())?;
@@ -20,8 +20,8 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Runs one node on its own, without the cluster layer.
-pub fn run_standalone(path: &Path) -> anyhow::Result<()> {
-    init_tracing();
+pub fn run_standalone(path: &Path, log: Option<LogFormat>) -> anyhow::Result<()> {
+    init_tracing(log);
     let config = Config::load(path).with_context(|| format!("loading {}", path.display()))?;
     standalone(config, false)
 }
@@ -30,8 +30,8 @@ pub fn run_standalone(path: &Path) -> anyhow::Result<()> {
 /// the imitation as the source), environment overrides still applying. An
 /// admin token is made up for the session unless one is set, and printed
 /// with the page's address.
-pub fn run_quick_start() -> anyhow::Result<()> {
-    init_tracing();
+pub fn run_quick_start(log: Option<LogFormat>) -> anyhow::Result<()> {
+    init_tracing(log);
     let config = Config::parse("", std::env::vars()).context("the default configuration")?;
     let var = &config.admin.token_env;
     let made_up = std::env::var(var).map_or(true, |t| t.is_empty());
@@ -183,11 +183,45 @@ async fn shutdown_signal() -> anyhow::Result<&'static str> {
     })
 }
 
-fn init_tracing() {
+/// How the node writes its log (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Text when stderr is a terminal, JSON lines otherwise (a service
+    /// manager, a container, a file).
+    Auto,
+    /// Human-readable lines (coloured on a terminal).
+    Text,
+    /// One JSON object per line: timestamp, level, target, fields, spans.
+    Json,
+}
+
+/// Installs the log subscriber: `RUST_LOG` filters (default `info`); the
+/// format from `--log-format`, else `CANDELA_LOG_FORMAT`, else auto.
+pub fn init_tracing(format: Option<LogFormat>) {
+    let format = format
+        .or_else(|| {
+            use clap::ValueEnum;
+            let v = std::env::var("CANDELA_LOG_FORMAT").ok()?;
+            LogFormat::from_str(&v, true).ok()
+        })
+        .unwrap_or(LogFormat::Auto);
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let json = match format {
+        LogFormat::Auto => !terminal,
+        LogFormat::Text => false,
+        LogFormat::Json => true,
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init()
+    } else {
+        builder.with_ansi(terminal).try_init()
+    };
 }

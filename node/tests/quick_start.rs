@@ -157,6 +157,28 @@ async fn the_default_run_serves_bars_with_no_external_service_and_keeps_them() {
         log.contains("Memory"),
         "backends not logged as embedded:\n{log}"
     );
+    // Not a terminal: the log is JSON lines (`--log-format auto`), each with
+    // its time, level, target and fields; only the banner is plain text.
+    let records: Vec<Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(records.len() >= 5, "{log}");
+    assert!(
+        records.iter().all(|r| r["timestamp"].is_string()
+            && r["level"].is_string()
+            && r["target"].is_string()
+            && r["fields"].is_object()),
+        "{log}"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["fields"]["message"] == "backends connected"
+                && r["fields"]["bus"] == "Memory"),
+        "{log}"
+    );
     assert!(
         dir.path().join("data/candela.sqlite3").exists(),
         "no SQLite file in ./data"

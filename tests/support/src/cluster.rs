@@ -148,6 +148,8 @@ impl NodeProcess {
             .env("CANDELA__CLUSTER__PEERS", toml_list(&self.peers))
             .env_remove("CRYPTOCOMPARE_API_KEY")
             .env("RUST_LOG", "info")
+            // (`placements` reads the text format.)
+            .env("CANDELA_LOG_FORMAT", "text")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
