@@ -76,8 +76,17 @@ pub const HTTP_REQUESTS: &str = "candela_http_requests_total";
 /// Time to answer an HTTP request (to its headers), by route pattern.
 pub const HTTP_SECONDS: &str = "candela_http_request_duration_seconds";
 
-/// Every metric with its help text, for the recorder's `# HELP` lines.
+/// Every metric with its help text, for the recorder's `# HELP` lines; the
+/// known label values of a few counters registered at 0.
 pub fn describe() {
+    // Known label values start at 0, so rates and ratios exist before the
+    // first event (Prometheus' advice for bounded label sets).
+    for reason in ["malformed", "type", "version"] {
+        metrics::counter!(DEAD_LETTERS, "reason" => reason).absolute(0);
+    }
+    for outcome in ["hit", "miss", "error"] {
+        metrics::counter!(CACHE_READS, "outcome" => outcome).absolute(0);
+    }
     metrics::describe_counter!(CONSUMER_STALLS, "Consumers found stuck and restarted");
     metrics::describe_gauge!(
         CONSUMER_LAG,

@@ -26,6 +26,7 @@ fn deployer_env() -> BTreeMap<&'static str, &'static str> {
         ("CANDELA_CLUSTER_COOKIE", "cookie"),
         ("CANDELA_ADMIN_TOKEN", "token"),
         ("POSTGRES_PASSWORD", "secret"),
+        ("GRAFANA_ADMIN_PASSWORD", "grafana-secret"),
     ])
 }
 
@@ -224,6 +225,7 @@ fn compose_refuses_to_start_without_the_secrets() {
         "CANDELA_CLUSTER_COOKIE",
         "CANDELA_ADMIN_TOKEN",
         "POSTGRES_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
     ] {
         let mut env = deployer_env();
         env.remove(missing);

@@ -4,7 +4,8 @@
 //! the watchdog reports the stuck consumer (log, metric) and restarts it
 //! through its supervisor; once the lock is released the consumer catches
 //! up, and every bar served equals the independent oracle's bars of the
-//! source's trades.
+//! source's trades. Then every metric the compose Grafana dashboard queries
+//! is in the node's exposition.
 //!
 //! Node logs: set `CANDELA_TEST_LOG_DIR` to keep them there.
 
@@ -77,4 +78,76 @@ async fn a_consumer_stuck_on_a_lock_is_restarted_and_the_bars_are_right_after() 
     .await;
     dp.assert_served_bars_equal_reference(&nodes[0].api(), &model, &INSTRUMENTS)
         .await;
+
+    // The compose dashboard queries only metrics this node exposes (after
+    // ingest, API requests, a restart and a stall, every one has a sample).
+    let text = reqwest::get(format!("{ops}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let exposed: std::collections::BTreeSet<&str> =
+        scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+    for metric in dashboard_metrics() {
+        assert!(
+            exposed.contains(metric.as_str()),
+            "the dashboard queries {metric}, which the node does not expose: {exposed:?}"
+        );
+    }
+}
+
+/// The metric names the provisioned Grafana dashboard queries, after
+/// checking the dashboard has the shape Grafana's file provisioning loads:
+/// a uid, a title, a schema version, panels each with a type, a title, a
+/// grid position and Prometheus targets with an expression.
+fn dashboard_metrics() -> std::collections::BTreeSet<String> {
+    let text = include_str!("../../compose/grafana/dashboards/candela.json");
+    let d: serde_json::Value = serde_json::from_str(text).expect("the dashboard is JSON");
+    assert!(
+        d["uid"].is_string() && d["title"].is_string(),
+        "uid and title"
+    );
+    assert!(d["schemaVersion"].as_u64().is_some_and(|v| v >= 30));
+    let panels = d["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 6);
+    let mut names = std::collections::BTreeSet::new();
+    for p in panels {
+        assert!(p["type"].is_string() && p["title"].is_string(), "{p}");
+        for k in ["x", "y", "w", "h"] {
+            assert!(p["gridPos"][k].is_u64(), "{p}");
+        }
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{p}");
+        for t in targets {
+            let expr = t["expr"].as_str().expect("a PromQL expression");
+            let mut rest = expr;
+            while let Some(at) = rest.find("candela_") {
+                let tail = &rest[at..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
+                let name = &tail[..end];
+                // A histogram's series are listed under its base name.
+                let base = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(name);
+                names.insert(base.to_owned());
+                rest = &tail[end..];
+            }
+        }
+    }
+    for wanted in [
+        "candela_ticks_stored_total",
+        "candela_consumer_lag_messages",
+        "candela_tick_visibility_seconds",
+        "candela_actor_restarts_total",
+        "candela_http_request_duration_seconds",
+        "candela_cache_reads_total",
+    ] {
+        assert!(names.contains(wanted), "the dashboard shows {wanted}");
+    }
+    names
 }
