@@ -24,7 +24,8 @@ pub const HISTORY_BARS_PUBLISHED: &str = "candela_history_bars_published_total";
 /// `unknown`, `unauthorized`, `too_many`, `server_errors`.
 pub const SOURCE_LIVE_EVENTS: &str = "candela_source_live_events_total";
 /// The history source's (REST) events, by `event`: `request`,
-/// `rate_limited` (a retry after a rate-limit answer), `error`.
+/// `throttled` (waited for the client's own budget), `rate_limited` (a
+/// retry after the source's rate-limit answer), `error`.
 pub const SOURCE_REST_EVENTS: &str = "candela_source_rest_events_total";
 /// Bar requests the datastore answered, by where from (`served`: `cache`,
 /// `store`, `fetched`) or `error`.
@@ -44,6 +45,10 @@ pub const CONSUMER_LAG: &str = "candela_consumer_lag_messages";
 /// Consumers the watchdog found stuck (a batch in flight past
 /// `consumer.stall_secs`) and restarted, by `consumer`.
 pub const CONSUMER_STALLS: &str = "candela_consumer_stalls_total";
+/// Minutes the backfill covers, by `instrument`.
+pub const BACKFILL_MINUTES_TOTAL: &str = "candela_backfill_minutes";
+/// Minutes of the backfill fetched and published so far, by `instrument`.
+pub const BACKFILL_MINUTES_DONE: &str = "candela_backfill_minutes_done";
 /// Messages a consumer received from the bus.
 pub const CONSUMER_MESSAGES: &str = "candela_consumer_messages_total";
 /// Ticks in batches a consumer committed, by instrument (new and repeated).
@@ -79,6 +84,11 @@ pub const HTTP_SECONDS: &str = "candela_http_request_duration_seconds";
 /// Every metric with its help text, for the recorder's `# HELP` lines; the
 /// known label values of a few counters registered at 0.
 pub fn describe() {
+    metrics::describe_gauge!(BACKFILL_MINUTES_TOTAL, "Minutes the backfill covers");
+    metrics::describe_gauge!(
+        BACKFILL_MINUTES_DONE,
+        "Backfill minutes fetched and published"
+    );
     // Known label values start at 0, so rates and ratios exist before the
     // first event (Prometheus' advice for bounded label sets).
     for reason in ["malformed", "type", "version"] {

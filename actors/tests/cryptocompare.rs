@@ -692,3 +692,27 @@ async fn the_http_control_surface_flips_the_same_switches() {
     assert_exact(&im.model(), &[btc()], &ticks.finish().await);
     im.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_requests_keep_to_the_clients_own_budget() {
+    let im = imitation(ImitationConfig::default()).await;
+    // Two requests a minute (one every 30 s after a burst of two).
+    let client = HistoryClient::new(candela_actors::cryptocompare::CryptoCompareConfig {
+        rest_per_second: 0,
+        rest_per_minute: 2,
+        ..client_config(&im, None)
+    })
+    .unwrap();
+    let to = (now_s() / 60 - 2) * 60;
+    let clone = client.clone();
+    client.page(Interval::Minute, &btc(), to, 10).await.unwrap();
+    clone.page(Interval::Minute, &btc(), to, 10).await.unwrap();
+    // The third waits its turn (~30 s): not sent within 2 s, by either clone.
+    let third = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        client.page(Interval::Minute, &btc(), to, 10),
+    )
+    .await;
+    assert!(third.is_err(), "the third request went out at once");
+    assert_eq!(im.counters().rest_requests, 2);
+}

@@ -796,11 +796,20 @@ async fn backfill(
     };
     let to = last_closed_minute();
     let first = to - (minutes - 1) * 60;
+    use candela_actors::telemetry::{BACKFILL_MINUTES_DONE, BACKFILL_MINUTES_TOTAL};
+    for instrument in &instruments {
+        let i = instrument.to_string();
+        metrics::gauge!(BACKFILL_MINUTES_TOTAL, "instrument" => i.clone()).set(minutes as f64);
+        metrics::gauge!(BACKFILL_MINUTES_DONE, "instrument" => i).set(0.0);
+    }
     for instrument in instruments {
         // A week at a time, oldest first: the source client reads at most
         // 30 days in one call, and holds what it read in memory.
         let mut bars = 0;
         let mut from = first;
+        let started = std::time::Instant::now();
+        let done_gauge =
+            metrics::gauge!(BACKFILL_MINUTES_DONE, "instrument" => instrument.to_string());
         while from <= to {
             let end = (from + (BACKFILL_CHUNK_MINUTES - 1) * 60).min(to);
             match fetch_history(
@@ -819,6 +828,15 @@ async fn backfill(
                 }
             }
             from = end + 60;
+            let done = ((from - first) / 60).min(minutes);
+            done_gauge.set(done as f64);
+            let elapsed = started.elapsed().as_secs_f64();
+            let eta_secs = if done > 0 {
+                (elapsed / done as f64 * (minutes - done) as f64).round() as u64
+            } else {
+                0
+            };
+            tracing::info!(%instrument, done, total = minutes, eta_secs, "backfill progress");
         }
         tracing::info!(%instrument, bars, "history backfilled");
     }

@@ -62,6 +62,30 @@ async fn a_range_to_the_year_2200_answers_within_a_second_and_costs_no_memory() 
     })
     .await;
     get(now_secs()).await.unwrap();
+    // The backfill's progress is in the metrics: all of its 60 minutes.
+    let ops = nodes[0].ops();
+    wait_for(
+        "the backfill's progress, complete",
+        60,
+        &nodes,
+        async || {
+            let text = reqwest::get(format!("{ops}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let value = |name: &str| {
+                text.lines()
+                    .find(|l| l.starts_with(&format!("{name}{{instrument=\"{INSTRUMENT}\"}}")))
+                    .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            };
+            (value("candela_backfill_minutes")? == 60.0
+                && value("candela_backfill_minutes_done")? == 60.0)
+                .then_some(())
+        },
+    )
+    .await;
     let before = nodes[0].rss_bytes().expect("the node runs");
 
     for _ in 0..5 {

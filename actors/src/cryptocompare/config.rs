@@ -108,6 +108,13 @@ pub struct CryptoCompareConfig {
     pub rest_backoff_ms: u64,
     /// Longest wait between two retries of a history request.
     pub rest_backoff_max_ms: u64,
+    /// History requests per second this client sends at most (every clone
+    /// shares the budget: backfill, repair and on-demand fetches); 0: no
+    /// limit. CryptoCompare's published free limits are 20/s, 300/min and
+    /// 3,000/h (`shared/reference/cryptocompare.md`).
+    pub rest_per_second: u32,
+    /// History requests per minute at most; 0: no limit.
+    pub rest_per_minute: u32,
     /// Time limit of one history request, body included.
     pub request_timeout_ms: u64,
     /// Time limit of a TCP (and TLS) connect, and of the WebSocket handshake
@@ -132,6 +139,8 @@ impl Default for CryptoCompareConfig {
             rest_retries: 5,
             rest_backoff_ms: 1_000,
             rest_backoff_max_ms: 30_000,
+            rest_per_second: 20,
+            rest_per_minute: 300,
             request_timeout_ms: 30_000,
             connect_timeout_ms: 10_000,
             channel_capacity: 65_536,

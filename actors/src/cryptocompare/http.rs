@@ -7,6 +7,10 @@
 //! overlap nor leave gaps. The result is ascending and holds exactly the bars
 //! whose start lies in `[from, to]`.
 //!
+//! Budget: at most `rest_per_second` and `rest_per_minute` requests (shared
+//! by every clone: the backfill, the repair and on-demand fetches), waited
+//! for before each request, never refused by the source for going too fast.
+//!
 //! Retry rule: rate limits (a `Type` 99 body or HTTP 429) are retried with
 //! exponential back-off, up to `rest_retries` times; every other error is
 //! returned at once. The API key travels only in the `authorization` header.
@@ -28,13 +32,14 @@ use crate::domain::Instrument;
 /// bars).
 pub const MAX_LIMIT: i64 = 2_000;
 
-/// Reads OHLCV history. Cheap to clone; clones share connections and
-/// counters.
+/// Reads OHLCV history. Cheap to clone; clones share connections,
+/// counters and the request budget.
 #[derive(Debug, Clone)]
 pub struct HistoryClient {
     http: reqwest::Client,
     config: Arc<CryptoCompareConfig>,
     metrics: Arc<HistoryMetrics>,
+    limits: Arc<Vec<governor::DefaultDirectRateLimiter>>,
 }
 
 impl HistoryClient {
@@ -47,11 +52,39 @@ impl HistoryClient {
             .tcp_nodelay(true)
             .build()
             .map_err(CryptoCompareError::Transport)?;
+        let limits = [
+            (
+                config.rest_per_second,
+                governor::Quota::per_second as fn(std::num::NonZeroU32) -> governor::Quota,
+            ),
+            (config.rest_per_minute, governor::Quota::per_minute),
+        ]
+        .into_iter()
+        .filter_map(|(n, quota)| std::num::NonZeroU32::new(n).map(quota))
+        .map(governor::RateLimiter::direct)
+        .collect();
         Ok(Self {
             http,
             config: Arc::new(config),
             metrics: Arc::default(),
+            limits: Arc::new(limits),
         })
+    }
+
+    /// Waits for this client's turn under `rest_per_second` and
+    /// `rest_per_minute` (counted as `throttled` when it had to wait).
+    async fn take_turn(&self) {
+        let mut waited = false;
+        for limit in self.limits.iter() {
+            if limit.check().is_err() {
+                waited = true;
+                limit.until_ready().await;
+            }
+        }
+        if waited {
+            metrics::counter!(crate::telemetry::SOURCE_REST_EVENTS, "event" => "throttled")
+                .increment(1);
+        }
     }
 
     /// The counters so far.
@@ -141,6 +174,7 @@ impl HistoryClient {
         let mut attempts = 0;
         loop {
             attempts += 1;
+            self.take_turn().await;
             self.metrics.requests.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(crate::telemetry::SOURCE_REST_EVENTS, "event" => "request")
                 .increment(1);

@@ -14,7 +14,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::free_port;
+use crate::free_ports;
 
 /// `["a", "b"]`: a list as a configuration override.
 pub fn toml_list(items: &[String]) -> String {
@@ -55,12 +55,13 @@ impl NodeProcess {
     /// A node named `name` of the binary `bin`, configured by `config` (the
     /// shipped `cluster.toml`) and `env`; not started.
     pub fn new(bin: &Path, config: &Path, name: &str) -> Self {
+        let [cluster_port, status_port, api_port, ops_port] = free_ports();
         Self {
             name: name.into(),
-            cluster_port: free_port(),
-            status_port: free_port(),
-            api_port: free_port(),
-            ops_port: free_port(),
+            cluster_port,
+            status_port,
+            api_port,
+            ops_port,
             peers: Vec::new(),
             env: BTreeMap::new(),
             bin: bin.to_owned(),

@@ -102,6 +102,15 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// `N` distinct free TCP ports on 127.0.0.1 (all bound at once, then
+/// released: [`free_port`] called twice may answer the same port).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("a bound port").port())
+}
+
 /// A redis-server process of the test's own (for tests that stop and restart
 /// Redis without disturbing others). Killed on drop.
 pub struct OwnRedis {
