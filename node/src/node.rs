@@ -58,7 +58,7 @@ fn standalone(config: Config, show_token: bool) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         candela_node::ops::recorder();
         let platform = platform::start(&config, false).await?;
-        start_ops(&config, &platform).await?;
+        start_ops(&config, &platform, false).await?;
         announce(&config, &platform, show_token);
         let outcome = tokio::select! {
             signal = shutdown_signal() => {
@@ -119,7 +119,7 @@ async fn serve(config: Config, cookie: String) -> anyhow::Result<()> {
     let mut cluster = cluster::start(&config, cookie).await?;
     candela_node::ops::recorder();
     let platform = platform::start(&config, true).await?;
-    start_ops(&config, &platform).await?;
+    start_ops(&config, &platform, true).await?;
     announce(&config, &platform, false);
     if let Some(addr) = config.cluster.status_listen {
         let token = std::env::var(&config.admin.token_env)
@@ -147,9 +147,49 @@ async fn serve(config: Config, cookie: String) -> anyhow::Result<()> {
 
 /// Starts the ops listener (`ops.listen`; absent: the default port, or a
 /// free one when several nodes share the host).
-async fn start_ops(config: &Config, platform: &platform::Platform) -> anyhow::Result<()> {
+async fn start_ops(
+    config: &Config,
+    platform: &platform::Platform,
+    clustered: bool,
+) -> anyhow::Result<()> {
     let node = config.node.name.clone();
-    let checks = platform.ready_checks();
+    let mut checks = platform.ready_checks();
+    if clustered && !config.cluster.peers.is_empty() {
+        // A node that sees none of its configured peers is cut off; one
+        // that sees some serves (a lost peer is the others' business).
+        checks.push((
+            "cluster".to_owned(),
+            std::sync::Arc::new(|| {
+                Box::pin(async {
+                    let status = candela_node::cluster::status()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let peers: Vec<String> = status
+                        .peers
+                        .iter()
+                        .filter(|p| p.configured)
+                        .map(|p| format!("{} {:?}", p.name, p.state))
+                        .collect();
+                    let connected = status
+                        .peers
+                        .iter()
+                        .filter(|p| {
+                            p.configured
+                                && p.state == candela_node::cluster::peer::PeerState::Connected
+                        })
+                        .count();
+                    if connected == 0 {
+                        Err(format!(
+                            "no configured peer connected: {}",
+                            peers.join(", ")
+                        ))
+                    } else {
+                        Ok(peers.join(", "))
+                    }
+                })
+            }),
+        ));
+    }
     match config.ops.listen {
         Some(addr) => {
             candela_node::ops::serve(addr, node, checks)

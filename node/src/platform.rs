@@ -643,6 +643,28 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
             }),
         ));
     }
+    if (config.has(Role::Producer) || config.has(Role::Consumer))
+        && config.backends.bus == crate::config::BusKind::Kafka
+    {
+        let kafka = kafka.clone();
+        checks.push((
+            "broker".to_owned(),
+            Arc::new(move || {
+                let kafka = kafka.clone();
+                Box::pin(async move {
+                    match candela_actors::kafka::admin::topic_partitions(&kafka, &kafka.tick_topic)
+                        .await
+                    {
+                        Ok(Some(n)) => {
+                            Ok(format!("answers; {} has {n} partitions", kafka.tick_topic))
+                        }
+                        Ok(None) => Ok(format!("answers; {} not created yet", kafka.tick_topic)),
+                        Err(e) => Err(format!("unreachable: {e}")),
+                    }
+                })
+            }),
+        ));
+    }
     let cells: Vec<(&'static str, ractor::ActorCell)> = watched.clone();
     checks.push((
         "data plane".to_owned(),

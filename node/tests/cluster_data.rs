@@ -295,6 +295,24 @@ async fn a_killed_consumer_node_loses_no_tick_and_rejoins_unaided() {
         .then_some(())
     })
     .await;
+    // Every node is ready, its cluster check naming its configured peers.
+    for node in &nodes {
+        let ops = node.ops();
+        let body: Value = wait_for("/ready on every node", 30, &nodes, async || {
+            let r = client().get(format!("{ops}/ready")).send().await.ok()?;
+            (r.status() == 200).then_some(r.json().await.ok()?)
+        })
+        .await;
+        let cluster = body["checks"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == "cluster"))
+            .unwrap_or_else(|| panic!("{}: no cluster check in {body}", node.name));
+        assert_eq!(cluster["ok"], true, "{body}");
+        assert!(
+            cluster["detail"].as_str().unwrap().contains("Connected"),
+            "{body}"
+        );
+    }
     let before = committed(&dp).unwrap();
     wait_for("gamma's partitions to be stored", 90, &nodes, async || {
         let c = committed(&dp).ok()?;

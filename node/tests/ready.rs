@@ -51,6 +51,7 @@ async fn ready_follows_the_database_of_a_consumer_only_node_and_health_stays_up(
     .await;
     assert_eq!(body["ready"], true, "{body}");
     assert_eq!(check(&body, "store")["ok"], true, "{body}");
+    assert_eq!(check(&body, "broker")["ok"], true, "{body}");
     let (status, health) = get(&format!("{ops}/health")).await.unwrap();
     assert_eq!((status, health["status"].as_str()), (200, Some("up")));
 
