@@ -49,6 +49,10 @@ pub const CONSUMER_STALLS: &str = "candela_consumer_stalls_total";
 pub const BACKFILL_MINUTES_TOTAL: &str = "candela_backfill_minutes";
 /// Minutes of the backfill fetched and published so far, by `instrument`.
 pub const BACKFILL_MINUTES_DONE: &str = "candela_backfill_minutes_done";
+/// Each actor's current state: 1 for the state its machine is in, 0 for
+/// the states it left (by `machine`, `instance`: the actor's name, and
+/// `state`).
+pub const ACTOR_STATE: &str = "candela_actor_state";
 /// Messages a consumer received from the bus.
 pub const CONSUMER_MESSAGES: &str = "candela_consumer_messages_total";
 /// Ticks in batches a consumer committed, by instrument (new and repeated).
@@ -84,6 +88,7 @@ pub const HTTP_SECONDS: &str = "candela_http_request_duration_seconds";
 /// Every metric with its help text, for the recorder's `# HELP` lines; the
 /// known label values of a few counters registered at 0.
 pub fn describe() {
+    metrics::describe_gauge!(ACTOR_STATE, "1 for the state each actor's machine is in");
     metrics::describe_gauge!(BACKFILL_MINUTES_TOTAL, "Minutes the backfill covers");
     metrics::describe_gauge!(
         BACKFILL_MINUTES_DONE,

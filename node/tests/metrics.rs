@@ -192,6 +192,23 @@ async fn a_node_under_load_exposes_metrics_that_move_with_the_trades() {
             &[("event", "connects")]
         ) >= 1.0
     );
+    // Each actor's current state: exactly one state at 1 per instance.
+    let mut current: BTreeMap<String, f64> = BTreeMap::new();
+    for s in samples(
+        &after,
+        "candela_actor_state",
+        &[("machine", "consumer-fixed")],
+    ) {
+        if let Value::Gauge(v) = s.value {
+            *current
+                .entry(s.labels.get("instance").unwrap_or_default().to_owned())
+                .or_default() += v;
+        }
+    }
+    assert!(
+        !current.is_empty() && current.values().all(|v| *v == 1.0),
+        "{current:?}"
+    );
     // No raw path, trade id or free text in a label.
     for s in &after.samples {
         for (k, v) in s.labels.iter() {

@@ -222,6 +222,13 @@ impl<M: MachineSpec> Fsm<M> {
         )
         .increment(1);
         let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
+        if from != to {
+            let instance = log.snapshot.instance.clone();
+            metrics::gauge!(crate::telemetry::ACTOR_STATE, "machine" => M::NAME, "instance" => instance.clone(), "state" => from.name())
+                .set(0.0);
+            metrics::gauge!(crate::telemetry::ACTOR_STATE, "machine" => M::NAME, "instance" => instance, "state" => to.name())
+                .set(1.0);
+        }
         tracing::debug!(
             machine = M::NAME,
             instance = %log.snapshot.instance,
