@@ -458,6 +458,9 @@ pub struct ConsumerConfig {
     /// seconds without finishing (a database call that hangs, a lock) is
     /// reported and restarted through its supervisor (RESET); 0: off.
     pub stall_secs: u64,
+    /// `/ready` fails on this node while a partition it reads lags by more
+    /// than this many messages; 0: lag never makes it unready.
+    pub ready_max_lag: u64,
 }
 
 /// The longest backfill: ten years of minutes (fetched a week at a time).
@@ -478,6 +481,7 @@ impl Default for ConsumerConfig {
             batch_wait_ms: 100,
             workers: 1,
             stall_secs: 120,
+            ready_max_lag: 1_000_000,
         }
     }
 }

@@ -665,6 +665,26 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
             }),
         ));
     }
+    if config.has(Role::Consumer)
+        && config.backends.bus == crate::config::BusKind::Kafka
+        && config.consumer.ready_max_lag > 0
+    {
+        let max = i64::try_from(config.consumer.ready_max_lag).unwrap_or(i64::MAX);
+        checks.push((
+            "lag".to_owned(),
+            Arc::new(move || {
+                Box::pin(std::future::ready(
+                    match candela_actors::kafka::consumer::max_consumer_lag() {
+                        None => Ok("not reported yet".to_owned()),
+                        Some(lag) if lag <= max => Ok(format!("largest partition lag {lag}")),
+                        Some(lag) => Err(format!(
+                            "a partition lags by {lag} messages (more than {max})"
+                        )),
+                    },
+                ))
+            }),
+        ));
+    }
     let cells: Vec<(&'static str, ractor::ActorCell)> = watched.clone();
     checks.push((
         "data plane".to_owned(),

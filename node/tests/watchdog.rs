@@ -2,7 +2,7 @@
 //! PostgreSQL, Redis; the imitation feeding it): while the test holds a lock
 //! that blocks the consumer's database writes past `consumer.stall_secs`,
 //! the watchdog reports the stuck consumer (log, metric) and restarts it
-//! through its supervisor; once the lock is released the consumer catches
+//! through its supervisor, and `/ready` fails on the growing lag; once the lock is released the consumer catches
 //! up, and every bar served equals the independent oracle's bars of the
 //! source's trades. Then every metric the compose Grafana dashboard queries
 //! is in the node's exposition.
@@ -28,7 +28,8 @@ async fn a_consumer_stuck_on_a_lock_is_restarted_and_the_bars_are_right_after() 
         PARTITIONS,
         &INSTRUMENTS,
     );
-    node.set("CANDELA__CONSUMER__STALL_SECS", "3");
+    node.set("CANDELA__CONSUMER__STALL_SECS", "3")
+        .set("CANDELA__CONSUMER__READY_MAX_LAG", "10");
     node.start();
     let nodes = [node];
     wait_for("ingestion under way", 60, &nodes, async || {
@@ -66,6 +67,19 @@ async fn a_consumer_stuck_on_a_lock_is_restarted_and_the_bars_are_right_after() 
     )
     .await;
     assert!(nodes[0].exited().is_none(), "the node runs on");
+    // Meanwhile the lag grows past `consumer.ready_max_lag`: not ready.
+    let body: serde_json::Value = wait_for("/ready to fail on lag", 60, &nodes, async || {
+        let r = reqwest::get(format!("{ops}/ready")).await.ok()?;
+        let body: serde_json::Value = r.json().await.ok()?;
+        let lag = body["checks"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == "lag")?
+            .clone();
+        (lag["ok"] == false).then_some(body)
+    })
+    .await;
+    assert_eq!(body["ready"], false, "{body}");
     lock.rollback().await.unwrap();
 
     // It catches up; the bars are right.
@@ -78,6 +92,12 @@ async fn a_consumer_stuck_on_a_lock_is_restarted_and_the_bars_are_right_after() 
     .await;
     dp.assert_served_bars_equal_reference(&nodes[0].api(), &model, &INSTRUMENTS)
         .await;
+    // Caught up: ready again.
+    wait_for("/ready again", 60, &nodes, async || {
+        let r = reqwest::get(format!("{ops}/ready")).await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
 
     // The compose dashboard queries only metrics this node exposes (after
     // ingest, API requests, a restart and a stall, every one has a sample).

@@ -244,6 +244,21 @@ impl Shared {
 }
 
 /// Tracks the assignment as rebalances happen.
+/// The latest lag librdkafka reported for each (topic, partition) a member
+/// of this process reads.
+static LAGS: std::sync::LazyLock<std::sync::Mutex<BTreeMap<(String, i32), i64>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// The largest consumer lag this process's members last reported (their
+/// statistics come every 2 s), `None` before the first report.
+pub fn max_consumer_lag() -> Option<i64> {
+    LAGS.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .copied()
+        .max()
+}
+
 struct MemberContext {
     shared: Arc<Shared>,
     group: String,
@@ -265,6 +280,9 @@ impl ClientContext for MemberContext {
                     "partition" => p.partition.to_string()
                 )
                 .set(p.consumer_lag as f64);
+                LAGS.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert((topic.topic.clone(), p.partition), p.consumer_lag);
             }
         }
     }
