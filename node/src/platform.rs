@@ -102,6 +102,8 @@ pub struct Platform {
     checks: Vec<(String, crate::ops::Check)>,
     /// The consumer watchdog (`consumer.stall_secs`).
     watchdog_task: Option<tokio::task::JoinHandle<()>>,
+    /// The backfill and the repair.
+    history_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Platform {
@@ -143,6 +145,11 @@ impl Platform {
         }
         if let Some(task) = self.watchdog_task.take() {
             task.abort();
+        }
+        // The intake's own fetches stop before the producer does.
+        for task in self.history_tasks.drain(..) {
+            task.abort();
+            let _ = task.await;
         }
         // Intake first (the producer is the supervisor's first child), then
         // the consumers, each after its current batch (committed), then the
@@ -608,21 +615,24 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
         }
     }
 
+    // The backfill and the repair: owned by the platform, stopped first at
+    // shutdown (never left running detached).
+    let mut history_tasks = Vec::new();
     if config.has(Role::Producer) && config.ingest.backfill_minutes > 0 {
-        tokio::spawn(backfill(
+        history_tasks.push(tokio::spawn(backfill(
             format!("producer/{node}"),
             config.instruments(),
             config.ingest.backfill_minutes,
-        ));
+        )));
     }
     if config.has(Role::Producer) && config.ingest.repair_minutes > 0 {
-        tokio::spawn(repair(
+        history_tasks.push(tokio::spawn(repair(
             format!("producer/{node}"),
             config.instruments(),
             dynamic_book.clone(),
             config.ingest.repair_minutes,
             Duration::from_secs(config.ingest.repair_interval_secs),
-        ));
+        )));
     }
 
     let mut watched = vec![
@@ -705,6 +715,7 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
     let watchdog_task = (!stall.is_zero() && !watched_consumers.is_empty())
         .then(|| tokio::spawn(watchdog(watched_consumers, stall)));
     Ok(Platform {
+        history_tasks,
         watchdog_task,
         checks,
         watched,
