@@ -37,6 +37,7 @@ struct Node {
     status_port: u16,
     peers: Vec<String>,
     cookie: String,
+    ops_port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
     starts: u32,
@@ -44,10 +45,14 @@ struct Node {
 
 impl Node {
     fn new(name: &str) -> Self {
+        // Chosen together: a node must not take another's port (its ops
+        // listener on a free port of its own would race these choices).
+        let [cluster_port, status_port, ops_port] = candela_testkit::free_ports();
         Self {
             name: name.into(),
-            cluster_port: free_port(),
-            status_port: free_port(),
+            cluster_port,
+            status_port,
+            ops_port,
             peers: vec![],
             cookie: COOKIE.into(),
             dir: tempfile::tempdir().unwrap(),
@@ -95,6 +100,10 @@ impl Node {
                 format!("127.0.0.1:{}", self.status_port),
             )
             .env("CANDELA__CLUSTER__PEERS", peers)
+            .env(
+                "CANDELA__OPS__LISTEN",
+                format!("127.0.0.1:{}", self.ops_port),
+            )
             .env("CANDELA__CLUSTER__HEARTBEAT_MS", HEARTBEAT_MS.to_string())
             .env("CANDELA__CLUSTER__HEARTBEAT_MISSES", MISSES.to_string())
             .env("CANDELA__CLUSTER__RECONNECT_MIN_MS", "100")

@@ -21,7 +21,7 @@
 //! the session to node-b closes.)
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -35,14 +35,6 @@ const COOKIE: &str = "candela-dynamic-test-cookie";
 const TOKEN: &str = "candela-dynamic-test-admin-token";
 const SEED: u64 = 7;
 const TRADES_PER_SEC: f64 = 4.0;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -94,6 +86,7 @@ fn start(
     roles: &str,
     ports: &[(&'static str, u16)],
     status_port: u16,
+    ops_port: u16,
     common: &[(String, String)],
     extra: &[(&str, String)],
 ) -> Node {
@@ -124,6 +117,9 @@ fn start(
         format!("127.0.0.1:{status_port}"),
     )
     .env("CANDELA__CLUSTER__PEERS", format!("[{peers}]"))
+    // Next to its status port: the node's fallback to a free port of its
+    // own could take one this test chose for another node.
+    .env("CANDELA__OPS__LISTEN", format!("127.0.0.1:{ops_port}"))
     .env("CANDELA__CLUSTER__HEARTBEAT_MS", "250")
     .env("CANDELA__CLUSTER__RECONNECT_MIN_MS", "100")
     .env("CANDELA__CLUSTER__RECONNECT_MAX_MS", "1000")
@@ -222,18 +218,17 @@ async fn three_nodes(b_extra: &[(&str, String)]) -> Three {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let ports = [
-        ("node-a", free_port()),
-        ("node-b", free_port()),
-        ("node-c", free_port()),
-    ];
-    let api_port = free_port();
+    // Every port of the three nodes, chosen together (each node's ops
+    // listener is given its own: see `start`).
+    let [pa, pb, pc, api_port, sa, sb, sc, oa, ob, oc] = candela_testkit::free_ports();
+    let ports = [("node-a", pa), ("node-b", pb), ("node-c", pc)];
     let c = start(
         dir.path(),
         "node-c",
         "[\"consumer\"]",
         &ports,
-        free_port(),
+        sc,
+        oc,
         &common,
         &[],
     );
@@ -242,7 +237,8 @@ async fn three_nodes(b_extra: &[(&str, String)]) -> Three {
         "node-b",
         "[\"coordinator\", \"producer\"]",
         &ports,
-        free_port(),
+        sb,
+        ob,
         &common,
         b_extra,
     );
@@ -251,7 +247,8 @@ async fn three_nodes(b_extra: &[(&str, String)]) -> Three {
         "node-a",
         "[\"datastore\", \"api\"]",
         &ports,
-        free_port(),
+        sa,
+        oa,
         &common,
         &[("CANDELA__API__LISTEN", format!("127.0.0.1:{api_port}"))],
     );
