@@ -94,21 +94,32 @@ impl Drop for TestDb {
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released: good enough for tests
-/// that start a server on it right away).
+/// that start a server on it right away), never one this process handed out
+/// before ([`free_ports`]).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    free_ports::<1>()[0]
 }
 
-/// `N` distinct free TCP ports on 127.0.0.1 (all bound at once, then
-/// released: [`free_port`] called twice may answer the same port).
+/// `N` distinct free TCP ports on 127.0.0.1, none handed out before by this
+/// process: the kernel readily gives a just-released port again, so two
+/// nodes of one test, each given ports a moment apart, could otherwise be
+/// given the same one (seen: one node's API port was another's).
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
-        .collect();
-    std::array::from_fn(|i| listeners[i].local_addr().expect("a bound port").port())
+    static HANDED: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut handed = HANDED.lock().unwrap_or_else(|e| e.into_inner());
+    // Held until all N are chosen, so the kernel gives N different ones.
+    let mut held = Vec::new();
+    let mut ports = Vec::with_capacity(N);
+    while ports.len() < N {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = l.local_addr().expect("a bound port").port();
+        if handed.insert(port) {
+            ports.push(port);
+        }
+        held.push(l);
+    }
+    std::array::from_fn(|i| ports[i])
 }
 
 /// A redis-server process of the test's own (for tests that stop and restart
