@@ -20,7 +20,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use poem::http::StatusCode;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::Data;
-use poem::{get, handler, EndpointExt, IntoResponse, Response, Route, Server};
+use poem::{get, handler, EndpointExt, Response, Route, Server};
 use serde::Serialize;
 
 /// The process's Prometheus recorder, installed on first use (`None` when
@@ -76,7 +76,14 @@ struct Ctx {
     node: String,
     checks: Vec<(String, Check)>,
     metrics: Option<PrometheusHandle>,
+    /// The last readiness answer and when it was made: callers (no token)
+    /// within [`READY_REUSE`] get it again, and only one run of the checks
+    /// happens at a time, however many ask.
+    last_ready: tokio::sync::Mutex<Option<(std::time::Instant, StatusCode, String)>>,
 }
+
+/// How long one run of the readiness checks answers every caller.
+const READY_REUSE: Duration = Duration::from_secs(1);
 
 #[handler]
 fn metrics_text(Data(ctx): Data<&Arc<Ctx>>) -> Response {
@@ -102,6 +109,26 @@ fn health(Data(ctx): Data<&Arc<Ctx>>) -> poem::web::Json<serde_json::Value> {
 
 #[handler]
 async fn ready(Data(ctx): Data<&Arc<Ctx>>) -> Response {
+    let mut last = ctx.last_ready.lock().await;
+    if let Some((at, status, body)) = last.as_ref() {
+        if at.elapsed() < READY_REUSE {
+            return json_response(*status, body.clone());
+        }
+    }
+    let (status, body) = run_checks(ctx).await;
+    *last = Some((std::time::Instant::now(), status, body.clone()));
+    json_response(status, body)
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    Response::builder()
+        .status(status)
+        .content_type("application/json")
+        .body(body)
+}
+
+/// Runs every check (each within [`CHECK_TIMEOUT`], all at once).
+async fn run_checks(ctx: &Ctx) -> (StatusCode, String) {
     let runs = ctx.checks.iter().map(|(name, check)| async move {
         let outcome = match tokio::time::timeout(CHECK_TIMEOUT, check()).await {
             Ok(r) => r,
@@ -128,7 +155,7 @@ async fn ready(Data(ctx): Data<&Arc<Ctx>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    poem::web::Json(body).with_status(status).into_response()
+    (status, serde_json::to_string(&body).unwrap_or_default())
 }
 
 /// Binds `addr` and serves the ops endpoints until the runtime stops;
@@ -152,6 +179,7 @@ pub async fn serve(
             node,
             checks,
             metrics: recorder(),
+            last_ready: tokio::sync::Mutex::new(None),
         }));
     tokio::spawn(async move {
         if let Err(error) = Server::new_with_acceptor(acceptor).run(app).await {
@@ -160,4 +188,37 @@ pub async fn serve(
     });
     tracing::info!(addr = %bound, "ops listener (/metrics, /health, /ready)");
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn many_callers_of_ready_cost_one_run_of_the_checks() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&runs);
+        let check: Check = Arc::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok("fine".to_owned())
+            })
+        });
+        let ctx = Arc::new(Ctx {
+            node: "n".into(),
+            checks: vec![("store".into(), check)],
+            metrics: None,
+            last_ready: tokio::sync::Mutex::new(None),
+        });
+        let app = Route::new().at("/ready", get(ready)).data(ctx);
+        let cli = poem::test::TestClient::new(app);
+        let answers =
+            futures_util::future::join_all((0..50).map(|_| cli.get("/ready").send())).await;
+        for a in answers {
+            a.assert_status_is_ok();
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
 }

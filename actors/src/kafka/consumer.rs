@@ -245,17 +245,32 @@ impl Shared {
 
 /// Tracks the assignment as rebalances happen.
 /// The latest lag librdkafka reported for each (topic, partition) a member
-/// of this process reads.
-static LAGS: std::sync::LazyLock<std::sync::Mutex<BTreeMap<(String, i32), i64>>> =
+/// of this process reads, with when it was reported.
+static LAGS: std::sync::LazyLock<std::sync::Mutex<Lags>> =
     std::sync::LazyLock::new(Default::default);
 
-/// The largest consumer lag this process's members last reported (their
-/// statistics come every 2 s), `None` before the first report.
+/// (topic, partition) → (lag, when reported).
+type Lags = BTreeMap<(String, i32), (i64, Instant)>;
+
+/// How long a reported lag counts: statistics come every 2 s, so a
+/// partition not reported for this long is no longer read here (placed
+/// elsewhere, or its member stopped).
+const LAG_FRESH: Duration = Duration::from_secs(10);
+
+/// The largest consumer lag this process's members reported within the
+/// last few seconds, `None` when none did.
 pub fn max_consumer_lag() -> Option<i64> {
-    LAGS.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .copied()
+    fresh_max(
+        &LAGS.lock().unwrap_or_else(|e| e.into_inner()),
+        Instant::now(),
+    )
+}
+
+/// The largest lag among `lags` reported within [`LAG_FRESH`] of `now`.
+fn fresh_max(lags: &Lags, now: Instant) -> Option<i64> {
+    lags.values()
+        .filter(|(_, at)| now.saturating_duration_since(*at) <= LAG_FRESH)
+        .map(|(lag, _)| *lag)
         .max()
 }
 
@@ -280,9 +295,10 @@ impl ClientContext for MemberContext {
                     "partition" => p.partition.to_string()
                 )
                 .set(p.consumer_lag as f64);
-                LAGS.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert((topic.topic.clone(), p.partition), p.consumer_lag);
+                LAGS.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                    (topic.topic.clone(), p.partition),
+                    (p.consumer_lag, Instant::now()),
+                );
             }
         }
     }
@@ -679,5 +695,22 @@ impl MessageStream for KafkaStream {
             |reason| BusError::Commit { reason },
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_no_longer_reported_stops_counting_for_the_lag() {
+        let t0 = Instant::now();
+        let mut lags = BTreeMap::new();
+        lags.insert(("t".to_owned(), 0), (5_000, t0));
+        lags.insert(("t".to_owned(), 1), (7, t0 + Duration::from_secs(9)));
+        assert_eq!(fresh_max(&lags, t0 + Duration::from_secs(9)), Some(5_000));
+        // Partition 0 moved to another node: its last lag goes stale.
+        assert_eq!(fresh_max(&lags, t0 + Duration::from_secs(12)), Some(7));
+        assert_eq!(fresh_max(&lags, t0 + Duration::from_secs(60)), None);
     }
 }
