@@ -49,6 +49,11 @@ pub const CONSUMER_STALLS: &str = "candela_consumer_stalls_total";
 pub const BACKFILL_MINUTES_TOTAL: &str = "candela_backfill_minutes";
 /// Minutes of the backfill fetched and published so far, by `instrument`.
 pub const BACKFILL_MINUTES_DONE: &str = "candela_backfill_minutes_done";
+/// The backfill's estimate of the seconds left, by `instrument` (0 once
+/// done).
+pub const BACKFILL_ETA_SECONDS: &str = "candela_backfill_eta_seconds";
+/// Backfill chunks given up after every attempt failed, by `instrument`.
+pub const BACKFILL_FAILED_CHUNKS: &str = "candela_backfill_failed_chunks_total";
 /// Each actor's current state: 1 for the state its machine is in, 0 for
 /// the states it left (by `machine`, `instance`: the actor's name, and
 /// `state`).
@@ -93,6 +98,14 @@ pub fn describe() {
     metrics::describe_gauge!(
         BACKFILL_MINUTES_DONE,
         "Backfill minutes fetched and published"
+    );
+    metrics::describe_gauge!(
+        BACKFILL_ETA_SECONDS,
+        "Estimated seconds until the backfill of an instrument is done"
+    );
+    metrics::describe_counter!(
+        BACKFILL_FAILED_CHUNKS,
+        "Backfill chunks given up after every attempt failed"
     );
     // Known label values start at 0, so rates and ratios exist before the
     // first event (Prometheus' advice for bounded label sets).

@@ -20,6 +20,7 @@
   const tokenEl = $('token');
   const nodesBody = document.querySelector('#nodes tbody');
   const actorsBody = document.querySelector('#actors tbody');
+  const backfillBody = document.querySelector('#backfill tbody');
   const cards = $('diagrams');
 
   let token = '';
@@ -101,18 +102,18 @@
     const rows = [];
     const seen = new Set();
     if (cluster) {
-      rows.push(el('tr', { 'data-node': cluster.node }, el('td', {}, cluster.node), el('td', {}, 'this node'),
-        el('td', {}, ''), el('td', {}, el('span', { class: 'yes' }, 'up')), el('td', {}, ''), el('td', {}, ''), el('td', {}, '')));
-      seen.add(cluster.node);
-      for (const p of cluster.peers || []) {
-        seen.add(p.name);
-        const up = /connected|up|alive/i.test(String(p.state));
-        rows.push(el('tr', { 'data-node': p.name },
-          el('td', {}, p.name), el('td', {}, p.configured ? 'peer' : 'peer (dialled us)'),
-          el('td', {}, p.address || ''), el('td', {}, el('span', { class: up ? 'yes' : 'no' }, String(p.state))),
-          el('td', { class: 'num' }, duration(p.for_ms)),
-          el('td', { class: 'num' }, p.last_rtt_ms == null ? '' : p.last_rtt_ms.toFixed(1) + ' ms'),
-          el('td', { class: 'num' }, p.reconnects == null ? '' : p.reconnects)));
+      // /admin/cluster: this node first (membership "self"), then its peers.
+      for (const n of cluster.nodes || []) {
+        seen.add(n.name);
+        const self = n.membership === 'self';
+        const up = self || /connected/i.test(String(n.membership));
+        rows.push(el('tr', { 'data-node': n.name },
+          el('td', {}, n.name), el('td', {}, self ? 'this node' : 'peer'),
+          el('td', {}, n.address || ''),
+          el('td', {}, el('span', { class: up ? 'yes' : 'no' }, self ? 'up' : String(n.membership))),
+          el('td', {}, n.reachable ? '' : (n.error || 'not reachable')),
+          el('td', { class: 'num' }, n.last_rtt_ms == null ? '' : n.last_rtt_ms.toFixed(1) + ' ms'),
+          el('td', { class: 'num' }, self ? '' : n.reconnects)));
       }
     }
     for (const a of actors) {
@@ -128,12 +129,36 @@
       'This node runs without the cluster layer (candela run): no peers to show.';
   }
 
+  function eta(secs) {
+    if (secs == null) return '…';
+    if (secs < 60) return secs + ' s';
+    if (secs < 3600) return Math.floor(secs / 60) + ' min ' + (secs % 60) + ' s';
+    return Math.floor(secs / 3600) + ' h ' + Math.floor((secs % 3600) / 60) + ' min';
+  }
+
+  // rows: [{ node, instrument, total_minutes, done_minutes, bars, failed_chunks, eta_secs, finished }]
+  function renderBackfill(rows) {
+    backfillBody.replaceChildren(...rows.map((b) => {
+      const pct = b.total_minutes > 0 ? Math.floor((100 * b.done_minutes) / b.total_minutes) : 100;
+      return el('tr', { 'data-instrument': b.instrument, 'data-done': b.done_minutes, 'data-total': b.total_minutes },
+        el('td', {}, b.node), el('td', {}, b.instrument),
+        el('td', { class: 'num' }, b.done_minutes + ' / ' + b.total_minutes + ' (' + pct + '%)'),
+        el('td', { class: 'num' }, b.bars),
+        el('td', { class: 'num' }, b.failed_chunks),
+        el('td', {}, b.finished ? 'done' : eta(b.eta_secs)));
+    }));
+    $('backfill-note').textContent = rows.length ? '' : 'No backfill has run on these nodes.';
+  }
+
   function renderActors(actors, here) {
     actorsBody.replaceChildren(...actors.map((a) => el('tr',
-      { 'data-actor': a.name, 'data-machine': a.machine, 'data-state': a.state, 'data-restarts': a.restarts },
+      { 'data-actor': a.name, 'data-machine': a.machine, 'data-state': a.state, 'data-restarts': a.restarts, 'data-stalls': a.stalls },
       el('td', {}, a.name), el('td', {}, nodeOf(a, here)), el('td', {}, a.machine), el('td', {}, stateBadge(a)),
       el('td', {}, el('span', { class: a.running ? 'yes' : 'no' }, a.running ? 'yes' : 'no')),
-      el('td', { class: 'num' }, a.restarts), el('td', { class: 'num' }, a.transitions_total ?? ''),
+      el('td', { class: 'num' }, a.restarts),
+      el('td', { class: 'num', title: a.last_stall_ms ? 'last stuck ' + new Date(a.last_stall_ms).toLocaleString() : '' },
+        a.stalls ? a.stalls : ''),
+      el('td', { class: 'num' }, a.transitions_total ?? ''),
       el('td', { class: 'num' }, a.rejected_total ?? ''),
       el('td', { class: 'wrap' }, a.last_failure || ''))));
     $('actor-count').textContent = '(' + actors.length + ')';
@@ -220,6 +245,17 @@
       const here = cluster ? cluster.node : '';
       renderNodes(cluster, actors, here);
       renderActors(actors, here);
+      let backfill = [];
+      if (cluster) {
+        for (const n of cluster.nodes || []) {
+          for (const b of n.backfill || []) backfill.push(Object.assign({ node: n.name }, b));
+        }
+      } else {
+        const br = await admin('/admin/backfill');
+        if (!br.ok) throw new Error('/admin/backfill: ' + br.status + ' ' + (await errorText(br)));
+        backfill = (await br.json()).map((b) => Object.assign({ node: 'this node' }, b));
+      }
+      renderBackfill(backfill);
       const names = new Set(actors.map((a) => a.name));
       for (const [name, card] of cardOf) {
         if (!names.has(name)) { card.remove(); cardOf.delete(name); }
@@ -234,6 +270,7 @@
         // Nothing stale stays on screen under a refused token.
         nodesBody.replaceChildren();
         actorsBody.replaceChildren();
+        backfillBody.replaceChildren();
         cards.replaceChildren();
         cardOf.clear();
         $('actor-count').textContent = '';

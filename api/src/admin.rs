@@ -76,8 +76,55 @@ pub struct ActorDto {
     pub transitions_total: u64,
     /// Events this instance refused.
     pub rejected_total: u64,
+    /// Times the consumer watchdog found it stuck (a batch in flight past
+    /// `consumer.stall_secs`) and restarted it (0 for other actors).
+    pub stalls: u64,
+    /// When the watchdog last found it stuck, ms since the epoch.
+    pub last_stall_ms: Option<u64>,
     /// The most recent steps, oldest first.
     pub recent: Vec<StepDto>,
+}
+
+/// One instrument's backfill on some node (`GET /admin/backfill`, and each
+/// node of `GET /admin/cluster`).
+#[derive(Debug, Clone, Object, Serialize, Deserialize, PartialEq)]
+pub struct BackfillDto {
+    /// The instrument, `MARKET:BASE-QUOTE`.
+    pub instrument: String,
+    /// Minutes the backfill covers.
+    pub total_minutes: i64,
+    /// Minutes fetched and published (or given up) so far.
+    pub done_minutes: i64,
+    /// Bars published.
+    pub bars: u64,
+    /// Chunks given up after every attempt failed.
+    pub failed_chunks: u32,
+    /// Estimated seconds left (absent before the first chunk is done).
+    pub eta_secs: Option<u64>,
+    /// Whether it has ended.
+    pub finished: bool,
+}
+
+impl From<candela_actors::producer::backfill::InstrumentProgress> for BackfillDto {
+    fn from(p: candela_actors::producer::backfill::InstrumentProgress) -> Self {
+        BackfillDto {
+            instrument: p.instrument,
+            total_minutes: p.total_minutes,
+            done_minutes: p.done_minutes,
+            bars: p.bars,
+            failed_chunks: p.failed_chunks,
+            eta_secs: p.eta_secs,
+            finished: p.finished,
+        }
+    }
+}
+
+/// This process's backfills.
+pub fn local_backfill() -> Vec<BackfillDto> {
+    candela_actors::producer::backfill::progress()
+        .into_iter()
+        .map(Into::into)
+        .collect()
 }
 
 /// The cluster as one node sees it (`GET /admin/cluster`).
@@ -120,6 +167,9 @@ pub struct NodeView {
     /// Its Kafka consumers placed on partitions by the platform, and what
     /// each reads now.
     pub placements: Vec<PlacementView>,
+    /// Its history backfills (a producer node's), by instrument.
+    #[serde(default)]
+    pub backfill: Vec<BackfillDto>,
 }
 
 /// What one node's inspector reports about itself.
@@ -133,6 +183,9 @@ pub struct NodeReport {
     pub actors: Vec<NodeActorView>,
     /// Its placed Kafka consumers (see [`PlacementView`]).
     pub placements: Vec<PlacementView>,
+    /// Its history backfills, by instrument.
+    #[serde(default)]
+    pub backfill: Vec<BackfillDto>,
 }
 
 /// A Kafka consumer that the platform placed on its partitions (the fixed
@@ -192,6 +245,9 @@ pub struct NodeActorView {
     pub in_error: bool,
     /// Restarts by its supervisor (supervised actors only).
     pub restarts: Option<u32>,
+    /// Times the consumer watchdog found it stuck and restarted it.
+    #[serde(default)]
+    pub stalls: u64,
     /// Why it last stopped, if its supervisor saw it stop.
     pub last_failure: Option<String>,
     /// Transitions taken by this instance of the machine.
@@ -337,6 +393,16 @@ impl AdminApi {
 
 #[OpenApi(prefix_path = "/admin")]
 impl AdminApi {
+    /// This node's history backfills: per instrument, minutes done of the
+    /// total, bars published, estimated time left.
+    #[oai(path = "/backfill", method = "get")]
+    async fn backfill(&self, token: AdminToken) -> AdminResponse<Json<Vec<BackfillDto>>> {
+        if let Err(why) = self.authorized(&token) {
+            return err(AdminResponse::Unauthorized, "unauthorized", why);
+        }
+        AdminResponse::Ok(Json(local_backfill()))
+    }
+
     /// Every actor of this node: machine, current state, recent run, restarts.
     #[oai(path = "/actors", method = "get")]
     async fn actors(&self, token: AdminToken) -> AdminResponse<Json<Vec<ActorDto>>> {
@@ -350,6 +416,7 @@ impl AdminApi {
             .map(|(name, view)| {
                 let snap = view.snapshot();
                 let child = children.iter().find(|c| c.name == name);
+                let stalls = candela_actors::consumer::watchdog::stalls(&name);
                 ActorDto {
                     running: ractor::registry::where_is(name.clone()).is_some(),
                     restarts: child.map_or(0, |c| c.restarts),
@@ -360,6 +427,8 @@ impl AdminApi {
                     in_error: snap.in_error,
                     transitions_total: snap.transitions_total,
                     rejected_total: snap.rejected_total,
+                    stalls: stalls.stalls,
+                    last_stall_ms: stalls.last_at_ms,
                     recent: snap
                         .recent
                         .into_iter()

@@ -412,6 +412,10 @@ pub struct IngestConfig {
     pub instruments: Vec<String>,
     /// How many closed minutes of history to fetch for each at start-up.
     pub backfill_minutes: i64,
+    /// Instruments backfilled at once (1 to 64); the source's rate limit
+    /// (`source.cryptocompare.rest_per_second`, `rest_per_minute`) paces
+    /// their requests together.
+    pub backfill_concurrency: usize,
     /// Most records per publish.
     pub batch_max: usize,
     /// Repair: every `repair_interval_secs`, the last `repair_minutes` closed
@@ -432,6 +436,7 @@ impl Default for IngestConfig {
                 "Kraken:BTC-EUR".into(),
             ],
             backfill_minutes: 120,
+            backfill_concurrency: 8,
             batch_max: 5_000,
             repair_minutes: 5,
             repair_interval_secs: 60,
@@ -878,6 +883,9 @@ impl Config {
                 "ingest.backfill_minutes",
                 format!("must be 0 to {MAX_BACKFILL_MINUTES} (ten years)"),
             ));
+        }
+        if !(1..=64).contains(&self.ingest.backfill_concurrency) {
+            return Err(bad("ingest.backfill_concurrency", "must be 1 to 64".into()));
         }
         if !(0..=MAX_REPAIR_MINUTES).contains(&self.ingest.repair_minutes) {
             return Err(bad(

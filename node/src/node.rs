@@ -254,7 +254,7 @@ pub fn init_tracing(format: Option<LogFormat>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(candela_node::progress::LogWriter);
     let _ = if json {
         builder
             .json()

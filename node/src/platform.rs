@@ -208,6 +208,7 @@ async fn watchdog(consumers: Vec<(String, Arc<ConsumerMetrics>)>, stall: Duratio
             );
             metrics::counter!(candela_actors::telemetry::CONSUMER_STALLS, "consumer" => name.clone())
                 .increment(1);
+            candela_actors::consumer::watchdog::record_stall(name);
             if let Some(cell) = ractor::registry::where_is(name.clone()) {
                 cell.kill();
             }
@@ -623,6 +624,7 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
             format!("producer/{node}"),
             config.instruments(),
             config.ingest.backfill_minutes,
+            config.ingest.backfill_concurrency,
         )));
     }
     if config.has(Role::Producer) && config.ingest.repair_minutes > 0 {
@@ -829,68 +831,36 @@ fn dynamic_admin(timeout: Duration) -> candela_api::server::DynamicAdmin {
 /// How many minutes one backfill request asks for.
 const BACKFILL_CHUNK_MINUTES: i64 = 7 * 1_440;
 
-/// Fetches the closed minutes of the last `minutes` for each instrument, once
-/// the producer is up.
+/// Fetches the closed minutes of the last `minutes` for each instrument
+/// through the producer `producer`, `concurrency` instruments at once
+/// (`candela_actors::producer::backfill`), with a progress display on the
+/// terminal when there is one.
 async fn backfill(
     producer: String,
     instruments: Vec<candela_actors::domain::Instrument>,
     minutes: i64,
+    concurrency: usize,
 ) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let actor: ActorRef<ProducerMsg> = loop {
-        if let Some(cell) = ractor::registry::where_is(producer.clone()) {
-            break cell.into();
-        }
-        if tokio::time::Instant::now() > deadline {
-            tracing::warn!(%producer, "backfill skipped: the producer did not start");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let to = last_closed_minute();
-    let first = to - (minutes - 1) * 60;
-    use candela_actors::telemetry::{BACKFILL_MINUTES_DONE, BACKFILL_MINUTES_TOTAL};
-    for instrument in &instruments {
-        let i = instrument.to_string();
-        metrics::gauge!(BACKFILL_MINUTES_TOTAL, "instrument" => i.clone()).set(minutes as f64);
-        metrics::gauge!(BACKFILL_MINUTES_DONE, "instrument" => i).set(0.0);
-    }
-    for instrument in instruments {
-        // A week at a time, oldest first: the source client reads at most
-        // 30 days in one call, and holds what it read in memory.
-        let mut bars = 0;
-        let mut from = first;
-        let started = std::time::Instant::now();
-        let done_gauge =
-            metrics::gauge!(BACKFILL_MINUTES_DONE, "instrument" => instrument.to_string());
-        while from <= to {
-            let end = (from + (BACKFILL_CHUNK_MINUTES - 1) * 60).min(to);
-            match fetch_history(
-                &actor,
-                instrument.clone(),
-                from,
-                end,
-                Target::Fixed,
-                Duration::from_secs(300),
-            )
-            .await
-            {
-                Ok(report) => bars += report.bars,
-                Err(err) => {
-                    tracing::warn!(%instrument, from, to = end, error = %err, "history backfill failed")
-                }
-            }
-            from = end + 60;
-            let done = ((from - first) / 60).min(minutes);
-            done_gauge.set(done as f64);
-            let elapsed = started.elapsed().as_secs_f64();
-            let eta_secs = if done > 0 {
-                (elapsed / done as f64 * (minutes - done) as f64).round() as u64
-            } else {
-                0
-            };
-            tracing::info!(%instrument, done, total = minutes, eta_secs, "backfill progress");
-        }
-        tracing::info!(%instrument, bars, "history backfilled");
-    }
+    use candela_actors::producer::backfill::{self, Plan, Settings};
+    let plan = Plan::last_minutes(last_closed_minute(), minutes, BACKFILL_CHUNK_MINUTES);
+    let display = crate::progress::Display::start();
+    let report = backfill::run(
+        move || ractor::registry::where_is(producer.clone()).map(Into::into),
+        instruments,
+        plan,
+        Settings {
+            concurrency,
+            ..Settings::default()
+        },
+    )
+    .await;
+    drop(display);
+    let bars: u64 = report.iter().map(|r| r.bars).sum();
+    let failed: u32 = report.iter().map(|r| r.failed_chunks).sum();
+    tracing::info!(
+        instruments = report.len(),
+        bars,
+        failed_chunks = failed,
+        "backfill done"
+    );
 }

@@ -66,6 +66,8 @@ async fn a_node_under_load_exposes_metrics_that_move_with_the_trades() {
         2,
         &INSTRUMENTS,
     );
+    // Half an hour of history for each instrument.
+    node.set("CANDELA__INGEST__BACKFILL_MINUTES", "30");
     node.start();
     let nodes = [node];
     let (ops, api) = (nodes[0].ops(), nodes[0].api());
@@ -124,6 +126,42 @@ async fn a_node_under_load_exposes_metrics_that_move_with_the_trades() {
             .then_some((s, rows))
     })
     .await;
+    // The backfill: every instrument done, in the metrics and on the admin
+    // endpoint.
+    let backfill: serde_json::Value = wait_for("the backfill to finish", 60, &nodes, async || {
+        let r = reqwest::Client::new()
+            .get(format!("{api}/admin/backfill"))
+            .bearer_auth(common::TOKEN)
+            .send()
+            .await
+            .ok()?;
+        let b: serde_json::Value = r.json().await.ok()?;
+        (b.as_array()?.len() == INSTRUMENTS.len()
+            && b.as_array()?.iter().all(|i| i["finished"] == true))
+        .then_some(b)
+    })
+    .await;
+    let s = scrape(&ops).await.unwrap();
+    for i in INSTRUMENTS {
+        let b = backfill
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["instrument"] == i)
+            .unwrap_or_else(|| panic!("{i} not in {backfill}"));
+        assert_eq!(b["total_minutes"], 30, "{b}");
+        assert_eq!(b["done_minutes"], 30, "{b}");
+        assert_eq!(b["failed_chunks"], 0, "{b}");
+        assert_eq!(b["eta_secs"], 0, "{b}");
+        assert!(b["bars"].as_u64() >= Some(30), "{b}");
+        assert_eq!(sum(&s, "candela_backfill_minutes", &[("instrument", i)]), 30.0);
+        assert_eq!(
+            sum(&s, "candela_backfill_minutes_done", &[("instrument", i)]),
+            30.0
+        );
+    }
+    assert!(sum(&s, "candela_history_bars_published_total", &[]) >= 30.0 * INSTRUMENTS.len() as f64);
+
     let mut report = BTreeMap::new();
     for m in [
         "candela_ticks_received_total",

@@ -56,17 +56,47 @@ async fn a_consumer_stuck_on_a_lock_is_restarted_and_the_bars_are_right_after() 
                 .text()
                 .await
                 .ok()?;
-            let stalls = text
-                .lines()
-                .filter(|l| l.starts_with("candela_consumer_stalls_total{"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>();
+            let scrape =
+                prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).ok()?;
+            let stalls: f64 = scrape
+                .samples
+                .iter()
+                .filter(|s| s.metric == "candela_consumer_stalls_total")
+                .map(|s| match s.value {
+                    prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                    _ => 0.0,
+                })
+                .sum();
             (log.contains("consumer stuck") && log.contains("child restarted") && stalls >= 1.0)
                 .then_some(())
         },
     )
     .await;
     assert!(nodes[0].exited().is_none(), "the node runs on");
+    // The admin view says which consumer was found stuck.
+    let api = nodes[0].api();
+    let actors: serde_json::Value = wait_for("the admin view of the stall", 30, &nodes, async || {
+        let r = reqwest::Client::new()
+            .get(format!("{api}/admin/actors"))
+            .bearer_auth(common::TOKEN)
+            .send()
+            .await
+            .ok()?;
+        let actors: serde_json::Value = r.json().await.ok()?;
+        actors
+            .as_array()?
+            .iter()
+            .any(|a| a["machine"] == "consumer-fixed" && a["stalls"].as_u64() >= Some(1))
+            .then_some(actors)
+    })
+    .await;
+    let stuck = actors
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["stalls"].as_u64() >= Some(1))
+        .unwrap();
+    assert!(stuck["last_stall_ms"].as_u64().is_some(), "{stuck}");
     // Meanwhile the lag grows past `consumer.ready_max_lag`: not ready.
     let body: serde_json::Value = wait_for("/ready to fail on lag", 60, &nodes, async || {
         let r = reqwest::get(format!("{ops}/ready")).await.ok()?;

@@ -9,7 +9,42 @@
 //! each batch goes, judged stuck (any finished batch restarts the clock), or
 //! an idle consumer (nothing in flight) judged stuck.
 
+use std::collections::BTreeMap;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
+
+/// What the watchdog found about one consumer, for the admin view.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StallRecord {
+    /// Times it was found stuck and restarted.
+    pub stalls: u64,
+    /// When it was last found stuck, ms since the Unix epoch.
+    pub last_at_ms: Option<u64>,
+}
+
+static STALLS: LazyLock<Mutex<BTreeMap<String, StallRecord>>> = LazyLock::new(Default::default);
+
+/// Records that the watchdog found `consumer` stuck (the node's watchdog
+/// task calls it before the restart).
+pub fn record_stall(consumer: &str) {
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut table = STALLS.lock().unwrap_or_else(|e| e.into_inner());
+    let record = table.entry(consumer.to_owned()).or_default();
+    record.stalls += 1;
+    record.last_at_ms = Some(at_ms);
+}
+
+/// What the watchdog found about `consumer` in this process.
+pub fn stalls(consumer: &str) -> StallRecord {
+    STALLS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(consumer)
+        .copied()
+        .unwrap_or_default()
+}
 
 /// What the watchdog remembers of one consumer.
 #[derive(Debug, Clone, Copy, Default)]

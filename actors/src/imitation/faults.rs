@@ -127,6 +127,12 @@ pub struct ImitationCounters {
     pub rest_unknown_pairs: u64,
     /// REST answers delayed by the delay switch.
     pub rest_delayed: u64,
+    /// REST requests being answered now.
+    #[serde(default)]
+    pub rest_in_flight: u64,
+    /// The most REST requests that were being answered at once.
+    #[serde(default)]
+    pub rest_max_in_flight: u64,
 }
 
 /// The live counters behind [`ImitationCounters`].
@@ -149,11 +155,37 @@ pub(crate) struct Counters {
     pub rest_errors: AtomicU64,
     pub rest_unknown_pairs: AtomicU64,
     pub rest_delayed: AtomicU64,
+    pub rest_in_flight: AtomicU64,
+    pub rest_max_in_flight: AtomicU64,
+    /// When each REST request arrived, from the server's start (the first
+    /// [`MAX_ARRIVALS`]).
+    pub rest_arrivals: std::sync::Mutex<Vec<std::time::Duration>>,
 }
+
+/// How many REST arrival times the imitation keeps.
+pub const MAX_ARRIVALS: usize = 100_000;
 
 pub(crate) fn add(counter: &AtomicU64, n: u64) {
     if n > 0 {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl Counters {
+    /// A REST request arrived `since_start` after the server started: one
+    /// more in flight (until [`Counters::rest_done`]).
+    pub(crate) fn rest_arrived(&self, since_start: std::time::Duration) {
+        let now = self.rest_in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        self.rest_max_in_flight.fetch_max(now, Ordering::AcqRel);
+        let mut arrivals = self.rest_arrivals.lock().unwrap_or_else(|e| e.into_inner());
+        if arrivals.len() < MAX_ARRIVALS {
+            arrivals.push(since_start);
+        }
+    }
+
+    /// A REST request was answered.
+    pub(crate) fn rest_done(&self) {
+        self.rest_in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -178,6 +210,8 @@ impl Counters {
             rest_errors: g(&self.rest_errors),
             rest_unknown_pairs: g(&self.rest_unknown_pairs),
             rest_delayed: g(&self.rest_delayed),
+            rest_in_flight: g(&self.rest_in_flight),
+            rest_max_in_flight: g(&self.rest_max_in_flight),
         }
     }
 }

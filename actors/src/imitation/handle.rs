@@ -83,6 +83,17 @@ impl ImitationHandle {
         self.state.counters.snapshot()
     }
 
+    /// When each REST request arrived (the first 100,000), as time since the
+    /// server started, in arrival order.
+    pub fn rest_arrivals(&self) -> Vec<Duration> {
+        self.state
+            .counters
+            .rest_arrivals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Closes every open WebSocket connection (within one stream interval).
     pub fn drop_connections(&self) {
         control::drop_connections(&self.state);

@@ -86,6 +86,15 @@ struct HistoRequest {
     aggregate: i64,
 }
 
+/// A REST request being answered: counted in flight until dropped.
+struct InFlight(Arc<State>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.counters.rest_done();
+    }
+}
+
 async fn histo(
     state: Arc<State>,
     interval: Interval,
@@ -93,6 +102,8 @@ async fn histo(
     headers: &HeaderMap,
 ) -> Response {
     add(&state.counters.rest_requests, 1);
+    state.counters.rest_arrived(state.started.elapsed());
+    let _in_flight = InFlight(Arc::clone(&state));
     let delay_ms = state.faults.rest_delay_ms.load(Ordering::Relaxed);
     if delay_ms > 0 {
         add(&state.counters.rest_delayed, 1);

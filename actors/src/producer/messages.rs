@@ -161,20 +161,31 @@ pub enum ProducerMsg {
         /// Listed, or why not.
         reply: RpcReplyPort<Result<(), ProducerError>>,
     },
-    /// History fetched for a dynamic target outside the mailbox, to publish
-    /// now (`FETCH_DATA` → `DATA_READY(dynamic)` → publish): sent by the
-    /// producer to itself.
+    /// History fetched outside the mailbox, to publish now (`FETCH_DATA` →
+    /// `DATA_READY` → publish): sent by the producer to itself.
     #[rpc]
     PublishFetched {
         /// The instrument.
         instrument: Instrument,
-        /// The dynamic topic.
-        topic: String,
+        /// Where to publish.
+        target: Target,
         /// The bars.
         bars: Vec<crate::domain::HistoryBar>,
         /// When the request came, ms since the Unix epoch (for the report).
         started_ms: u64,
         /// The report, or the failure.
+        reply: RpcReplyPort<Result<FetchReport, ProducerError>>,
+    },
+    /// A history fetch for the fixed topic failed outside the mailbox
+    /// (`FETCH_DATA` → `FETCH_FAILURE` → Error, then RESET): sent by the
+    /// producer to itself.
+    #[rpc]
+    FetchFailed {
+        /// The instrument.
+        instrument: Instrument,
+        /// The source's error.
+        error: SourceError,
+        /// Answered with the failure.
         reply: RpcReplyPort<Result<FetchReport, ProducerError>>,
     },
     /// `CREATE_DYNAMIC_TOPIC`.

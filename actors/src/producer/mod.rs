@@ -23,13 +23,17 @@
 //! Nothing is dropped silently: a live batch that was not acknowledged is
 //! reported, and the missed minutes are repaired from history.
 //!
-//! **Dynamic instruments cannot hurt the others.** They are asked for by
-//! users (the Data Not Found path), so their history is fetched *outside*
-//! the mailbox and the machine, in a task: the machine's cycle
-//! (`FETCH_DATA` → `DATA_READY(dynamic)` → publish) starts once the bars are
-//! in hand ([`ProducerMsg::PublishFetched`]). A source that refuses or fails
-//! such a fetch is answered to the caller and changes nothing here: no
-//! Error, no restart, so the live feeds of every other instrument carry on.
+//! **History is fetched outside the mailbox**, in a task: the machine's
+//! cycle (`FETCH_DATA` → `DATA_READY` → publish) starts once the bars are in
+//! hand ([`ProducerMsg::PublishFetched`]). So the fetches of several
+//! instruments overlap (the backfill, [`backfill`], asks for them
+//! concurrently; the history client's rate limit paces them), and live
+//! batches never wait behind a slow source. A failed fetch for the fixed
+//! topic comes back as [`ProducerMsg::FetchFailed`]: `FETCH_FAILURE`, Error,
+//! RESET. **Dynamic instruments cannot hurt the others.** They are asked for
+//! by users (the Data Not Found path): a source that refuses or fails such a
+//! fetch is answered to the caller and changes nothing here: no Error, no
+//! restart, so the live feeds of every other instrument carry on.
 //! [`ProducerMsg::Probe`] asks the source whether it lists a pair at all,
 //! the same way, before the Coordinator creates anything.
 //!
@@ -44,6 +48,7 @@
 //! next, so a slow broker slows the feed (bounded channel, then TCP) instead of
 //! growing a mailbox.
 
+pub mod backfill;
 mod messages;
 
 pub use messages::{FetchReport, ProducerError, ProducerMsg, ProducerStatus, Target};
@@ -51,7 +56,6 @@ pub use messages::{FetchReport, ProducerError, ProducerMsg, ProducerStatus, Targ
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
@@ -222,24 +226,27 @@ where
                 instrument,
                 from_ts,
                 to_ts,
-                target: Target::Dynamic(topic),
-                reply,
-            } => {
-                fetch_outside(&myself, state, instrument, topic, from_ts, to_ts, reply);
-            }
-            ProducerMsg::FetchHistory {
-                instrument,
-                from_ts,
-                to_ts,
                 target,
                 reply,
             } => {
-                let result = history_cycle(state, &instrument, from_ts, to_ts, &target).await;
-                let failed = result.as_ref().err().cloned();
-                let _ = reply.send(result);
-                if let Some(err) = failed {
-                    return Err(failure(err));
-                }
+                // The source is asked outside the mailbox, so fetches for
+                // several instruments overlap (under the client's rate
+                // limit) and live batches never wait behind a slow source.
+                fetch_outside(&myself, state, instrument, target, from_ts, to_ts, reply);
+            }
+            ProducerMsg::FetchFailed {
+                instrument,
+                error,
+                reply,
+            } => {
+                // `FETCH_DATA` → `FETCH_FAILURE` → Error: the RESET path.
+                state.fsm.fire(Event::FetchData).map_err(machine)?;
+                state.fsm.fire(Event::FetchFailure).map_err(machine)?;
+                state.status.failed_fetches += 1;
+                tracing::warn!(instance = %state.args.instance, %instrument, %error, "history fetch failed");
+                let err = ProducerError::History { instrument, error };
+                let _ = reply.send(Err(err.clone()));
+                return Err(failure(err));
             }
             ProducerMsg::Probe { instrument, reply } => {
                 let history = Arc::clone(&state.args.history);
@@ -255,19 +262,12 @@ where
             }
             ProducerMsg::PublishFetched {
                 instrument,
-                topic,
+                target,
                 bars,
                 started_ms,
                 reply,
             } => {
-                let result = publish_history(
-                    state,
-                    &instrument,
-                    bars,
-                    &Target::Dynamic(topic),
-                    started_ms,
-                )
-                .await;
+                let result = publish_history(state, &instrument, bars, &target, started_ms).await;
                 let failed = result.as_ref().err().cloned();
                 let _ = reply.send(result);
                 if let Some(err) = failed {
@@ -306,7 +306,15 @@ where
                     let _ = reply.send(Err(err.clone()));
                     return Err(failure(err));
                 }
-                fetch_outside(&myself, state, instrument, topic, from_ts, to_ts, reply);
+                fetch_outside(
+                    &myself,
+                    state,
+                    instrument,
+                    Target::Dynamic(topic),
+                    from_ts,
+                    to_ts,
+                    reply,
+                );
             }
             ProducerMsg::StopLive { instrument } => {
                 lock(&state.args.dynamic).remove(&instrument);
@@ -420,37 +428,6 @@ async fn forward(
     }
 }
 
-async fn history_cycle<H: HistorySource, L: LiveSource, B: RecordBus>(
-    state: &mut ProducerState<H, L, B>,
-    instrument: &Instrument,
-    from_ts: i64,
-    to_ts: i64,
-    target: &Target,
-) -> Result<FetchReport, ProducerError> {
-    let started = Instant::now();
-    state.fsm.fire(Event::FetchData).map_err(machine)?;
-    let bars = match state
-        .args
-        .history
-        .minute_bars(instrument, from_ts, to_ts)
-        .await
-    {
-        Ok(bars) => bars,
-        Err(error) => {
-            state.fsm.fire(Event::FetchFailure).map_err(machine)?;
-            state.status.failed_fetches += 1;
-            tracing::warn!(instance = %state.args.instance, %instrument, %error, "history fetch failed");
-            return Err(ProducerError::History {
-                instrument: instrument.clone(),
-                error,
-            });
-        }
-    };
-    let started_ms =
-        now_ms().saturating_sub(u64::try_from(started.elapsed().as_millis()).unwrap_or(0));
-    publish_records(state, bars, target, started_ms).await
-}
-
 /// Publishes history bars already in hand: `FETCH_DATA` → `DATA_READY` →
 /// publish (the cycle of a dynamic fetch made outside the mailbox).
 async fn publish_history<H: HistorySource, L: LiveSource, B: RecordBus>(
@@ -485,15 +462,16 @@ async fn publish_records<H: HistorySource, L: LiveSource, B: RecordBus>(
     })
 }
 
-/// Fetches the history of a dynamic instrument in a task, outside the
-/// mailbox and the machine; the bars come back as
-/// [`ProducerMsg::PublishFetched`]. A failed fetch is answered to the
-/// caller from the task and changes nothing here.
+/// Fetches history in a task, outside the mailbox and the machine; the bars
+/// come back as [`ProducerMsg::PublishFetched`]. A failed fetch for the
+/// fixed topic comes back as [`ProducerMsg::FetchFailed`] (the machine's
+/// `FETCH_FAILURE`, then RESET); one for a dynamic topic is answered to the
+/// caller (the Coordinator) from the task and changes nothing here.
 fn fetch_outside<H: HistorySource, L: LiveSource, B>(
     myself: &ActorRef<ProducerMsg>,
     state: &mut ProducerState<H, L, B>,
     instrument: Instrument,
-    topic: String,
+    target: Target,
     from_ts: i64,
     to_ts: i64,
     reply: ractor::RpcReplyPort<Result<FetchReport, ProducerError>>,
@@ -507,12 +485,21 @@ fn fetch_outside<H: HistorySource, L: LiveSource, B>(
             Ok(bars) => {
                 if let Err(err) = myself.cast(ProducerMsg::PublishFetched {
                     instrument,
-                    topic,
+                    target,
                     bars,
                     started_ms,
                     reply,
                 }) {
                     tracing::warn!(%instance, error = %err, "fetched history, but the producer stopped");
+                }
+            }
+            Err(error) if target == Target::Fixed => {
+                if let Err(err) = myself.cast(ProducerMsg::FetchFailed {
+                    instrument,
+                    error,
+                    reply,
+                }) {
+                    tracing::warn!(%instance, error = %err, "history fetch failed, and the producer stopped");
                 }
             }
             Err(error) => {

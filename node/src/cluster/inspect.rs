@@ -193,6 +193,7 @@ pub async fn local_report(node: &str) -> NodeReport {
         sessions,
         actors,
         placements: placements(),
+        backfill: candela_api::admin::local_backfill(),
     }
 }
 
@@ -239,17 +240,20 @@ fn actor_view(
     };
     NodeActorView {
         id: String::new(),
-        name,
         status: "not running".into(),
         parent: None,
         machine,
         state,
         in_error,
         restarts: child.map(|c| c.restarts),
+        stalls: name
+            .as_deref()
+            .map_or(0, |n| candela_actors::consumer::watchdog::stalls(n).stalls),
         last_failure: child.and_then(|c| c.last_failure.clone()),
         transitions_total,
         rejected_total,
         recent,
+        name,
     }
 }
 
@@ -306,6 +310,7 @@ pub async fn cluster_view(settings: &ViewSettings) -> ClusterView {
         sessions: local.sessions,
         actors: local.actors,
         placements: local.placements,
+        backfill: local.backfill,
     }];
     let mut node_of: HashMap<u64, String> = HashMap::new();
     if let Ok(status) = &status {
@@ -319,7 +324,8 @@ pub async fn cluster_view(settings: &ViewSettings) -> ClusterView {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_else(|| format!("{:?}", peer.state));
-            let (reachable, error, sessions, actors, placements) = match reports.remove(&peer.name)
+            let (reachable, error, sessions, actors, placements, backfill) = match reports
+                .remove(&peer.name)
             {
                 Some(Ok(report)) => (
                     true,
@@ -327,14 +333,16 @@ pub async fn cluster_view(settings: &ViewSettings) -> ClusterView {
                     report.sessions,
                     report.actors,
                     report.placements,
+                    report.backfill,
                 ),
                 Some(Err(error)) => {
                     tracing::info!(peer = %peer.name, %error, "peer did not answer the inspection");
-                    (false, Some(error), vec![], vec![], vec![])
+                    (false, Some(error), vec![], vec![], vec![], vec![])
                 }
                 None => (
                     false,
                     Some(format!("not connected ({state})")),
+                    vec![],
                     vec![],
                     vec![],
                     vec![],
@@ -351,6 +359,7 @@ pub async fn cluster_view(settings: &ViewSettings) -> ClusterView {
                 sessions,
                 actors,
                 placements,
+                backfill,
             });
         }
     }
