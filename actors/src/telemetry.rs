@@ -193,3 +193,30 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 pub fn observe(name: &'static str, d: Duration) {
     metrics::histogram!(name).record(d.as_secs_f64());
 }
+
+/// The span of one actor instance: every log line of its handlers, and of
+/// the tasks they spawn in it, carries the actor's machine and name (no
+/// hand-repeated `instance` fields).
+pub fn actor_span(machine: &'static str, name: &str) -> tracing::Span {
+    tracing::info_span!("actor", machine, actor = %name)
+}
+
+/// Runs one handler step of an actor inside its span.
+pub async fn in_span<T>(
+    span: &tracing::Span,
+    step: impl std::future::Future<Output = Result<T, ractor::ActorProcessingErr>>,
+) -> Result<T, ractor::ActorProcessingErr> {
+    use tracing::Instrument as _;
+    step.instrument(span.clone()).await
+}
+
+/// `tokio::spawn` of a task that stays in the current span (an actor's
+/// task logs as its actor).
+pub fn spawn_in_span<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    use tracing::Instrument as _;
+    tokio::spawn(task.in_current_span())
+}

@@ -154,13 +154,18 @@ async fn a_node_under_load_exposes_metrics_that_move_with_the_trades() {
         assert_eq!(b["failed_chunks"], 0, "{b}");
         assert_eq!(b["eta_secs"], 0, "{b}");
         assert!(b["bars"].as_u64() >= Some(30), "{b}");
-        assert_eq!(sum(&s, "candela_backfill_minutes", &[("instrument", i)]), 30.0);
+        assert_eq!(
+            sum(&s, "candela_backfill_minutes", &[("instrument", i)]),
+            30.0
+        );
         assert_eq!(
             sum(&s, "candela_backfill_minutes_done", &[("instrument", i)]),
             30.0
         );
     }
-    assert!(sum(&s, "candela_history_bars_published_total", &[]) >= 30.0 * INSTRUMENTS.len() as f64);
+    assert!(
+        sum(&s, "candela_history_bars_published_total", &[]) >= 30.0 * INSTRUMENTS.len() as f64
+    );
 
     let mut report = BTreeMap::new();
     for m in [

@@ -179,6 +179,19 @@ async fn the_default_run_serves_bars_with_no_external_service_and_keeps_them() {
                 && r["fields"]["bus"] == "Memory"),
         "{log}"
     );
+    // An actor's lines carry its span (machine and name), not fields
+    // repeated by hand.
+    assert!(
+        records
+            .iter()
+            .any(|r| r["fields"]["message"] == "producer started"
+                && r["span"]["name"] == "actor"
+                && r["span"]["machine"] == "producer"
+                && r["span"]["actor"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("producer/"))),
+        "{log}"
+    );
     assert!(
         dir.path().join("data/candela.sqlite3").exists(),
         "no SQLite file in ./data"

@@ -75,21 +75,22 @@ async fn a_consumer_stuck_on_a_lock_is_restarted_and_the_bars_are_right_after() 
     assert!(nodes[0].exited().is_none(), "the node runs on");
     // The admin view says which consumer was found stuck.
     let api = nodes[0].api();
-    let actors: serde_json::Value = wait_for("the admin view of the stall", 30, &nodes, async || {
-        let r = reqwest::Client::new()
-            .get(format!("{api}/admin/actors"))
-            .bearer_auth(common::TOKEN)
-            .send()
-            .await
-            .ok()?;
-        let actors: serde_json::Value = r.json().await.ok()?;
-        actors
-            .as_array()?
-            .iter()
-            .any(|a| a["machine"] == "consumer-fixed" && a["stalls"].as_u64() >= Some(1))
-            .then_some(actors)
-    })
-    .await;
+    let actors: serde_json::Value =
+        wait_for("the admin view of the stall", 30, &nodes, async || {
+            let r = reqwest::Client::new()
+                .get(format!("{api}/admin/actors"))
+                .bearer_auth(common::TOKEN)
+                .send()
+                .await
+                .ok()?;
+            let actors: serde_json::Value = r.json().await.ok()?;
+            actors
+                .as_array()?
+                .iter()
+                .any(|a| a["machine"] == "consumer-fixed" && a["stalls"].as_u64() >= Some(1))
+                .then_some(actors)
+        })
+        .await;
     let stuck = actors
         .as_array()
         .unwrap()

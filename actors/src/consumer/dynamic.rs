@@ -198,6 +198,7 @@ pub struct DynamicConsumerState<O: OpenStream, D, T, C> {
     fsm: Fsm<Machine>,
     topic: Option<String>,
     pipeline: Option<Pipeline<O::Stream, D, T, C>>,
+    span: tracing::Span,
 }
 
 impl<O, D, T, C> DynamicConsumer<O, D, T, C>
@@ -260,6 +261,7 @@ where
         };
         tracing::info!(instance = %args.instance, restarted = args.restarted, "dynamic consumer started (idle)");
         Ok(DynamicConsumerState {
+            span: crate::telemetry::actor_span("consumer-dynamic", &args.instance),
             args,
             fsm,
             topic: None,
@@ -273,69 +275,72 @@ where
         message: DynamicConsumerMsg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match message {
-            DynamicConsumerMsg::Poll => {
-                let Some(pipeline) = state.pipeline.as_mut() else {
-                    return Ok(());
-                };
-                match pipeline
-                    .cycle(
-                        &mut state.fsm,
-                        state.args.batch_max.max(1),
-                        state.args.batch_wait,
-                    )
-                    .await
-                {
-                    Ok(_) => myself.cast(DynamicConsumerMsg::Poll)?,
-                    Err(err) => {
-                        state
-                            .args
-                            .metrics
-                            .failures
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        metrics::counter!(crate::telemetry::CONSUMER_FAILURES).increment(1);
-                        tracing::error!(
-                            instance = %state.args.instance,
-                            topic = ?state.topic,
-                            state = %state.fsm.state(),
-                            transient = err.is_transient(),
-                            error = %err,
-                            "dynamic consumer cycle failed"
-                        );
-                        return Err(err.into_failure());
+        let span = state.span.clone();
+        crate::telemetry::in_span(&span, async {
+            match message {
+                DynamicConsumerMsg::Poll => {
+                    let Some(pipeline) = state.pipeline.as_mut() else {
+                        return Ok(());
+                    };
+                    match pipeline
+                        .cycle(
+                            &mut state.fsm,
+                            state.args.batch_max.max(1),
+                            state.args.batch_wait,
+                        )
+                        .await
+                    {
+                        Ok(_) => myself.cast(DynamicConsumerMsg::Poll)?,
+                        Err(err) => {
+                            state
+                                .args
+                                .metrics
+                                .failures
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            metrics::counter!(crate::telemetry::CONSUMER_FAILURES).increment(1);
+                            tracing::error!(
+                                topic = ?state.topic,
+                                state = %state.fsm.state(),
+                                transient = err.is_transient(),
+                                error = %err,
+                                "dynamic consumer cycle failed"
+                            );
+                            return Err(err.into_failure());
+                        }
                     }
                 }
-            }
-            DynamicConsumerMsg::SubscribeToTopic(topic) => {
-                if let Err(err) = subscribe(&myself, state, topic).await {
-                    tracing::warn!(instance = %state.args.instance, error = %err, "subscription refused or failed");
+                DynamicConsumerMsg::SubscribeToTopic(topic) => {
+                    if let Err(err) = subscribe(&myself, state, topic).await {
+                        tracing::warn!(error = %err, "subscription refused or failed");
+                    }
+                    if state.fsm.in_error() {
+                        return Err("subscription failed".into());
+                    }
                 }
-                if state.fsm.in_error() {
-                    return Err("subscription failed".into());
+                DynamicConsumerMsg::Subscribe(topic, reply) => {
+                    let result = subscribe(&myself, state, topic).await;
+                    let _ = reply.send(result);
+                    if state.fsm.in_error() {
+                        return Err("subscription failed".into());
+                    }
+                }
+                DynamicConsumerMsg::Status(reply) => {
+                    let _ = reply.send(DynamicConsumerStatus {
+                        instance: state.args.instance.clone(),
+                        topic: state
+                            .topic
+                            .clone()
+                            .or_else(|| lock(&state.args.assignment).clone()),
+                        idle: state.fsm.state() == State::Idle,
+                        state: state.fsm.state().to_string(),
+                        metrics: state.args.metrics.snapshot(),
+                        run: state.fsm.snapshot(),
+                    });
                 }
             }
-            DynamicConsumerMsg::Subscribe(topic, reply) => {
-                let result = subscribe(&myself, state, topic).await;
-                let _ = reply.send(result);
-                if state.fsm.in_error() {
-                    return Err("subscription failed".into());
-                }
-            }
-            DynamicConsumerMsg::Status(reply) => {
-                let _ = reply.send(DynamicConsumerStatus {
-                    instance: state.args.instance.clone(),
-                    topic: state
-                        .topic
-                        .clone()
-                        .or_else(|| lock(&state.args.assignment).clone()),
-                    idle: state.fsm.state() == State::Idle,
-                    state: state.fsm.state().to_string(),
-                    metrics: state.args.metrics.snapshot(),
-                    run: state.fsm.snapshot(),
-                });
-            }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -378,7 +383,7 @@ where
     state.fsm.fire(Event::SubscribeToTopic).map_err(machine)?;
     // A predecessor may have died between its commit and its cache write.
     if let Err(err) = state.args.cache.invalidate_all().await {
-        tracing::warn!(instance = %state.args.instance, error = %err, "could not invalidate the cache before subscribing");
+        tracing::warn!(error = %err, "could not invalidate the cache before subscribing");
     }
     let group = format!("{}.{topic}", state.args.group_prefix);
     match state
@@ -399,7 +404,7 @@ where
                 metrics: Arc::clone(&state.args.metrics),
             });
             *lock(&state.args.assignment) = Some(topic.clone());
-            tracing::info!(instance = %state.args.instance, %topic, %group, "subscribed to a dynamic topic");
+            tracing::info!(%topic, %group, "subscribed to a dynamic topic");
             state.topic = Some(topic);
             myself
                 .cast(DynamicConsumerMsg::Poll)

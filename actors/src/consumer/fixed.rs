@@ -119,6 +119,7 @@ pub struct FixedConsumerState<O: OpenStream, D, T, C> {
     pipeline: Pipeline<O::Stream, D, T, C>,
     batch_max: usize,
     batch_wait: Duration,
+    span: tracing::Span,
 }
 
 impl<O, D, T, C> Actor for FixedConsumer<O, D, T, C>
@@ -156,6 +157,7 @@ where
         tracing::info!(instance = %args.instance, group = %args.group, topics = ?args.topics, "consumer started");
         myself.cast(FixedConsumerMsg::Poll)?;
         Ok(FixedConsumerState {
+            span: crate::telemetry::actor_span("consumer-fixed", &args.instance),
             instance: args.instance,
             fsm,
             pipeline: Pipeline {
@@ -178,43 +180,46 @@ where
         message: FixedConsumerMsg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match message {
-            FixedConsumerMsg::Poll => {
-                match state
-                    .pipeline
-                    .cycle(&mut state.fsm, state.batch_max, state.batch_wait)
-                    .await
-                {
-                    Ok(_) => myself.cast(FixedConsumerMsg::Poll)?,
-                    Err(err) => {
-                        state
-                            .pipeline
-                            .metrics
-                            .failures
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        metrics::counter!(crate::telemetry::CONSUMER_FAILURES).increment(1);
-                        tracing::error!(
-                            instance = %state.instance,
-                            state = %state.fsm.state(),
-                            transient = err.is_transient(),
-                            error = %err,
-                            "consumer cycle failed"
-                        );
-                        return Err(err.into_failure());
+        let span = state.span.clone();
+        crate::telemetry::in_span(&span, async {
+            match message {
+                FixedConsumerMsg::Poll => {
+                    match state
+                        .pipeline
+                        .cycle(&mut state.fsm, state.batch_max, state.batch_wait)
+                        .await
+                    {
+                        Ok(_) => myself.cast(FixedConsumerMsg::Poll)?,
+                        Err(err) => {
+                            state
+                                .pipeline
+                                .metrics
+                                .failures
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            metrics::counter!(crate::telemetry::CONSUMER_FAILURES).increment(1);
+                            tracing::error!(
+                                state = %state.fsm.state(),
+                                transient = err.is_transient(),
+                                error = %err,
+                                "consumer cycle failed"
+                            );
+                            return Err(err.into_failure());
+                        }
                     }
                 }
+                FixedConsumerMsg::Status(reply) => {
+                    let _ = reply.send(ConsumerStatus {
+                        instance: state.instance.clone(),
+                        metrics: state.pipeline.metrics.snapshot(),
+                        run: state.fsm.snapshot(),
+                    });
+                }
+                FixedConsumerMsg::View(reply) => {
+                    let _ = reply.send(state.fsm.view());
+                }
             }
-            FixedConsumerMsg::Status(reply) => {
-                let _ = reply.send(ConsumerStatus {
-                    instance: state.instance.clone(),
-                    metrics: state.pipeline.metrics.snapshot(),
-                    run: state.fsm.snapshot(),
-                });
-            }
-            FixedConsumerMsg::View(reply) => {
-                let _ = reply.send(state.fsm.view());
-            }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 }

@@ -125,14 +125,68 @@ pub struct ConsumerMetrics {
     pub commit_failures: AtomicU64,
     /// Cache updates skipped because the cache was unreachable.
     pub cache_skipped: AtomicU64,
-    /// Recent tick visibility latencies in microseconds: from the producer's
-    /// receipt of a tick to the end of the cycle that stored and cached it
-    /// (from then on every API request sees it).
-    pub visibility_us: std::sync::Mutex<std::collections::VecDeque<u64>>,
+    /// Recent tick visibility latencies: from the producer's receipt of a
+    /// tick to the end of the cycle that stored and cached it (from then on
+    /// every API request sees it).
+    pub visibility: std::sync::Mutex<RecentLatencies>,
 }
 
-/// How many visibility samples a consumer keeps.
+/// How many recent visibility samples the percentiles cover: between half
+/// this and this many, the newest.
 pub const VISIBILITY_SAMPLES: usize = 100_000;
+
+/// Percentiles of the recent samples of a latency, in bounded memory and
+/// constant time per sample: two sketches (`metrics_util`'s DDSketch
+/// summary, 0.1% relative error), the current one and the one before; when
+/// the current one holds half the window it becomes the previous one. The
+/// percentiles merge both: the newest `window / 2` to `window` samples.
+/// (The node's Prometheus histogram `candela_tick_visibility_seconds` has
+/// them all; this is the actor's own view, for the admin endpoint and the
+/// benchmarks.)
+#[derive(Debug)]
+pub struct RecentLatencies {
+    window: usize,
+    current: metrics_util::storage::Summary,
+    previous: metrics_util::storage::Summary,
+}
+
+impl Default for RecentLatencies {
+    fn default() -> Self {
+        Self::new(VISIBILITY_SAMPLES)
+    }
+}
+
+impl RecentLatencies {
+    fn sketch() -> metrics_util::storage::Summary {
+        // 0.1% relative error, at most 4,096 buckets (32 KiB), from 1 µs.
+        metrics_util::storage::Summary::new(0.001, 4_096, 1e-6)
+    }
+
+    /// Percentiles over the newest `window / 2` to `window` samples.
+    pub fn new(window: usize) -> Self {
+        Self {
+            window: window.max(2),
+            current: Self::sketch(),
+            previous: Self::sketch(),
+        }
+    }
+
+    /// Adds a sample, in seconds.
+    pub fn record(&mut self, secs: f64) {
+        if self.current.count() >= self.window / 2 {
+            self.previous = std::mem::replace(&mut self.current, Self::sketch());
+        }
+        self.current.add(secs);
+    }
+
+    /// `(p50, p99, samples)` of the recent samples, in milliseconds.
+    pub fn percentiles_ms(&self) -> Option<(f64, f64, usize)> {
+        let mut all = self.previous.clone();
+        all.merge(&self.current).ok()?;
+        let p = |q: f64| all.quantile(q).map(|s| s * 1e3);
+        Some((p(0.5)?, p(0.99)?, all.count()))
+    }
+}
 
 /// A copy of [`ConsumerMetrics`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -181,16 +235,11 @@ impl ConsumerMetrics {
             failures: g(&self.failures),
             commit_failures: g(&self.commit_failures),
             cache_skipped: g(&self.cache_skipped),
-            visibility_ms: {
-                let samples = self.visibility_us.lock().unwrap_or_else(|e| e.into_inner());
-                let mut v: Vec<u64> = samples.iter().copied().collect();
-                drop(samples);
-                v.sort_unstable();
-                (!v.is_empty()).then(|| {
-                    let p = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as f64 / 1e3;
-                    (p(0.5), p(0.99), v.len())
-                })
-            },
+            visibility_ms: self
+                .visibility
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .percentiles_ms(),
         }
     }
 }
@@ -543,20 +592,16 @@ impl<S, D, T, C> Pipeline<S, D, T, C> {
         let now_ns = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-        let mut samples = self
+        let mut recent = self
             .metrics
-            .visibility_us
+            .visibility
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let histogram = metrics::histogram!(telemetry::VISIBILITY_SECONDS);
         for t in ticks.iter().filter(|t| t.received_ns > 0) {
-            histogram.record(now_ns.saturating_sub(t.received_ns) as f64 / 1e9);
-            if samples.len() == VISIBILITY_SAMPLES {
-                samples.pop_front();
-            }
-            samples.push_back(
-                u64::try_from(now_ns.saturating_sub(t.received_ns) / 1_000).unwrap_or(0),
-            );
+            let secs = now_ns.saturating_sub(t.received_ns) as f64 / 1e9;
+            histogram.record(secs);
+            recent.record(secs);
         }
     }
 }
@@ -597,5 +642,46 @@ mod tests {
         let h: Vec<_> = halves(3..4).collect();
         assert_eq!(h, vec![3..4]);
         assert_eq!(halves(2..2).count(), 0);
+    }
+
+    /// The exact percentile of `v` (nearest rank), the oracle.
+    fn exact(v: &[f64], q: f64) -> f64 {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[((v.len() - 1) as f64 * q).round() as usize]
+    }
+
+    #[test]
+    fn recent_latencies_match_the_exact_percentiles_and_forget_old_samples() {
+        let mut r = RecentLatencies::new(10_000);
+        assert_eq!(r.percentiles_ms(), None);
+        // Old, slow samples: 1 s each.
+        for _ in 0..10_000 {
+            r.record(1.0);
+        }
+        // Then 10,000 recent ones from 1 to 50 ms, in a scrambled order.
+        let recent: Vec<f64> = (0..10_000u64)
+            .map(|k| 0.001 + (k * 7_919 % 10_000) as f64 * 0.049 / 10_000.0)
+            .collect();
+        for &s in &recent {
+            r.record(s);
+        }
+        let (p50, p99, n) = r.percentiles_ms().unwrap();
+        // The window holds the newest half-window to window samples.
+        assert!((5_000..=10_000).contains(&n), "{n}");
+        // None of the old slow samples is left.
+        assert!(p99 < 100.0, "{p99}");
+        let newest = &recent[recent.len() - n..];
+        let within = |got: f64, want: f64| (got - want).abs() <= want * 0.003 + 1e-6;
+        assert!(
+            within(p50, exact(newest, 0.5) * 1e3),
+            "{p50} vs {}",
+            exact(newest, 0.5) * 1e3
+        );
+        assert!(
+            within(p99, exact(newest, 0.99) * 1e3),
+            "{p99} vs {}",
+            exact(newest, 0.99) * 1e3
+        );
     }
 }

@@ -279,6 +279,7 @@ impl Drop for Task {
 
 /// The actor's state.
 pub struct CoordinatorState<B> {
+    span: tracing::Span,
     args: CoordinatorArgs<B>,
     fsm: Fsm<Machine>,
     /// The registry as last read (kept in step with every change).
@@ -337,6 +338,7 @@ impl<B: RecordBus> Actor for Coordinator<B> {
             "coordinator started"
         );
         Ok(CoordinatorState {
+            span: crate::telemetry::actor_span("coordinator", &args.instance),
             args,
             fsm,
             known,
@@ -357,52 +359,56 @@ impl<B: RecordBus> Actor for Coordinator<B> {
         message: CoordinatorMsg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match message {
-            CoordinatorMsg::RequestCreateTopic(instrument, reply) => {
-                request(&myself, state, instrument, reply);
-            }
-            CoordinatorMsg::Step(step) => on_step(&myself, state, step)?,
-            CoordinatorMsg::Reconcile => reconcile(&myself, state),
-            CoordinatorMsg::Reconciled(report) => {
-                if !report.skipped {
-                    state.known = report
-                        .instruments
-                        .iter()
-                        .map(|r| (r.instrument.clone(), r.clone()))
-                        .collect();
+        let span = state.span.clone();
+        crate::telemetry::in_span(&span, async {
+            match message {
+                CoordinatorMsg::RequestCreateTopic(instrument, reply) => {
+                    request(&myself, state, instrument, reply);
                 }
-                let again = state.reconciling.take().is_some_and(|(_, again)| again);
-                state.last_reconcile = Some(report);
-                if again {
-                    reconcile(&myself, state);
+                CoordinatorMsg::Step(step) => on_step(&myself, state, step)?,
+                CoordinatorMsg::Reconcile => reconcile(&myself, state),
+                CoordinatorMsg::Reconciled(report) => {
+                    if !report.skipped {
+                        state.known = report
+                            .instruments
+                            .iter()
+                            .map(|r| (r.instrument.clone(), r.clone()))
+                            .collect();
+                    }
+                    let again = state.reconciling.take().is_some_and(|(_, again)| again);
+                    state.last_reconcile = Some(report);
+                    if again {
+                        reconcile(&myself, state);
+                    }
+                }
+                CoordinatorMsg::Remove(instrument, reply) => {
+                    let ctx = work::Ctx::of(&state.args);
+                    let me = myself.clone();
+                    crate::telemetry::spawn_in_span(async move {
+                        let result = work::remove(&ctx, &instrument).await;
+                        let _ = reply.send(result);
+                        let _ = me.cast(CoordinatorMsg::Reconcile);
+                    });
+                }
+                CoordinatorMsg::List(reply) => {
+                    let _ = reply.send(Ok(state.known.values().cloned().collect()));
+                }
+                CoordinatorMsg::Status(reply) => {
+                    let _ = reply.send(CoordinatorStatus {
+                        instance: state.args.instance.clone(),
+                        topics: state.granted.values().cloned().collect(),
+                        instruments: state.known.values().cloned().collect(),
+                        creating: state.current.as_ref().map(|(j, _)| j.instrument.clone()),
+                        queued: state.queue.len(),
+                        failures: state.failures,
+                        last_reconcile: state.last_reconcile.clone(),
+                        run: state.fsm.snapshot(),
+                    });
                 }
             }
-            CoordinatorMsg::Remove(instrument, reply) => {
-                let ctx = work::Ctx::of(&state.args);
-                let me = myself.clone();
-                tokio::spawn(async move {
-                    let result = work::remove(&ctx, &instrument).await;
-                    let _ = reply.send(result);
-                    let _ = me.cast(CoordinatorMsg::Reconcile);
-                });
-            }
-            CoordinatorMsg::List(reply) => {
-                let _ = reply.send(Ok(state.known.values().cloned().collect()));
-            }
-            CoordinatorMsg::Status(reply) => {
-                let _ = reply.send(CoordinatorStatus {
-                    instance: state.args.instance.clone(),
-                    topics: state.granted.values().cloned().collect(),
-                    instruments: state.known.values().cloned().collect(),
-                    creating: state.current.as_ref().map(|(j, _)| j.instrument.clone()),
-                    queued: state.queue.len(),
-                    failures: state.failures,
-                    last_reconcile: state.last_reconcile.clone(),
-                    run: state.fsm.snapshot(),
-                });
-            }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     async fn handle_supervisor_evt(
@@ -503,7 +509,7 @@ fn start_next<B: RecordBus>(myself: &ActorRef<CoordinatorMsg>, state: &mut Coord
     let (instrument, topic, known) = (job.instrument.clone(), job.topic.clone(), job.known);
     let me = myself.clone();
     tracing::info!(%instrument, %topic, known, "arranging a dynamic instrument");
-    let task = tokio::spawn(async move {
+    let task = crate::telemetry::spawn_in_span(async move {
         work::arrange(&ctx, &me, instrument, topic, known).await;
     });
     state.current = Some((job, Task(task)));
@@ -625,7 +631,7 @@ fn reconcile<B: RecordBus>(myself: &ActorRef<CoordinatorMsg>, state: &mut Coordi
     }
     let ctx = work::Ctx::of(&state.args);
     let me = myself.clone();
-    let task = tokio::spawn(async move {
+    let task = crate::telemetry::spawn_in_span(async move {
         let report = work::reconcile(&ctx, &me.get_cell()).await;
         let _ = me.cast(CoordinatorMsg::Reconciled(report));
     });

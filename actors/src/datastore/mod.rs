@@ -146,6 +146,7 @@ pub struct DatastoreState<T, C> {
     fsm: Fsm<Machine>,
     /// The task waiting for fetched data, aborted if the actor goes.
     waiting: Option<WaitTask>,
+    span: tracing::Span,
 }
 
 /// A waiting task, aborted on drop.
@@ -182,6 +183,7 @@ impl<T: BarStore, C: BarCache> Actor for Datastore<T, C> {
         };
         args.busy.store(false, Ordering::Release);
         Ok(DatastoreState {
+            span: crate::telemetry::actor_span("datastore", &args.instance),
             args,
             fsm,
             waiting: None,
@@ -194,58 +196,62 @@ impl<T: BarStore, C: BarCache> Actor for Datastore<T, C> {
         message: DatastoreMsg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match message {
-            DatastoreMsg::Request(query, reply) => {
-                if state.waiting.is_some() {
-                    // Waiting for Data: another datastore takes it.
-                    let _ = reply.send(Err(DataError::Busy));
-                    return Ok(());
-                }
-                match serve(state, &query).await {
-                    Served2::Answer(answer) => {
-                        let _ = reply.send(answer);
-                        end_of_run(state, &query)?;
+        let span = state.span.clone();
+        crate::telemetry::in_span(&span, async {
+            match message {
+                DatastoreMsg::Request(query, reply) => {
+                    if state.waiting.is_some() {
+                        // Waiting for Data: another datastore takes it.
+                        let _ = reply.send(Err(DataError::Busy));
+                        return Ok(());
                     }
-                    Served2::Waiting(wait) => {
-                        // The wait runs outside the mailbox: status calls
-                        // are answered meanwhile, other requests go to other
-                        // datastores (`busy`).
-                        state.args.busy.store(true, Ordering::Release);
-                        let timeout = state.args.fetch_timeout;
-                        let me = myself.clone();
-                        let task = tokio::spawn(async move {
-                            let result = match tokio::time::timeout(timeout, wait).await {
-                                Ok(result) => result,
-                                Err(_) => Err(FetchError::TimedOut {
-                                    secs: timeout.as_secs(),
-                                }),
-                            };
-                            let _ = me.cast(DatastoreMsg::FetchDone {
-                                query,
-                                result,
-                                reply,
+                    match serve(state, &query).await {
+                        Served2::Answer(answer) => {
+                            let _ = reply.send(answer);
+                            end_of_run(state, &query)?;
+                        }
+                        Served2::Waiting(wait) => {
+                            // The wait runs outside the mailbox: status calls
+                            // are answered meanwhile, other requests go to other
+                            // datastores (`busy`).
+                            state.args.busy.store(true, Ordering::Release);
+                            let timeout = state.args.fetch_timeout;
+                            let me = myself.clone();
+                            let task = crate::telemetry::spawn_in_span(async move {
+                                let result = match tokio::time::timeout(timeout, wait).await {
+                                    Ok(result) => result,
+                                    Err(_) => Err(FetchError::TimedOut {
+                                        secs: timeout.as_secs(),
+                                    }),
+                                };
+                                let _ = me.cast(DatastoreMsg::FetchDone {
+                                    query,
+                                    result,
+                                    reply,
+                                });
                             });
-                        });
-                        state.waiting = Some(WaitTask(task));
+                            state.waiting = Some(WaitTask(task));
+                        }
                     }
                 }
+                DatastoreMsg::FetchDone {
+                    query,
+                    result,
+                    reply,
+                } => {
+                    state.waiting = None;
+                    state.args.busy.store(false, Ordering::Release);
+                    let answer = fetched(state, &query, result).await;
+                    let _ = reply.send(answer);
+                    end_of_run(state, &query)?;
+                }
+                DatastoreMsg::View(reply) => {
+                    let _ = reply.send(state.fsm.view());
+                }
             }
-            DatastoreMsg::FetchDone {
-                query,
-                result,
-                reply,
-            } => {
-                state.waiting = None;
-                state.args.busy.store(false, Ordering::Release);
-                let answer = fetched(state, &query, result).await;
-                let _ = reply.send(answer);
-                end_of_run(state, &query)?;
-            }
-            DatastoreMsg::View(reply) => {
-                let _ = reply.send(state.fsm.view());
-            }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -314,7 +320,7 @@ async fn serve_inner<T: BarStore, C: BarCache>(
             Err(err) => {
                 metrics::counter!(crate::telemetry::CACHE_READS, "outcome" => "error").increment(1);
                 cache_up = false;
-                tracing::warn!(instance = %state.args.instance, error = %err, "cache read failed; asking the database");
+                tracing::warn!(error = %err, "cache read failed; asking the database");
                 None
             }
         }
@@ -413,7 +419,7 @@ async fn request_fetch<T: BarStore, C: BarCache>(
         Ok(wait) => wait,
         Err(err) => {
             let _ = state.fsm.fire(Event::DataFetchFailed);
-            tracing::warn!(instance = %state.args.instance, %instrument, error = %err, "fetch on demand not sent");
+            tracing::warn!(%instrument, error = %err, "fetch on demand not sent");
             return Ok(Served2::Answer(Err(fetch_failed(instrument, err))));
         }
     };
@@ -454,7 +460,7 @@ async fn fetched<T: BarStore, C: BarCache>(
         }
         Err(err) => {
             let _ = state.fsm.fire(Event::DataFetchFailed);
-            tracing::warn!(instance = %state.args.instance, %instrument, error = %err, "fetch on demand failed");
+            tracing::warn!(%instrument, error = %err, "fetch on demand failed");
             return Err(fetch_failed(instrument, err));
         }
     };
@@ -519,7 +525,7 @@ async fn query_db<T: BarStore, C: BarCache>(
         let generation = match args.cache.generation(&query.instrument).await {
             Ok(g) => Some(g),
             Err(err) => {
-                tracing::debug!(instance = %args.instance, error = %err, "cache generation unknown; no fill");
+                tracing::debug!(error = %err, "cache generation unknown; no fill");
                 None
             }
         };
@@ -540,7 +546,7 @@ async fn query_db<T: BarStore, C: BarCache>(
                 .fill(&query.instrument, window_start, &recent, generation)
                 .await
             {
-                tracing::warn!(instance = %args.instance, error = %err, "cache fill failed");
+                tracing::warn!(error = %err, "cache fill failed");
             }
         }
         if query.from >= window_start {

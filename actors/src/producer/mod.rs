@@ -142,6 +142,7 @@ pub struct ProducerState<H, L: LiveSource, B> {
     forwarder: Option<JoinHandle<()>>,
     targets: BTreeMap<Instrument, Target>,
     status: ProducerStatus,
+    span: tracing::Span,
 }
 
 impl<H, L, B> Actor for Producer<H, L, B>
@@ -178,6 +179,7 @@ where
             targets.insert(instrument.clone(), Target::Dynamic(topic.clone()));
         }
         let mut state = ProducerState {
+            span: crate::telemetry::actor_span("producer", &args.instance),
             status: ProducerStatus {
                 instance: args.instance.clone(),
                 ..ProducerStatus::default()
@@ -192,12 +194,13 @@ where
         if !state.targets.is_empty() {
             start_live(&myself, &mut state).map_err(|e| Transient(e.to_string()))?;
         }
-        tracing::info!(
-            instance = %state.args.instance,
-            live = state.targets.len(),
-            topic = %state.args.fixed_topic,
-            "producer started"
-        );
+        state.span.in_scope(|| {
+            tracing::info!(
+                live = state.targets.len(),
+                topic = %state.args.fixed_topic,
+                "producer started"
+            )
+        });
         Ok(state)
     }
 
@@ -221,136 +224,141 @@ where
         message: ProducerMsg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match message {
-            ProducerMsg::FetchHistory {
-                instrument,
-                from_ts,
-                to_ts,
-                target,
-                reply,
-            } => {
-                // The source is asked outside the mailbox, so fetches for
-                // several instruments overlap (under the client's rate
-                // limit) and live batches never wait behind a slow source.
-                fetch_outside(&myself, state, instrument, target, from_ts, to_ts, reply);
-            }
-            ProducerMsg::FetchFailed {
-                instrument,
-                error,
-                reply,
-            } => {
-                // `FETCH_DATA` → `FETCH_FAILURE` → Error: the RESET path.
-                state.fsm.fire(Event::FetchData).map_err(machine)?;
-                state.fsm.fire(Event::FetchFailure).map_err(machine)?;
-                state.status.failed_fetches += 1;
-                tracing::warn!(instance = %state.args.instance, %instrument, %error, "history fetch failed");
-                let err = ProducerError::History { instrument, error };
-                let _ = reply.send(Err(err.clone()));
-                return Err(failure(err));
-            }
-            ProducerMsg::Probe { instrument, reply } => {
-                let history = Arc::clone(&state.args.history);
-                tokio::spawn(async move {
-                    let last = last_closed_minute();
-                    let answer = history
-                        .minute_bars(&instrument, last, last)
-                        .await
-                        .map(|_| ())
-                        .map_err(|error| ProducerError::History { instrument, error });
-                    let _ = reply.send(answer);
-                });
-            }
-            ProducerMsg::PublishFetched {
-                instrument,
-                target,
-                bars,
-                started_ms,
-                reply,
-            } => {
-                let result = publish_history(state, &instrument, bars, &target, started_ms).await;
-                let failed = result.as_ref().err().cloned();
-                let _ = reply.send(result);
-                if let Some(err) = failed {
-                    return Err(failure(err));
+        let span = state.span.clone();
+        crate::telemetry::in_span(&span, async {
+            match message {
+                ProducerMsg::FetchHistory {
+                    instrument,
+                    from_ts,
+                    to_ts,
+                    target,
+                    reply,
+                } => {
+                    // The source is asked outside the mailbox, so fetches for
+                    // several instruments overlap (under the client's rate
+                    // limit) and live batches never wait behind a slow source.
+                    fetch_outside(&myself, state, instrument, target, from_ts, to_ts, reply);
                 }
-            }
-            ProducerMsg::LiveBatch { ticks, reply } => {
-                let result = publish_live(state, ticks).await;
-                let _ = reply.send(());
-                result.map_err(failure)?;
-            }
-            ProducerMsg::StartLive { instrument, target } => {
-                live_to(&myself, state, instrument, target)
-                    .map_err(|e| failure(ProducerError::Live(e)))?;
-            }
-            ProducerMsg::ServeDynamic {
-                instrument,
-                topic,
-                from_ts,
-                to_ts,
-                reply,
-            } => {
-                if !crate::kafka::admin::is_valid_topic_name(&topic) {
-                    let _ = reply.send(Err(ProducerError::InvalidTopic { topic }));
-                    return Ok(());
-                }
-                tracing::info!(instance = %state.args.instance, %instrument, %topic, from_ts, to_ts, "serving a dynamic topic");
-                // Live first, so the stream starts no later than the history ends.
-                if let Err(err) = live_to(
-                    &myself,
-                    state,
-                    instrument.clone(),
-                    Target::Dynamic(topic.clone()),
-                ) {
-                    let err = ProducerError::Live(err);
+                ProducerMsg::FetchFailed {
+                    instrument,
+                    error,
+                    reply,
+                } => {
+                    // `FETCH_DATA` → `FETCH_FAILURE` → Error: the RESET path.
+                    state.fsm.fire(Event::FetchData).map_err(machine)?;
+                    state.fsm.fire(Event::FetchFailure).map_err(machine)?;
+                    state.status.failed_fetches += 1;
+                    tracing::warn!(%instrument, %error, "history fetch failed");
+                    let err = ProducerError::History { instrument, error };
                     let _ = reply.send(Err(err.clone()));
                     return Err(failure(err));
                 }
-                fetch_outside(
-                    &myself,
-                    state,
-                    instrument,
-                    Target::Dynamic(topic),
-                    from_ts,
-                    to_ts,
-                    reply,
-                );
-            }
-            ProducerMsg::StopLive { instrument } => {
-                lock(&state.args.dynamic).remove(&instrument);
-                if state.targets.remove(&instrument).is_some() {
-                    if let Some(live) = &state.live {
-                        live.unsubscribe(instrument);
-                    }
+                ProducerMsg::Probe { instrument, reply } => {
+                    let history = Arc::clone(&state.args.history);
+                    crate::telemetry::spawn_in_span(async move {
+                        let last = last_closed_minute();
+                        let answer = history
+                            .minute_bars(&instrument, last, last)
+                            .await
+                            .map(|_| ())
+                            .map_err(|error| ProducerError::History { instrument, error });
+                        let _ = reply.send(answer);
+                    });
                 }
-            }
-            ProducerMsg::CreateTopic {
-                topic,
-                partitions,
-                reply,
-            } => {
-                state.fsm.fire(Event::CreateDynamicTopic)?;
-                match state.bus.ensure_topic(&topic, partitions).await {
-                    Ok(()) => {
-                        state.fsm.fire(Event::CreateTopicSuccess)?;
-                        let _ = reply.send(Ok(()));
-                    }
-                    Err(err) => {
-                        state.fsm.fire(Event::CreateTopicFailure)?;
-                        let err = ProducerError::CreateTopic(err);
-                        let _ = reply.send(Err(err.clone()));
+                ProducerMsg::PublishFetched {
+                    instrument,
+                    target,
+                    bars,
+                    started_ms,
+                    reply,
+                } => {
+                    let result =
+                        publish_history(state, &instrument, bars, &target, started_ms).await;
+                    let failed = result.as_ref().err().cloned();
+                    let _ = reply.send(result);
+                    if let Some(err) = failed {
                         return Err(failure(err));
                     }
                 }
+                ProducerMsg::LiveBatch { ticks, reply } => {
+                    let result = publish_live(state, ticks).await;
+                    let _ = reply.send(());
+                    result.map_err(failure)?;
+                }
+                ProducerMsg::StartLive { instrument, target } => {
+                    live_to(&myself, state, instrument, target)
+                        .map_err(|e| failure(ProducerError::Live(e)))?;
+                }
+                ProducerMsg::ServeDynamic {
+                    instrument,
+                    topic,
+                    from_ts,
+                    to_ts,
+                    reply,
+                } => {
+                    if !crate::kafka::admin::is_valid_topic_name(&topic) {
+                        let _ = reply.send(Err(ProducerError::InvalidTopic { topic }));
+                        return Ok(());
+                    }
+                    tracing::info!(%instrument, %topic, from_ts, to_ts, "serving a dynamic topic");
+                    // Live first, so the stream starts no later than the history ends.
+                    if let Err(err) = live_to(
+                        &myself,
+                        state,
+                        instrument.clone(),
+                        Target::Dynamic(topic.clone()),
+                    ) {
+                        let err = ProducerError::Live(err);
+                        let _ = reply.send(Err(err.clone()));
+                        return Err(failure(err));
+                    }
+                    fetch_outside(
+                        &myself,
+                        state,
+                        instrument,
+                        Target::Dynamic(topic),
+                        from_ts,
+                        to_ts,
+                        reply,
+                    );
+                }
+                ProducerMsg::StopLive { instrument } => {
+                    lock(&state.args.dynamic).remove(&instrument);
+                    if state.targets.remove(&instrument).is_some() {
+                        if let Some(live) = &state.live {
+                            live.unsubscribe(instrument);
+                        }
+                    }
+                }
+                ProducerMsg::CreateTopic {
+                    topic,
+                    partitions,
+                    reply,
+                } => {
+                    state.fsm.fire(Event::CreateDynamicTopic)?;
+                    match state.bus.ensure_topic(&topic, partitions).await {
+                        Ok(()) => {
+                            state.fsm.fire(Event::CreateTopicSuccess)?;
+                            let _ = reply.send(Ok(()));
+                        }
+                        Err(err) => {
+                            state.fsm.fire(Event::CreateTopicFailure)?;
+                            let err = ProducerError::CreateTopic(err);
+                            let _ = reply.send(Err(err.clone()));
+                            return Err(failure(err));
+                        }
+                    }
+                }
+                ProducerMsg::Status(reply) => {
+                    let mut status = state.status.clone();
+                    status.run = Some(state.fsm.snapshot());
+                    status.live = state.targets.keys().map(ToString::to_string).collect();
+                    let _ = reply.send(status);
+                }
             }
-            ProducerMsg::Status(reply) => {
-                let mut status = state.status.clone();
-                status.run = Some(state.fsm.snapshot());
-                status.live = state.targets.keys().map(ToString::to_string).collect();
-                let _ = reply.send(status);
-            }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -398,7 +406,7 @@ fn start_live<H, L: LiveSource, B>(
         .live
         .start(state.targets.keys().cloned().collect())?;
     state.live = Some(control);
-    state.forwarder = Some(tokio::spawn(forward(
+    state.forwarder = Some(crate::telemetry::spawn_in_span(forward(
         myself.clone(),
         ticks,
         state.args.batch_max.max(1),
@@ -437,7 +445,7 @@ async fn publish_history<H: HistorySource, L: LiveSource, B: RecordBus>(
     target: &Target,
     started_ms: u64,
 ) -> Result<FetchReport, ProducerError> {
-    tracing::debug!(instance = %state.args.instance, %instrument, bars = bars.len(), "publishing fetched history");
+    tracing::debug!(%instrument, bars = bars.len(), "publishing fetched history");
     state.fsm.fire(Event::FetchData).map_err(machine)?;
     publish_records(state, bars, target, started_ms).await
 }
@@ -478,9 +486,8 @@ fn fetch_outside<H: HistorySource, L: LiveSource, B>(
 ) {
     let history = Arc::clone(&state.args.history);
     let myself = myself.clone();
-    let instance = state.args.instance.clone();
     let started_ms = now_ms();
-    tokio::spawn(async move {
+    crate::telemetry::spawn_in_span(async move {
         match history.minute_bars(&instrument, from_ts, to_ts).await {
             Ok(bars) => {
                 if let Err(err) = myself.cast(ProducerMsg::PublishFetched {
@@ -490,7 +497,7 @@ fn fetch_outside<H: HistorySource, L: LiveSource, B>(
                     started_ms,
                     reply,
                 }) {
-                    tracing::warn!(%instance, error = %err, "fetched history, but the producer stopped");
+                    tracing::warn!(error = %err, "fetched history, but the producer stopped");
                 }
             }
             Err(error) if target == Target::Fixed => {
@@ -499,11 +506,11 @@ fn fetch_outside<H: HistorySource, L: LiveSource, B>(
                     error,
                     reply,
                 }) {
-                    tracing::warn!(%instance, error = %err, "history fetch failed, and the producer stopped");
+                    tracing::warn!(error = %err, "history fetch failed, and the producer stopped");
                 }
             }
             Err(error) => {
-                tracing::warn!(%instance, %instrument, %error, "history of a dynamic instrument not fetched");
+                tracing::warn!(%instrument, %error, "history of a dynamic instrument not fetched");
                 let _ = reply.send(Err(ProducerError::History { instrument, error }));
             }
         }
@@ -580,7 +587,7 @@ async fn publish_cycle<H: HistorySource, L: LiveSource, B: RecordBus>(
         if let Err(err) = state.bus.publish(&topic, chunk).await {
             state.fsm.fire(Event::PublishFailure).map_err(machine)?;
             state.status.failed_batches += 1;
-            tracing::error!(instance = %state.args.instance, %topic, error = %err, "publish failed");
+            tracing::error!(%topic, error = %err, "publish failed");
             return Err(ProducerError::Publish(err));
         }
     }
