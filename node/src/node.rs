@@ -58,7 +58,7 @@ fn standalone(config: Config, show_token: bool) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         candela_node::ops::recorder();
         let platform = platform::start(&config, false).await?;
-        start_ops(&config, &platform, false).await?;
+        let ops = start_ops(&config, &platform, false).await?;
         announce(&config, &platform, show_token);
         let outcome = tokio::select! {
             signal = shutdown_signal() => {
@@ -70,7 +70,9 @@ fn standalone(config: Config, show_token: bool) -> anyhow::Result<()> {
                 Err(anyhow::anyhow!(why))
             }
         };
+        // Intake and the data plane first, then the listeners.
         platform.shutdown().await;
+        ops.stop().await;
         outcome
     })
 }
@@ -119,15 +121,18 @@ async fn serve(config: Config, cookie: String) -> anyhow::Result<()> {
     let mut cluster = cluster::start(&config, cookie).await?;
     candela_node::ops::recorder();
     let platform = platform::start(&config, true).await?;
-    start_ops(&config, &platform, true).await?;
+    let ops = start_ops(&config, &platform, true).await?;
     announce(&config, &platform, false);
+    let mut status = None;
     if let Some(addr) = config.cluster.status_listen {
         let token = std::env::var(&config.admin.token_env)
             .ok()
             .filter(|t| !t.is_empty());
-        cluster::status::serve(addr, config.node.name.clone(), token)
-            .await
-            .with_context(|| format!("cluster.status_listen: cannot listen on {addr}"))?;
+        status = Some(
+            cluster::status::serve(addr, config.node.name.clone(), token)
+                .await
+                .with_context(|| format!("cluster.status_listen: cannot listen on {addr}"))?,
+        );
     }
     let outcome = tokio::select! {
         signal = shutdown_signal() => {
@@ -140,7 +145,13 @@ async fn serve(config: Config, cookie: String) -> anyhow::Result<()> {
             Err(anyhow::anyhow!(why))
         }
     };
+    // Intake and the data plane first, then the listeners, then the
+    // cluster layer.
     platform.shutdown().await;
+    if let Some(status) = status {
+        status.stop().await;
+    }
+    ops.stop().await;
     cluster.shutdown().await;
     outcome
 }
@@ -151,7 +162,7 @@ async fn start_ops(
     config: &Config,
     platform: &platform::Platform,
     clustered: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<candela_node::ops::Served> {
     let node = config.node.name.clone();
     let mut checks = platform.ready_checks();
     if clustered && !config.cluster.peers.is_empty() {
@@ -190,27 +201,27 @@ async fn start_ops(
             }),
         ));
     }
-    match config.ops.listen {
-        Some(addr) => {
-            candela_node::ops::serve(addr, node, checks)
-                .await
-                .with_context(|| format!("ops.listen: cannot listen on {addr}"))?;
-        }
+    Ok(match config.ops.listen {
+        Some(addr) => candela_node::ops::serve(addr, node, checks)
+            .await
+            .with_context(|| format!("ops.listen: cannot listen on {addr}"))?,
         None => {
             let default: std::net::SocketAddr = candela_node::config::DEFAULT_OPS_LISTEN
                 .parse()
                 .context("the default ops address")?;
-            if let Err(error) =
-                candela_node::ops::serve(default, node.clone(), checks.clone()).await
-            {
-                let bound = candela_node::ops::serve(([127, 0, 0, 1], 0).into(), node, checks)
-                    .await
-                    .context("ops listener on a free loopback port")?;
-                tracing::warn!(%error, default = %default, addr = %bound, "the default ops port is taken: the ops listener uses a free port (set ops.listen)");
+            match candela_node::ops::serve(default, node.clone(), checks.clone()).await {
+                Ok(served) => served,
+                Err(error) => {
+                    let served =
+                        candela_node::ops::serve(([127, 0, 0, 1], 0).into(), node, checks)
+                            .await
+                            .context("ops listener on a free loopback port")?;
+                    tracing::warn!(%error, default = %default, addr = %served.addr, "the default ops port is taken: the ops listener uses a free port (set ops.listen)");
+                    served
+                }
             }
         }
-    }
-    Ok(())
+    })
 }
 
 async fn shutdown_signal() -> anyhow::Result<&'static str> {

@@ -158,13 +158,71 @@ async fn run_checks(ctx: &Ctx) -> (StatusCode, String) {
     (status, serde_json::to_string(&body).unwrap_or_default())
 }
 
-/// Binds `addr` and serves the ops endpoints until the runtime stops;
-/// answers the bound address (useful with port 0).
+/// A small HTTP server of the node (the ops listener, the cluster status
+/// endpoint), owned by whoever started it: [`Served::stop`] stops accepting,
+/// lets requests in progress finish (within [`STOP_TIMEOUT`]) and waits for
+/// the task, so nothing is left running detached at shutdown.
+pub struct Served {
+    /// The bound address.
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The longest a node's small server waits for requests in progress when
+/// it stops.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Served {
+    /// Serves `app` on `acceptor` until [`Served::stop`]; `what` names it in
+    /// the log.
+    pub fn spawn<A, E>(acceptor: A, app: E, addr: SocketAddr, what: &'static str) -> Self
+    where
+        A: Acceptor + 'static,
+        E: poem::Endpoint + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let stopped = async {
+                let _ = rx.await;
+            };
+            if let Err(error) = Server::new_with_acceptor(acceptor)
+                .run_with_graceful_shutdown(app, stopped, Some(STOP_TIMEOUT))
+                .await
+            {
+                tracing::error!(%error, server = what, "server stopped");
+            }
+        });
+        Served {
+            addr,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// Stops it and waits for its task (bounded by [`STOP_TIMEOUT`] and a
+    /// margin; a task still running then is aborted).
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(STOP_TIMEOUT + Duration::from_secs(1), &mut self.task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+}
+
+/// Binds `addr` and serves the ops endpoints until stopped (the bound
+/// address is in the answer: useful with port 0).
 pub async fn serve(
     addr: SocketAddr,
     node: String,
     checks: Vec<(String, Check)>,
-) -> std::io::Result<SocketAddr> {
+) -> std::io::Result<Served> {
     let acceptor = TcpListener::bind(addr).into_acceptor().await?;
     let bound = acceptor
         .local_addr()
@@ -181,19 +239,38 @@ pub async fn serve(
             metrics: recorder(),
             last_ready: tokio::sync::Mutex::new(None),
         }));
-    tokio::spawn(async move {
-        if let Err(error) = Server::new_with_acceptor(acceptor).run(app).await {
-            tracing::error!(%error, "ops listener stopped");
-        }
-    });
+    let served = Served::spawn(acceptor, app, bound, "ops listener");
     tracing::info!(addr = %bound, "ops listener (/metrics, /health, /ready)");
-    Ok(bound)
+    Ok(served)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn a_stopped_listener_serves_no_more_and_leaves_no_task() {
+        let served = serve(([127, 0, 0, 1], 0).into(), "n".into(), vec![])
+            .await
+            .unwrap();
+        let addr = served.addr;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let task = served.task.abort_handle();
+        served.stop().await;
+        assert!(task.is_finished(), "the server task outlived stop()");
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "still accepting after stop()"
+        );
+    }
 
     #[tokio::test]
     async fn many_callers_of_ready_cost_one_run_of_the_checks() {

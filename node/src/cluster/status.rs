@@ -22,7 +22,7 @@ use candela_actors::call::CallError;
 use poem::http::StatusCode;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::{Data, Json, Path};
-use poem::{get, handler, Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
+use poem::{get, handler, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use ractor::{pg, Actor};
 use serde_json::json;
 
@@ -39,14 +39,14 @@ struct Ctx {
     node: String,
 }
 
-/// Binds `addr` and serves the endpoint until the runtime stops; answers the
-/// bound address (useful with port 0). `token` is the admin token every
+/// Binds `addr` and serves the endpoint until stopped (the bound address is
+/// in the answer: useful with port 0). `token` is the admin token every
 /// request must present; `None` refuses every request.
 pub async fn serve(
     addr: SocketAddr,
     node: String,
     token: Option<String>,
-) -> std::io::Result<SocketAddr> {
+) -> std::io::Result<crate::ops::Served> {
     if token.is_none() {
         tracing::warn!(addr = %addr, "no admin token configured: the cluster status endpoint refuses every request");
     }
@@ -74,13 +74,9 @@ pub async fn serve(
                 }
             }
         });
-    tokio::spawn(async move {
-        if let Err(error) = Server::new_with_acceptor(acceptor).run(app).await {
-            tracing::error!(%error, "cluster status endpoint stopped");
-        }
-    });
+    let served = crate::ops::Served::spawn(acceptor, app, bound, "cluster status endpoint");
     tracing::info!(addr = %bound, "cluster status endpoint listening");
-    Ok(bound)
+    Ok(served)
 }
 
 /// Checks the request's bearer token against the configured one.
