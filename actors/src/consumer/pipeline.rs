@@ -99,7 +99,10 @@ macro_rules! pipeline_events {
 pipeline_events!(ConsumerFixed, consumer_fixed);
 pipeline_events!(ConsumerDynamic, consumer_dynamic);
 
-/// Counters of a consumer, shared with whoever reports them.
+/// One consumer instance's own counters: its actor's status (the admin
+/// view), the node's watchdog (`batches`, `in_flight`) and the benchmarks
+/// read them. The operational view is the Prometheus metrics
+/// (`crate::telemetry`), recorded at the same places.
 #[derive(Debug, Default)]
 pub struct ConsumerMetrics {
     /// Batches fully processed and committed.

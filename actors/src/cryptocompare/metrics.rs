@@ -1,6 +1,12 @@
 //! The counters of the CryptoCompare clients, in one place: the live
 //! counters the connection task bumps (relaxed atomics, cheap on the hot
 //! path) and the plain snapshots callers read.
+//!
+//! These are one client's own counts (a test or a benchmark with several
+//! clients in one process reads each apart). Operators read the same events
+//! as Prometheus metrics (`candela_source_live_events_total`,
+//! `candela_source_rest_events_total`), bumped at the same places
+//! ([`bump_as`]); nothing here is the operational view.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
