@@ -602,6 +602,37 @@ async fn the_pages_draw_the_chart_live_and_show_every_actor() {
         "the nodes table shows this node ({node}): {}",
         shown["nodes"]
     );
+    // The backfill table: both instruments, all 120 minutes done (the
+    // page reads this node's /admin/backfill; the cluster view carries the
+    // same per node).
+    let backfill = browser
+        .wait_for(
+            "the backfill table to show both instruments done",
+            60,
+            "return [...document.querySelectorAll('#backfill tbody tr')].map(r => \
+                ({ instrument: r.dataset.instrument, done: +r.dataset.done, total: +r.dataset.total, \
+                   left: r.lastChild.textContent }));",
+            json!([]),
+            |rows| {
+                rows.as_array().is_some_and(|rows| {
+                    rows.len() == 2
+                        && rows
+                            .iter()
+                            .all(|r| r["done"] == 120 && r["total"] == 120 && r["left"] == "done")
+                })
+            },
+        )
+        .await;
+    let instruments: Vec<&str> = backfill
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["instrument"].as_str().unwrap())
+        .collect();
+    assert!(
+        instruments.contains(&"Coinbase:BTC-USD") && instruments.contains(&"Kraken:ETH-EUR"),
+        "{backfill}"
+    );
     let height = browser
         .run(
             "return Math.min(4000, document.documentElement.scrollHeight);",
