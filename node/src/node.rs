@@ -212,10 +212,9 @@ async fn start_ops(
             match candela_node::ops::serve(default, node.clone(), checks.clone()).await {
                 Ok(served) => served,
                 Err(error) => {
-                    let served =
-                        candela_node::ops::serve(([127, 0, 0, 1], 0).into(), node, checks)
-                            .await
-                            .context("ops listener on a free loopback port")?;
+                    let served = candela_node::ops::serve(([127, 0, 0, 1], 0).into(), node, checks)
+                        .await
+                        .context("ops listener on a free loopback port")?;
                     tracing::warn!(%error, default = %default, addr = %served.addr, "the default ops port is taken: the ops listener uses a free port (set ops.listen)");
                     served
                 }
