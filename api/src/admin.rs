@@ -71,6 +71,7 @@ pub struct ActorDto {
     /// Restarts by its supervisor.
     pub restarts: u32,
     /// Why it last stopped, if it did.
+    #[oai(skip_serializing_if_is_none)]
     pub last_failure: Option<String>,
     /// Transitions taken by this instance.
     pub transitions_total: u64,
@@ -80,6 +81,7 @@ pub struct ActorDto {
     /// `consumer.stall_secs`) and restarted it (0 for other actors).
     pub stalls: u64,
     /// When the watchdog last found it stuck, ms since the epoch.
+    #[oai(skip_serializing_if_is_none)]
     pub last_stall_ms: Option<u64>,
     /// The most recent steps, oldest first.
     pub recent: Vec<StepDto>,
@@ -100,6 +102,7 @@ pub struct BackfillDto {
     /// Chunks given up after every attempt failed.
     pub failed_chunks: u32,
     /// Estimated seconds left (absent before the first chunk is done).
+    #[oai(skip_serializing_if_is_none)]
     pub eta_secs: Option<u64>,
     /// Whether it has ended.
     pub finished: bool,
@@ -151,14 +154,17 @@ pub struct NodeView {
     /// there: `connected`, `suspect`, `connecting` or `down`.
     pub membership: String,
     /// Where it is dialled (configured peers).
+    #[oai(skip_serializing_if_is_none)]
     pub address: Option<String>,
     /// The last answered heartbeat's round trip, in milliseconds.
+    #[oai(skip_serializing_if_is_none)]
     pub last_rtt_ms: Option<f64>,
     /// Sessions to it after the first one.
     pub reconnects: u32,
     /// Whether its inspector answered in time.
     pub reachable: bool,
     /// Why it did not (not connected, timed out, no inspector).
+    #[oai(skip_serializing_if_is_none)]
     pub error: Option<String>,
     /// Its own sessions, as it reported them.
     pub sessions: Vec<SessionView>,
@@ -217,6 +223,7 @@ pub struct PartitionRef {
 #[derive(Debug, Clone, Object, Serialize, Deserialize)]
 pub struct SessionView {
     /// The peer's node name, once it said it.
+    #[oai(skip_serializing_if_is_none)]
     pub peer: Option<String>,
     /// The peer's address.
     pub address: String,
@@ -230,25 +237,31 @@ pub struct NodeActorView {
     /// Its id on its own node (`0.<pid>`), empty when it is not running.
     pub id: String,
     /// Its registry name, if it has one.
+    #[oai(skip_serializing_if_is_none)]
     pub name: Option<String>,
     /// The runtime's status: `running`, `starting`, `stopping`, … or
     /// `not running` for a machine whose actor is between a failure and
     /// its restart (or gone).
     pub status: String,
     /// Its parent in the supervision tree (name, or id when unnamed).
+    #[oai(skip_serializing_if_is_none)]
     pub parent: Option<String>,
     /// Its state machine (`producer`, `consumer`, …), if it runs one.
+    #[oai(skip_serializing_if_is_none)]
     pub machine: Option<String>,
     /// The machine's current state.
+    #[oai(skip_serializing_if_is_none)]
     pub state: Option<String>,
     /// Whether the current state is an error state.
     pub in_error: bool,
     /// Restarts by its supervisor (supervised actors only).
+    #[oai(skip_serializing_if_is_none)]
     pub restarts: Option<u32>,
     /// Times the consumer watchdog found it stuck and restarted it.
     #[serde(default)]
     pub stalls: u64,
     /// Why it last stopped, if its supervisor saw it stop.
+    #[oai(skip_serializing_if_is_none)]
     pub last_failure: Option<String>,
     /// Transitions taken by this instance of the machine.
     pub transitions_total: u64,
@@ -273,10 +286,12 @@ pub struct GroupView {
 #[derive(Debug, Clone, Object, Serialize, Deserialize)]
 pub struct GroupHolder {
     /// The node it runs on, when known.
+    #[oai(skip_serializing_if_is_none)]
     pub node: Option<String>,
     /// Its pid on that node.
     pub pid: u64,
     /// Its registry name, if it has one.
+    #[oai(skip_serializing_if_is_none)]
     pub name: Option<String>,
 }
 
@@ -286,6 +301,7 @@ pub struct TopicsView {
     /// The brokers asked.
     pub brokers: Vec<String>,
     /// Why the metadata could not be read (unreachable broker, time-out).
+    #[oai(skip_serializing_if_is_none)]
     pub error: Option<String>,
     /// Every topic the broker reports.
     pub topics: Vec<TopicView>,
@@ -301,6 +317,7 @@ pub struct TopicView {
     /// A broker-internal topic (`__consumer_offsets`, …).
     pub internal: bool,
     /// The broker's error for it, if any.
+    #[oai(skip_serializing_if_is_none)]
     pub error: Option<String>,
 }
 
@@ -453,7 +470,7 @@ impl AdminApi {
         /// The actor's registry name (URL-encoded, e.g. `producer%2Fnode-a`).
         name: Path<String>,
         /// `dot` (default), `svg`, `mermaid` or `tikz`.
-        format: Query<Option<String>>,
+        format: Query<Option<crate::model::DiagramFormat>>,
     ) -> AdminResponse<PlainText<String>> {
         if let Err(why) = self.authorized(&token) {
             return err(AdminResponse::Unauthorized, "unauthorized", why);
@@ -477,21 +494,19 @@ impl AdminApi {
             Ok(d) => d,
             Err(e) => return err(AdminResponse::NotFound, "not_found", e.to_string()),
         };
-        let requested = format.0.unwrap_or_else(|| "dot".into());
-        if requested.eq_ignore_ascii_case("svg") {
-            return match svg(&diagram.render(Format::Dot)).await {
-                Ok(svg) => AdminResponse::Ok(PlainText(svg)),
-                Err(why) => err(AdminResponse::Unavailable, "unavailable", why),
-            };
-        }
-        match requested.parse::<Format>() {
-            Ok(f) => AdminResponse::Ok(PlainText(diagram.render(f))),
-            Err(e) => err(
-                AdminResponse::BadRequest,
-                "bad_request",
-                format!("{e} or svg"),
-            ),
-        }
+        use crate::model::DiagramFormat;
+        let format = match format.0.unwrap_or(DiagramFormat::Dot) {
+            DiagramFormat::Svg => {
+                return match svg(&diagram.render(Format::Dot)).await {
+                    Ok(svg) => AdminResponse::Ok(PlainText(svg)),
+                    Err(why) => err(AdminResponse::Unavailable, "unavailable", why),
+                };
+            }
+            DiagramFormat::Dot => Format::Dot,
+            DiagramFormat::Mermaid => Format::Mermaid,
+            DiagramFormat::Tikz => Format::Tikz,
+        };
+        AdminResponse::Ok(PlainText(diagram.render(format)))
     }
 
     /// A manual RESET: the actor's supervisor restarts it with fresh state.

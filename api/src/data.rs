@@ -56,7 +56,32 @@ pub enum OhlcvResponse {
 }
 
 fn ohlcv_bad_request(err: poem::Error) -> OhlcvResponse {
-    OhlcvResponse::BadRequest(Json(ErrorBody::new("bad_request", err.to_string())))
+    OhlcvResponse::BadRequest(Json(ErrorBody::new("bad_request", explain(&err))))
+}
+
+/// A parameter the framework refused (against the document's bounds), said
+/// for a person: what the parameter must be, then the framework's words.
+pub(crate) fn explain(err: &poem::Error) -> String {
+    let text = err.to_string();
+    let param = text
+        .split('`')
+        .nth(1)
+        .filter(|_| text.starts_with("failed to parse parameter"));
+    let rule = match param {
+        Some("instrument") => {
+            "`instrument` must be MARKET:BASE-QUOTE, e.g. Coinbase:BTC-USD (each part 1 to 32 ASCII letters, digits or `.`)"
+        }
+        Some("from") | Some("to") => {
+            "`from` and `to` must be Unix seconds between 0 and 7258118400"
+        }
+        Some("limit") => "`limit` must be a whole number between 1 and the node's maximum (see the document)",
+        Some("interval") => "`interval` must be one of 1m, 5m, 15m, 1h, 1d",
+        Some("last_event_id") | Some("Last-Event-ID") => {
+            "`Last-Event-ID` must be an id this stream sent (`VERSION-TIME`)"
+        }
+        _ => return text,
+    };
+    format!("{rule}: {text}")
 }
 
 /// Answer of `GET /api/v1/instruments`.
@@ -88,7 +113,7 @@ pub enum StreamResponse {
 }
 
 fn stream_bad_request(err: poem::Error) -> StreamResponse {
-    StreamResponse::BadRequest(Json(ErrorBody::new("bad_request", err.to_string())))
+    StreamResponse::BadRequest(Json(ErrorBody::new("bad_request", explain(&err))))
 }
 
 pub(crate) fn now_secs() -> i64 {
@@ -100,7 +125,10 @@ pub(crate) fn now_secs() -> i64 {
 /// Checks an instrument and a time range; returns them aligned to the
 /// interval, with `to` clamped to the interval in progress at `now` (no bar
 /// can start later, and no work may depend on how far in the future a caller
-/// puts `to`).
+/// puts `to`). A range that starts after its end (as asked, or because it
+/// starts in the future) is returned as it is: it holds no bars, which is
+/// an answer, not an error (the document cannot say "`from` ≤ `to`", so the
+/// server does not refuse it either).
 pub(crate) fn validate(
     instrument: &str,
     interval: Interval,
@@ -112,7 +140,7 @@ pub(crate) fn validate(
         .parse()
         .map_err(|e: candela_actors::domain::tick::InvalidInstrument| e.to_string())?;
     // 1970 .. 2200: anything else is a unit mistake (milliseconds?).
-    const MAX: i64 = 7_258_118_400;
+    const MAX: i64 = crate::model::MAX_TIME_SECS;
     let to = to.unwrap_or(now);
     for (name, t) in [("from", from), ("to", to)] {
         if !(0..=MAX).contains(&t) {
@@ -121,18 +149,10 @@ pub(crate) fn validate(
             ));
         }
     }
-    if from > to {
-        return Err(format!("`from` ({from}) is after `to` ({to})"));
-    }
     let (from, to) = (
         interval.floor(from),
         interval.floor(to).min(interval.floor(now)),
     );
-    if from > to {
-        return Err(format!(
-            "`from` ({from}) is in the future (now is {now}): no bar starts there yet"
-        ));
-    }
     Ok((instrument, from, to))
 }
 
@@ -183,14 +203,20 @@ impl DataApi {
     async fn ohlcv(
         &self,
         /// `MARKET:BASE-QUOTE`, e.g. `Coinbase:BTC-USD`.
+        #[oai(validator(pattern = r"^[A-Za-z0-9.]{1,32}:[A-Za-z0-9.]{1,32}-[A-Za-z0-9.]{1,32}$"))]
         instrument: Query<String>,
         /// Bar interval.
         interval: Query<Option<IntervalParam>>,
-        /// Start, Unix seconds (the interval holding it is included).
+        /// Start, Unix seconds (the interval holding it is included). A
+        /// range that starts after its end, or in the future, holds no bars.
+        #[oai(validator(minimum(value = "0"), maximum(value = "7258118400")))]
         from: Query<i64>,
         /// End, Unix seconds (default: now).
+        #[oai(validator(minimum(value = "0"), maximum(value = "7258118400")))]
         to: Query<Option<i64>>,
-        /// Most bars to return (1 to 10000, default 1000).
+        /// Most bars to return (default 1000; at most the node's
+        /// `api.max_limit`, 10000 by default: the document says this node's).
+        #[oai(validator(minimum(value = "1"), maximum(value = "10000")))]
         limit: Query<Option<u32>>,
         /// Fill intervals without trades with flat bars.
         fill: Query<Option<bool>>,
@@ -211,6 +237,18 @@ impl DataApi {
                     return OhlcvResponse::BadRequest(Json(ErrorBody::new("bad_request", msg)))
                 }
             };
+        if from > to {
+            // Nothing can be in it: no store, no source is asked.
+            return OhlcvResponse::Ok(Json(OhlcvBody {
+                instrument: instrument.to_string(),
+                interval: interval.as_str().to_owned(),
+                from,
+                to,
+                truncated: false,
+                served: "none".to_owned(),
+                bars: Vec::new(),
+            }));
+        }
         let query = BarQuery {
             instrument: instrument.clone(),
             interval,
@@ -320,15 +358,22 @@ impl DataApi {
     async fn stream(
         &self,
         /// `MARKET:BASE-QUOTE`, e.g. `Coinbase:BTC-USD`.
+        #[oai(validator(pattern = r"^[A-Za-z0-9.]{1,32}:[A-Za-z0-9.]{1,32}-[A-Za-z0-9.]{1,32}$"))]
         instrument: Query<String>,
         /// Bar interval.
         interval: Query<Option<IntervalParam>>,
-        /// Start, Unix seconds.
+        /// Start, Unix seconds (in the future: the stream starts with no
+        /// history).
+        #[oai(validator(minimum(value = "0"), maximum(value = "7258118400")))]
         from: Query<i64>,
         /// Resume after this event id (as the `Last-Event-ID` header).
+        #[oai(validator(pattern = r"^[0-9]{1,18}-[0-9]{1,10}$"))]
         last_event_id: Query<Option<String>>,
         /// Resume after this event id (sent by EventSource on reconnect).
-        #[oai(name = "Last-Event-ID")]
+        #[oai(
+            name = "Last-Event-ID",
+            validator(pattern = r"^[0-9]{1,18}-[0-9]{1,10}$")
+        )]
         last_event_header: Header<Option<String>>,
     ) -> StreamResponse {
         let interval: Interval = interval.0.unwrap_or(IntervalParam::M1).into();
@@ -433,11 +478,9 @@ mod tests {
         assert!(validate("BTC-USD", Interval::M1, 0, Some(60), now)
             .unwrap_err()
             .contains("MARKET:BASE-QUOTE"));
-        assert!(
-            validate("Coinbase:BTC-USD", Interval::M1, 120, Some(60), now)
-                .unwrap_err()
-                .contains("after")
-        );
+        // A range that ends before it starts is empty, not wrong.
+        let (_, from, to) = validate("Coinbase:BTC-USD", Interval::M1, 120, Some(60), now).unwrap();
+        assert!(from > to);
         assert!(validate(
             "Coinbase:BTC-USD",
             Interval::M1,
@@ -474,15 +517,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(to, Interval::D1.floor(now));
-        assert!(validate(
+        // A range in the future is empty.
+        let (_, from, to) = validate(
             "Coinbase:BTC-USD",
             Interval::M1,
             now + 600,
             Some(now + 900),
-            now
+            now,
         )
-        .unwrap_err()
-        .contains("future"));
+        .unwrap();
+        assert!(from > to);
     }
 
     #[test]

@@ -19,6 +19,7 @@
 
 pub mod admin;
 pub mod data;
+pub mod errors;
 pub mod feed;
 pub mod machines;
 pub mod model;

@@ -26,6 +26,28 @@ pub enum IntervalParam {
     D1,
 }
 
+/// The pattern of an instrument, `MARKET:BASE-QUOTE` (each part 1 to 32
+/// ASCII letters, digits or `.`): what `Instrument::from_str` accepts.
+pub const INSTRUMENT_PATTERN: &str = r"^[A-Za-z0-9.]{1,32}:[A-Za-z0-9.]{1,32}-[A-Za-z0-9.]{1,32}$";
+
+/// The latest time a request may name, Unix seconds (2200-01-01): anything
+/// later is a unit mistake (milliseconds?).
+pub const MAX_TIME_SECS: i64 = 7_258_118_400;
+
+/// The format of a state-machine diagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum DiagramFormat {
+    /// Graphviz DOT.
+    Dot,
+    /// SVG, drawn by Graphviz.
+    Svg,
+    /// Mermaid.
+    Mermaid,
+    /// TikZ (LaTeX).
+    Tikz,
+}
+
 impl From<IntervalParam> for Interval {
     fn from(p: IntervalParam) -> Self {
         match p {
@@ -118,7 +140,9 @@ pub struct OhlcvBody {
     pub to: i64,
     /// Whether `limit` cut the series short (ask again from `to` + interval).
     pub truncated: bool,
-    /// `cache`, `database` or `fetched`.
+    /// `cache`, `database` or `fetched`; `none` for a range that holds no
+    /// interval (`from` after `to`: it starts after its end, or in the
+    /// future).
     pub served: String,
     /// The bars, in time order, without gaps or overlaps.
     pub bars: Vec<BarDto>,

@@ -213,7 +213,13 @@ pub fn routes(
     .description("OHLCV bars of cryptocurrency trades: history and live, without gaps.")
     .server(server_url);
     let docs = api.swagger_ui();
-    let spec = api.spec_endpoint();
+    let document = truthful(&api.spec(), state.config.max_limit);
+    let methods = Arc::new(crate::errors::PathMethods::from_spec(&document));
+    let spec = poem::endpoint::make_sync(move |_| {
+        poem::Response::builder()
+            .content_type("application/json; charset=utf-8")
+            .body(document.clone())
+    });
     Route::new()
         .nest("/", api)
         .nest("/docs", docs)
@@ -224,8 +230,23 @@ pub fn routes(
         .nest("/ui", crate::web::routes())
         .data(state)
         .around(crate::web::root)
+        .around(move |ep, req| crate::errors::json_errors(ep, Arc::clone(&methods), req))
         .around(crate::telemetry::http_metrics)
         .map_to_response()
+}
+
+/// The OpenAPI document as this node enforces it: the bounds the code
+/// cannot state statically (`limit`'s maximum is `api.max_limit`).
+pub fn truthful(spec: &str, max_limit: u32) -> String {
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(spec) else {
+        return spec.to_owned();
+    };
+    if let Some(params) = doc["paths"]["/api/v1/ohlcv"]["get"]["parameters"].as_array_mut() {
+        for p in params.iter_mut().filter(|p| p["name"] == "limit") {
+            p["schema"]["maximum"] = serde_json::json!(max_limit);
+        }
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_owned())
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.

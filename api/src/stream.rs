@@ -69,12 +69,16 @@ impl Resume {
                 candela_actors::domain::validate::shorten(id)
             )
         };
-        let (v, c) = id.trim().split_once('-').ok_or_else(bad)?;
-        let version: i64 = v.parse().map_err(|_| bad())?;
-        let closed_before: i64 = c.parse().map_err(|_| bad())?;
-        if version < 0 || !(0..=7_258_118_400).contains(&closed_before) {
+        // Exactly the documented pattern `^[0-9]{1,18}-[0-9]{1,10}$`.
+        let (v, c) = id.split_once('-').ok_or_else(bad)?;
+        let digits = |s: &str, max: usize| {
+            !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit())
+        };
+        if !digits(v, 18) || !digits(c, 10) {
             return Err(bad());
         }
+        let version: i64 = v.parse().map_err(|_| bad())?;
+        let closed_before: i64 = c.parse().map_err(|_| bad())?;
         Ok(Self {
             version,
             closed_before,

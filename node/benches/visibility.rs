@@ -62,7 +62,7 @@ async fn main() {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster.toml")).unwrap();
     let config = Config::parse(&text, env.into_iter().map(|(k, v)| (k.to_owned(), v))).unwrap();
-    let p = platform::start(&config, false).await.unwrap();
+    let p = platform::start(&config).await.unwrap();
     let consumer: ActorRef<FixedConsumerMsg> = loop {
         if let Some(c) = ractor::registry::where_is(format!("consumer-fixed/{node}")) {
             break c.into();

@@ -313,7 +313,15 @@ impl Default for NodeConfig {
     fn default() -> Self {
         Self {
             name: "node-a".into(),
-            roles: vec![Role::Producer, Role::Consumer, Role::Datastore, Role::Api],
+            // Every role: a node started without configuration serves any
+            // pair the source lists, on demand (the coordinator).
+            roles: vec![
+                Role::Producer,
+                Role::Consumer,
+                Role::Datastore,
+                Role::Api,
+                Role::Coordinator,
+            ],
         }
     }
 }
@@ -632,7 +640,8 @@ impl DynamicConfig {
 pub struct ApiConfig {
     /// Listen address (loopback by default).
     pub listen: SocketAddr,
-    /// The largest `limit` a request may ask for.
+    /// The largest `limit` a request may ask for (1 to 10000; the API's
+    /// document states this node's).
     pub max_limit: u32,
     /// Seconds after its end an interval counts as closed in the stream.
     pub stream_grace_secs: i64,
@@ -979,6 +988,10 @@ impl Config {
         }
         self.dynamic.validate()?;
         self.cluster.validate(&self.node.name)?;
+        if !(1..=10_000).contains(&self.api.max_limit) {
+            // 10000: the bound the API's document states statically.
+            return Err(bad("api.max_limit", "must be 1 to 10000".into()));
+        }
         if !(1..=100_000).contains(&self.api.max_streams) {
             return Err(bad("api.max_streams", "must be 1 to 100000".into()));
         }
@@ -1265,7 +1278,7 @@ mod tests {
     fn dynamic_settings_default_and_refuse_bad_values() {
         let config = Config::parse("", env(&[])).unwrap();
         assert_eq!(config.dynamic.topic_prefix, "tick-data.dyn");
-        assert!(!config.has(Role::Coordinator));
+        assert!(config.has(Role::Coordinator));
         let shipped = Config::parse(include_str!("../../cluster.toml"), env(&[])).unwrap();
         assert!(shipped.has(Role::Coordinator));
         assert_eq!(shipped.dynamic.history_minutes, 120);

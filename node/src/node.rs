@@ -57,7 +57,7 @@ fn session_token() -> anyhow::Result<String> {
 fn standalone(config: Config, show_token: bool) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         candela_node::ops::recorder();
-        let platform = platform::start(&config, false).await?;
+        let platform = platform::start(&config).await?;
         let ops = start_ops(&config, &platform, false).await?;
         announce(&config, &platform, show_token);
         let outcome = tokio::select! {
@@ -120,7 +120,7 @@ fn announce(config: &Config, platform: &platform::Platform, show_token: bool) {
 async fn serve(config: Config, cookie: String) -> anyhow::Result<()> {
     let mut cluster = cluster::start(&config, cookie).await?;
     candela_node::ops::recorder();
-    let platform = platform::start(&config, true).await?;
+    let platform = platform::start(&config).await?;
     let ops = start_ops(&config, &platform, true).await?;
     announce(&config, &platform, false);
     let mut status = None;

@@ -250,9 +250,9 @@ async fn source(config: &Config) -> anyhow::Result<(CryptoCompareConfig, Option<
     }
 }
 
-/// Starts this node's data plane; `cluster` adds the cluster layer's status
-/// to the admin endpoint.
-pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
+/// Starts this node's data plane (its admin endpoint's cluster view shows
+/// the cluster layer's peers when it runs, this node alone otherwise).
+pub async fn start(config: &Config) -> anyhow::Result<Platform> {
     let node = &config.node.name;
     let kafka = config.kafka.clone();
     // Patient with dependencies that are down (transient failures are not
@@ -552,58 +552,59 @@ pub async fn start(config: &Config, cluster: bool) -> anyhow::Result<Platform> {
             let s1 = Arc::clone(&store);
             let s2 = Arc::clone(&store);
             let s3 = Arc::clone(&store);
-            let state = Arc::new(ApiState {
-                datastore: Arc::new(pool),
-                feed: hub.clone().expect("an API node has a hub"),
-                streams: Arc::new(tokio::sync::Semaphore::new(config.api.max_streams)),
-                instruments: Arc::new(move || {
-                    let s = Arc::clone(&s1);
-                    Box::pin(async move { s.instruments().await.map_err(|e| e.to_string()) })
-                }),
-                ready: Arc::new(move || {
-                    let s = Arc::clone(&s2);
-                    Box::pin(async move { s.ping().await })
-                }),
-                config: ApiConfig {
-                    max_limit: config.api.max_limit,
-                    stream_grace_secs: config.api.stream_grace_secs,
-                    max_streams: config.api.max_streams,
-                    title: format!("candela ({node})"),
-                    metrics: candela_api::server::MetricsText(
-                        crate::ops::recorder().map(|h| {
-                            Arc::new(move || h.render()) as candela_api::server::MetricsFn
-                        }),
-                    ),
-                    // Visible in `/ready`, never a reason to be unready:
-                    // TimescaleDB not preloaded, its refresh jobs failing.
-                    ready_notes: candela_api::server::ReadyNotes(Some(Arc::new(move || match s3
-                        .as_ref()
-                    {
-                        Store::Postgres(pg) => pg.readiness_notes(),
-                        Store::Sqlite(_) => Vec::new(),
-                    }))),
-                },
-                admin: candela_api::server::AdminConfig {
-                    token: std::env::var(&config.admin.token_env)
-                        .ok()
-                        .filter(|t| !t.is_empty()),
-                    supervisors: vec![
-                        format!("candela.platform/{node}"),
-                        format!("candela.dynamic/{node}"),
-                        format!("{prefix}-supervisor"),
-                    ],
-                    cluster_status: cluster.then(|| {
-                        crate::cluster::inspect::admin_view(crate::cluster::inspect::ViewSettings {
-                            node: node.clone(),
-                            kafka: kafka.clone(),
-                            timeout: Duration::from_secs(2),
-                        })
+            let state =
+                Arc::new(ApiState {
+                    datastore: Arc::new(pool),
+                    feed: hub.clone().expect("an API node has a hub"),
+                    streams: Arc::new(tokio::sync::Semaphore::new(config.api.max_streams)),
+                    instruments: Arc::new(move || {
+                        let s = Arc::clone(&s1);
+                        Box::pin(async move { s.instruments().await.map_err(|e| e.to_string()) })
                     }),
-                    dynamic: Some(dynamic_admin(Duration::from_millis(
-                        config.dynamic.call_timeout_ms,
-                    ))),
-                },
-            });
+                    ready: Arc::new(move || {
+                        let s = Arc::clone(&s2);
+                        Box::pin(async move { s.ping().await })
+                    }),
+                    config: ApiConfig {
+                        max_limit: config.api.max_limit,
+                        stream_grace_secs: config.api.stream_grace_secs,
+                        max_streams: config.api.max_streams,
+                        title: format!("candela ({node})"),
+                        metrics: candela_api::server::MetricsText(crate::ops::recorder().map(
+                            |h| Arc::new(move || h.render()) as candela_api::server::MetricsFn,
+                        )),
+                        // Visible in `/ready`, never a reason to be unready:
+                        // TimescaleDB not preloaded, its refresh jobs failing.
+                        ready_notes: candela_api::server::ReadyNotes(Some(Arc::new(
+                            move || match s3.as_ref() {
+                                Store::Postgres(pg) => pg.readiness_notes(),
+                                Store::Sqlite(_) => Vec::new(),
+                            },
+                        ))),
+                    },
+                    admin: candela_api::server::AdminConfig {
+                        token: std::env::var(&config.admin.token_env)
+                            .ok()
+                            .filter(|t| !t.is_empty()),
+                        supervisors: vec![
+                            format!("candela.platform/{node}"),
+                            format!("candela.dynamic/{node}"),
+                            format!("{prefix}-supervisor"),
+                        ],
+                        // With or without the cluster layer (then: this node alone).
+                        cluster_status: Some(crate::cluster::inspect::admin_view(
+                            crate::cluster::inspect::ViewSettings {
+                                node: node.clone(),
+                                kafka: matches!(config.backends.bus, crate::config::BusKind::Kafka)
+                                    .then(|| kafka.clone()),
+                                timeout: Duration::from_secs(2),
+                            },
+                        )),
+                        dynamic: Some(dynamic_admin(Duration::from_millis(
+                            config.dynamic.call_timeout_ms,
+                        ))),
+                    },
+                });
             let listener = std::net::TcpListener::bind(config.api.listen)
                 .with_context(|| format!("api.listen: cannot listen on {}", config.api.listen))?;
             let addr = listener.local_addr()?;

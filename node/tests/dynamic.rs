@@ -135,7 +135,7 @@ async fn an_unknown_instrument_is_fetched_on_demand_and_equals_the_independent_c
 
     // A node without a coordinator: a clear 404, at once.
     let db0 = TestDb::new().await;
-    let lone = platform::start(&config(&db0, "[\"datastore\", \"api\"]"), false)
+    let lone = platform::start(&config(&db0, "[\"datastore\", \"api\"]"))
         .await
         .unwrap();
     let url = format!(
@@ -161,7 +161,7 @@ async fn an_unknown_instrument_is_fetched_on_demand_and_equals_the_independent_c
         &db,
         "[\"producer\", \"consumer\", \"datastore\", \"api\", \"coordinator\"]",
     );
-    let p = platform::start(&config, false).await.unwrap();
+    let p = platform::start(&config).await.unwrap();
     let im = p.imitation.as_ref().unwrap();
     let api = format!("http://{}", p.api_addr.unwrap());
     let from = Interval::M1.floor(now() - 10 * 60);
@@ -312,7 +312,7 @@ async fn pairs_the_source_does_not_list_change_nothing_and_the_live_feed_carries
         "[\"producer\", \"consumer\", \"datastore\", \"api\", \"coordinator\"]",
         &[("CANDELA__DYNAMIC__CREATIONS_PER_MINUTE", "600")],
     );
-    let p = platform::start(&config, false).await.unwrap();
+    let p = platform::start(&config).await.unwrap();
     let api = format!("http://{}", p.api_addr.unwrap());
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     let count = |sql: &'static str| {
@@ -395,7 +395,7 @@ async fn an_illiquid_instrument_is_served_on_the_first_request() {
             ("CANDELA__DATASTORE__FETCH_TIMEOUT_SECS", "30"),
         ],
     );
-    let p = platform::start(&config, false).await.unwrap();
+    let p = platform::start(&config).await.unwrap();
     let im = p.imitation.as_ref().unwrap();
     let sol: Instrument = "Binance:SOL-USDT".parse().unwrap();
     let from = Interval::M1.floor(now() - 15 * 60);

@@ -32,7 +32,7 @@ fn config(data_dir: &std::path::Path) -> Config {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_supervisor_that_gives_up_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let p = platform::start(&config(dir.path()), false).await.unwrap();
+    let p = platform::start(&config(dir.path())).await.unwrap();
 
     // Running: nothing to report.
     let early = tokio::time::timeout(Duration::from_secs(2), p.stopped()).await;

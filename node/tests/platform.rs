@@ -104,7 +104,7 @@ async fn api_bars_equal_the_independent_computation_through_faults_and_a_restart
     let db = TestDb::new().await;
     let config = config(&db, 0);
     let node = config.node.name.clone();
-    let p = platform::start(&config, false).await.unwrap();
+    let p = platform::start(&config).await.unwrap();
     let im = p.imitation.as_ref().unwrap();
     let api = format!("http://{}", p.api_addr.unwrap());
     let producer = format!("producer/{node}");
@@ -269,7 +269,7 @@ async fn sse(
 async fn the_live_stream_delivers_every_minute_once_across_the_seam() {
     let db = TestDb::new().await;
     let config = config(&db, 60);
-    let p = platform::start(&config, false).await.unwrap();
+    let p = platform::start(&config).await.unwrap();
     let api = format!("http://{}", p.api_addr.unwrap());
     let started = now();
     let from = started - 3_600;
@@ -352,7 +352,7 @@ async fn history_repairs_the_minute_the_live_stream_joined_midway() {
     let mut config = config(&db, 0);
     config.ingest.repair_minutes = 3;
     config.ingest.repair_interval_secs = 2;
-    let p = platform::start(&config, false).await.unwrap();
+    let p = platform::start(&config).await.unwrap();
     let im = p.imitation.as_ref().unwrap();
     let api = format!("http://{}", p.api_addr.unwrap());
     let i: Instrument = "Coinbase:BTC-USD".parse().unwrap();

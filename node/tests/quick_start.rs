@@ -59,6 +59,7 @@ impl Node {
             .ok()?;
         let response = client
             .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .bearer_auth("quick-start-test")
             .send()
             .await
             .ok()?;
@@ -142,6 +143,47 @@ async fn the_default_run_serves_bars_with_no_external_service_and_keeps_them() {
         assert!(Instant::now() < deadline, "no live bar within 60 s");
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    // A pair the node was not configured for, but the source lists: served
+    // on demand (the Data Not Found path: the coordinator runs here too).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (status, body) = loop {
+        let answer = node
+            .get("/api/v1/ohlcv?instrument=Binance:SOL-USDT&interval=1m&from=0&limit=5")
+            .await;
+        match answer {
+            Some((200, body)) => break (200, body),
+            // Still fetching (504) or the client's time-out: ask again.
+            Some((504, _)) | None if Instant::now() < deadline => {}
+            Some((status, body)) => break (status, body),
+            None => panic!("no answer for an on-demand instrument within 60 s"),
+        }
+    };
+    assert_eq!(status, 200, "an on-demand instrument: {body}");
+    assert!(
+        !body["bars"].as_array().unwrap().is_empty(),
+        "no bars for an on-demand instrument: {body}"
+    );
+    // The admin endpoints answer without the cluster layer: the cluster
+    // view is this node alone, and the dynamic instruments are listed.
+    let (status, cluster) = node.get("/admin/cluster").await.expect("cluster view");
+    assert_eq!(status, 200, "{cluster}");
+    let nodes = cluster["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{cluster}");
+    assert_eq!(nodes[0]["membership"], "self");
+    assert!(
+        nodes[0]["actors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["machine"] == "producer"),
+        "{cluster}"
+    );
+    let (status, dynamic) = node.get("/admin/dynamic").await.expect("dynamic list");
+    assert_eq!(status, 200, "{dynamic}");
+    assert!(
+        dynamic.to_string().contains("Binance:SOL-USDT"),
+        "{dynamic}"
+    );
     let (status, ready) = node.get("/ready").await.expect("ready answers");
     assert_eq!(status, 200, "{ready}");
     let (status, instruments) = node.get("/api/v1/instruments").await.expect("instruments");

@@ -262,8 +262,9 @@ fn actor_view(
 pub struct ViewSettings {
     /// This node's name.
     pub node: String,
-    /// The broker whose topics are listed.
-    pub kafka: KafkaConfig,
+    /// The broker whose topics are listed; `None` for the in-process bus
+    /// (no broker to ask).
+    pub kafka: Option<KafkaConfig>,
     /// The longest wait for each peer's report and for the broker.
     pub timeout: Duration,
 }
@@ -290,7 +291,16 @@ pub async fn cluster_view(settings: &ViewSettings) -> ClusterView {
     }
     let kafka = settings.kafka.clone();
     let timeout = settings.timeout;
-    let topics = tokio::spawn(async move { topics(&kafka, timeout).await });
+    let topics = tokio::spawn(async move {
+        match kafka {
+            Some(kafka) => topics(&kafka, timeout).await,
+            None => TopicsView {
+                brokers: vec![],
+                error: Some("the in-process bus: no broker to list topics of".into()),
+                topics: vec![],
+            },
+        }
+    });
     let local = local_report(&settings.node).await;
 
     let mut reports = HashMap::new();
@@ -364,7 +374,11 @@ pub async fn cluster_view(settings: &ViewSettings) -> ClusterView {
         }
     }
     let topics = topics.await.unwrap_or_else(|e| TopicsView {
-        brokers: settings.kafka.brokers.clone(),
+        brokers: settings
+            .kafka
+            .as_ref()
+            .map(|k| k.brokers.clone())
+            .unwrap_or_default(),
         error: Some(format!("the metadata task failed: {e}")),
         topics: vec![],
     });
