@@ -578,6 +578,8 @@ impl AdminApi {
     async fn remove_dynamic(
         &self,
         token: AdminToken,
+        /// `MARKET:BASE-QUOTE`.
+        #[oai(validator(pattern = r"^[A-Za-z0-9.]{1,32}:[A-Za-z0-9.]{1,32}-[A-Za-z0-9.]{1,32}$"))]
         instrument: Path<String>,
     ) -> AdminResponse<PlainText<String>> {
         if let Err(why) = self.authorized(&token) {

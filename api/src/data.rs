@@ -102,7 +102,7 @@ pub enum StreamResponse {
     /// Server-sent events: what is stored, then every change as it is
     /// committed.
     #[oai(status = 200)]
-    Ok(EventStream<stream::Events>),
+    Ok(crate::sse::BarEvents),
     /// A parameter (or `Last-Event-ID`) is wrong.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
@@ -367,15 +367,29 @@ impl DataApi {
         #[oai(validator(minimum(value = "0"), maximum(value = "7258118400")))]
         from: Query<i64>,
         /// Resume after this event id (as the `Last-Event-ID` header).
-        #[oai(validator(pattern = r"^[0-9]{1,18}-[0-9]{1,10}$"))]
+        #[oai(validator(pattern = r"^([0-9]{1,18}-[0-9]{1,10})?$"))]
         last_event_id: Query<Option<String>>,
         /// Resume after this event id (sent by EventSource on reconnect).
         #[oai(
             name = "Last-Event-ID",
-            validator(pattern = r"^[0-9]{1,18}-[0-9]{1,10}$")
+            validator(pattern = r"^([0-9]{1,18}-[0-9]{1,10})?$")
         )]
         last_event_header: Header<Option<String>>,
+        request: &poem::Request,
     ) -> StreamResponse {
+        // A `Last-Event-ID` that is not visible ASCII is read as absent by
+        // the framework: refuse it here, as the document's pattern does.
+        if request
+            .headers()
+            .get_all("last-event-id")
+            .iter()
+            .any(|v| v.to_str().is_err())
+        {
+            return StreamResponse::BadRequest(Json(ErrorBody::new(
+                "bad_request",
+                "`Last-Event-ID` must be an id this stream sent (`VERSION-TIME`): it is not ASCII",
+            )));
+        }
         let interval: Interval = interval.0.unwrap_or(IntervalParam::M1).into();
         let (instrument, from, _) =
             match validate(&instrument.0, interval, from.0, None, now_secs()) {
@@ -384,7 +398,11 @@ impl DataApi {
                     return StreamResponse::BadRequest(Json(ErrorBody::new("bad_request", msg)))
                 }
             };
-        let resume = match last_event_header.0.or(last_event_id.0) {
+        let resume = match last_event_header
+            .0
+            .filter(|id| !id.is_empty())
+            .or(last_event_id.0.filter(|id| !id.is_empty()))
+        {
             Some(id) => match stream::Resume::parse(&id) {
                 Ok(r) => Some(r),
                 Err(msg) => {
@@ -413,7 +431,7 @@ impl DataApi {
             resume,
             permit,
         );
-        StreamResponse::Ok(
+        StreamResponse::Ok(crate::sse::BarEvents(
             EventStream::new(events)
                 .keep_alive(std::time::Duration::from_secs(15))
                 .to_event(|e: StreamEvent| {
@@ -423,7 +441,7 @@ impl DataApi {
                     .event_type(e.kind.clone())
                     .id(e.id.clone())
                 }),
-        )
+        ))
     }
 }
 

@@ -24,6 +24,7 @@ pub mod feed;
 pub mod machines;
 pub mod model;
 pub mod server;
+pub mod sse;
 pub mod stream;
 pub mod telemetry;
 pub mod web;
