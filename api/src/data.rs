@@ -72,7 +72,7 @@ pub(crate) fn explain(err: &poem::Error) -> String {
             "`instrument` must be MARKET:BASE-QUOTE, e.g. Coinbase:BTC-USD (each part 1 to 32 ASCII letters, digits or `.`)"
         }
         Some("from") | Some("to") => {
-            "`from` and `to` must be Unix seconds between 0 and 7258118400"
+            "`from` and `to` must be Unix seconds (0 to 7258118400) or an RFC 3339 time like 2025-01-01T00:00:00Z"
         }
         Some("limit") => "`limit` must be a whole number between 1 and the node's maximum (see the document)",
         Some("interval") => "`interval` must be one of 1m, 5m, 15m, 1h, 1d",
@@ -207,13 +207,12 @@ impl DataApi {
         instrument: Query<String>,
         /// Bar interval.
         interval: Query<Option<IntervalParam>>,
-        /// Start, Unix seconds (the interval holding it is included). A
-        /// range that starts after its end, or in the future, holds no bars.
-        #[oai(validator(minimum(value = "0"), maximum(value = "7258118400")))]
-        from: Query<i64>,
-        /// End, Unix seconds (default: now).
-        #[oai(validator(minimum(value = "0"), maximum(value = "7258118400")))]
-        to: Query<Option<i64>>,
+        /// Start: Unix seconds or RFC 3339 (the interval holding it is
+        /// included). A range that starts after its end, or in the future,
+        /// holds no bars.
+        from: Query<crate::time::TimeParam>,
+        /// End: Unix seconds or RFC 3339 (default: now).
+        to: Query<Option<crate::time::TimeParam>>,
         /// Most bars to return (default 1000; at most the node's
         /// `api.max_limit`, 10000 by default: the document says this node's).
         #[oai(validator(minimum(value = "1"), maximum(value = "10000")))]
@@ -230,13 +229,16 @@ impl DataApi {
                 format!("`limit` must be between 1 and {max}, got {limit}"),
             )));
         }
-        let (instrument, from, to) =
-            match validate(&instrument.0, interval, from.0, to.0, now_secs()) {
-                Ok(v) => v,
-                Err(msg) => {
-                    return OhlcvResponse::BadRequest(Json(ErrorBody::new("bad_request", msg)))
-                }
-            };
+        let (instrument, from, to) = match validate(
+            &instrument.0,
+            interval,
+            from.0 .0,
+            to.0.map(|t| t.0),
+            now_secs(),
+        ) {
+            Ok(v) => v,
+            Err(msg) => return OhlcvResponse::BadRequest(Json(ErrorBody::new("bad_request", msg))),
+        };
         if from > to {
             // Nothing can be in it: no store, no source is asked.
             return OhlcvResponse::Ok(Json(OhlcvBody {
@@ -362,10 +364,9 @@ impl DataApi {
         instrument: Query<String>,
         /// Bar interval.
         interval: Query<Option<IntervalParam>>,
-        /// Start, Unix seconds (in the future: the stream starts with no
-        /// history).
-        #[oai(validator(minimum(value = "0"), maximum(value = "7258118400")))]
-        from: Query<i64>,
+        /// Start: Unix seconds or RFC 3339 (in the future: the stream starts
+        /// with no history).
+        from: Query<crate::time::TimeParam>,
         /// Resume after this event id (as the `Last-Event-ID` header).
         #[oai(validator(pattern = r"^([0-9]{1,18}-[0-9]{1,10})?$"))]
         last_event_id: Query<Option<String>>,
@@ -392,7 +393,7 @@ impl DataApi {
         }
         let interval: Interval = interval.0.unwrap_or(IntervalParam::M1).into();
         let (instrument, from, _) =
-            match validate(&instrument.0, interval, from.0, None, now_secs()) {
+            match validate(&instrument.0, interval, from.0 .0, None, now_secs()) {
                 Ok(v) => v,
                 Err(msg) => {
                     return StreamResponse::BadRequest(Json(ErrorBody::new("bad_request", msg)))

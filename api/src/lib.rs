@@ -27,6 +27,7 @@ pub mod server;
 pub mod sse;
 pub mod stream;
 pub mod telemetry;
+pub mod time;
 pub mod web;
 
 pub use server::{routes, serve, ApiConfig, ApiState};

@@ -569,8 +569,11 @@ async fn the_document_states_the_bounds_the_server_enforces() {
         assert_eq!(got, want, "limit={l}: {body}");
     }
 
-    // from: the same at its bounds.
-    let from = param_schema(&spec, "/api/v1/ohlcv", "get", "from");
+    // from: Unix seconds within the integer's bounds, or an RFC 3339 time.
+    let time = param_schema(&spec, "/api/v1/ohlcv", "get", "from");
+    assert_eq!(time["oneOf"][1]["format"], "date-time", "{time}");
+    let from = time["oneOf"][0].clone();
+    assert_eq!(from["type"], "integer", "{time}");
     let (min, max) = (
         from["minimum"].as_f64().unwrap() as i64,
         from["maximum"].as_f64().unwrap() as i64,
@@ -579,6 +582,30 @@ async fn the_document_states_the_bounds_the_server_enforces() {
         let (got, body) = get_json(&p.client, &ohlcv(format!("instrument={BTC}&from={f}"))).await;
         assert_eq!(got, want, "from={f}: {body}");
     }
+
+    for (text, want) in [
+        ("2025-01-01T00:00:00Z", 1_735_689_600),
+        ("2025-01-01T01:00:00%2B01:00", 1_735_689_600),
+        ("1735689600", 1_735_689_600),
+    ] {
+        let (got, body) = get_json(
+            &p.client,
+            &ohlcv(format!("instrument={BTC}&from={text}&to={text}")),
+        )
+        .await;
+        assert_eq!(got, 200, "from={text}: {body}");
+        assert_eq!(body["from"], want, "from={text}: {body}");
+    }
+    let (got, body) = get_json(
+        &p.client,
+        &ohlcv(format!("instrument={BTC}&from=2025-13-01T00:00:00Z")),
+    )
+    .await;
+    assert_eq!(got, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("RFC 3339"),
+        "{body}"
+    );
 
     // instrument: what the pattern accepts is never refused as malformed,
     // what it refuses is.
