@@ -582,6 +582,21 @@ mod tests {
         }
     }
 
+    /// The actor holding `name` once it is not `failed` any more (its
+    /// replacement).
+    async fn replaced(name: &str, failed: ractor::ActorId) -> ActorRef<FragileMsg> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(cell) = ractor::registry::where_is(name.to_owned()) {
+                if cell.get_id() != failed {
+                    return cell.into();
+                }
+            }
+            assert!(Instant::now() < deadline, "{name} was not replaced");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     async fn restarts_of(child: &ActorRef<FragileMsg>, prev: u32) -> u32 {
         // Poll until the restarted child reports a new count.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -617,9 +632,10 @@ mod tests {
 
         for expected in 1..=2 {
             let c = child("fragile-a").await;
+            let failed = c.get_id();
             c.cast(FragileMsg::Fail).unwrap();
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            let c = child("fragile-a").await;
+            // The event, not a pause: the name is held by another actor.
+            let c = replaced("fragile-a", failed).await;
             assert_eq!(restarts_of(&c, expected - 1).await, expected);
         }
         let status = ractor::call_t!(sup, SupervisorMsg::Status, 1_000).unwrap();

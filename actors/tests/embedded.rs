@@ -135,7 +135,9 @@ fn instruments(n: usize) -> Vec<Instrument> {
     common::instruments(n)
 }
 
-#[tokio::test]
+// Time is the test's (paused, advanced only by its sleeps): "old enough"
+// and "too young" never depend on how fast a loaded machine runs the steps.
+#[tokio::test(start_paused = true)]
 async fn retention_drops_what_every_group_committed_once_old_enough() {
     let bus = MemoryBus::with_retention(Retention {
         min_age: Duration::from_millis(300),
@@ -260,16 +262,20 @@ async fn topics_and_subscriptions_behave_like_the_broker() {
     assert_eq!(got.len(), records.len());
 
     // A waiting member wakes up as soon as a message comes.
+    // (It waits up to an hour; the test's deadline is 30 s.)
     let waiter = tokio::spawn(async move {
-        let started = std::time::Instant::now();
-        let batch = s.next_batch(10, Duration::from_secs(30)).await.unwrap();
-        (batch.len(), started.elapsed())
+        let batch = s.next_batch(10, Duration::from_secs(3_600)).await.unwrap();
+        batch.len()
     });
+    // Pacing only (the assertion below does not depend on it): let the
+    // member wait before the message comes.
     tokio::time::sleep(Duration::from_millis(100)).await;
     bus.publish("later", &records[..1]).await.unwrap();
-    let (n, waited) = waiter.await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("the waiting member did not wake up when a message came")
+        .unwrap();
     assert_eq!(n, 1);
-    assert!(waited < Duration::from_secs(5), "{waited:?}");
 
     // Three members of one group split four partitions; when one leaves, the
     // others take its partitions over.

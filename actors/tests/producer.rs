@@ -152,9 +152,19 @@ async fn live_trades_reach_the_topic_exactly_once_in_arrival_order() {
     im.replay_recent(10);
     im.send_late(6);
     im.send_malformed(4);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Events, not pauses: the faults were sent, then the client is back.
+    common::eventually("the faults to be sent", 20, || {
+        let c = im.counters();
+        c.malformed_sent >= 4 && c.trades_late >= 6
+    })
+    .await;
+    let opened = im.counters().connections_opened;
     im.drop_connections();
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    common::eventually("the client to reconnect", 20, || {
+        let c = im.counters();
+        c.connections_opened > opened && c.connections_active >= 1
+    })
+    .await;
     im.replay_recent(10);
     im.send_late(6);
     let before = published(0).await.unwrap().published_trades;
@@ -171,11 +181,12 @@ async fn live_trades_reach_the_topic_exactly_once_in_arrival_order() {
     for i in instruments() {
         p.cast(ProducerMsg::StopLive { instrument: i }).unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let status = ractor::call_t!(p, ProducerMsg::Status, 2_000).unwrap();
     assert!(im.counters().malformed_sent >= 4, "the faults happened");
 
+    // Read until the topic is quiet; the counters are read after, so
+    // nothing published is left out of either.
     let records = read_topic(&kafka.bootstrap_servers(), &topic, Duration::from_secs(3)).await;
+    let status = ractor::call_t!(p, ProducerMsg::Status, 2_000).unwrap();
     let ticks: Vec<Tick> = records
         .iter()
         .map(|(_, r)| match r {

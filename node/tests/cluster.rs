@@ -332,19 +332,23 @@ fn a_killed_node_is_noticed_and_rejoins_unaided() {
     let mut nodes = mesh(&["alpha", "beta", "gamma"]);
     wait_for("a full mesh", &nodes, || fully_connected(&nodes));
     nodes[2].kill();
-    let killed = Instant::now();
     wait_for("alpha and beta to notice gamma's death", &nodes, || {
         nodes[..2].iter().all(|n| {
             n.peer_state("gamma")
                 .is_some_and(|s| s == "down" || s == "connecting")
         })
     });
-    let noticed = killed.elapsed();
-    eprintln!("a killed node was noticed after {noticed:?}");
-    assert!(
-        noticed < Duration::from_millis(HEARTBEAT_MS * (MISSES + 1)),
-        "a killed node should be noticed at once, took {noticed:?}"
-    );
+    // Noticed at once, by the session closing ("peer lost"), not by missed
+    // heartbeats: which event, not how long it took.
+    for node in &nodes[..2] {
+        let log = node.log();
+        assert!(log.contains("peer lost"), "{}", tail(&log, 20));
+        assert!(
+            !log.contains("dropping unresponsive peer"),
+            "a killed node was taken for a hung one: {}",
+            tail(&log, 20)
+        );
+    }
     for node in &nodes[..2] {
         assert_eq!(node.connected_peers().len(), 1);
     }
@@ -367,7 +371,6 @@ fn a_stopped_node_is_dropped_and_returns_after_sigcont() {
         })
     });
     nodes[2].signal(Signal::SIGSTOP);
-    let stopped = Instant::now();
     let mut suspect_seen = false;
     wait_for("alpha and beta to drop the stopped gamma", &nodes, || {
         let states: Vec<_> = nodes[..2]
@@ -377,14 +380,8 @@ fn a_stopped_node_is_dropped_and_returns_after_sigcont() {
         suspect_seen |= states.iter().any(|s| s == "suspect");
         states.iter().all(|s| s == "down" || s == "connecting")
     });
-    let dropped = stopped.elapsed();
-    eprintln!("a stopped node was dropped after {dropped:?}");
-    // The limit is heartbeat × (misses + 1); allow for polling and a loaded machine.
-    let limit = Duration::from_millis(HEARTBEAT_MS * (MISSES + 1));
-    assert!(
-        dropped <= limit + Duration::from_millis(1_500),
-        "dropped after {dropped:?}, limit {limit:?}"
-    );
+    // Dropped by the heartbeats (suspect first, then the misses), the path
+    // whose timing the membership machine's unit tests pin down.
     assert!(suspect_seen, "gamma should have been suspect first");
     assert!(nodes[0].log().contains("dropping unresponsive peer"));
     // alpha and beta still see each other.

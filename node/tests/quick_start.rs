@@ -22,8 +22,11 @@ impl Node {
     /// Starts `candela` (no arguments) in `dir`, with only the API port and
     /// the pace of the imitation overridden. Every variable of the test
     /// environment that could point it at a real backend is removed.
-    fn start(dir: &Path, port: u16, run: u32, backfill_minutes: u32) -> Self {
-        let log = std::fs::File::create(dir.join(format!("node.{run}.log"))).unwrap();
+    /// The node binds its API port itself (port 0); the test reads the
+    /// address from the banner it prints.
+    fn start(dir: &Path, run: u32, backfill_minutes: u32) -> Self {
+        let log_path = dir.join(format!("node.{run}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_candela"));
         for (key, _) in std::env::vars() {
             if key.starts_with("CANDELA__") {
@@ -32,7 +35,8 @@ impl Node {
         }
         let child = cmd
             .current_dir(dir)
-            .env("CANDELA__API__LISTEN", format!("127.0.0.1:{port}"))
+            .env("CANDELA__API__LISTEN", "127.0.0.1:0")
+            .env("CANDELA__OPS__LISTEN", "127.0.0.1:0")
             .env(
                 "CANDELA__INGEST__BACKFILL_MINUTES",
                 backfill_minutes.to_string(),
@@ -49,7 +53,28 @@ impl Node {
             .stderr(log)
             .spawn()
             .expect("start candela");
-        Self { child, port }
+        let mut node = Self { child, port: 0 };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        node.port = loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(port) = text
+                .split("candela is serving on http://127.0.0.1:")
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|p| p.parse::<u16>().ok())
+            {
+                break port;
+            }
+            if let Ok(Some(status)) = node.child.try_wait() {
+                panic!("candela exited ({status}) before serving:\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "candela did not say where it serves within 120 s:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        node
     }
 
     async fn get(&self, path: &str) -> Option<(u16, Value)> {
@@ -114,20 +139,11 @@ impl Drop for Node {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn the_default_run_serves_bars_with_no_external_service_and_keeps_them() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
 
-    let node = Node::start(dir.path(), port, 1, 30);
+    let node = Node::start(dir.path(), 1, 30);
     // The backfill (30 closed minutes) and the live minute.
     node.wait_for_bars(30, dir.path(), 1).await;
     // Live trades flow through the in-process bus into SQLite: a live bar.
@@ -242,7 +258,7 @@ async fn the_default_run_serves_bars_with_no_external_service_and_keeps_them() {
     // Started again with no backfill and no repair (nothing fetches the past
     // again): every minute stored before is served from the SQLite file, and
     // the minutes taken from history (closed, final) are unchanged.
-    let node = Node::start(dir.path(), port, 2, 0);
+    let node = Node::start(dir.path(), 2, 0);
     let second = node.wait_for_bars(first.len(), dir.path(), 2).await;
     let history: Vec<&Value> = first.iter().filter(|b| b["source"] == "history").collect();
     assert!(history.len() >= 25, "{} history bars", history.len());

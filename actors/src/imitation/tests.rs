@@ -195,18 +195,28 @@ async fn the_rest_delay_switch_delays_every_answer() {
         "{}/data/v2/histominute?fsym=FOO&tsym=USD&e=Coinbase",
         im.rest_url()
     );
-    let timed = |url: String| async move {
-        let started = Instant::now();
-        let (status, _) = get(&url).await;
-        assert_eq!(status, 200);
-        started.elapsed()
+    // No measured durations: a delay far longer than a client's patience
+    // makes the client give up, and the imitation counts what it delayed.
+    let within = |url: String, secs: u64| async move {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(secs))
+            .build()
+            .unwrap()
+            .get(url)
+            .send()
+            .await
     };
-    assert!(timed(url.clone()).await < Duration::from_millis(300));
+    let r = within(url.clone(), 30).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(im.counters().rest_delayed, 0);
 
-    im.set_rest_delay(Duration::from_millis(400));
-    assert_eq!(im.rest_delay(), Duration::from_millis(400));
-    assert!(timed(url.clone()).await >= Duration::from_millis(400));
-    assert!(timed(unlisted.clone()).await >= Duration::from_millis(400));
+    im.set_rest_delay(Duration::from_secs(600));
+    assert_eq!(im.rest_delay(), Duration::from_secs(600));
+    for u in [url.clone(), unlisted.clone()] {
+        let err = within(u, 1).await.unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+    }
+    // (Counted on arrival, before the wait.)
     assert_eq!(im.counters().rest_delayed, 2);
 
     // Over HTTP, as from another process.
@@ -215,25 +225,30 @@ async fn the_rest_delay_switch_delays_every_answer() {
     let r = client.post(control("ms=0")).send().await.unwrap();
     assert!(r.status().is_success());
     assert_eq!(im.rest_delay(), Duration::ZERO);
-    assert!(timed(url.clone()).await < Duration::from_millis(300));
-    let r = client.post(control("ms=350")).send().await.unwrap();
+    let r = within(url.clone(), 30).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(im.counters().rest_delayed, 2);
+    let r = client.post(control("ms=600000")).send().await.unwrap();
     assert!(r.status().is_success());
-    assert!(timed(url.clone()).await >= Duration::from_millis(350));
+    assert!(within(url.clone(), 1).await.unwrap_err().is_timeout());
+    assert_eq!(im.counters().rest_delayed, 3);
     let r = client.post(control("ms=soon")).send().await.unwrap();
     assert!(r.status().is_client_error());
     im.shutdown().await;
 
     // From the configuration, from the start.
     let im = serve(ImitationConfig {
-        rest_delay_ms: 300,
+        rest_delay_ms: 600_000,
         ..ImitationConfig::default()
     })
     .await;
+    assert_eq!(im.rest_delay(), Duration::from_secs(600));
     let url = format!(
         "{}/data/v2/histominute?fsym=BTC&tsym=USD&e=Coinbase&limit=1",
         im.rest_url()
     );
-    assert!(timed(url).await >= Duration::from_millis(300));
+    assert!(within(url, 1).await.unwrap_err().is_timeout());
+    assert_eq!(im.counters().rest_delayed, 1);
     im.shutdown().await;
 }
 
