@@ -587,7 +587,7 @@ mod tests {
     async fn replaced(name: &str, failed: ractor::ActorId) -> ActorRef<FragileMsg> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            if let Some(cell) = ractor::registry::where_is(name.to_owned()) {
+            if let Some(cell) = ractor::registry::where_is(name) {
                 if cell.get_id() != failed {
                     return cell.into();
                 }
