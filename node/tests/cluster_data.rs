@@ -73,10 +73,7 @@ fn nodes(dp: &DataPlane) -> Vec<NodeProcess> {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
+    cluster::http(20)
 }
 
 /// `GET /admin/cluster` on `node` with `token`: (status, body).
@@ -174,15 +171,7 @@ async fn a_killed_consumer_node_loses_no_tick_and_rejoins_unaided() {
 
     // alpha first: it migrates the database and creates the topic.
     nodes[0].start();
-    wait_for("alpha's API", 90, &nodes, async || {
-        let resp = client()
-            .get(format!("{}/ready", nodes[0].api()))
-            .send()
-            .await
-            .ok()?;
-        resp.status().is_success().then_some(())
-    })
-    .await;
+    cluster::wait_ready(&nodes, 0, 90).await;
     wait_for("the tick topic", 60, &nodes, async || {
         let v = view(&nodes[0]).await?;
         v["topics"]["topics"]

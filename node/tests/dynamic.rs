@@ -82,19 +82,7 @@ fn config_with(db: &TestDb, roles: &str, extra: &[(&str, &str)]) -> Config {
     Config::parse(&text, env.into_iter().map(|(k, v)| (k.to_owned(), v))).unwrap()
 }
 
-async fn wait_for<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use candela_testkit::cluster::eventually as wait_for;
 
 fn dec(v: &Value) -> Decimal {
     v.as_str().unwrap().parse().unwrap()

@@ -28,7 +28,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use candela_testkit::cluster::{self, wait_for, NodeProcess};
 use candela_testkit::oracle;
@@ -46,10 +46,7 @@ const LATER: &str = "Kraken:ETH-USD";
 const REPAIR_MINUTES: i64 = 3;
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(70))
-        .build()
-        .unwrap()
+    cluster::http(70)
 }
 
 fn nodes(dp: &DataPlane) -> Vec<NodeProcess> {
@@ -162,15 +159,7 @@ async fn a_dynamic_instrument_survives_its_producer_and_its_consumer_node() {
     nodes[1].start();
     nodes[2].start();
     nodes[0].start();
-    wait_for("alpha's API", 90, &nodes, async || {
-        let resp = client()
-            .get(format!("{}/ready", nodes[0].api()))
-            .send()
-            .await
-            .ok()?;
-        resp.status().is_success().then_some(())
-    })
-    .await;
+    cluster::wait_ready(&nodes, 0, 90).await;
     let asked_at = common::now_secs();
 
     // Asked for on alpha: served.
@@ -281,15 +270,7 @@ async fn a_standby_coordinator_takes_over_within_seconds() {
     nodes[1].start();
     nodes[2].start();
     nodes[0].start();
-    wait_for("alpha's API", 90, &nodes, async || {
-        let resp = client()
-            .get(format!("{}/ready", nodes[0].api()))
-            .send()
-            .await
-            .ok()?;
-        resp.status().is_success().then_some(())
-    })
-    .await;
+    cluster::wait_ready(&nodes, 0, 90).await;
     wait_for(
         "beta's coordinator to be the active one",
         60,

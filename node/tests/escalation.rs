@@ -22,8 +22,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use candela_testkit::cluster::{self, caught_up, offsets, placements, wait_for};
 use candela_testkit::unique;
 use common::DataPlane;
@@ -38,13 +36,6 @@ const INSTRUMENTS: [&str; 4] = [
 ];
 /// beta#000 is the first of two members: partitions 0 and 2.
 const BETA_PARTITIONS: [usize; 2] = [0, 2];
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_consumer_that_fails_on_every_batch_escalates_and_its_partitions_move() {
@@ -84,15 +75,7 @@ async fn a_consumer_that_fails_on_every_batch_escalates_and_its_partitions_move(
 
     // alpha first: it migrates the database and creates the topic.
     nodes[0].start();
-    wait_for("alpha's API", 90, &nodes, async || {
-        let resp = client()
-            .get(format!("{}/ready", nodes[0].api()))
-            .send()
-            .await
-            .ok()?;
-        resp.status().is_success().then_some(())
-    })
-    .await;
+    cluster::wait_ready(&nodes, 0, 90).await;
     // beta writes as a role of its own.
     for statement in [
         format!("CREATE ROLE {role} LOGIN PASSWORD 'beta-secret'"),

@@ -247,6 +247,42 @@ pub async fn wait_for<T>(
     }
 }
 
+/// An HTTP client for the tests' calls to nodes: answers within `secs`.
+pub fn http(secs: u64) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(secs))
+        .build()
+        .expect("an HTTP client")
+}
+
+/// Waits until `nodes[i]`'s API answers `/ready` with 200, at most `secs`
+/// (the nodes' logs on failure).
+pub async fn wait_ready(nodes: &[NodeProcess], i: usize, secs: u64) {
+    let url = format!("{}/ready", nodes[i].api());
+    let what = format!("{}'s API to be ready", nodes[i].name);
+    wait_for(&what, secs, nodes, async || {
+        let resp = http(20).get(&url).send().await.ok()?;
+        resp.status().is_success().then_some(())
+    })
+    .await;
+}
+
+/// Polls `f` until it answers, or panics after `secs` (for checks in the
+/// test's own process, where no node's log can help).
+pub async fn eventually<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Each placed consumer's latest partition placement in `log`: member
 /// (`gamma#001`) → share (`2 of 3`).
 pub fn placements(log: &str) -> BTreeMap<String, String> {
