@@ -476,6 +476,9 @@ pub struct ConsumerConfig {
     pub ready_max_lag: u64,
 }
 
+/// The shortest cluster cookie accepted, in bytes.
+pub const MIN_COOKIE_BYTES: usize = 32;
+
 /// The longest backfill: ten years of minutes (fetched a week at a time).
 pub const MAX_BACKFILL_MINUTES: i64 = 10 * 366 * 1_440;
 /// The longest repair: a day of minutes.
@@ -749,6 +752,16 @@ impl ClusterConfig {
     /// Reads the cookie from the variable named by `cookie_env`.
     pub fn cookie(&self, env: impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
         match env(&self.cookie_env) {
+            Some(cookie) if cookie.trim().len() < MIN_COOKIE_BYTES && !cookie.trim().is_empty() => {
+                Err(ConfigError::Value {
+                    field: "cluster.cookie_env".into(),
+                    reason: format!(
+                        "the cookie in `{}` has {} bytes; it must have at least {MIN_COOKIE_BYTES} bytes (e.g. `openssl rand -hex 32`): a short cookie can be guessed offline from one recorded handshake",
+                        self.cookie_env,
+                        cookie.trim().len()
+                    ),
+                })
+            }
             Some(cookie) if !cookie.trim().is_empty() => Ok(cookie),
             _ => Err(ConfigError::Value {
                 field: "cluster.cookie_env".into(),
@@ -1322,13 +1335,22 @@ mod tests {
         let err = config.cluster.cookie(|_| None).unwrap_err().to_string();
         assert!(err.contains("CANDELA_CLUSTER_COOKIE"), "{err}");
         assert!(config.cluster.cookie(|_| Some("  ".into())).is_err());
+        let long = "0123456789abcdef0123456789abcdef";
         assert_eq!(
             config
                 .cluster
-                .cookie(|v| (v == "CANDELA_CLUSTER_COOKIE").then(|| "s3cret".into()))
+                .cookie(|v| (v == "CANDELA_CLUSTER_COOKIE").then(|| long.into()))
                 .unwrap(),
-            "s3cret"
+            long
         );
+        // Shorter than 32 bytes: refused, with the reason.
+        let err = config
+            .cluster
+            .cookie(|_| Some("s3cret".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least 32 bytes"), "{err}");
+        assert!(config.cluster.cookie(|_| Some(long[..31].into())).is_err());
     }
 
     #[test]

@@ -376,7 +376,9 @@ async fn the_pages_draw_the_chart_live_and_show_every_actor() {
     let data = tempfile::tempdir().unwrap();
     let config = config(data.path(), &token_env);
     let node = config.node.name.clone();
-    let cluster = cluster::start(&config, unique("cookie")).await.unwrap();
+    let cluster = cluster::start(&config, unique("cookie-of-the-browser-test-cluster"))
+        .await
+        .unwrap();
     let p = platform::start(&config).await.unwrap();
     let api = format!("http://{}", p.api_addr.unwrap());
     let http = reqwest::Client::new();

@@ -15,7 +15,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-const COOKIE: &str = "candela-test-cookie";
+const COOKIE: &str = "candela-test-cookie-0123456789abcdef0123";
 const TOKEN: &str = "candela-test-admin-token";
 const HEARTBEAT_MS: u64 = 250;
 const MISSES: u64 = 3;
@@ -295,7 +295,7 @@ fn a_node_with_a_wrong_cookie_is_refused() {
     let nodes = mesh(&["alpha", "beta"]);
     wait_for("a full mesh", &nodes, || fully_connected(&nodes));
     let mut intruder = Node::new("intruder");
-    intruder.cookie = "not-the-cookie".into();
+    intruder.cookie = "not-the-cookie-but-long-enough-0123456789".into();
     intruder.peers = vec![nodes[0].address()];
     intruder.start();
     // The intruder keeps trying and keeps being refused.
@@ -400,6 +400,23 @@ fn names_resolve_across_nodes_follow_a_move_and_report_duplicates() {
     let nodes = mesh(&["alpha", "beta", "gamma"]);
     wait_for("a full mesh", &nodes, || fully_connected(&nodes));
 
+    // Names the cluster layer and the platform own are refused: a probe
+    // holding `membership/beta` would take beta's heartbeats.
+    for owned in [
+        "membership/beta",
+        "coordinator",
+        "producer/alpha",
+        "probe/",
+        "probes/x",
+    ] {
+        let (code, body) = nodes[0]
+            .http("POST", &format!("/cluster/probes/{owned}"))
+            .unwrap();
+        assert_eq!(code, 400, "{owned}: {body}");
+        assert!(body.to_string().contains("probe/"), "{owned}: {body}");
+    }
+    assert!(fully_connected(&nodes), "a refused probe changed nothing");
+
     let (code, body) = nodes[0].http("POST", "/cluster/probes/probe/one").unwrap();
     assert_eq!(code, 201, "{body}");
     for node in &nodes {
@@ -477,6 +494,23 @@ fn names_resolve_across_nodes_follow_a_move_and_report_duplicates() {
         .collect();
     holders.sort();
     assert_eq!(holders, ["alpha", "beta"]);
+}
+
+#[test]
+fn a_node_with_a_short_cookie_refuses_to_start() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_candela"))
+        .args(["node", "--config", config])
+        .env("CANDELA_CLUSTER_COOKIE", "0123456789abcdef")
+        .env("CANDELA__CLUSTER__LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CANDELA_CLUSTER_COOKIE") && err.contains("32 bytes"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -23,7 +23,10 @@ const CONFIG_IN_IMAGE: &str = "/etc/candela/cluster.toml";
 /// The deployer's variables, as `export`ed before `docker compose up`.
 fn deployer_env() -> BTreeMap<&'static str, &'static str> {
     BTreeMap::from([
-        ("CANDELA_CLUSTER_COOKIE", "cookie"),
+        (
+            "CANDELA_CLUSTER_COOKIE",
+            "cookie-of-the-compose-test-0123456789abcdef",
+        ),
         ("CANDELA_ADMIN_TOKEN", "token"),
         ("POSTGRES_PASSWORD", "secret"),
         ("GRAFANA_ADMIN_PASSWORD", "grafana-secret"),

@@ -30,7 +30,7 @@ use candela_actors::imitation::TradeModel;
 use candela_testkit::{broker, convert, oracle, unique, TestDb};
 use serde_json::Value;
 
-const COOKIE: &str = "candela-dynamic-test-cookie";
+const COOKIE: &str = "candela-dynamic-test-cookie-0123456789abcdef";
 /// The status endpoint refuses every request without the admin token.
 const TOKEN: &str = "candela-dynamic-test-admin-token";
 const SEED: u64 = 7;

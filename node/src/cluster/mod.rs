@@ -84,6 +84,9 @@ pub enum ClusterError {
     /// The membership actors did not start.
     #[error("cannot start cluster membership: {0}")]
     Start(String),
+    /// The cookie is too short to be a secret.
+    #[error("the cluster cookie has {0} bytes; it must have at least {min}", min = crate::config::MIN_COOKIE_BYTES)]
+    WeakCookie(usize),
     /// The membership actor is not running (it may be restarting).
     #[error("cluster membership is not running")]
     NotRunning,
@@ -104,6 +107,9 @@ pub struct Cluster {
 /// Starts the node server on `cluster.listen` with `cookie`, then the
 /// heartbeat responder and membership under a supervisor.
 pub async fn start(config: &Config, cookie: String) -> Result<Cluster, ClusterError> {
+    if cookie.trim().len() < crate::config::MIN_COOKIE_BYTES {
+        return Err(ClusterError::WeakCookie(cookie.trim().len()));
+    }
     let node = config.node.name.clone();
     let c = &config.cluster;
     let listen = c.listen;

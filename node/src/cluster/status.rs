@@ -138,8 +138,28 @@ async fn name_holders(Path(name): Path<String>) -> Response {
     }
 }
 
+/// The prefix every probe's name has: the names outside it belong to the
+/// platform and the cluster layer (`membership/<node>`, `coordinator`, …),
+/// and a probe holding one would take calls meant for them.
+pub const PROBE_PREFIX: &str = "probe/";
+
+/// Why a probe may not hold `name`, if it may not.
+pub fn refuse_probe_name(name: &str) -> Option<String> {
+    match name.strip_prefix(PROBE_PREFIX) {
+        Some(rest) if !rest.is_empty() => None,
+        _ => Some(format!(
+            "a probe's name must be `{PROBE_PREFIX}<something>`; `{}` is not (names outside `{PROBE_PREFIX}` belong to the platform and the cluster layer)",
+            candela_actors::domain::validate::shorten(name)
+        )),
+    }
+}
+
 #[handler]
 async fn start_probe(Path(name): Path<String>, Data(ctx): Data<&Arc<Ctx>>) -> Response {
+    if let Some(why) = refuse_probe_name(&name) {
+        tracing::warn!(name = %candela_actors::domain::validate::shorten(&name), "probe refused: not a probe/ name");
+        return error(StatusCode::BAD_REQUEST, why);
+    }
     let local = names::role_members(PROBE_ROLE)
         .iter()
         .filter(|c| c.get_id().is_local())

@@ -70,43 +70,46 @@ impl DataPlane {
         instruments: &[&str],
     ) {
         let instruments: Vec<String> = instruments.iter().map(|s| (*s).to_owned()).collect();
-        node.set("CANDELA_CLUSTER_COOKIE", "candela-data-plane-test-cookie")
-            .set("CANDELA_ADMIN_TOKEN", TOKEN)
-            .set("CANDELA__NODE__ROLES", roles)
-            .set("CANDELA__CONSUMER__WORKERS", workers.to_string())
-            .set(
-                "CANDELA__KAFKA__BROKERS",
-                cluster::toml_list(std::slice::from_ref(&self.bootstrap)),
-            )
-            .set("CANDELA__KAFKA__TICK_TOPIC", &self.topic)
-            .set(
-                "CANDELA__KAFKA__TICK_TOPIC_PARTITIONS",
-                partitions.to_string(),
-            )
-            .set("CANDELA__POSTGRES__URL", &self.db.url)
-            .set("CANDELA__POSTGRES__MAX_CONNECTIONS", "4")
-            .set("CANDELA__REDIS__URL", candela_testkit::redis_url())
-            .set("CANDELA__REDIS__KEY_PREFIX", &self.redis_prefix)
-            .set("CANDELA__SOURCE__KIND", "cryptocompare")
-            .set(
-                "CANDELA__SOURCE__CRYPTOCOMPARE__REST_URL",
-                self.im().rest_url(),
-            )
-            .set("CANDELA__SOURCE__CRYPTOCOMPARE__WS_URL", self.im().ws_url())
-            .set("CANDELA__SOURCE__CRYPTOCOMPARE__RECONNECT_MIN_MS", "100")
-            .set(
-                "CANDELA__INGEST__INSTRUMENTS",
-                cluster::toml_list(&instruments),
-            )
-            .set("CANDELA__INGEST__BACKFILL_MINUTES", "0")
-            .set("CANDELA__INGEST__REPAIR_MINUTES", "0")
-            .set("CANDELA__CONSUMER__GROUP", &self.group)
-            .set("CANDELA__CONSUMER__BATCH_MAX", "200")
-            .set("CANDELA__DATASTORE__POOL_SIZE", "2")
-            .set("CANDELA__CLUSTER__HEARTBEAT_MS", "250")
-            .set("CANDELA__CLUSTER__HEARTBEAT_MISSES", "3")
-            .set("CANDELA__CLUSTER__RECONNECT_MIN_MS", "100")
-            .set("CANDELA__CLUSTER__RECONNECT_MAX_MS", "1000");
+        node.set(
+            "CANDELA_CLUSTER_COOKIE",
+            "candela-data-plane-test-cookie-0123456789",
+        )
+        .set("CANDELA_ADMIN_TOKEN", TOKEN)
+        .set("CANDELA__NODE__ROLES", roles)
+        .set("CANDELA__CONSUMER__WORKERS", workers.to_string())
+        .set(
+            "CANDELA__KAFKA__BROKERS",
+            cluster::toml_list(std::slice::from_ref(&self.bootstrap)),
+        )
+        .set("CANDELA__KAFKA__TICK_TOPIC", &self.topic)
+        .set(
+            "CANDELA__KAFKA__TICK_TOPIC_PARTITIONS",
+            partitions.to_string(),
+        )
+        .set("CANDELA__POSTGRES__URL", &self.db.url)
+        .set("CANDELA__POSTGRES__MAX_CONNECTIONS", "4")
+        .set("CANDELA__REDIS__URL", candela_testkit::redis_url())
+        .set("CANDELA__REDIS__KEY_PREFIX", &self.redis_prefix)
+        .set("CANDELA__SOURCE__KIND", "cryptocompare")
+        .set(
+            "CANDELA__SOURCE__CRYPTOCOMPARE__REST_URL",
+            self.im().rest_url(),
+        )
+        .set("CANDELA__SOURCE__CRYPTOCOMPARE__WS_URL", self.im().ws_url())
+        .set("CANDELA__SOURCE__CRYPTOCOMPARE__RECONNECT_MIN_MS", "100")
+        .set(
+            "CANDELA__INGEST__INSTRUMENTS",
+            cluster::toml_list(&instruments),
+        )
+        .set("CANDELA__INGEST__BACKFILL_MINUTES", "0")
+        .set("CANDELA__INGEST__REPAIR_MINUTES", "0")
+        .set("CANDELA__CONSUMER__GROUP", &self.group)
+        .set("CANDELA__CONSUMER__BATCH_MAX", "200")
+        .set("CANDELA__DATASTORE__POOL_SIZE", "2")
+        .set("CANDELA__CLUSTER__HEARTBEAT_MS", "250")
+        .set("CANDELA__CLUSTER__HEARTBEAT_MISSES", "3")
+        .set("CANDELA__CLUSTER__RECONNECT_MIN_MS", "100")
+        .set("CANDELA__CLUSTER__RECONNECT_MAX_MS", "1000");
     }
 
     /// The imitation (running).
