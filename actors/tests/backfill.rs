@@ -161,3 +161,81 @@ async fn instruments_are_backfilled_concurrently_within_the_rate_limit() {
     assert_eq!(published as usize, got.len());
     producer.stop(None);
 }
+
+/// A fetch the source refuses (a pair it does not list) is answered to its
+/// caller, and the producer goes on: the other instruments' fetches in
+/// flight are published, nothing restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_fetch_fails_alone_and_the_producer_goes_on() {
+    let im = imitation(ImitationConfig {
+        rest_delay_ms: 300,
+        ..ImitationConfig::default()
+    })
+    .await;
+    let cc = client_config(&im, None);
+    let bus = MemoryBus::new();
+    let topic = common::unique("tick-data");
+    let name = common::unique("producer");
+    let make_bus = {
+        let bus = bus.clone();
+        Arc::new(move || Ok(bus.clone()))
+    };
+    let (producer, _) = Actor::spawn(
+        Some(name.clone()),
+        Producer::<HistoryClient, LiveFeed, MemoryBus>::default(),
+        ProducerArgs {
+            instance: name.clone(),
+            history: Arc::new(HistoryClient::new(cc.clone()).unwrap()),
+            live: Arc::new(LiveFeed { config: cc }),
+            make_bus,
+            fixed_topic: topic.clone(),
+            fixed_partitions: 3,
+            live_instruments: vec![],
+            batch_max: 5_000,
+            dynamic: Default::default(),
+            restarted: false,
+        },
+    )
+    .await
+    .unwrap();
+    // (Not the other test's instruments: the progress table is the
+    // process's, by instrument, and the tests run at once.)
+    let listed = [
+        Instrument::new("Coinbase", "SOL", "USD"),
+        Instrument::new("Kraken", "XRP", "EUR"),
+    ];
+    let unlisted = Instrument::new("Coinbase", "NOPE", "USD");
+    let now = candela_actors::domain::validate::now_secs();
+    let plan = Plan::last_minutes(now - now.rem_euclid(60) - 120, 2 * 500, 500);
+    let report = {
+        let producer = producer.clone();
+        backfill::run(
+            move || Some(producer.clone()),
+            vec![unlisted.clone(), listed[0].clone(), listed[1].clone()],
+            plan,
+            Settings {
+                concurrency: 3,
+                attempts: 1,
+                call_timeout: Duration::from_secs(60),
+                producer_wait: Duration::from_secs(5),
+                ..Settings::default()
+            },
+        )
+        .await
+    };
+    assert_eq!(
+        producer.get_status(),
+        ractor::ActorStatus::Running,
+        "the producer stopped on a refused fetch"
+    );
+    for r in &report {
+        if r.instrument == unlisted.to_string() {
+            assert!(r.failed_chunks >= 1, "{r:?}");
+        } else {
+            assert_eq!((r.done_minutes, r.failed_chunks), (1_000, 0), "{r:?}");
+        }
+    }
+    let published = bus.messages(&topic).len();
+    assert_eq!(published, 2 * 1_000, "both listed instruments, whole");
+    producer.stop(None);
+}

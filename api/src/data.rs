@@ -221,8 +221,9 @@ impl DataApi {
         fill: Query<Option<bool>>,
     ) -> OhlcvResponse {
         let interval: Interval = interval.0.unwrap_or(IntervalParam::M1).into();
-        let limit = limit.0.unwrap_or(1_000);
         let max = self.state.config.max_limit;
+        // The default, within this node's maximum.
+        let limit = limit.0.unwrap_or(1_000.min(max));
         if limit == 0 || limit > max {
             return OhlcvResponse::BadRequest(Json(ErrorBody::new(
                 "bad_request",

@@ -134,6 +134,14 @@ pub(crate) fn events(
 ) -> Events {
     let (out, rx) = mpsc::channel(256);
     let grace = state.config.stream_grace_secs.max(0);
+    // A client cannot have seen closed what has not closed yet: an id that
+    // says so (a forged or corrupted one; the pattern admits it) resumes
+    // from the interval in progress, so nothing live passes as a correction.
+    let in_progress = interval.floor(crate::data::now_secs());
+    let resume = resume.map(|r| Resume {
+        closed_before: r.closed_before.min(in_progress),
+        ..r
+    });
     let client = Client {
         state,
         hub,

@@ -162,6 +162,7 @@ async fn run_checks(ctx: &Ctx) -> (StatusCode, String) {
 /// endpoint), owned by whoever started it: [`Served::stop`] stops accepting,
 /// lets requests in progress finish (within [`STOP_TIMEOUT`]) and waits for
 /// the task, so nothing is left running detached at shutdown.
+#[must_use = "dropping it stops the server at once"]
 pub struct Served {
     /// The bound address.
     pub addr: SocketAddr,

@@ -63,8 +63,13 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
     }
 }
 
+/// The bars on the screen, by instrument: shared by the drawing task and
+/// [`Display`]'s drop, which clears them itself (an aborted task drops its
+/// future later, and a bar dropped unfinished would be drawn again).
+type Bars = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, ProgressBar>>>;
+
 /// The progress display of a backfill, while it lives.
-pub struct Display(Option<tokio::task::JoinHandle<()>>);
+pub struct Display(Option<(tokio::task::JoinHandle<()>, Bars)>);
 
 impl Display {
     /// Starts drawing the backfill's progress if stderr is a terminal
@@ -75,29 +80,34 @@ impl Display {
             return Display(None);
         }
         DRAWING.store(true, Ordering::Release);
-        Display(Some(tokio::spawn(draw())))
+        let bars = Bars::default();
+        Display(Some((tokio::spawn(draw(bars.clone())), bars)))
     }
 }
 
 impl Drop for Display {
     fn drop(&mut self) {
-        if let Some(task) = self.0.take() {
+        if let Some((task, bars)) = self.0.take() {
             task.abort();
+            let bars = std::mem::take(&mut *bars.lock().unwrap_or_else(|e| e.into_inner()));
+            for bar in bars.values() {
+                bar.finish_and_clear();
+            }
             let _ = multi().clear();
             DRAWING.store(false, Ordering::Release);
         }
     }
 }
 
-async fn draw() {
+async fn draw(bars: Bars) {
     use candela_actors::producer::backfill::progress;
     let style = ProgressStyle::with_template("{prefix:>22} [{bar:32}] {pos:>7}/{len:7} min  {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
-    let mut bars: std::collections::BTreeMap<String, ProgressBar> = Default::default();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
+        let mut bars = bars.lock().unwrap_or_else(|e| e.into_inner());
         for p in progress() {
             let bar = bars.entry(p.instrument.clone()).or_insert_with(|| {
                 let bar = multi().add(ProgressBar::new(p.total_minutes.max(0) as u64));

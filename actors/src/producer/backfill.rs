@@ -246,13 +246,18 @@ where
     F: Fn() -> Option<ActorRef<ProducerMsg>>,
 {
     let i = instrument.to_string();
+    // The clock of its ETA starts now, with its turn (not while it waited
+    // for one).
+    if let Some(entry) = table().get_mut(&i) {
+        entry.started = Instant::now();
+    }
     let done_gauge = metrics::gauge!(BACKFILL_MINUTES_DONE, "instrument" => i.clone());
     let eta_gauge = metrics::gauge!(BACKFILL_ETA_SECONDS, "instrument" => i.clone());
-    let mut unknown = false;
     for (from, to) in plan.chunks() {
         let minutes = (to - from) / 60 + 1;
         let mut published = None;
-        if !unknown {
+        let mut unknown = false;
+        {
             for attempt in 1..=settings.attempts.max(1) {
                 match chunk(producer, instrument, from, to, settings).await {
                     Ok(bars) => {
@@ -272,6 +277,14 @@ where
                     }
                 }
             }
+        }
+        if unknown {
+            // Said once; the rest of the plan is not the source's to give.
+            metrics::counter!(BACKFILL_FAILED_CHUNKS, "instrument" => i.clone()).increment(1);
+            if let Some(entry) = table().get_mut(&i) {
+                entry.failed += 1;
+            }
+            break;
         }
         if published.is_none() {
             tracing::error!(instrument = %i, from, to, "backfill chunk given up: these minutes stay missing until a repair covers them");

@@ -15,11 +15,13 @@
 //! topic is `CREATE_DYNAMIC_TOPIC` → Creating Dynamic Topic → Idle.
 //!
 //! A failure (`FETCH_FAILURE`, `PUBLISH_FAILURE`, `CREATE_TOPIC_FAILURE`) puts
-//! the machine in Error, answers the caller with the error (a typed
-//! [`ProducerError`], which crosses nodes), and then fails the
-//! actor: its supervisor restarts it under the same name with fresh state,
-//! which is the seed's `RESET` (the source or the bus being away is a
-//! transient failure, not counted towards the restart-intensity limit).
+//! the machine in Error and answers the caller with the error (a typed
+//! [`ProducerError`], which crosses nodes). A publish or topic failure then
+//! fails the actor: its supervisor restarts it under the same name with
+//! fresh state and a fresh bus client, which is the seed's `RESET` (the bus
+//! being away is a transient failure, not counted towards the
+//! restart-intensity limit). A history fetch failure is the source's: the
+//! machine takes `RESET` in place, nothing here is replaced.
 //! Nothing is dropped silently: a live batch that was not acknowledged is
 //! reported, and the missed minutes are repaired from history.
 //!
@@ -30,7 +32,9 @@
 //! concurrently; the history client's rate limit paces them), and live
 //! batches never wait behind a slow source. A failed fetch for the fixed
 //! topic comes back as [`ProducerMsg::FetchFailed`]: `FETCH_FAILURE`, Error,
-//! RESET. **Dynamic instruments cannot hurt the others.** They are asked for
+//! then `RESET` in place (the source failed, not this actor: a restart would
+//! drop the other fetches in flight and every live feed). The fetch tasks
+//! are the actor's: aborted when it stops. **Dynamic instruments cannot hurt the others.** They are asked for
 //! by users (the Data Not Found path): a source that refuses or fails such a
 //! fetch is answered to the caller and changes nothing here: no Error, no
 //! restart, so the live feeds of every other instrument carry on.
@@ -140,6 +144,8 @@ pub struct ProducerState<H, L: LiveSource, B> {
     fsm: Fsm<Machine>,
     live: Option<L::Control>,
     forwarder: Option<JoinHandle<()>>,
+    /// The history fetches in flight (aborted when the actor stops).
+    fetches: tokio::task::JoinSet<()>,
     targets: BTreeMap<Instrument, Target>,
     status: ProducerStatus,
     span: tracing::Span,
@@ -189,6 +195,7 @@ where
             fsm,
             live: None,
             forwarder: None,
+            fetches: tokio::task::JoinSet::new(),
             targets,
         };
         if !state.targets.is_empty() {
@@ -212,6 +219,9 @@ where
         if let Some(live) = state.live.take() {
             live.shutdown();
         }
+        // The fetches in flight end with the actor (their callers are
+        // answered by the closed reply ports).
+        state.fetches.abort_all();
         if let Some(task) = state.forwarder.take() {
             task.abort();
         }
@@ -244,14 +254,16 @@ where
                     error,
                     reply,
                 } => {
-                    // `FETCH_DATA` → `FETCH_FAILURE` → Error: the RESET path.
+                    // `FETCH_DATA` → `FETCH_FAILURE` → Error → `RESET` →
+                    // Idle, in place: the source failed, not this actor, so
+                    // nothing here needs replacing, and a restart would drop
+                    // every other fetch in flight and every live feed.
                     state.fsm.fire(Event::FetchData).map_err(machine)?;
                     state.fsm.fire(Event::FetchFailure).map_err(machine)?;
                     state.status.failed_fetches += 1;
                     tracing::warn!(%instrument, %error, "history fetch failed");
-                    let err = ProducerError::History { instrument, error };
-                    let _ = reply.send(Err(err.clone()));
-                    return Err(failure(err));
+                    state.fsm.fire(Event::Reset).map_err(machine)?;
+                    let _ = reply.send(Err(ProducerError::History { instrument, error }));
                 }
                 ProducerMsg::Probe { instrument, reply } => {
                     let history = Arc::clone(&state.args.history);
@@ -487,7 +499,10 @@ fn fetch_outside<H: HistorySource, L: LiveSource, B>(
     let history = Arc::clone(&state.args.history);
     let myself = myself.clone();
     let started_ms = now_ms();
-    crate::telemetry::spawn_in_span(async move {
+    // Reap the finished ones, so the set holds only what is in flight.
+    while state.fetches.try_join_next().is_some() {}
+    use tracing::Instrument as _;
+    state.fetches.spawn(async move {
         match history.minute_bars(&instrument, from_ts, to_ts).await {
             Ok(bars) => {
                 if let Err(err) = myself.cast(ProducerMsg::PublishFetched {
@@ -514,7 +529,8 @@ fn fetch_outside<H: HistorySource, L: LiveSource, B>(
                 let _ = reply.send(Err(ProducerError::History { instrument, error }));
             }
         }
-    });
+    }
+    .in_current_span());
 }
 
 fn now_ms() -> u64 {
