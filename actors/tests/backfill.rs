@@ -19,25 +19,18 @@ use candela_actors::embedded::MemoryBus;
 use candela_actors::imitation::ImitationConfig;
 use candela_actors::kafka::schema::decode_record;
 use candela_actors::producer::backfill::{self, Plan, Settings};
-use candela_actors::producer::{Producer, ProducerArgs};
+use candela_actors::producer::{Producer, ProducerArgs, ProducerMsg};
 use common::{client_config, imitation};
-use ractor::Actor;
+use ractor::{Actor, ActorRef};
 
 /// Requests per second the test allows the history client.
 const RATE: u32 = 4;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn instruments_are_backfilled_concurrently_within_the_rate_limit() {
-    let im = imitation(ImitationConfig {
-        rest_delay_ms: 300,
-        ..ImitationConfig::default()
-    })
-    .await;
-    let cc = CryptoCompareConfig {
-        rest_per_second: RATE,
-        rest_per_minute: 10_000,
-        ..client_config(&im, None)
-    };
+/// A Producer (no live instruments) fetching with `cc`, publishing to a
+/// topic of its own on an embedded bus: the producer, the bus, the topic.
+async fn producer_on_memory_bus(
+    cc: CryptoCompareConfig,
+) -> (ActorRef<ProducerMsg>, MemoryBus, String) {
     let bus = MemoryBus::new();
     let topic = common::unique("tick-data");
     let name = common::unique("producer");
@@ -49,7 +42,7 @@ async fn instruments_are_backfilled_concurrently_within_the_rate_limit() {
         Some(name.clone()),
         Producer::<HistoryClient, LiveFeed, MemoryBus>::default(),
         ProducerArgs {
-            instance: name.clone(),
+            instance: name,
             history: Arc::new(HistoryClient::new(cc.clone()).unwrap()),
             live: Arc::new(LiveFeed { config: cc }),
             make_bus,
@@ -63,6 +56,22 @@ async fn instruments_are_backfilled_concurrently_within_the_rate_limit() {
     )
     .await
     .unwrap();
+    (producer, bus, topic)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instruments_are_backfilled_concurrently_within_the_rate_limit() {
+    let im = imitation(ImitationConfig {
+        rest_delay_ms: 300,
+        ..ImitationConfig::default()
+    })
+    .await;
+    let cc = CryptoCompareConfig {
+        rest_per_second: RATE,
+        rest_per_minute: 10_000,
+        ..client_config(&im, None)
+    };
+    let (producer, bus, topic) = producer_on_memory_bus(cc).await;
 
     let instruments = vec![
         Instrument::new("Coinbase", "BTC", "USD"),
@@ -173,31 +182,7 @@ async fn a_refused_fetch_fails_alone_and_the_producer_goes_on() {
     })
     .await;
     let cc = client_config(&im, None);
-    let bus = MemoryBus::new();
-    let topic = common::unique("tick-data");
-    let name = common::unique("producer");
-    let make_bus = {
-        let bus = bus.clone();
-        Arc::new(move || Ok(bus.clone()))
-    };
-    let (producer, _) = Actor::spawn(
-        Some(name.clone()),
-        Producer::<HistoryClient, LiveFeed, MemoryBus>::default(),
-        ProducerArgs {
-            instance: name.clone(),
-            history: Arc::new(HistoryClient::new(cc.clone()).unwrap()),
-            live: Arc::new(LiveFeed { config: cc }),
-            make_bus,
-            fixed_topic: topic.clone(),
-            fixed_partitions: 3,
-            live_instruments: vec![],
-            batch_max: 5_000,
-            dynamic: Default::default(),
-            restarted: false,
-        },
-    )
-    .await
-    .unwrap();
+    let (producer, bus, topic) = producer_on_memory_bus(cc).await;
     // (Not the other test's instruments: the progress table is the
     // process's, by instrument, and the tests run at once.)
     let listed = [

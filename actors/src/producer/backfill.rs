@@ -257,23 +257,21 @@ where
         let minutes = (to - from) / 60 + 1;
         let mut published = None;
         let mut unknown = false;
-        {
-            for attempt in 1..=settings.attempts.max(1) {
-                match chunk(producer, instrument, from, to, settings).await {
-                    Ok(bars) => {
-                        published = Some(bars);
-                        break;
-                    }
-                    Err(Failed::Refused { error, .. }) if error.is_unknown_pair() => {
-                        tracing::warn!(instrument = %i, %error, "backfill stopped: the source does not list the pair");
-                        unknown = true;
-                        break;
-                    }
-                    Err(err) => {
-                        tracing::warn!(instrument = %i, from, to, attempt, error = %err, "backfill chunk failed");
-                        if attempt < settings.attempts {
-                            tokio::time::sleep(settings.retry_after * 2u32.pow(attempt - 1)).await;
-                        }
+        for attempt in 1..=settings.attempts.max(1) {
+            match chunk(producer, instrument, from, to, settings).await {
+                Ok(bars) => {
+                    published = Some(bars);
+                    break;
+                }
+                Err(Failed::Refused { error, .. }) if error.is_unknown_pair() => {
+                    tracing::warn!(instrument = %i, %error, "backfill stopped: the source does not list the pair");
+                    unknown = true;
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(instrument = %i, from, to, attempt, error = %err, "backfill chunk failed");
+                    if attempt < settings.attempts {
+                        tokio::time::sleep(settings.retry_after * 2u32.pow(attempt - 1)).await;
                     }
                 }
             }
