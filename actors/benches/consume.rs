@@ -197,6 +197,16 @@ impl BarCache for TimedCache {
     async fn invalidate_all(&self) -> Result<(), StoreError> {
         self.inner.invalidate_all().await
     }
+    async fn hours(
+        &self,
+        instrument: &Instrument,
+        from: i64,
+        to: i64,
+        limit: usize,
+        known: &[candela_actors::store::KnownHour],
+    ) -> Result<Option<candela_actors::store::HourRange>, StoreError> {
+        self.inner.hours(instrument, from, to, limit, known).await
+    }
 }
 
 #[tokio::main]

@@ -85,6 +85,10 @@ pub const FSM_TRANSITIONS: &str = "candela_fsm_transitions_total";
 pub const FSM_REJECTED: &str = "candela_fsm_rejected_total";
 /// Restarts of supervised actors, by child.
 pub const ACTOR_RESTARTS: &str = "candela_actor_restarts_total";
+/// Hours of 1-minute bars an `/api/v1/ohlcv` answer took from the node's
+/// encoded memo (`reused`) or encoded again (`encoded`: new, changed, or
+/// its closed flags ran out).
+pub const API_MEMO_HOURS: &str = "candela_api_memo_hours_total";
 /// HTTP requests answered, by route pattern, method and status.
 pub const HTTP_REQUESTS: &str = "candela_http_requests_total";
 /// Time to answer an HTTP request (to its headers), by route pattern.
@@ -132,6 +136,10 @@ pub fn describe() {
         "Ticks the producer received from the source"
     );
     describe_counter!(TICKS_PUBLISHED, "Ticks the producer published to the bus");
+    describe_counter!(
+        API_MEMO_HOURS,
+        "Hours of bars /api/v1/ohlcv reused from its encoded memo or encoded again"
+    );
     describe_counter!(
         HISTORY_BARS_PUBLISHED,
         "History bars the producer published"

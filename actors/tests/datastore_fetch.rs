@@ -119,6 +119,7 @@ fn sol() -> BarQuery {
         to: 4_000_000_000,
         limit: 10,
         fetch: true,
+        by_hour: None,
     }
 }
 

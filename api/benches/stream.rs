@@ -239,6 +239,7 @@ mod polling {
                             to: minute,
                             limit: 10,
                             fetch: false,
+                            by_hour: None,
                         })
                         .await;
                     let answer = match answer {

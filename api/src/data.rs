@@ -3,28 +3,89 @@
 use std::sync::Arc;
 
 use poem_openapi::param::{Header, Query};
-use poem_openapi::payload::{EventStream, Json};
+use poem_openapi::payload::{EventStream, Json, Payload};
+use poem_openapi::registry::{MetaSchemaRef, Registry};
 use poem_openapi::{ApiResponse, OpenApi};
 
 use candela_actors::datastore::{BarQuery, DataError, Served};
 use candela_actors::domain::{Instrument, Interval};
 
-use crate::model::{BarDto, ErrorBody, InstrumentDto, IntervalParam, OhlcvBody, StreamEvent};
+use crate::model::{ErrorBody, InstrumentDto, IntervalParam, OhlcvBody, StreamEvent};
+use crate::negotiate::{self, Coding, Compressed};
+use crate::series::{self, Head, HourEntry, HourMemo, Item};
 use crate::server::ApiState;
 use crate::stream;
 
 /// The data API.
 pub struct DataApi {
     pub(crate) state: Arc<ApiState>,
+    /// Encoded hours of 1-minute bars (see [`crate::series`]).
+    pub(crate) memo: Arc<HourMemo>,
+    /// Compressed answers.
+    pub(crate) compressed: Arc<Compressed>,
+}
+
+/// The JSON of an [`OhlcvBody`], written from pre-encoded bytes (see
+/// [`crate::series`]), in the content coding the client accepted.
+pub struct OhlcvJson {
+    body: bytes::Bytes,
+    coding: Coding,
+}
+
+impl Payload for OhlcvJson {
+    const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
+
+    fn schema_ref() -> MetaSchemaRef {
+        <OhlcvBody as poem_openapi::types::Type>::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        <OhlcvBody as poem_openapi::types::Type>::register(registry);
+    }
+}
+
+impl poem::IntoResponse for OhlcvJson {
+    fn into_response(self) -> poem::Response {
+        let mut resp = poem::Response::builder().content_type(Self::CONTENT_TYPE);
+        if let Some(coding) = self.coding.header() {
+            resp = resp.header(poem::http::header::CONTENT_ENCODING, coding);
+        }
+        resp.body(self.body)
+    }
 }
 
 /// Answer of `GET /api/v1/ohlcv`.
 #[derive(ApiResponse)]
 #[oai(bad_request_handler = "ohlcv_bad_request")]
 pub enum OhlcvResponse {
-    /// The series.
+    /// The series (gzip or brotli when `Accept-Encoding` asks for it).
     #[oai(status = 200)]
-    Ok(Json<OhlcvBody>),
+    Ok(
+        OhlcvJson,
+        /// A strong tag of this answer: send it as `If-None-Match` to be
+        /// answered 304 while the answer is the same.
+        #[oai(header = "ETag")]
+        String,
+        /// `no-cache`: a stored answer may be used after asking with its tag.
+        #[oai(header = "Cache-Control")]
+        String,
+        /// `Accept-Encoding`.
+        #[oai(header = "Vary")]
+        String,
+    ),
+    /// The answer is the one `If-None-Match` names.
+    #[oai(status = 304)]
+    NotModified(
+        /// The tag of the answer.
+        #[oai(header = "ETag")]
+        String,
+        /// `no-cache`.
+        #[oai(header = "Cache-Control")]
+        String,
+        /// `Accept-Encoding`.
+        #[oai(header = "Vary")]
+        String,
+    ),
     /// A parameter is wrong.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
@@ -156,40 +217,6 @@ pub(crate) fn validate(
     Ok((instrument, from, to))
 }
 
-/// Inserts flat bars for the intervals without trades between the first bar
-/// and `to`, at the previous close; stops at `cap` bars (a sparse range can
-/// hold millions of empty minutes: the answer holds `limit` bars at most, so
-/// nothing past that is ever built).
-fn fill_gaps(bars: Vec<BarDto>, interval: Interval, to: i64, now: i64, cap: usize) -> Vec<BarDto> {
-    let step = interval.seconds();
-    let mut out: Vec<BarDto> = Vec::with_capacity(bars.len().min(cap));
-    for bar in bars {
-        if let Some(prev) = out.last() {
-            let mut t = prev.time + step;
-            let close = prev.close;
-            while t < bar.time {
-                if out.len() >= cap {
-                    return out;
-                }
-                out.push(BarDto::filled(t, close, t + step <= now));
-                t += step;
-            }
-        }
-        if out.len() >= cap {
-            return out;
-        }
-        out.push(bar);
-    }
-    if let Some(last) = out.last() {
-        let (mut t, close) = (last.time + step, last.close);
-        while t <= to && t <= now && out.len() < cap {
-            out.push(BarDto::filled(t, close, t + step <= now));
-            t += step;
-        }
-    }
-    out
-}
-
 #[OpenApi(prefix_path = "/api/v1")]
 impl DataApi {
     /// OHLCV bars of one instrument and interval.
@@ -200,6 +227,7 @@ impl DataApi {
     /// `filled`; none before the first trade of the range). The answer states
     /// the range it covers; when `truncated`, ask again from `to` + interval.
     #[oai(path = "/ohlcv", method = "get")]
+    #[allow(clippy::too_many_arguments)] // one per documented parameter
     async fn ohlcv(
         &self,
         /// `MARKET:BASE-QUOTE`, e.g. `Coinbase:BTC-USD`.
@@ -219,7 +247,13 @@ impl DataApi {
         limit: Query<Option<u32>>,
         /// Fill intervals without trades with flat bars.
         fill: Query<Option<bool>>,
+        /// Tags of answers the client holds: the same answer is 304.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+        request: &poem::Request,
     ) -> OhlcvResponse {
+        // Read from the request's headers, with every tag it names.
+        let _ = if_none_match;
         let interval: Interval = interval.0.unwrap_or(IntervalParam::M1).into();
         let max = self.state.config.max_limit;
         // The default, within this node's maximum.
@@ -240,25 +274,38 @@ impl DataApi {
             Ok(v) => v,
             Err(msg) => return OhlcvResponse::BadRequest(Json(ErrorBody::new("bad_request", msg))),
         };
+        let name = instrument.to_string();
+        let head = |from, to, truncated, served| Head {
+            instrument: &name,
+            interval: interval.as_str(),
+            from,
+            to,
+            truncated,
+            served,
+        };
         if from > to {
             // Nothing can be in it: no store, no source is asked.
-            return OhlcvResponse::Ok(Json(OhlcvBody {
-                instrument: instrument.to_string(),
-                interval: interval.as_str().to_owned(),
-                from,
-                to,
-                truncated: false,
-                served: "none".to_owned(),
-                bars: Vec::new(),
-            }));
+            let body = series::body(head(from, to, false, "none"), &[]);
+            return self.answer(request, body);
         }
+        let now = now_secs();
+        let limit = limit as usize;
+        // The hours this node has encoded already: the cache sends only the
+        // others (and those whose version moved).
+        let (known, entries) = if interval == Interval::M1 {
+            let (known, entries) = self.memo.known(&instrument, from, to, now);
+            (Some(known), entries)
+        } else {
+            (None, Vec::new())
+        };
         let query = BarQuery {
             instrument: instrument.clone(),
             interval,
             from,
             to,
-            limit: limit as usize,
+            limit,
             fetch: true,
+            by_hour: known,
         };
         let answer = match self.state.datastore.request(query).await {
             Ok(a) => a,
@@ -289,40 +336,80 @@ impl DataApi {
             }
         };
         let now = now_secs();
-        let limit = limit as usize;
-        let mut truncated = answer.bars.len() >= limit;
-        let mut covered_to = match answer.bars.last() {
-            Some(last) if truncated => last.bar.open_time,
+        let mut items: Vec<Item> = match answer.hours {
+            Some(range) => {
+                let mut items = Vec::with_capacity(limit.min(4_096));
+                let (mut reused, mut encoded) = (0u64, 0u64);
+                for hour in range.hours {
+                    if hour.bars.is_some() {
+                        encoded += 1;
+                    } else {
+                        reused += 1;
+                    }
+                    let entry = match hour.bars {
+                        Some(bars) => {
+                            let complete_from = hour.hour.max(range.complete_from);
+                            let entry =
+                                Arc::new(HourEntry::build(hour.version, complete_from, &bars, now));
+                            self.memo.insert(&instrument, hour.hour, Arc::clone(&entry));
+                            entry
+                        }
+                        None => match entries
+                            .iter()
+                            .find(|(h, e)| *h == hour.hour && e.version == hour.version)
+                        {
+                            Some((_, entry)) => Arc::clone(entry),
+                            None => {
+                                // The cache named a version this request
+                                // did not send: a bug, not the client's.
+                                tracing::error!(%instrument, hour = hour.hour, "the cache answered an hour as known that was not");
+                                return OhlcvResponse::Unavailable(Json(ErrorBody::new(
+                                    "unavailable",
+                                    "the cache answered inconsistently; ask again",
+                                )));
+                            }
+                        },
+                    };
+                    items.extend(entry.slice(from, to).iter().cloned());
+                    if items.len() >= limit {
+                        break;
+                    }
+                }
+                items.truncate(limit);
+                use candela_actors::telemetry::API_MEMO_HOURS;
+                metrics::counter!(API_MEMO_HOURS, "outcome" => "reused").increment(reused);
+                metrics::counter!(API_MEMO_HOURS, "outcome" => "encoded").increment(encoded);
+                items
+            }
+            None => series::items(&answer.bars, now),
+        };
+        let mut truncated = items.len() >= limit;
+        let mut covered_to = match items.last() {
+            Some(last) if truncated => last.time,
             _ => to,
         };
-        let mut bars: Vec<BarDto> = answer
-            .bars
-            .iter()
-            .map(|b| BarDto::from_stored(b, now))
-            .collect();
         if fill.0.unwrap_or(false) {
             // One past the limit, to know that it was truncated.
-            bars = fill_gaps(bars, interval, covered_to, now, limit.saturating_add(1));
-            if bars.len() > limit {
-                bars.truncate(limit);
+            items = series::fill_gaps(
+                items,
+                interval.seconds(),
+                covered_to,
+                now,
+                limit.saturating_add(1),
+            );
+            if items.len() > limit {
+                items.truncate(limit);
                 truncated = true;
-                covered_to = bars.last().map_or(covered_to, |b| b.time);
+                covered_to = items.last().map_or(covered_to, |b| b.time);
             }
         }
-        OhlcvResponse::Ok(Json(OhlcvBody {
-            instrument: instrument.to_string(),
-            interval: interval.as_str().to_owned(),
-            from,
-            to: covered_to,
-            truncated,
-            served: match answer.served {
-                Served::Cache => "cache",
-                Served::Database => "database",
-                Served::Fetched => "fetched",
-            }
-            .to_owned(),
-            bars,
-        }))
+        let served = match answer.served {
+            Served::Cache => "cache",
+            Served::Database => "database",
+            Served::Fetched => "fetched",
+        };
+        let body = series::body(head(from, covered_to, truncated, served), &items);
+        self.answer(request, body)
     }
 
     /// The instruments the platform holds, with their first and last bar.
@@ -447,6 +534,22 @@ impl DataApi {
     }
 }
 
+impl DataApi {
+    /// A 200 with `body` (tagged, compressed as the client accepts), or a
+    /// 304 when the client holds it.
+    fn answer(&self, request: &poem::Request, body: bytes::Bytes) -> OhlcvResponse {
+        let hash = negotiate::hash(&body);
+        let coding = negotiate::coding(request.headers(), body.len());
+        let tag = negotiate::tag(hash, coding);
+        let (cache_control, vary) = ("no-cache".to_owned(), "Accept-Encoding".to_owned());
+        if negotiate::not_modified(request.headers(), hash) {
+            return OhlcvResponse::NotModified(tag, cache_control, vary);
+        }
+        let body = self.compressed.get(&body, hash, coding);
+        OhlcvResponse::Ok(OhlcvJson { body, coding }, tag, cache_control, vary)
+    }
+}
+
 /// The JSON sent in a stream event (the same fields as [`BarDto`]).
 #[derive(serde::Serialize)]
 struct SerEvent<'a> {
@@ -483,14 +586,6 @@ impl<'a> From<&'a StreamEvent> for SerEvent<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rust_decimal::Decimal;
-
-    fn bar(time: i64, close: i64) -> BarDto {
-        BarDto {
-            close: Decimal::from(close),
-            ..BarDto::filled(time, Decimal::from(close), true)
-        }
-    }
 
     #[test]
     fn validation_says_what_is_wrong() {
@@ -547,30 +642,5 @@ mod tests {
         )
         .unwrap();
         assert!(from > to);
-    }
-
-    #[test]
-    fn fill_inserts_flat_bars_at_the_previous_close() {
-        let filled = fill_gaps(vec![bar(60, 5), bar(240, 7)], Interval::M1, 300, 1_000, 100);
-        let times: Vec<i64> = filled.iter().map(|b| b.time).collect();
-        assert_eq!(times, [60, 120, 180, 240, 300]);
-        assert_eq!(filled[1].source, "filled");
-        assert_eq!(filled[2].close, Decimal::from(5));
-        assert_eq!(filled[4].close, Decimal::from(7));
-        assert_eq!(filled[1].volume_base, Decimal::ZERO);
-    }
-
-    #[test]
-    fn fill_stops_at_the_cap_whatever_the_range() {
-        // A bar of 1970 and `to` in 2200: 120 million empty minutes, of which
-        // only the first few are ever built.
-        let far = 7_258_118_400;
-        let filled = fill_gaps(vec![bar(60, 5)], Interval::M1, far, far, 11);
-        assert_eq!(filled.len(), 11);
-        let filled = fill_gaps(vec![bar(60, 5), bar(far, 7)], Interval::M1, far, far, 3);
-        assert_eq!(
-            filled.iter().map(|b| b.time).collect::<Vec<_>>(),
-            [60, 120, 180]
-        );
     }
 }

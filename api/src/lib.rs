@@ -23,6 +23,8 @@ pub mod errors;
 pub mod feed;
 pub mod machines;
 pub mod model;
+pub mod negotiate;
+pub mod series;
 pub mod server;
 pub mod sse;
 pub mod stream;

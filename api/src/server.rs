@@ -79,6 +79,10 @@ pub struct ApiConfig {
     pub ready_notes: ReadyNotes,
     /// What `/metrics` serves (the node's Prometheus recorder).
     pub metrics: MetricsText,
+    /// Bytes of encoded bars kept for answering `/api/v1/ohlcv`.
+    pub memo_bytes: u64,
+    /// Bytes of compressed answers kept (gzip, brotli).
+    pub compressed_bytes: u64,
 }
 
 impl Default for ApiConfig {
@@ -90,6 +94,8 @@ impl Default for ApiConfig {
             title: "candela".into(),
             ready_notes: ReadyNotes::default(),
             metrics: MetricsText::default(),
+            memo_bytes: 64 << 20,
+            compressed_bytes: 32 << 20,
         }
     }
 }
@@ -201,6 +207,10 @@ pub fn routes(
     let api = OpenApiService::new(
         (
             DataApi {
+                memo: Arc::new(crate::series::HourMemo::new(state.config.memo_bytes)),
+                compressed: Arc::new(crate::negotiate::Compressed::new(
+                    state.config.compressed_bytes,
+                )),
                 state: Arc::clone(&state),
             },
             AdminApi {
@@ -212,8 +222,14 @@ pub fn routes(
     )
     .description("OHLCV bars of cryptocurrency trades: history and live, without gaps.")
     .server(server_url);
-    let docs = api.swagger_ui();
-    let document = truthful(&api.spec(), state.config.max_limit);
+    let spec = api.spec();
+    let document = truthful(&spec, state.config.max_limit);
+    // Swagger UI shows the document this node serves, not the static one.
+    let docs_html = api.swagger_ui_html().replacen(&spec, &document, 1);
+    let docs = Route::new().at(
+        "/",
+        poem::endpoint::make_sync(move |_| poem::web::Html(docs_html.clone())),
+    );
     let methods = Arc::new(crate::errors::PathMethods::from_spec(&document));
     let spec = poem::endpoint::make_sync(move |_| {
         poem::Response::builder()

@@ -309,6 +309,7 @@ impl Client {
                 limit: PAGE,
                 // A live stream never asks for an instrument: only /ohlcv does.
                 fetch: false,
+                by_hour: None,
             };
             let bars = match self.state.datastore.request(query).await {
                 Ok(answer) => answer.bars,

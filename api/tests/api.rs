@@ -9,7 +9,7 @@ use candela_actors::datastore::{start_pool, DatastoreArgs};
 use candela_actors::domain::{Instrument, Interval, Side, Tick};
 use candela_actors::store::postgres::PgStore;
 use candela_actors::store::redis_cache::RedisCache;
-use candela_actors::store::{BarStore, WriteBatch};
+use candela_actors::store::{BarCache, BarStore, WriteBatch};
 use candela_actors::supervisor::RestartPolicy;
 use candela_api::server::{ApiConfig, ApiState};
 use candela_testkit::{convert, oracle, unique, OwnRedis, TestDb};
@@ -60,10 +60,16 @@ struct Platform {
     prefix: String,
     client: TestClient<poem::endpoint::BoxEndpoint<'static>>,
     store: Arc<PgStore>,
+    cache: Arc<RedisCache>,
     _db: TestDb,
 }
 
 async fn platform(redis_url: &str) -> Platform {
+    platform_with(redis_url, 10_000).await
+}
+
+/// A platform whose `api.max_limit` is `max_limit`.
+async fn platform_with(redis_url: &str, max_limit: u32) -> Platform {
     let db = TestDb::new().await;
     let store = Arc::new(PgStore::connect(&db.url, 4).await.unwrap());
     let cache = Arc::new(
@@ -78,7 +84,7 @@ async fn platform(redis_url: &str) -> Platform {
         DatastoreArgs {
             instance: String::new(),
             store: Arc::clone(&store),
-            cache,
+            cache: Arc::clone(&cache),
             fetcher: None,
             ingested: Default::default(),
             cache_window_secs: 86_400,
@@ -114,6 +120,7 @@ async fn platform(redis_url: &str) -> Platform {
         }),
         config: ApiConfig {
             stream_grace_secs: 1,
+            max_limit,
             ..ApiConfig::default()
         },
         admin: candela_api::server::AdminConfig {
@@ -129,6 +136,7 @@ async fn platform(redis_url: &str) -> Platform {
         prefix,
         client,
         store,
+        cache,
         _db: db,
     }
 }
@@ -356,6 +364,23 @@ async fn docs_health_and_readiness() {
     docs.assert_status_is_ok();
     p.client.get("/health").send().await.assert_status_is_ok();
     p.client.get("/ready").send().await.assert_status_is_ok();
+
+    // The docs page shows the document this node serves: its own maximum.
+    let p = platform_with(&candela_testkit::redis_url(), 777).await;
+    let (_, spec) = get_json(&p.client, "/openapi.json").await;
+    let limit = param_schema(&spec, "/api/v1/ohlcv", "get", "limit");
+    assert_eq!(limit["maximum"], 777);
+    let docs = p.client.get("/docs").send().await;
+    docs.assert_status_is_ok();
+    let html = docs.0.into_body().into_string().await.unwrap();
+    assert!(html.contains("SwaggerUIBundle"), "not the Swagger UI");
+    let embedded = html
+        .split_once("let spec = ")
+        .and_then(|(_, rest)| rest.split_once(";\n    let oauth2RedirectUrl"))
+        .map(|(spec, _)| spec)
+        .expect("the page embeds a document");
+    let embedded: Value = serde_json::from_str(embedded).expect("the embedded document is JSON");
+    assert_eq!(embedded, spec, "the docs page shows another document");
 }
 
 /// Bars without their `closed` flag, which turns true when the clock passes
@@ -748,4 +773,152 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// A request's status, headers and raw body.
+async fn get_raw(
+    client: &TestClient<poem::endpoint::BoxEndpoint<'static>>,
+    url: &str,
+    headers: &[(&'static str, &str)],
+) -> (u16, poem::http::HeaderMap, Vec<u8>) {
+    let mut req = client.get(url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let resp = req.send().await;
+    let status = resp.0.status().as_u16();
+    let headers = resp.0.headers().clone();
+    let body = resp.0.into_body().into_vec().await.unwrap();
+    (status, headers, body)
+}
+
+#[tokio::test]
+async fn answers_from_encoded_hours_follow_every_change_with_tags_and_codings() {
+    use std::io::Read;
+    let p = platform(&candela_testkit::redis_url()).await;
+    let i = btc();
+    let mut all = ticks(&i, 180);
+    // As the consumer does: the store, then the cache.
+    let written = p
+        .store
+        .write(WriteBatch {
+            ticks: &all,
+            history: &[],
+        })
+        .await
+        .unwrap();
+    p.cache.put(&written.touched).await.unwrap();
+    let from = Interval::M1.floor(now()) - 179 * 60;
+    let base = format!("/api/v1/ohlcv?instrument={BTC}&interval=1m");
+    let url = format!("{base}&from={from}&limit=10000");
+    let check = |what: &str, body: &Value, ticks: &[Tick]| {
+        oracle::assert_same_bars(
+            what,
+            &convert::served_bars(body, BTC),
+            &oracle::bars(&convert::trades(ticks), 60),
+        );
+    };
+    // The database, then the cache with nothing encoded, then the cache
+    // with every hour encoded: one answer.
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let (status, body) = get_json(&p.client, &url).await;
+        assert_eq!(status, 200, "{body}");
+        check("1m", &body, &all);
+        bodies.push(body);
+    }
+    assert_eq!(bodies[2]["served"], "cache");
+    assert_eq!(without_closed(&bodies[1]), without_closed(&bodies[2]));
+
+    // A correction of a closed minute two hours back (a late trade, a new
+    // high): the hour is encoded again, the others are not touched.
+    let minute = from + 9 * 60;
+    let late = Tick {
+        trade_id: "late-1".into(),
+        trade_time_ns: (minute + 30) * 1_000_000_000,
+        price: Decimal::new(99_000_000, 2),
+        ..all[0].clone()
+    };
+    let (_, _, before) = get_raw(&p.client, &url, &[]).await;
+    let (_, tagged, _) = get_raw(&p.client, &url, &[]).await;
+    let tag = tagged
+        .get("etag")
+        .expect("an ETag")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (status, headers, body) = get_raw(&p.client, &url, &[("If-None-Match", &tag)]).await;
+    if status == 304 {
+        assert!(body.is_empty());
+        assert_eq!(headers.get("etag").unwrap(), tag.as_str());
+    } else {
+        // A minute turned between the two requests: a new answer.
+        assert_eq!(status, 200);
+    }
+    all.push(late.clone());
+    let written = p
+        .store
+        .write(WriteBatch {
+            ticks: std::slice::from_ref(&late),
+            history: &[],
+        })
+        .await
+        .unwrap();
+    p.cache.put(&written.touched).await.unwrap();
+    let (status, headers, after) = get_raw(&p.client, &url, &[("If-None-Match", &tag)]).await;
+    assert_eq!(status, 200, "a changed answer was called not modified");
+    assert_ne!(headers.get("etag").unwrap(), tag.as_str());
+    assert_ne!(before, after);
+    let body: Value = serde_json::from_slice(&after).unwrap();
+    assert_eq!(body["served"], "cache");
+    check("1m after a correction", &body, &all);
+    let corrected = body["bars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["time"] == minute)
+        .expect("the corrected minute");
+    assert_eq!(corrected["high"], "990000");
+    assert_eq!(corrected["trades"], 6);
+
+    // Limits cut the same series, whatever hours are encoded.
+    for limit in [1, 59, 60, 61, 100] {
+        let (_, cut) = get_json(&p.client, &format!("{base}&from={from}&limit={limit}")).await;
+        let want: Vec<Value> = body["bars"].as_array().unwrap()[..limit].to_vec();
+        assert_eq!(cut["bars"].as_array().unwrap(), &want, "limit {limit}");
+        assert_eq!(cut["truncated"], true);
+        assert_eq!(cut["to"], want[limit - 1]["time"]);
+    }
+    // A range starting inside an hour.
+    let (_, inside) = get_json(&p.client, &format!("{base}&from={}", from + 3_000)).await;
+    let want: Vec<&Value> = body["bars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["time"].as_i64().unwrap() >= Interval::M1.floor(from + 3_000))
+        .collect();
+    assert_eq!(
+        inside["bars"].as_array().unwrap().iter().collect::<Vec<_>>(),
+        want
+    );
+
+    // gzip and brotli when asked, the same JSON.
+    let (_, plain_headers, plain) = get_raw(&p.client, &url, &[]).await;
+    assert!(plain_headers.get("content-encoding").is_none());
+    assert_eq!(plain_headers.get("vary").unwrap(), "Accept-Encoding");
+    let (_, gz_headers, gz) = get_raw(&p.client, &url, &[("Accept-Encoding", "gzip")]).await;
+    assert_eq!(gz_headers.get("content-encoding").unwrap(), "gzip");
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut unzipped)
+        .unwrap();
+    let (_, br_headers, br) =
+        get_raw(&p.client, &url, &[("Accept-Encoding", "gzip, deflate, br")]).await;
+    assert_eq!(br_headers.get("content-encoding").unwrap(), "br");
+    let mut unbrotli = Vec::new();
+    brotli::BrotliDecompress(&mut &br[..], &mut unbrotli).unwrap();
+    let as_json = |b: &[u8]| without_closed(&serde_json::from_slice(b).unwrap());
+    assert_eq!(as_json(&unzipped), as_json(&plain));
+    assert_eq!(as_json(&unbrotli), as_json(&plain));
+    assert!(gz.len() * 3 < plain.len(), "{} of {}", gz.len(), plain.len());
 }

@@ -416,4 +416,18 @@ impl BarCache for Cache {
             Cache::Memory(c) => c.invalidate_all().await,
         }
     }
+
+    async fn hours(
+        &self,
+        instrument: &Instrument,
+        from: i64,
+        to: i64,
+        limit: usize,
+        known: &[candela_actors::store::KnownHour],
+    ) -> Result<Option<candela_actors::store::HourRange>, StoreError> {
+        match self {
+            Cache::Redis(c) => c.hours(instrument, from, to, limit, known).await,
+            Cache::Memory(c) => c.hours(instrument, from, to, limit, known).await,
+        }
+    }
 }

@@ -653,6 +653,11 @@ pub struct ApiConfig {
     pub stream_resync_secs: u64,
     /// Most live streams this node serves at once (503 beyond).
     pub max_streams: usize,
+    /// MiB of encoded bars this node keeps to answer `/api/v1/ohlcv` from
+    /// (hours of 1-minute bars, dropped least recently used first).
+    pub memo_mib: u64,
+    /// MiB of compressed answers (gzip, brotli) this node keeps.
+    pub compressed_mib: u64,
 }
 
 impl Default for ApiConfig {
@@ -663,6 +668,8 @@ impl Default for ApiConfig {
             stream_grace_secs: 2,
             stream_resync_secs: 10,
             max_streams: 4_096,
+            memo_mib: 64,
+            compressed_mib: 32,
         }
     }
 }
@@ -1007,6 +1014,14 @@ impl Config {
         }
         if !(1..=100_000).contains(&self.api.max_streams) {
             return Err(bad("api.max_streams", "must be 1 to 100000".into()));
+        }
+        for (name, mib) in [
+            ("api.memo_mib", self.api.memo_mib),
+            ("api.compressed_mib", self.api.compressed_mib),
+        ] {
+            if !(1..=65_536).contains(&mib) {
+                return Err(bad(name, "must be 1 to 65536 (MiB)".into()));
+            }
         }
         if !(1..=3_600).contains(&self.api.stream_resync_secs) {
             return Err(bad("api.stream_resync_secs", "must be 1 to 3600".into()));

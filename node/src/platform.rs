@@ -569,6 +569,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Platform> {
                         max_limit: config.api.max_limit,
                         stream_grace_secs: config.api.stream_grace_secs,
                         max_streams: config.api.max_streams,
+                        memo_bytes: config.api.memo_mib.saturating_mul(1 << 20),
+                        compressed_bytes: config.api.compressed_mib.saturating_mul(1 << 20),
                         title: format!("candela ({node})"),
                         metrics: candela_api::server::MetricsText(crate::ops::recorder().map(
                             |h| Arc::new(move || h.render()) as candela_api::server::MetricsFn,

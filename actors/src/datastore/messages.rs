@@ -7,7 +7,7 @@ use crate::call::{CallError, Failed};
 use crate::coordinator::CoordinatorError;
 use crate::domain::{Instrument, Interval};
 use crate::fsm::RunView;
-use crate::store::StoredBar;
+use crate::store::{HourRange, KnownHour, StoredBar};
 
 /// A request for bars: `from <= open_time <= to`, at most `limit`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +26,11 @@ pub struct BarQuery {
     /// demand (the Data Not Found path). A live stream's polls say no: only
     /// a client's request for bars asks for an instrument.
     pub fetch: bool,
+    /// For a reader that keeps what it built from earlier answers: answer a
+    /// 1-minute range the cache holds hour by hour ([`BarAnswer::hours`]),
+    /// without the bars of the hours named here at their version. `None`:
+    /// answer bars.
+    pub by_hour: Option<Vec<KnownHour>>,
 }
 
 /// Where an answer came from.
@@ -43,10 +48,13 @@ pub enum Served {
 /// The bars found, ascending.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BarAnswer {
-    /// Bars, ascending by start.
+    /// Bars, ascending by start (empty when the answer is [`Self::hours`]).
     pub bars: Vec<StoredBar>,
     /// Where they came from.
     pub served: Served,
+    /// When the query asked `by_hour` and the cache held the range: the
+    /// range hour by hour (see [`BarCache::hours`](crate::store::BarCache::hours)).
+    pub hours: Option<HourRange>,
 }
 
 /// Why a request could not be answered; each variant is one HTTP answer

@@ -158,6 +158,14 @@ impl Drop for WaitTask {
     }
 }
 
+/// What the cache answered.
+enum Cached {
+    /// The range's bars.
+    Bars(Vec<StoredBar>),
+    /// The range hour by hour (the query asked `by_hour`).
+    Hours(crate::store::HourRange),
+}
+
 /// Where a run stands after [`serve`].
 enum Served2 {
     /// Answered.
@@ -306,12 +314,21 @@ async fn serve_inner<T: BarStore, C: BarCache>(
     // (loading the whole recent window) would be wasted work on every request.
     let mut cache_up = true;
     let cached = if query.interval == Interval::M1 {
-        match state
-            .args
-            .cache
-            .get(&query.instrument, query.from, query.to)
-            .await
-        {
+        let read = match &query.by_hour {
+            Some(known) => state
+                .args
+                .cache
+                .hours(&query.instrument, query.from, query.to, query.limit, known)
+                .await
+                .map(|hit| hit.map(Cached::Hours)),
+            None => state
+                .args
+                .cache
+                .get(&query.instrument, query.from, query.to)
+                .await
+                .map(|hit| hit.map(Cached::Bars)),
+        };
+        match read {
             Ok(hit) => {
                 let outcome = if hit.is_some() { "hit" } else { "miss" };
                 metrics::counter!(crate::telemetry::CACHE_READS, "outcome" => outcome).increment(1);
@@ -330,10 +347,15 @@ async fn serve_inner<T: BarStore, C: BarCache>(
     step(fsm, Event::StartDbQuery)?;
 
     // Querying DB.
+    let mut hours = None;
     let result = match cached {
-        Some(mut bars) => {
+        Some(Cached::Bars(mut bars)) => {
             bars.truncate(query.limit);
             Ok((bars, Served::Cache))
+        }
+        Some(Cached::Hours(range)) => {
+            hours = Some(range);
+            Ok((Vec::new(), Served::Cache))
         }
         None => query_db(&state.args, query, cache_up)
             .await
@@ -359,6 +381,7 @@ async fn serve_inner<T: BarStore, C: BarCache>(
     let fetcher = state.args.fetcher.clone();
     let i = &query.instrument;
     let held = !bars.is_empty()
+        || hours.as_ref().is_some_and(|h| !h.hours.is_empty())
         || state.args.ingested.contains(i)
         || fetcher.as_ref().is_some_and(|f| f.fetched(i));
     let known = if held {
@@ -387,7 +410,11 @@ async fn serve_inner<T: BarStore, C: BarCache>(
         let answer = if pending && query.fetch {
             Err(DataError::Pending)
         } else {
-            Ok(BarAnswer { bars, served })
+            Ok(BarAnswer {
+                bars,
+                served,
+                hours,
+            })
         };
         let fsm = &mut state.fsm;
         step(
@@ -445,6 +472,7 @@ async fn fetched<T: BarStore, C: BarCache>(
                 Ok(BarAnswer {
                     bars,
                     served: Served::Fetched,
+                    hours: None,
                 })
             }
             Err(err) => {

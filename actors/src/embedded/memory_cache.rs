@@ -6,7 +6,8 @@
 //!
 //! * [`BarCache::put`] keeps, per minute, the bar with the highest row version
 //!   (an equal version replaces, as in Redis), so a slow writer can never put
-//!   an older bar back over a newer one; it never moves the mark;
+//!   an older bar back over a newer one; it trims the minutes older than the
+//!   window and moves the mark past them (never back);
 //! * [`BarCache::get`] serves a range only from the mark on, anything else is
 //!   a miss (`None`);
 //! * [`BarCache::fill`] loads the bars from `from` on, sets the mark to `from`
@@ -17,8 +18,9 @@
 //!   mark (bars stay until trimmed).
 //!
 //! Memory is bounded by the window: besides the trim on fill, a put trims the
-//! minutes of an instrument that are older than the window and not covered by
-//! its mark. The cache lives and dies with the process, so it can never be
+//! minutes of an instrument that are older than the window (a mark older
+//! than the window moves up to it: the cache no longer holds what it
+//! claimed). The cache lives and dies with the process, so it can never be
 //! "unreachable" and never misses a write; it never returns
 //! [`StoreError::CacheDown`].
 
@@ -26,7 +28,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::domain::Instrument;
-use crate::store::{BarCache, StoreError, StoredBar};
+use crate::store::{
+    hour_of, BarCache, CachedHour, HourRange, KnownHour, StoreError, StoredBar, HOUR_SECS,
+};
 
 /// What the cache holds for one instrument.
 #[derive(Debug, Default)]
@@ -119,13 +123,16 @@ impl BarCache for MemoryCache {
             let entry = map.entry(bar.bar.instrument.clone()).or_default();
             Self::put_into(entry, bar);
         }
-        // Keep memory bounded: minutes out of the window that no mark covers.
+        // Keep memory bounded: minutes out of the window go, and the mark
+        // moves past them (it can no longer claim them).
         for bar in bars {
             if let Some(entry) = map.get_mut(&bar.bar.instrument) {
-                let horizon = entry
-                    .from
-                    .map_or(window_start, |(f, _)| f.min(window_start));
-                entry.trim(horizon);
+                entry.trim(window_start);
+                if let Some((from, generation)) = entry.from {
+                    if from < window_start {
+                        entry.from = Some((window_start, generation));
+                    }
+                }
             }
         }
         Ok(())
@@ -188,6 +195,72 @@ impl BarCache for MemoryCache {
         let mut inner = self.lock();
         inner.generation = inner.generation.wrapping_add(1);
         Ok(())
+    }
+
+    async fn hours(
+        &self,
+        instrument: &Instrument,
+        from: i64,
+        to: i64,
+        limit: usize,
+        known: &[KnownHour],
+    ) -> Result<Option<HourRange>, StoreError> {
+        let inner = self.lock();
+        let Some(entry) = inner.entries.get(instrument) else {
+            return Ok(None);
+        };
+        let complete_from = match entry.from {
+            Some((start, generation)) if start <= from && generation == inner.generation => start,
+            _ => return Ok(None),
+        };
+        let mut range = HourRange {
+            complete_from,
+            hours: Vec::new(),
+        };
+        if to < from {
+            return Ok(Some(range));
+        }
+        // The bars are walked, not the hours: hours without bars cost nothing.
+        let lo = hour_of(from).max(complete_from);
+        let hi = hour_of(to).saturating_add(HOUR_SECS - 1);
+        let mut bars = entry.bars.range(lo..=hi).peekable();
+        let mut total = 0usize;
+        while let Some((t, _)) = bars.peek() {
+            if total >= limit {
+                break;
+            }
+            let hour = hour_of(**t);
+            let mut held = Vec::new();
+            while let Some((_, b)) = bars.next_if(|(t, _)| hour_of(**t) == hour) {
+                held.push(b);
+            }
+            let version = held.iter().map(|b| b.version).max().unwrap_or(0);
+            match known
+                .iter()
+                .find(|k| k.hour == hour && k.version == version)
+            {
+                Some(k) => {
+                    total += k.bars;
+                    range.hours.push(CachedHour {
+                        hour,
+                        version,
+                        bars: None,
+                    });
+                }
+                None => {
+                    total += held
+                        .iter()
+                        .filter(|b| (from..=to).contains(&b.bar.open_time))
+                        .count();
+                    range.hours.push(CachedHour {
+                        hour,
+                        version,
+                        bars: Some(held.into_iter().cloned().collect()),
+                    });
+                }
+            }
+        }
+        Ok(Some(range))
     }
 }
 

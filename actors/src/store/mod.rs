@@ -317,4 +317,67 @@ pub trait BarCache: Send + Sync + 'static {
     /// (bars stay, but reads go to the store until the next fill): moves the
     /// generation on.
     fn invalidate_all(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The cached 1-minute bars of `instrument` with `from <= open_time <=
+    /// to`, hour by hour, for a reader that keeps what it built from earlier
+    /// answers: an hour the reader names in `known` with the version the
+    /// cache still holds comes back without its bars ([`CachedHour::bars`] is
+    /// `None`); any other hour comes back whole (every minute of it the
+    /// cache holds from its mark on, also outside `from..=to`, so the reader
+    /// can keep it). Hours are returned in order until they hold `limit`
+    /// bars of the range (a known hour counts with its [`KnownHour::bars`]).
+    /// `None` when the cache does not hold the whole range (as
+    /// [`BarCache::get`]).
+    fn hours(
+        &self,
+        instrument: &Instrument,
+        from: i64,
+        to: i64,
+        limit: usize,
+        known: &[KnownHour],
+    ) -> impl Future<Output = Result<Option<HourRange>, StoreError>> + Send;
+}
+
+/// An hour's length, seconds.
+pub const HOUR_SECS: i64 = 3_600;
+
+/// An hour of 1-minute bars a cache reader already holds, at a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownHour {
+    /// Start of the hour (a multiple of [`HOUR_SECS`]).
+    pub hour: i64,
+    /// The version the reader built it from ([`CachedHour::version`]).
+    pub version: i64,
+    /// How many of its bars lie in the range asked for.
+    pub bars: usize,
+}
+
+/// One hour of a cached range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedHour {
+    /// Start of the hour (a multiple of [`HOUR_SECS`]).
+    pub hour: i64,
+    /// The highest row version among the hour's cached bars. Row versions
+    /// come from one counter per store that grows with every change, so any
+    /// change of any bar of the hour raises it: the same version is the same
+    /// bars.
+    pub version: i64,
+    /// The hour's bars from [`HourRange::complete_from`] on, ascending;
+    /// `None` when the reader named this version in `known`.
+    pub bars: Option<Vec<StoredBar>>,
+}
+
+/// What [`BarCache::hours`] answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HourRange {
+    /// The cache holds every bar of the instrument from this time on (its
+    /// mark): an hour's bars are complete from here.
+    pub complete_from: i64,
+    /// The hours holding bars, ascending (hours without bars are left out).
+    pub hours: Vec<CachedHour>,
+}
+
+/// The start of the hour holding `t`.
+pub fn hour_of(t: i64) -> i64 {
+    t - t.rem_euclid(HOUR_SECS)
 }

@@ -3,8 +3,13 @@
 //! Per instrument, one hash `candela:1m:{instrument}` maps each minute
 //! (`open_time`) to the JSON of its [`StoredBar`] (and `{minute}:v` to its
 //! version), a sorted set `candela:1m:{instrument}:idx` indexes the minutes
-//! held (for trimming), and `candela:1m:{instrument}:from` is the "complete
-//! from" mark: `{first minute}:{generation}`. A write keeps, per minute, the
+//! held (for trimming), `candela:1m:{instrument}:hv` maps each hour to the
+//! highest version of its bars (any change of a bar raises it: a reader
+//! that keeps what it built from an hour asks only whether the version
+//! moved), and `candela:1m:{instrument}:from` is the "complete from" mark:
+//! `{first minute}:{generation}`. A read ([`BarCache::hours`]) is one script,
+//! one round trip: the mark, the hours' versions, and the bars of only the
+//! hours the reader does not hold at their version. A write keeps, per minute, the
 //! bar with the highest row version (a Lua script compares), so a slow writer
 //! can never put an older bar back over a newer one.
 //!
@@ -22,7 +27,8 @@
 //! range is clamped to the present (no minute after now + 1 minute is
 //! looked up, whatever `to` says). Minutes older than the window are trimmed
 //! on every write (put and fill), through the index, so Redis holds about the
-//! window and no more.
+//! window and no more; a trim moves a mark older than the horizon up to it
+//! (the mark must never claim a minute the trim dropped).
 //!
 //! When Redis cannot be reached, calls fail fast with [`StoreError::CacheDown`]
 //! for a second before it is tried again, so a dead cache costs readers
@@ -36,13 +42,15 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
-use super::{BarCache, StoreError, StoredBar};
+use super::{BarCache, CachedHour, HourRange, KnownHour, StoreError, StoredBar};
 use crate::domain::Instrument;
 
-/// Keeps, for each minute, the bar with the highest version, indexes it, and
-/// trims the minutes before the horizon.
-/// KEYS[1] = hash, KEYS[2] = index; ARGV[1] = horizon, then
-/// minute, version, json, minute, version, json, ...
+/// Keeps, for each minute, the bar with the highest version, indexes it,
+/// raises its hour's version, trims the minutes before the horizon (with the
+/// versions of the hours wholly before it) and moves a mark older than the
+/// horizon up to it: the cache no longer holds what the mark claimed.
+/// KEYS[1] = hash, KEYS[2] = index, KEYS[3] = hour versions, KEYS[4] = mark;
+/// ARGV[1] = horizon, then minute, version, json, minute, version, json, ...
 const PUT_SCRIPT: &str = r"
 local n = 0
 local horizon = tonumber(ARGV[1])
@@ -53,6 +61,11 @@ for i = 2, #ARGV, 3 do
     if (not cur) or tonumber(cur) <= tonumber(ARGV[i + 1]) then
       redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2], ARGV[i] .. ':v', ARGV[i + 1])
       redis.call('ZADD', KEYS[2], t, ARGV[i])
+      local h = string.format('%d', t - t % 3600)
+      local hv = redis.call('HGET', KEYS[3], h)
+      if (not hv) or tonumber(hv) < tonumber(ARGV[i + 1]) then
+        redis.call('HSET', KEYS[3], h, ARGV[i + 1])
+      end
       n = n + 1
     end
   end
@@ -63,8 +76,84 @@ for _, t in ipairs(old) do
 end
 if #old > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
+  for _, h in ipairs(redis.call('HKEYS', KEYS[3])) do
+    if tonumber(h) + 3600 <= horizon then
+      redis.call('HDEL', KEYS[3], h)
+    end
+  end
+end
+local mark = redis.call('GET', KEYS[4])
+if mark then
+  local from, gen = string.match(mark, '^(-?%d+):(%d+)$')
+  if from and tonumber(from) < horizon then
+    redis.call('SET', KEYS[4], ARGV[1] .. ':' .. gen)
+  end
 end
 return n
+";
+
+/// Reads a range hour by hour in one round trip (see [`BarCache::hours`]):
+/// checks the mark, then walks the hours of the range, each hour's version
+/// from the hour versions; an hour the caller knows at that version is
+/// answered without its bars.
+/// KEYS[1] = generation, KEYS[2] = mark, KEYS[3] = hash, KEYS[4] = hour
+/// versions; ARGV[1] = from, ARGV[2] = to, ARGV[3] = limit, then hour,
+/// version, bars in range, for each known hour.
+/// Answers `{0}` on a miss, else `{1, complete_from, hour, version, n,
+/// json * n, ...}` with n = -1 for a known hour.
+const READ_SCRIPT: &str = r"
+local gen = redis.call('GET', KEYS[1]) or '0'
+local mark = redis.call('GET', KEYS[2])
+if not mark then return {0} end
+local mfrom, mgen = string.match(mark, '^(-?%d+):(%d+)$')
+if (not mfrom) or mgen ~= gen then return {0} end
+mfrom = tonumber(mfrom)
+local from, to, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if mfrom > from then return {0} end
+local out = {1, mfrom}
+if to < from then return out end
+local known = {}
+for i = 4, #ARGV, 3 do
+  known[ARGV[i]] = {ARGV[i + 1], tonumber(ARGV[i + 2])}
+end
+local total = 0
+local h = from - from % 3600
+while h <= to and total < limit do
+  local hs = string.format('%d', h)
+  local v = redis.call('HGET', KEYS[4], hs)
+  if v then
+    local k = known[hs]
+    if k and k[1] == v then
+      out[#out + 1] = h
+      out[#out + 1] = v
+      out[#out + 1] = -1
+      total = total + k[2]
+    else
+      local lo = math.max(h, mfrom)
+      local fields = {}
+      for t = lo + (60 - lo % 60) % 60, h + 3540, 60 do
+        fields[#fields + 1] = string.format('%d', t)
+      end
+      local bars = {}
+      if #fields > 0 then
+        local values = redis.call('HMGET', KEYS[3], unpack(fields))
+        for j = 1, #fields do
+          if values[j] then
+            bars[#bars + 1] = values[j]
+            local t = tonumber(fields[j])
+            if t >= from and t <= to then total = total + 1 end
+          end
+        end
+      end
+      out[#out + 1] = h
+      out[#out + 1] = v
+      out[#out + 1] = #bars
+      for _, b in ipairs(bars) do out[#out + 1] = b end
+    end
+  end
+  h = h + 3600
+end
+return out
 ";
 
 /// Sets the mark only if the generation is still the one read before the
@@ -87,6 +176,7 @@ pub struct RedisCache {
     window_secs: i64,
     put: redis::Script,
     mark: redis::Script,
+    read: redis::Script,
     health: Arc<Health>,
 }
 
@@ -128,6 +218,7 @@ impl RedisCache {
             window_secs,
             put: redis::Script::new(PUT_SCRIPT),
             mark: redis::Script::new(MARK_SCRIPT),
+            read: redis::Script::new(READ_SCRIPT),
             health: Arc::default(),
         })
     }
@@ -142,6 +233,10 @@ impl RedisCache {
 
     fn index_key(&self, instrument: &Instrument) -> String {
         format!("{}:1m:{instrument}:idx", self.prefix)
+    }
+
+    fn hours_key(&self, instrument: &Instrument) -> String {
+        format!("{}:1m:{instrument}:hv", self.prefix)
     }
 
     fn generation_key(&self) -> String {
@@ -162,7 +257,10 @@ impl RedisCache {
         horizon: i64,
     ) -> Result<(), StoreError> {
         let mut inv = self.put.key(self.key(instrument));
-        inv.key(self.index_key(instrument)).arg(horizon);
+        inv.key(self.index_key(instrument))
+            .key(self.hours_key(instrument))
+            .key(self.cover_key(instrument))
+            .arg(horizon);
         for b in bars {
             let json = serde_json::to_string(b).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             inv.arg(b.bar.open_time).arg(b.version).arg(json);
@@ -302,6 +400,84 @@ impl RedisCache {
     }
 }
 
+impl RedisCache {
+    async fn read_hours(
+        &self,
+        instrument: &Instrument,
+        from: i64,
+        to: i64,
+        limit: usize,
+        known: &[KnownHour],
+    ) -> Result<Option<HourRange>, StoreError> {
+        // Nothing after the present is looked up, whatever `to` says.
+        let to = to.min(now_secs().saturating_add(60));
+        let mut inv = self.read.key(self.generation_key());
+        inv.key(self.cover_key(instrument))
+            .key(self.key(instrument))
+            .key(self.hours_key(instrument))
+            .arg(from)
+            .arg(to)
+            .arg(limit);
+        for k in known {
+            inv.arg(k.hour).arg(k.version).arg(k.bars);
+        }
+        let mut conn = self.conn.clone();
+        let reply: Vec<redis::Value> = inv.invoke_async(&mut conn).await?;
+        parse_hours(reply)
+    }
+}
+
+/// The read script's answer (see [`READ_SCRIPT`]).
+fn parse_hours(reply: Vec<redis::Value>) -> Result<Option<HourRange>, StoreError> {
+    use redis::Value;
+    fn int(v: Option<Value>) -> Result<i64, StoreError> {
+        match v {
+            Some(Value::Int(n)) => Ok(n),
+            Some(Value::BulkString(b)) => std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| StoreError::Corrupt("cache: a number expected".into())),
+            other => Err(StoreError::Corrupt(format!(
+                "cache: a number expected, got {other:?}"
+            ))),
+        }
+    }
+    let mut values = reply.into_iter();
+    if int(values.next())? == 0 {
+        return Ok(None);
+    }
+    let mut range = HourRange {
+        complete_from: int(values.next())?,
+        hours: Vec::new(),
+    };
+    while let Some(hour) = values.next() {
+        let hour = int(Some(hour))?;
+        let version = int(values.next())?;
+        let n = int(values.next())?;
+        let bars = if n < 0 {
+            None
+        } else {
+            let mut bars = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                let Some(Value::BulkString(json)) = values.next() else {
+                    return Err(StoreError::Corrupt("cache: a bar expected".into()));
+                };
+                bars.push(
+                    serde_json::from_slice(&json)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                );
+            }
+            Some(bars)
+        };
+        range.hours.push(CachedHour {
+            hour,
+            version,
+            bars,
+        });
+    }
+    Ok(Some(range))
+}
+
 impl BarCache for RedisCache {
     async fn put(&self, bars: &[StoredBar]) -> Result<(), StoreError> {
         self.guard().await?;
@@ -341,6 +517,20 @@ impl BarCache for RedisCache {
     async fn invalidate_all(&self) -> Result<(), StoreError> {
         self.guard().await?;
         self.invalidate_marks().await.map_err(|e| self.observe(e))
+    }
+
+    async fn hours(
+        &self,
+        instrument: &Instrument,
+        from: i64,
+        to: i64,
+        limit: usize,
+        known: &[KnownHour],
+    ) -> Result<Option<HourRange>, StoreError> {
+        self.guard().await?;
+        self.read_hours(instrument, from, to, limit, known)
+            .await
+            .map_err(|e| self.observe(e))
     }
 }
 

@@ -9,7 +9,7 @@
 use std::future::Future;
 
 use candela_actors::domain::{Bar, Instrument, Interval, TradeMark};
-use candela_actors::store::{BarCache, BarStore, Source, StoredBar, WriteBatch};
+use candela_actors::store::{BarCache, BarStore, KnownHour, Source, StoredBar, WriteBatch};
 use rust_decimal::Decimal;
 
 use super::data::{btc, eth, ticks};
@@ -43,6 +43,16 @@ macro_rules! cache_contract_tests {
         async fn cache_mark_cannot_lie() {
             let (_guard, store) = $store().await;
             $crate::backends::cache::cache_mark_cannot_lie(&store, $make).await;
+        }
+
+        #[tokio::test]
+        async fn cache_never_serves_minutes_it_trimmed() {
+            $crate::backends::cache::cache_never_serves_minutes_it_trimmed($make).await;
+        }
+
+        #[tokio::test]
+        async fn cache_hours_resend_only_what_changed() {
+            $crate::backends::cache::cache_hours_resend_only_what_changed($make).await;
         }
 
         #[tokio::test]
@@ -383,4 +393,164 @@ where
     .expect("a far `to` answered within the deadline")
     .unwrap();
     assert_eq!(far, Some(held));
+}
+
+pub async fn cache_never_serves_minutes_it_trimmed<C, F>(make: impl Fn(i64) -> F)
+where
+    C: BarCache,
+    F: Future<Output = C>,
+{
+    let cache = make(3_600).await;
+    let i = btc();
+    let end = Interval::M1.floor(now());
+    // Two hours of minutes, filled as complete (a fill keeps what it covers,
+    // also before the window).
+    let bars: Vec<StoredBar> = (0..120)
+        .map(|k| bar(&i, end - (119 - k) * 60, 1, k))
+        .collect();
+    let first = bars[0].bar.open_time;
+    assert!(fill(&cache, &i, first, &bars).await);
+    assert_eq!(cache.get(&i, first, end).await.unwrap(), Some(bars.clone()));
+    // A write trims what is older than the window ...
+    let newer = bar(&i, end, 3, 7);
+    cache.put(std::slice::from_ref(&newer)).await.unwrap();
+    // ... so the range from the first minute is no longer whole: it must
+    // be a miss (asked of the store), never an answer without its first hour.
+    let got = cache.get(&i, first, end).await.unwrap();
+    assert!(
+        got.is_none(),
+        "the cache answered a range whose first hour it trimmed: {} of {} bars",
+        got.map_or(0, |g| g.len()),
+        bars.len()
+    );
+    assert_eq!(
+        cache.hours(&i, first, end, 10_000, &[]).await.unwrap(),
+        None
+    );
+    // Inside the window it still answers, with the newer bar.
+    let from = end - 1_800;
+    let mut want: Vec<StoredBar> = bars
+        .iter()
+        .filter(|b| b.bar.open_time >= from)
+        .cloned()
+        .collect();
+    *want.last_mut().unwrap() = newer;
+    assert_eq!(cache.get(&i, from, end).await.unwrap(), Some(want));
+}
+
+/// The hours of `bars`, grouped by hand (the expected answer).
+fn by_hour(bars: &[StoredBar]) -> Vec<(i64, Vec<StoredBar>)> {
+    let mut out: Vec<(i64, Vec<StoredBar>)> = Vec::new();
+    for b in bars {
+        let hour = b.bar.open_time / 3_600 * 3_600;
+        match out.last_mut() {
+            Some((h, held)) if *h == hour => held.push(b.clone()),
+            _ => out.push((hour, vec![b.clone()])),
+        }
+    }
+    out
+}
+
+pub async fn cache_hours_resend_only_what_changed<C, F>(make: impl Fn(i64) -> F)
+where
+    C: BarCache,
+    F: Future<Output = C>,
+{
+    let cache = make(CENTURY).await;
+    let i = btc();
+    let start = 1_700_000_000 - 1_700_000_000 % 3_600;
+    // Three hours, every seventh minute without trades.
+    let bars: Vec<StoredBar> = (0..180)
+        .filter(|k| k % 7 != 3)
+        .map(|k| bar(&i, start + k * 60, 10 + k, k))
+        .collect();
+    assert!(fill(&cache, &i, start, &bars).await);
+    let (from, to) = (start + 30 * 60, start + 150 * 60);
+    let in_range = |held: &[StoredBar]| {
+        held.iter()
+            .filter(|b| (from..=to).contains(&b.bar.open_time))
+            .count()
+    };
+    let want = by_hour(&bars);
+    let first = cache
+        .hours(&i, from, to, 10_000, &[])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.complete_from, start);
+    assert_eq!(first.hours.len(), 3);
+    for (got, (hour, held)) in first.hours.iter().zip(&want) {
+        assert_eq!(got.hour, *hour);
+        assert_eq!(got.version, held.iter().map(|b| b.version).max().unwrap());
+        // The whole hour, also the minutes outside `from..=to`.
+        assert_eq!(got.bars.as_ref(), Some(held));
+    }
+    // A reader that keeps them is sent none again.
+    let mut known: Vec<KnownHour> = want
+        .iter()
+        .zip(&first.hours)
+        .map(|((hour, held), got)| KnownHour {
+            hour: *hour,
+            version: got.version,
+            bars: in_range(held),
+        })
+        .collect();
+    let again = cache
+        .hours(&i, from, to, 10_000, &known)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(again.hours.iter().all(|h| h.bars.is_none()), "{again:?}");
+    assert_eq!(
+        again.hours.iter().map(|h| h.version).collect::<Vec<_>>(),
+        known.iter().map(|k| k.version).collect::<Vec<_>>()
+    );
+    // A correction in the middle hour: that hour alone comes back, at a
+    // higher version, with the corrected bar.
+    let corrected = bar(&i, start + 3_600 + 600, 1_001, 99);
+    cache.put(std::slice::from_ref(&corrected)).await.unwrap();
+    let third = cache
+        .hours(&i, from, to, 10_000, &known)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(third.hours[0].bars.is_none() && third.hours[2].bars.is_none());
+    assert_eq!(third.hours[1].version, 1_001);
+    let middle = third.hours[1].bars.as_ref().expect("the corrected hour");
+    assert!(middle.contains(&corrected), "{middle:?}");
+    assert_eq!(middle.len(), want[1].1.len());
+    known[1].version = 1_001;
+    // An older version of a bar changes nothing.
+    cache
+        .put(&[bar(&i, start + 3_600 + 600, 5, 1)])
+        .await
+        .unwrap();
+    let fourth = cache
+        .hours(&i, from, to, 10_000, &known)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(fourth.hours.iter().all(|h| h.bars.is_none()), "{fourth:?}");
+    // The limit: hours are sent until they hold `limit` bars of the range.
+    let first_hour = in_range(&want[0].1);
+    let limited = cache
+        .hours(&i, from, to, first_hour, &[])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(limited.hours.len(), 1);
+    let limited = cache
+        .hours(&i, from, to, first_hour + 1, &known[..1])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(limited.hours.len(), 2);
+    assert!(limited.hours[0].bars.is_none() && limited.hours[1].bars.is_some());
+    // Before the mark: a miss; after an invalidation: a miss.
+    assert_eq!(
+        cache.hours(&i, start - 60, to, 10, &[]).await.unwrap(),
+        None
+    );
+    cache.invalidate_all().await.unwrap();
+    assert_eq!(cache.hours(&i, from, to, 10, &known).await.unwrap(), None);
 }
