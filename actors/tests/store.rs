@@ -32,3 +32,51 @@ async fn redis_cache(window_secs: i64) -> RedisCache {
 store_contract_tests!(pg_store);
 reconcile_contract_tests!(pg_store);
 cache_contract_tests!(redis_cache, pg_store);
+
+/// Redis written before hour versions existed (an upgrade, or a node of
+/// the previous release still writing): an hour with bars but no version is
+/// sent whole, with version 0, which no reader keeps; never left out.
+#[tokio::test]
+async fn hours_written_without_a_version_are_sent_not_left_out() {
+    use candela_actors::store::BarCache;
+    let prefix = candela_testkit::unique("candela_test");
+    let cache = RedisCache::connect(&candela_testkit::redis_url(), &prefix, 86_400 * 36_500)
+        .await
+        .unwrap();
+    let i = backends::data::btc();
+    let start = 1_700_000_000 - 1_700_000_000 % 3_600;
+    let bars: Vec<_> = (0..5)
+        .map(|k| backends::cache::bar(&i, start + k * 60, 10 + k, k))
+        .collect();
+    // The previous layout: the minutes, their index, the mark; no `:hv`.
+    let client = redis::Client::open(candela_testkit::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for b in &bars {
+        let t = b.bar.open_time;
+        let _: () = redis::pipe()
+            .hset(
+                format!("{prefix}:1m:{i}"),
+                t,
+                serde_json::to_string(b).unwrap(),
+            )
+            .hset(format!("{prefix}:1m:{i}"), format!("{t}:v"), b.version)
+            .zadd(format!("{prefix}:1m:{i}:idx"), t, t)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}:1m:{i}:from"))
+        .arg(format!("{start}:0"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let got = cache
+        .hours(&i, start, start + 600, 100, &[])
+        .await
+        .unwrap()
+        .expect("the mark holds");
+    assert_eq!(got.hours.len(), 1);
+    assert_eq!(got.hours[0].version, 0);
+    assert_eq!(got.hours[0].bars.as_ref(), Some(&bars));
+}

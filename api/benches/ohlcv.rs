@@ -229,7 +229,8 @@ async fn main() {
     });
 
     let from = start + 99 * 60;
-    let query = format!("api/v1/ohlcv?instrument=Coinbase:BTC-USD&interval=1m&from={from}&limit=500");
+    let query =
+        format!("api/v1/ohlcv?instrument=Coinbase:BTC-USD&interval=1m&from={from}&limit=500");
     let http = reqwest::Client::new();
     // Warm up (fills the caches) and check the answers.
     let mut bytes = bytes::Bytes::new();

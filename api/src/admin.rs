@@ -579,16 +579,12 @@ impl AdminApi {
         &self,
         token: AdminToken,
         /// `MARKET:BASE-QUOTE`.
-        #[oai(validator(pattern = r"^[A-Za-z0-9.]{1,32}:[A-Za-z0-9.]{1,32}-[A-Za-z0-9.]{1,32}$"))]
-        instrument: Path<String>,
+        instrument: Path<crate::params::InstrumentParam>,
     ) -> AdminResponse<PlainText<String>> {
         if let Err(why) = self.authorized(&token) {
             return err(AdminResponse::Unauthorized, "unauthorized", why);
         }
-        let parsed: candela_actors::domain::Instrument = match instrument.0.parse() {
-            Ok(i) => i,
-            Err(e) => return err(AdminResponse::BadRequest, "bad_request", format!("{e}")),
-        };
+        let parsed = instrument.0 .0;
         let Some(dynamic) = &self.state.admin.dynamic else {
             return err(
                 AdminResponse::Unavailable,

@@ -12,7 +12,7 @@ use candela_actors::domain::{Instrument, Interval};
 
 use crate::model::{ErrorBody, InstrumentDto, IntervalParam, OhlcvBody, StreamEvent};
 use crate::negotiate::{self, Coding, Compressed};
-use crate::series::{self, Head, HourEntry, HourMemo, Item};
+use crate::series::{self, Bars, Head, HourEntry, HourMemo};
 use crate::server::ApiState;
 use crate::stream;
 
@@ -183,7 +183,7 @@ pub(crate) fn now_secs() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Checks an instrument and a time range; returns them aligned to the
+/// Checks a time range; returns them aligned to the
 /// interval, with `to` clamped to the interval in progress at `now` (no bar
 /// can start later, and no work may depend on how far in the future a caller
 /// puts `to`). A range that starts after its end (as asked, or because it
@@ -191,15 +191,12 @@ pub(crate) fn now_secs() -> i64 {
 /// an answer, not an error (the document cannot say "`from` ≤ `to`", so the
 /// server does not refuse it either).
 pub(crate) fn validate(
-    instrument: &str,
+    instrument: Instrument,
     interval: Interval,
     from: i64,
     to: Option<i64>,
     now: i64,
 ) -> Result<(Instrument, i64, i64), String> {
-    let instrument: Instrument = instrument
-        .parse()
-        .map_err(|e: candela_actors::domain::tick::InvalidInstrument| e.to_string())?;
     // 1970 .. 2200: anything else is a unit mistake (milliseconds?).
     const MAX: i64 = crate::model::MAX_TIME_SECS;
     let to = to.unwrap_or(now);
@@ -231,8 +228,7 @@ impl DataApi {
     async fn ohlcv(
         &self,
         /// `MARKET:BASE-QUOTE`, e.g. `Coinbase:BTC-USD`.
-        #[oai(validator(pattern = r"^[A-Za-z0-9.]{1,32}:[A-Za-z0-9.]{1,32}-[A-Za-z0-9.]{1,32}$"))]
-        instrument: Query<String>,
+        instrument: Query<crate::params::InstrumentParam>,
         /// Bar interval.
         interval: Query<Option<IntervalParam>>,
         /// Start: Unix seconds or RFC 3339 (the interval holding it is
@@ -265,7 +261,7 @@ impl DataApi {
             )));
         }
         let (instrument, from, to) = match validate(
-            &instrument.0,
+            instrument.0 .0,
             interval,
             from.0 .0,
             to.0.map(|t| t.0),
@@ -285,8 +281,8 @@ impl DataApi {
         };
         if from > to {
             // Nothing can be in it: no store, no source is asked.
-            let body = series::body(head(from, to, false, "none"), &[]);
-            return self.answer(request, body);
+            let body = series::body(head(from, to, false, "none"), &Bars::default());
+            return self.answer(request, body).await;
         }
         let now = now_secs();
         let limit = limit as usize;
@@ -335,10 +331,11 @@ impl DataApi {
                 )));
             }
         };
-        let now = now_secs();
-        let mut items: Vec<Item> = match answer.hours {
+        // One `now` for the whole answer: the entries were chosen as valid
+        // at it, and fresh bars are encoded at it.
+        let mut bars: Bars = match answer.hours {
             Some(range) => {
-                let mut items = Vec::with_capacity(limit.min(4_096));
+                let mut bars = Bars::default();
                 let (mut reused, mut encoded) = (0u64, 0u64);
                 for hour in range.hours {
                     if hour.bars.is_some() {
@@ -370,37 +367,30 @@ impl DataApi {
                             }
                         },
                     };
-                    items.extend(entry.slice(from, to).iter().cloned());
-                    if items.len() >= limit {
+                    bars.push_run(&entry.bars, entry.bars.range(from, to), limit);
+                    if bars.len() >= limit {
                         break;
                     }
                 }
-                items.truncate(limit);
                 use candela_actors::telemetry::API_MEMO_HOURS;
                 metrics::counter!(API_MEMO_HOURS, "outcome" => "reused").increment(reused);
                 metrics::counter!(API_MEMO_HOURS, "outcome" => "encoded").increment(encoded);
-                items
+                bars
             }
-            None => series::items(&answer.bars, now),
+            None => series::bars_of(&answer.bars, now),
         };
-        let mut truncated = items.len() >= limit;
-        let mut covered_to = match items.last() {
-            Some(last) if truncated => last.time,
+        let mut truncated = bars.len() >= limit;
+        let mut covered_to = match bars.last_time() {
+            Some(last) if truncated => last,
             _ => to,
         };
         if fill.0.unwrap_or(false) {
             // One past the limit, to know that it was truncated.
-            items = series::fill_gaps(
-                items,
-                interval.seconds(),
-                covered_to,
-                now,
-                limit.saturating_add(1),
-            );
-            if items.len() > limit {
-                items.truncate(limit);
+            bars = bars.fill_gaps(interval.seconds(), covered_to, now, limit.saturating_add(1));
+            if bars.len() > limit {
+                bars.truncate(limit);
                 truncated = true;
-                covered_to = items.last().map_or(covered_to, |b| b.time);
+                covered_to = bars.last_time().unwrap_or(covered_to);
             }
         }
         let served = match answer.served {
@@ -408,8 +398,8 @@ impl DataApi {
             Served::Database => "database",
             Served::Fetched => "fetched",
         };
-        let body = series::body(head(from, covered_to, truncated, served), &items);
-        self.answer(request, body)
+        let body = series::body(head(from, covered_to, truncated, served), &bars);
+        self.answer(request, body).await
     }
 
     /// The instruments the platform holds, with their first and last bar.
@@ -448,8 +438,7 @@ impl DataApi {
     async fn stream(
         &self,
         /// `MARKET:BASE-QUOTE`, e.g. `Coinbase:BTC-USD`.
-        #[oai(validator(pattern = r"^[A-Za-z0-9.]{1,32}:[A-Za-z0-9.]{1,32}-[A-Za-z0-9.]{1,32}$"))]
-        instrument: Query<String>,
+        instrument: Query<crate::params::InstrumentParam>,
         /// Bar interval.
         interval: Query<Option<IntervalParam>>,
         /// Start: Unix seconds or RFC 3339 (in the future: the stream starts
@@ -481,7 +470,7 @@ impl DataApi {
         }
         let interval: Interval = interval.0.unwrap_or(IntervalParam::M1).into();
         let (instrument, from, _) =
-            match validate(&instrument.0, interval, from.0 .0, None, now_secs()) {
+            match validate(instrument.0 .0, interval, from.0 .0, None, now_secs()) {
                 Ok(v) => v,
                 Err(msg) => {
                     return StreamResponse::BadRequest(Json(ErrorBody::new("bad_request", msg)))
@@ -537,7 +526,7 @@ impl DataApi {
 impl DataApi {
     /// A 200 with `body` (tagged, compressed as the client accepts), or a
     /// 304 when the client holds it.
-    fn answer(&self, request: &poem::Request, body: bytes::Bytes) -> OhlcvResponse {
+    async fn answer(&self, request: &poem::Request, body: bytes::Bytes) -> OhlcvResponse {
         let hash = negotiate::hash(&body);
         let coding = negotiate::coding(request.headers(), body.len());
         let tag = negotiate::tag(hash, coding);
@@ -545,7 +534,8 @@ impl DataApi {
         if negotiate::not_modified(request.headers(), hash) {
             return OhlcvResponse::NotModified(tag, cache_control, vary);
         }
-        let body = self.compressed.get(&body, hash, coding);
+        let (body, coding) = self.compressed.get(&body, hash, coding).await;
+        let tag = negotiate::tag(hash, coding);
         OhlcvResponse::Ok(OhlcvJson { body, coding }, tag, cache_control, vary)
     }
 }
@@ -587,60 +577,33 @@ impl<'a> From<&'a StreamEvent> for SerEvent<'a> {
 mod tests {
     use super::*;
 
+    fn btc() -> Instrument {
+        Instrument::new("Coinbase", "BTC", "USD")
+    }
+
     #[test]
     fn validation_says_what_is_wrong() {
         let now = 1_700_000_000;
-        assert!(validate("BTC-USD", Interval::M1, 0, Some(60), now)
-            .unwrap_err()
-            .contains("MARKET:BASE-QUOTE"));
         // A range that ends before it starts is empty, not wrong.
-        let (_, from, to) = validate("Coinbase:BTC-USD", Interval::M1, 120, Some(60), now).unwrap();
+        let (_, from, to) = validate(btc(), Interval::M1, 120, Some(60), now).unwrap();
         assert!(from > to);
-        assert!(validate(
-            "Coinbase:BTC-USD",
-            Interval::M1,
-            1_700_000_000_000,
-            None,
-            now
-        )
-        .unwrap_err()
-        .contains("Unix seconds"));
-        let (_, from, to) =
-            validate("Coinbase:BTC-USD", Interval::M5, 601, Some(1_199), now).unwrap();
+        assert!(validate(btc(), Interval::M1, 1_700_000_000_000, None, now)
+            .unwrap_err()
+            .contains("Unix seconds"));
+        let (_, from, to) = validate(btc(), Interval::M5, 601, Some(1_199), now).unwrap();
         assert_eq!((from, to), (600, 900));
     }
 
     #[test]
     fn a_far_to_is_clamped_to_the_interval_in_progress() {
         let now = 1_700_000_030;
-        let (_, _, to) = validate(
-            "Coinbase:BTC-USD",
-            Interval::M1,
-            0,
-            Some(7_258_118_400),
-            now,
-        )
-        .unwrap();
+        let (_, _, to) = validate(btc(), Interval::M1, 0, Some(7_258_118_400), now).unwrap();
         assert_eq!(to, 1_699_999_980);
         assert_eq!(to, Interval::M1.floor(now));
-        let (_, _, to) = validate(
-            "Coinbase:BTC-USD",
-            Interval::D1,
-            0,
-            Some(7_258_118_400),
-            now,
-        )
-        .unwrap();
+        let (_, _, to) = validate(btc(), Interval::D1, 0, Some(7_258_118_400), now).unwrap();
         assert_eq!(to, Interval::D1.floor(now));
         // A range in the future is empty.
-        let (_, from, to) = validate(
-            "Coinbase:BTC-USD",
-            Interval::M1,
-            now + 600,
-            Some(now + 900),
-            now,
-        )
-        .unwrap();
+        let (_, from, to) = validate(btc(), Interval::M1, now + 600, Some(now + 900), now).unwrap();
         assert!(from > to);
     }
 }

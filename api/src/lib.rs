@@ -24,6 +24,7 @@ pub mod feed;
 pub mod machines;
 pub mod model;
 pub mod negotiate;
+pub mod params;
 pub mod series;
 pub mod server;
 pub mod sse;

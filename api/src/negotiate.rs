@@ -47,35 +47,50 @@ impl Coding {
 /// less than it costs.
 const MIN_COMPRESSED: usize = 1_024;
 
-/// The coding to answer with, by the client's `Accept-Encoding`: brotli,
-/// then gzip, among those it accepts (`q` > 0); identity otherwise.
+/// The coding to answer with, by the client's `Accept-Encoding`: the one
+/// it weighs highest (`q`, 1 by default; `*` stands for the codings it does
+/// not name), brotli before gzip on a tie; identity when it accepts
+/// neither, or for a small body.
 pub fn coding(headers: &HeaderMap, len: usize) -> Coding {
     if len < MIN_COMPRESSED {
         return Coding::Identity;
     }
-    let mut best = Coding::Identity;
+    let (mut br, mut gzip, mut star) = (None::<f32>, None::<f32>, None::<f32>);
     for value in headers.get_all(poem::http::header::ACCEPT_ENCODING) {
         let Ok(value) = value.to_str() else { continue };
         for part in value.split(',') {
             let mut fields = part.split(';');
             let name = fields.next().unwrap_or("").trim().to_ascii_lowercase();
-            let refused = fields.any(|p| {
+            let mut q = Some(1.0f32);
+            for p in fields {
                 let p = p.trim();
-                p.strip_prefix("q=")
-                    .and_then(|q| q.trim().parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
-            });
-            if refused {
-                continue;
+                if p.len() > 2 && p[..2].eq_ignore_ascii_case("q=") {
+                    q = p[2..]
+                        .trim()
+                        .parse::<f32>()
+                        .ok()
+                        .filter(|q| (0.0..=1.0).contains(q));
+                }
             }
+            // A weight that cannot be read: the part is ignored.
+            let Some(q) = q else { continue };
             match name.as_str() {
-                "br" => best = Coding::Brotli,
-                "gzip" | "x-gzip" | "*" if best == Coding::Identity => best = Coding::Gzip,
+                "br" => br = Some(q),
+                "gzip" | "x-gzip" => gzip = Some(q),
+                "*" => star = Some(q),
                 _ => {}
             }
         }
     }
-    best
+    let br = br.or(star).unwrap_or(0.0);
+    let gzip = gzip.or(star).unwrap_or(0.0);
+    if br > 0.0 && br >= gzip {
+        Coding::Brotli
+    } else if gzip > 0.0 {
+        Coding::Gzip
+    } else {
+        Coding::Identity
+    }
 }
 
 /// The tag of a body, as sent in a coding.
@@ -114,9 +129,12 @@ pub fn not_modified(headers: &HeaderMap, hash: u64) -> bool {
         })
 }
 
-/// Compressed bodies by hash and coding, bounded by their bytes.
+/// Compressed bodies by hash and coding, bounded by their bytes; at most
+/// one compression per core at a time (beyond, the body is sent as it is:
+/// compressing is a favour, never a queue).
 pub struct Compressed {
     cache: quick_cache::sync::Cache<(u64, Coding), Bytes, BytesWeight>,
+    workers: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Clone)]
@@ -139,26 +157,43 @@ impl std::fmt::Debug for Compressed {
 impl Compressed {
     /// A memo of about `bytes` of compressed bodies.
     pub fn new(bytes: u64) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             cache: quick_cache::sync::Cache::with_weighter(
                 (bytes / 8_000).max(16) as usize,
                 bytes.max(1),
                 BytesWeight,
             ),
+            workers: std::sync::Arc::new(tokio::sync::Semaphore::new(cores)),
         }
     }
 
-    /// `body` in `coding` (compressed once per hash and coding).
-    pub fn get(&self, body: &Bytes, hash: u64, coding: Coding) -> Bytes {
+    /// `body` in `coding` (compressed once per hash and coding, on a
+    /// blocking thread), or as it is when every worker is busy.
+    pub async fn get(&self, body: &Bytes, hash: u64, coding: Coding) -> (Bytes, Coding) {
         if coding == Coding::Identity {
-            return body.clone();
+            return (body.clone(), coding);
         }
         if let Some(done) = self.cache.get(&(hash, coding)) {
-            return done;
+            return (done, coding);
         }
-        let done = Bytes::from(compress(body, coding));
-        self.cache.insert((hash, coding), done.clone());
-        done
+        let Ok(permit) = std::sync::Arc::clone(&self.workers).try_acquire_owned() else {
+            return (body.clone(), Coding::Identity);
+        };
+        let input = body.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            compress(&input, coding)
+        })
+        .await;
+        match done {
+            Ok(done) => {
+                let done = Bytes::from(done);
+                self.cache.insert((hash, coding), done.clone());
+                (done, coding)
+            }
+            Err(_) => (body.clone(), Coding::Identity),
+        }
     }
 }
 
@@ -179,7 +214,8 @@ pub fn compress(body: &[u8], coding: Coding) -> Vec<u8> {
         Coding::Brotli => {
             let mut out = Vec::with_capacity(body.len() / 4);
             let params = brotli::enc::BrotliEncoderParams {
-                quality: 4,
+                // Quicker for a large body.
+                quality: if body.len() > 1 << 20 { 2 } else { 4 },
                 lgwin: 20,
                 ..Default::default()
             };
@@ -217,7 +253,10 @@ mod tests {
             coding(&headers("accept-encoding", "identity"), big),
             Coding::Identity
         );
-        assert_eq!(coding(&headers("accept-encoding", "*"), big), Coding::Gzip);
+        assert_eq!(
+            coding(&headers("accept-encoding", "*"), big),
+            Coding::Brotli
+        );
         assert_eq!(
             coding(&headers("accept-encoding", "gzip;q=0, deflate"), big),
             Coding::Identity
@@ -226,6 +265,30 @@ mod tests {
             coding(&headers("accept-encoding", "gzip"), 100),
             Coding::Identity,
             "a small body is sent as is"
+        );
+        // `*` covers only what is not named; weights decide.
+        assert_eq!(
+            coding(&headers("accept-encoding", "gzip;q=0, *"), big),
+            Coding::Brotli
+        );
+        assert_eq!(
+            coding(&headers("accept-encoding", "gzip;q=0, br;q=0, *"), big),
+            Coding::Identity
+        );
+        assert_eq!(
+            coding(&headers("accept-encoding", "br;q=0.1, gzip;q=1"), big),
+            Coding::Gzip
+        );
+        assert_eq!(
+            coding(&headers("accept-encoding", "br;Q=0, gzip"), big),
+            Coding::Gzip
+        );
+        assert_eq!(
+            coding(
+                &headers("accept-encoding", "br;q=nonsense, gzip;q=0.5"),
+                big
+            ),
+            Coding::Gzip
         );
     }
 
@@ -248,8 +311,8 @@ mod tests {
         assert!(!not_modified(&HeaderMap::new(), h));
     }
 
-    #[test]
-    fn compressed_bodies_decompress_to_the_body() {
+    #[tokio::test]
+    async fn compressed_bodies_decompress_to_the_body() {
         use std::io::Read;
         let body: Vec<u8> = (0..5_000)
             .flat_map(|k| format!("{{\"time\":{k},\"open\":\"1.5\"}},").into_bytes())
@@ -268,10 +331,15 @@ mod tests {
         let memo = Compressed::new(1 << 20);
         let body = Bytes::from(body);
         let h = hash(&body);
+        let (first, coding) = memo.get(&body, h, Coding::Gzip).await;
+        assert_eq!(coding, Coding::Gzip);
         assert_eq!(
-            memo.get(&body, h, Coding::Gzip),
-            memo.get(&body, h, Coding::Gzip)
+            memo.get(&body, h, Coding::Gzip).await,
+            (first, Coding::Gzip)
         );
-        assert_eq!(memo.get(&body, h, Coding::Identity), body);
+        assert_eq!(
+            memo.get(&body, h, Coding::Identity).await,
+            (body, Coding::Identity)
+        );
     }
 }

@@ -26,8 +26,7 @@ use rust_decimal::Decimal;
 use candela_actors::domain::Instrument;
 use candela_actors::store::{hour_of, KnownHour, Source, StoredBar, HOUR_SECS};
 
-/// One bar of an answer: its start, its close (for filling gaps after it),
-/// and its JSON.
+/// One bar encoded on its own (a bar of the database, a filled bar).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
     /// Start of the interval, Unix seconds.
@@ -38,9 +37,10 @@ pub struct Item {
     pub json: Bytes,
 }
 
-/// Writes a bar's JSON object, as poem-openapi writes a
-/// [`BarDto`](crate::model::BarDto).
-#[allow(clippy::too_many_arguments)]
+/// Writes a bar's JSON object as poem-openapi writes a
+/// [`BarDto`](crate::model::BarDto): its fields in alphabetical order
+/// (serde_json's map, without `preserve_order`), decimals normalized, as
+/// strings.
 fn write_bar(
     buf: &mut Vec<u8>,
     time: i64,
@@ -52,20 +52,19 @@ fn write_bar(
     // Writing to a Vec cannot fail.
     let _ = write!(
         buf,
-        r#"{{"time":{time},"open":"{}","high":"{}","low":"{}","close":"{}","volume_base":"{}","volume_quote":"{}","trades":{trades},"source":"{source}","closed":{closed}}}"#,
-        open.normalize(),
+        r#"{{"close":"{}","closed":{closed},"high":"{}","low":"{}","open":"{}","source":"{source}","time":{time},"trades":{trades},"volume_base":"{}","volume_quote":"{}"}}"#,
+        close.normalize(),
         high.normalize(),
         low.normalize(),
-        close.normalize(),
+        open.normalize(),
         volume_base.normalize(),
         volume_quote.normalize(),
     );
 }
 
 /// Writes a stored bar; `now` decides whether it is closed.
-fn write_stored(buf: &mut Vec<u8>, b: &StoredBar, now: i64) -> bool {
+fn write_stored(buf: &mut Vec<u8>, b: &StoredBar, now: i64) {
     let bar = &b.bar;
-    let closed = bar.open_time + bar.interval.seconds() <= now;
     write_bar(
         buf,
         bar.open_time,
@@ -82,33 +81,8 @@ fn write_stored(buf: &mut Vec<u8>, b: &StoredBar, now: i64) -> bool {
             Source::Live => "live",
             Source::History => "history",
         },
-        closed,
+        bar.open_time + bar.interval.seconds() <= now,
     );
-    closed
-}
-
-/// The items of stored bars (an answer of the database), each encoded now.
-pub fn items(bars: &[StoredBar], now: i64) -> Vec<Item> {
-    let mut buf = Vec::with_capacity(bars.len() * 200);
-    let mut ends = Vec::with_capacity(bars.len());
-    for b in bars {
-        write_stored(&mut buf, b, now);
-        ends.push(buf.len());
-    }
-    let bytes = Bytes::from(buf);
-    let mut start = 0;
-    bars.iter()
-        .zip(ends)
-        .map(|(b, end)| {
-            let item = Item {
-                time: b.bar.open_time,
-                close: b.bar.close,
-                json: bytes.slice(start..end),
-            };
-            start = end;
-            item
-        })
-        .collect()
 }
 
 /// A flat, zero-volume bar at `price` for an interval without trades.
@@ -129,6 +103,64 @@ pub fn filled(time: i64, price: Decimal, closed: bool) -> Item {
     }
 }
 
+/// Bars encoded together: their JSON objects joined by commas, so that any
+/// run of consecutive bars is one slice of the bytes.
+#[derive(Debug)]
+pub struct Encoded {
+    /// Starts, ascending.
+    times: Vec<i64>,
+    /// Closes.
+    closes: Vec<Decimal>,
+    /// Where each bar's object starts and ends in `bytes`.
+    spans: Vec<(u32, u32)>,
+    /// `{bar},{bar},…`.
+    bytes: Bytes,
+}
+
+impl Encoded {
+    /// Encodes `bars` (ascending) at `now`.
+    pub fn new(bars: &[StoredBar], now: i64) -> Self {
+        let mut buf = Vec::with_capacity(bars.len() * 230);
+        let mut spans = Vec::with_capacity(bars.len());
+        for (k, b) in bars.iter().enumerate() {
+            if k > 0 {
+                buf.push(b',');
+            }
+            let start = buf.len() as u32;
+            write_stored(&mut buf, b, now);
+            spans.push((start, buf.len() as u32));
+        }
+        Self {
+            times: bars.iter().map(|b| b.bar.open_time).collect(),
+            closes: bars.iter().map(|b| b.bar.close).collect(),
+            spans,
+            bytes: Bytes::from(buf),
+        }
+    }
+
+    /// How many bars.
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    /// The indexes of its bars with `from <= time <= to`.
+    pub fn range(&self, from: i64, to: i64) -> std::ops::Range<usize> {
+        let lo = self.times.partition_point(|t| *t < from);
+        let hi = self.times.partition_point(|t| *t <= to);
+        lo..hi.max(lo)
+    }
+
+    /// The bytes of bars `lo..hi` (commas between them).
+    fn run(&self, lo: usize, hi: usize) -> &[u8] {
+        &self.bytes[self.spans[lo].0 as usize..self.spans[hi - 1].1 as usize]
+    }
+}
+
 /// The encoded 1-minute bars of one hour of one instrument, at one version
 /// of the cache.
 #[derive(Debug)]
@@ -140,10 +172,8 @@ pub struct HourEntry {
     pub complete_from: i64,
     /// Its `closed` flags hold while the time is before this.
     pub valid_until: i64,
-    /// The bars, ascending.
-    items: Vec<Item>,
-    /// What it weighs in the memo, bytes.
-    weight: u64,
+    /// The bars.
+    pub bars: Arc<Encoded>,
 }
 
 impl HourEntry {
@@ -156,27 +186,21 @@ impl HourEntry {
             .filter(|end| *end > now)
             .min()
             .unwrap_or(i64::MAX);
-        let items = items(bars, now);
-        let weight = 64 + items.iter().map(|i| i.json.len() as u64 + 48).sum::<u64>();
         Self {
             version,
             complete_from,
             valid_until,
-            items,
-            weight,
+            bars: Arc::new(Encoded::new(bars, now)),
         }
     }
 
     /// Whether it can serve the part of `from..=to` in its hour at `now`.
-    fn serves(&self, hour: i64, from: i64, now: i64) -> bool {
+    pub fn serves(&self, hour: i64, from: i64, now: i64) -> bool {
         now < self.valid_until && self.complete_from <= from.max(hour)
     }
 
-    /// Its bars with `from <= time <= to`.
-    pub fn slice(&self, from: i64, to: i64) -> &[Item] {
-        let lo = self.items.partition_point(|i| i.time < from);
-        let hi = self.items.partition_point(|i| i.time <= to);
-        &self.items[lo..hi.max(lo)]
+    fn weight(&self) -> u64 {
+        128 + self.bars.bytes.len() as u64 + self.bars.len() as u64 * 40
     }
 }
 
@@ -192,7 +216,7 @@ struct Weight;
 
 impl quick_cache::Weighter<(Instrument, i64), Arc<HourEntry>> for Weight {
     fn weight(&self, _key: &(Instrument, i64), entry: &Arc<HourEntry>) -> u64 {
-        entry.weight
+        entry.weight()
     }
 }
 
@@ -223,7 +247,7 @@ impl HourMemo {
     }
 
     /// The hours of `from..=to` it can serve at `now`, as the cache is told
-    /// of them, and the entries themselves.
+    /// of them, and the entries themselves (ascending).
     pub fn known(
         &self,
         instrument: &Instrument,
@@ -246,7 +270,7 @@ impl HourMemo {
                     known.push(KnownHour {
                         hour: key.1,
                         version: entry.version,
-                        bars: entry.slice(from, to).len(),
+                        bars: entry.bars.range(from, to).len(),
                     });
                     entries.push((key.1, entry));
                 }
@@ -256,9 +280,12 @@ impl HourMemo {
         (known, entries)
     }
 
-    /// Keeps an entry.
+    /// Keeps an entry (one with no version of the cache, 0, is not kept:
+    /// nothing would say when it changes).
     pub fn insert(&self, instrument: &Instrument, hour: i64, entry: Arc<HourEntry>) {
-        self.cache.insert((instrument.clone(), hour), entry);
+        if entry.version > 0 {
+            self.cache.insert((instrument.clone(), hour), entry);
+        }
     }
 
     /// How many hours it holds.
@@ -272,37 +299,167 @@ impl HourMemo {
     }
 }
 
-/// Inserts flat bars for the intervals without trades between the first
-/// item and `to`, at the previous close; stops at `cap` items (a sparse
-/// range can hold millions of empty minutes: the answer holds `limit` bars
-/// at most, so nothing past that is ever built).
-pub fn fill_gaps(items: Vec<Item>, step: i64, to: i64, now: i64, cap: usize) -> Vec<Item> {
-    let mut out: Vec<Item> = Vec::with_capacity(items.len().min(cap));
-    for item in items {
-        if let Some(prev) = out.last() {
-            let mut t = prev.time + step;
-            let close = prev.close;
-            while t < item.time {
-                if out.len() >= cap {
-                    return out;
+/// Part of an answer's bars: a run of encoded bars, or one bar on its own.
+#[derive(Debug, Clone)]
+pub enum Piece {
+    /// Bars `lo..hi` of an encoded set.
+    Run(Arc<Encoded>, usize, usize),
+    /// One bar.
+    Bar(Item),
+}
+
+impl Piece {
+    fn len(&self) -> usize {
+        match self {
+            Piece::Run(_, lo, hi) => hi - lo,
+            Piece::Bar(_) => 1,
+        }
+    }
+}
+
+/// The bars of an answer, in order, as pieces.
+#[derive(Debug, Default, Clone)]
+pub struct Bars {
+    pieces: Vec<Piece>,
+    len: usize,
+}
+
+impl Bars {
+    /// Adds bars `range` of `encoded` (at most what `limit` leaves room for).
+    pub fn push_run(
+        &mut self,
+        encoded: &Arc<Encoded>,
+        range: std::ops::Range<usize>,
+        limit: usize,
+    ) {
+        let hi = range.end.min(range.start + limit.saturating_sub(self.len));
+        if hi > range.start {
+            self.len += hi - range.start;
+            self.pieces
+                .push(Piece::Run(Arc::clone(encoded), range.start, hi));
+        }
+    }
+
+    /// Adds one bar.
+    pub fn push_bar(&mut self, item: Item) {
+        self.len += 1;
+        self.pieces.push(Piece::Bar(item));
+    }
+
+    /// How many bars.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The start of the last bar.
+    pub fn last_time(&self) -> Option<i64> {
+        match self.pieces.last()? {
+            Piece::Run(e, _, hi) => Some(e.times[hi - 1]),
+            Piece::Bar(item) => Some(item.time),
+        }
+    }
+
+    /// The first `n` bars.
+    pub fn truncate(&mut self, n: usize) {
+        let mut kept = 0;
+        let mut cut = self.pieces.len();
+        for (k, p) in self.pieces.iter_mut().enumerate() {
+            if kept >= n {
+                cut = k;
+                break;
+            }
+            let take = p.len().min(n - kept);
+            if let Piece::Run(_, lo, hi) = p {
+                *hi = *lo + take;
+            }
+            kept += take;
+        }
+        self.pieces.truncate(cut);
+        self.len = kept;
+    }
+
+    /// Inserts flat bars for the intervals without trades between the first
+    /// bar and `to`, at the previous close; stops at `cap` bars (a sparse
+    /// range can hold millions of empty minutes: the answer holds `limit`
+    /// bars at most, so nothing past that is ever built).
+    pub fn fill_gaps(self, step: i64, to: i64, now: i64, cap: usize) -> Bars {
+        let mut out = Bars::default();
+        let mut prev: Option<(i64, Decimal)> = None;
+        'pieces: for piece in &self.pieces {
+            let mut k = match piece {
+                Piece::Run(_, lo, _) => *lo,
+                Piece::Bar(_) => 0,
+            };
+            // Within a piece, bars are added as runs between gaps.
+            let mut run_start = k;
+            let bars: Vec<(i64, Decimal)> = match piece {
+                Piece::Run(e, lo, hi) => (*lo..*hi).map(|j| (e.times[j], e.closes[j])).collect(),
+                Piece::Bar(item) => vec![(item.time, item.close)],
+            };
+            for (time, close) in bars {
+                if let Some((t0, c0)) = prev {
+                    let mut t = t0 + step;
+                    if t < time {
+                        // A gap: what came before in this piece goes first.
+                        flush(&mut out, piece, run_start, k, cap);
+                        while t < time {
+                            if out.len >= cap {
+                                break 'pieces;
+                            }
+                            out.push_bar(filled(t, c0, t + step <= now));
+                            t += step;
+                        }
+                        run_start = k;
+                    }
                 }
-                out.push(filled(t, close, t + step <= now));
-                t += step;
+                if out.len + (k - run_start) >= cap {
+                    flush(&mut out, piece, run_start, k, cap);
+                    break 'pieces;
+                }
+                prev = Some((time, close));
+                k += 1;
+            }
+            flush(&mut out, piece, run_start, k, cap);
+        }
+        if out.len < cap {
+            if let Some((t0, close)) = prev {
+                let mut t = t0 + step;
+                while t <= to && t <= now && out.len < cap {
+                    out.push_bar(filled(t, close, t + step <= now));
+                    t += step;
+                }
             }
         }
-        if out.len() >= cap {
-            return out;
-        }
-        out.push(item);
+        out
     }
-    if let Some(last) = out.last() {
-        let (mut t, close) = (last.time + step, last.close);
-        while t <= to && t <= now && out.len() < cap {
-            out.push(filled(t, close, t + step <= now));
-            t += step;
+}
+
+/// Adds bars `lo..hi` of `piece` (index space of the piece) to `out`.
+fn flush(out: &mut Bars, piece: &Piece, lo: usize, hi: usize, cap: usize) {
+    if hi <= lo {
+        return;
+    }
+    match piece {
+        Piece::Run(e, _, _) => out.push_run(e, lo..hi, cap),
+        Piece::Bar(item) => {
+            if out.len < cap {
+                out.push_bar(item.clone())
+            }
         }
     }
-    out
+}
+
+/// The bars of a database answer, encoded now.
+pub fn bars_of(stored: &[StoredBar], now: i64) -> Bars {
+    let encoded = Arc::new(Encoded::new(stored, now));
+    let mut bars = Bars::default();
+    bars.push_run(&encoded, 0..encoded.len(), usize::MAX);
+    bars
 }
 
 /// The head of an answer: everything but its bars.
@@ -322,29 +479,37 @@ pub struct Head<'a> {
     pub served: &'a str,
 }
 
-/// The JSON of an [`OhlcvBody`](crate::model::OhlcvBody): the head, then
-/// the items' bytes.
-pub fn body(head: Head<'_>, items: &[Item]) -> Bytes {
-    let size = 160 + items.iter().map(|i| i.json.len() + 1).sum::<usize>();
+/// The JSON of an [`OhlcvBody`](crate::model::OhlcvBody), its fields in
+/// alphabetical order as poem-openapi writes them: the bars (copied run by
+/// run), then the head.
+pub fn body(head: Head<'_>, bars: &Bars) -> Bytes {
+    let size = 200
+        + bars
+            .pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Run(e, lo, hi) => e.run(*lo, *hi).len() + 1,
+                Piece::Bar(item) => item.json.len() + 1,
+            })
+            .sum::<usize>();
     let mut buf = Vec::with_capacity(size);
-    buf.extend_from_slice(br#"{"instrument":"#);
-    let _ = serde_json::to_writer(&mut buf, head.instrument);
-    buf.extend_from_slice(br#","interval":"#);
-    let _ = serde_json::to_writer(&mut buf, head.interval);
-    let _ = write!(
-        buf,
-        r#","from":{},"to":{},"truncated":{},"served":"#,
-        head.from, head.to, head.truncated
-    );
-    let _ = serde_json::to_writer(&mut buf, head.served);
-    buf.extend_from_slice(br#","bars":["#);
-    for (k, item) in items.iter().enumerate() {
+    buf.extend_from_slice(br#"{"bars":["#);
+    for (k, piece) in bars.pieces.iter().enumerate() {
         if k > 0 {
             buf.push(b',');
         }
-        buf.extend_from_slice(&item.json);
+        match piece {
+            Piece::Run(e, lo, hi) => buf.extend_from_slice(e.run(*lo, *hi)),
+            Piece::Bar(item) => buf.extend_from_slice(&item.json),
+        }
     }
-    buf.extend_from_slice(b"]}");
+    let _ = write!(buf, r#"],"from":{},"instrument":"#, head.from);
+    let _ = serde_json::to_writer(&mut buf, head.instrument);
+    buf.extend_from_slice(br#","interval":"#);
+    let _ = serde_json::to_writer(&mut buf, head.interval);
+    buf.extend_from_slice(br#","served":"#);
+    let _ = serde_json::to_writer(&mut buf, head.served);
+    let _ = write!(buf, r#","to":{},"truncated":{}}}"#, head.to, head.truncated);
     Bytes::from(buf)
 }
 
@@ -382,49 +547,71 @@ mod tests {
         }
     }
 
-    fn dto_json(body: OhlcvBody) -> serde_json::Value {
-        body.to_json().expect("JSON")
+    fn dto_bytes(body: OhlcvBody) -> Vec<u8> {
+        serde_json::to_vec(&body.to_json().expect("JSON")).unwrap()
     }
 
-    #[test]
-    fn the_bytes_are_the_json_of_the_dtos() {
-        let now = 1_700_000_100;
-        let bars = vec![
-            stored(1_700_000_000, Decimal::new(3_000_001, 2), Source::Live),
-            stored(1_700_000_060, Decimal::new(42, 0), Source::History),
-        ];
-        let mut got_items = items(&bars, now);
-        got_items.push(filled(1_700_000_120, Decimal::new(5_000, 3), false));
-        let head = Head {
+    fn head(truncated: bool) -> Head<'static> {
+        Head {
             instrument: "Coinbase:BTC-USD",
             interval: "1m",
             from: 1_700_000_000,
             to: 1_700_000_120,
-            truncated: true,
+            truncated,
             served: "cache",
-        };
-        let got = body(head, &got_items);
+        }
+    }
+
+    /// The JSON of `bars` as answered.
+    fn answered(bars: &Bars) -> Vec<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_slice(&body(head(false), bars)).unwrap();
+        v["bars"].as_array().unwrap().clone()
+    }
+
+    fn times(bars: &Bars) -> Vec<i64> {
+        answered(bars)
+            .iter()
+            .map(|b| b["time"].as_i64().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_bytes_are_those_poem_openapi_writes_for_the_dtos() {
+        let now = 1_700_000_100;
+        let stored = vec![
+            stored(1_700_000_000, Decimal::new(3_000_001, 2), Source::Live),
+            stored(1_700_000_060, Decimal::new(42, 0), Source::History),
+        ];
+        let mut bars = bars_of(&stored, now);
+        bars.push_bar(filled(1_700_000_120, Decimal::new(5_000, 3), false));
+        let got = body(head(true), &bars);
         // The same answer through the DTOs, written by poem-openapi.
-        let mut dtos: Vec<BarDto> = bars.iter().map(|b| BarDto::from_stored(b, now)).collect();
+        let mut dtos: Vec<BarDto> = stored.iter().map(|b| BarDto::from_stored(b, now)).collect();
         dtos.push(BarDto::filled(1_700_000_120, Decimal::new(5, 0), false));
-        let want = dto_json(OhlcvBody {
-            instrument: head.instrument.into(),
-            interval: head.interval.into(),
-            from: head.from,
-            to: head.to,
+        let h = head(true);
+        let want = dto_bytes(OhlcvBody {
+            instrument: h.instrument.into(),
+            interval: h.interval.into(),
+            from: h.from,
+            to: h.to,
             truncated: true,
             served: "cache".into(),
             bars: dtos,
         });
-        let got: serde_json::Value = serde_json::from_slice(&got).expect("valid JSON");
-        assert_eq!(got, want);
-        // In the same order of fields, too.
         assert_eq!(
-            serde_json::to_string(&got).unwrap(),
-            serde_json::to_string(&want).unwrap()
+            String::from_utf8(got.to_vec()).unwrap(),
+            String::from_utf8(want).unwrap()
         );
-        let empty: serde_json::Value = serde_json::from_slice(&body(head, &[])).unwrap();
-        assert_eq!(empty["bars"], serde_json::json!([]));
+        let empty = dto_bytes(OhlcvBody {
+            instrument: h.instrument.into(),
+            interval: h.interval.into(),
+            from: h.from,
+            to: h.to,
+            truncated: false,
+            served: "cache".into(),
+            bars: Vec::new(),
+        });
+        assert_eq!(body(head(false), &Bars::default()).to_vec(), empty);
     }
 
     #[test]
@@ -444,14 +631,14 @@ mod tests {
             !entry.serves(hour, hour + 120, hour + 3_600),
             "its flags ran out"
         );
-        let slice = entry.slice(hour + 600, hour + 900);
-        let times: Vec<i64> = slice.iter().map(|i| i.time).collect();
         let want: Vec<i64> = (10..=15)
             .filter(|k| k % 5 != 0)
             .map(|k| hour + k * 60)
             .collect();
-        assert_eq!(times, want);
-        assert!(entry.slice(hour + 3_600, hour + 7_200).is_empty());
+        let mut got = Bars::default();
+        got.push_run(&entry.bars, entry.bars.range(hour + 600, hour + 900), 100);
+        assert_eq!(times(&got), want);
+        assert!(entry.bars.range(hour + 3_600, hour + 7_200).is_empty());
 
         let memo = HourMemo::new(1 << 20);
         let i = Instrument::new("Coinbase", "BTC", "USD");
@@ -469,30 +656,103 @@ mod tests {
         // A far range costs a bounded number of lookups.
         let (known, _) = memo.known(&i, 0, 7_258_118_400, now);
         assert!(known.is_empty());
+        // An entry without a version of the cache is not kept.
+        memo.insert(
+            &i,
+            hour + 3_600,
+            Arc::new(HourEntry::build(0, hour + 3_600, &[], now)),
+        );
+        assert_eq!(memo.len(), 1);
     }
 
     #[test]
-    fn fill_inserts_flat_bars_at_the_previous_close() {
-        let bar = |t: i64, close: i64| filled(t, Decimal::from(close), true);
-        let got = fill_gaps(vec![bar(60, 5), bar(240, 7)], 60, 300, 1_000, 100);
-        let times: Vec<i64> = got.iter().map(|b| b.time).collect();
-        assert_eq!(times, [60, 120, 180, 240, 300]);
-        let json: serde_json::Value = serde_json::from_slice(&got[2].json).unwrap();
-        assert_eq!(json["source"], "filled");
-        assert_eq!(json["close"], "5");
-        assert_eq!(json["volume_base"], "0");
-        assert_eq!(got[4].close, Decimal::from(7));
+    fn runs_truncate_and_fill_like_bar_by_bar() {
+        // Two hours with gaps, as runs; the same bars one by one.
+        let now = 1_700_100_000;
+        let stored: Vec<StoredBar> = (0..120)
+            .filter(|k| k % 7 != 2 && !(30..40).contains(k))
+            .map(|k| stored(1_699_999_200 + k * 60, Decimal::from(k), Source::Live))
+            .collect();
+        let (first, second) = stored.split_at(
+            stored
+                .iter()
+                .filter(|b| b.bar.open_time < 1_700_002_800)
+                .count(),
+        );
+        let (a, b) = (
+            Arc::new(Encoded::new(first, now)),
+            Arc::new(Encoded::new(second, now)),
+        );
+        let mut runs = Bars::default();
+        runs.push_run(&a, 0..a.len(), usize::MAX);
+        runs.push_run(&b, 0..b.len(), usize::MAX);
+        let mut one_by_one = Bars::default();
+        for s in &stored {
+            let e = Encoded::new(std::slice::from_ref(s), now);
+            one_by_one.push_bar(Item {
+                time: s.bar.open_time,
+                close: s.bar.close,
+                json: e.bytes.clone(),
+            });
+        }
+        assert_eq!(answered(&runs), answered(&one_by_one));
+        // The expected filled series, by hand: every minute from the first
+        // to `to`, a missing one flat at the previous close.
+        let to = 1_699_999_200 + 125 * 60;
+        let mut want = Vec::new();
+        let mut close = Decimal::ZERO;
+        for t in (1_699_999_200..=to).step_by(60) {
+            match stored.iter().find(|s| s.bar.open_time == t) {
+                Some(s) => {
+                    close = s.bar.close;
+                    want.push((t, "live".to_owned()));
+                }
+                None => want.push((t, format!("filled {}", close.normalize()))),
+            }
+        }
+        for cap in [1, 2, 3, 29, 30, 31, 35, 60, 61, 119, 126, 500] {
+            for (what, bars) in [("runs", runs.clone()), ("bars", one_by_one.clone())] {
+                let filled = bars.fill_gaps(60, to, now, cap);
+                assert_eq!(filled.len(), cap.min(want.len()), "{what} cap {cap}");
+                let got: Vec<(i64, String)> = answered(&filled)
+                    .iter()
+                    .map(|b| {
+                        let t = b["time"].as_i64().unwrap();
+                        match b["source"].as_str().unwrap() {
+                            "filled" => {
+                                assert_eq!(b["volume_base"], "0");
+                                (t, format!("filled {}", b["close"].as_str().unwrap()))
+                            }
+                            s => (t, s.to_owned()),
+                        }
+                    })
+                    .collect();
+                assert_eq!(got, want[..cap.min(want.len())], "{what} cap {cap}");
+            }
+        }
+        // Truncation keeps the first bars, across runs.
+        for n in [0, 1, 50, first.len(), first.len() + 1, stored.len()] {
+            let mut cut = runs.clone();
+            cut.truncate(n);
+            assert_eq!(cut.len(), n);
+            assert_eq!(answered(&cut), answered(&one_by_one)[..n].to_vec());
+        }
+        // A limit stops a run where it is reached.
+        let mut limited = Bars::default();
+        limited.push_run(&a, 0..a.len(), 10);
+        limited.push_run(&b, 0..b.len(), 10);
+        assert_eq!(limited.len(), 10);
+        assert_eq!(limited.last_time(), Some(stored[9].bar.open_time));
     }
 
     #[test]
     fn fill_stops_at_the_cap_whatever_the_range() {
-        let bar = |t: i64| filled(t, Decimal::ONE, true);
         let far = 7_258_118_400;
-        assert_eq!(fill_gaps(vec![bar(60)], 60, far, far, 11).len(), 11);
-        let got = fill_gaps(vec![bar(60), bar(far)], 60, far, far, 3);
-        assert_eq!(
-            got.iter().map(|b| b.time).collect::<Vec<_>>(),
-            [60, 120, 180]
-        );
+        let mut bars = Bars::default();
+        bars.push_bar(filled(60, Decimal::ONE, true));
+        assert_eq!(bars.clone().fill_gaps(60, far, far, 11).len(), 11);
+        bars.push_bar(filled(far, Decimal::ONE, true));
+        let got = bars.fill_gaps(60, far, far, 3);
+        assert_eq!(times(&got), [60, 120, 180]);
     }
 }

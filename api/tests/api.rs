@@ -898,7 +898,11 @@ async fn answers_from_encoded_hours_follow_every_change_with_tags_and_codings() 
         .filter(|b| b["time"].as_i64().unwrap() >= Interval::M1.floor(from + 3_000))
         .collect();
     assert_eq!(
-        inside["bars"].as_array().unwrap().iter().collect::<Vec<_>>(),
+        inside["bars"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .collect::<Vec<_>>(),
         want
     );
 
@@ -920,5 +924,10 @@ async fn answers_from_encoded_hours_follow_every_change_with_tags_and_codings() 
     let as_json = |b: &[u8]| without_closed(&serde_json::from_slice(b).unwrap());
     assert_eq!(as_json(&unzipped), as_json(&plain));
     assert_eq!(as_json(&unbrotli), as_json(&plain));
-    assert!(gz.len() * 3 < plain.len(), "{} of {}", gz.len(), plain.len());
+    assert!(
+        gz.len() * 3 < plain.len(),
+        "{} of {}",
+        gz.len(),
+        plain.len()
+    );
 }

@@ -37,13 +37,16 @@ use crate::store::{
 struct Entry {
     /// Minute → bar.
     bars: BTreeMap<i64, StoredBar>,
+    /// Hour → its version (see [`CachedHour::version`]).
+    hours: BTreeMap<i64, i64>,
     /// The first minute from which `bars` is complete, and the generation
     /// it was set in (void in any other).
     from: Option<(i64, u64)>,
 }
 
 impl Entry {
-    /// Drops the minutes before `horizon`.
+    /// Drops the minutes before `horizon` (and the versions of the hours
+    /// wholly before it).
     fn trim(&mut self, horizon: i64) {
         if self
             .bars
@@ -51,6 +54,7 @@ impl Entry {
             .is_some_and(|(t, _)| *t < horizon)
         {
             self.bars = self.bars.split_off(&horizon);
+            self.hours = self.hours.split_off(&hour_of(horizon));
         }
     }
 }
@@ -67,6 +71,8 @@ pub struct MemoryCache {
 struct Inner {
     entries: HashMap<Instrument, Entry>,
     generation: u64,
+    /// The change counter hours take their versions from.
+    changes: i64,
 }
 
 impl MemoryCache {
@@ -104,11 +110,15 @@ impl MemoryCache {
         now_secs().saturating_sub(self.window_secs)
     }
 
-    fn put_into(entry: &mut Entry, bar: &StoredBar) {
+    /// Keeps `bar` unless a higher version is held; a change gives its hour
+    /// a new version.
+    fn put_into(entry: &mut Entry, changes: &mut i64, bar: &StoredBar) {
         match entry.bars.get(&bar.bar.open_time) {
-            Some(held) if held.version > bar.version => {}
+            Some(held) if held.version > bar.version || held == bar => {}
             _ => {
                 entry.bars.insert(bar.bar.open_time, bar.clone());
+                *changes += 1;
+                entry.hours.insert(hour_of(bar.bar.open_time), *changes);
             }
         }
     }
@@ -118,10 +128,14 @@ impl BarCache for MemoryCache {
     async fn put(&self, bars: &[StoredBar]) -> Result<(), StoreError> {
         let window_start = self.window_start();
         let mut inner = self.lock();
-        let map = &mut inner.entries;
+        let Inner {
+            entries: map,
+            changes,
+            ..
+        } = &mut *inner;
         for bar in bars.iter().filter(|b| b.bar.open_time >= window_start) {
             let entry = map.entry(bar.bar.instrument.clone()).or_default();
-            Self::put_into(entry, bar);
+            Self::put_into(entry, changes, bar);
         }
         // Keep memory bounded: minutes out of the window go, and the mark
         // moves past them (it can no longer claim them).
@@ -178,9 +192,12 @@ impl BarCache for MemoryCache {
         let horizon = from.min(self.window_start());
         let mut inner = self.lock();
         let current = inner.generation;
-        let entry = inner.entries.entry(instrument.clone()).or_default();
+        let Inner {
+            entries, changes, ..
+        } = &mut *inner;
+        let entry = entries.entry(instrument.clone()).or_default();
         for bar in bars.iter().filter(|b| b.bar.open_time >= from) {
-            Self::put_into(entry, bar);
+            Self::put_into(entry, changes, bar);
         }
         let marked = generation == current;
         if marked {
@@ -224,6 +241,7 @@ impl BarCache for MemoryCache {
         let lo = hour_of(from).max(complete_from);
         let hi = hour_of(to).saturating_add(HOUR_SECS - 1);
         let mut bars = entry.bars.range(lo..=hi).peekable();
+        let mut next_known = known.iter().peekable();
         let mut total = 0usize;
         while let Some((t, _)) = bars.peek() {
             if total >= limit {
@@ -234,10 +252,14 @@ impl BarCache for MemoryCache {
             while let Some((_, b)) = bars.next_if(|(t, _)| hour_of(**t) == hour) {
                 held.push(b);
             }
-            let version = held.iter().map(|b| b.version).max().unwrap_or(0);
-            match known
-                .iter()
-                .find(|k| k.hour == hour && k.version == version)
+            let version = entry.hours.get(&hour).copied().unwrap_or(0);
+            // `known` is ascending: walked alongside.
+            while next_known.peek().is_some_and(|k| k.hour < hour) {
+                next_known.next();
+            }
+            match next_known
+                .peek()
+                .filter(|k| k.hour == hour && k.version == version && version > 0)
             {
                 Some(k) => {
                     total += k.bars;

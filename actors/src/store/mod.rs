@@ -357,10 +357,11 @@ pub struct KnownHour {
 pub struct CachedHour {
     /// Start of the hour (a multiple of [`HOUR_SECS`]).
     pub hour: i64,
-    /// The highest row version among the hour's cached bars. Row versions
-    /// come from one counter per store that grows with every change, so any
-    /// change of any bar of the hour raises it: the same version is the same
-    /// bars.
+    /// The hour's version in the cache: it moves whenever the cache takes a
+    /// change of any of the hour's bars, and never comes back to a value it
+    /// had, so the same version is the same bars. 0: the cache has no
+    /// version for the hour (bars written before versions existed); such an
+    /// hour is always sent.
     pub version: i64,
     /// The hour's bars from [`HourRange::complete_from`] on, ascending;
     /// `None` when the reader named this version in `known`.

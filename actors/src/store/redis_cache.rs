@@ -3,10 +3,12 @@
 //! Per instrument, one hash `candela:1m:{instrument}` maps each minute
 //! (`open_time`) to the JSON of its [`StoredBar`] (and `{minute}:v` to its
 //! version), a sorted set `candela:1m:{instrument}:idx` indexes the minutes
-//! held (for trimming), `candela:1m:{instrument}:hv` maps each hour to the
-//! highest version of its bars (any change of a bar raises it: a reader
-//! that keeps what it built from an hour asks only whether the version
-//! moved), and `candela:1m:{instrument}:from` is the "complete from" mark:
+//! held (for trimming), `candela:1m:{instrument}:hv` maps each hour to its
+//! version, a value of the cache's change counter `candela:1m:changes` taken
+//! whenever a write changes any of its minutes (a reader that keeps what it
+//! built from an hour asks only whether the version moved; row versions
+//! would not do: two writers' commits can reach the cache out of their
+//! versions' order), and `candela:1m:{instrument}:from` is the "complete from" mark:
 //! `{first minute}:{generation}`. A read ([`BarCache::hours`]) is one script,
 //! one round trip: the mark, the hours' versions, and the bars of only the
 //! hours the reader does not hold at their version. A write keeps, per minute, the
@@ -45,29 +47,45 @@ use redis::AsyncCommands;
 use super::{BarCache, CachedHour, HourRange, KnownHour, StoreError, StoredBar};
 use crate::domain::Instrument;
 
-/// Keeps, for each minute, the bar with the highest version, indexes it,
-/// raises its hour's version, trims the minutes before the horizon (with the
-/// versions of the hours wholly before it) and moves a mark older than the
-/// horizon up to it: the cache no longer holds what the mark claimed.
-/// KEYS[1] = hash, KEYS[2] = index, KEYS[3] = hour versions, KEYS[4] = mark;
-/// ARGV[1] = horizon, then minute, version, json, minute, version, json, ...
+/// Keeps, for each minute, the bar with the highest version (an equal
+/// version replaces: the same bar), indexes it, gives each hour it changed
+/// a new version (from the cache's change counter: any accepted change of
+/// any of its minutes moves it, whatever the row versions), trims the
+/// minutes before the horizon (with the versions of the hours wholly before
+/// it), moves a mark older than the horizon up to it (the cache no longer
+/// holds what the mark claimed), and, for a fill, sets the mark in the same
+/// step if the generation is still the one the filler read.
+/// KEYS[1] = hash, KEYS[2] = index, KEYS[3] = hour versions, KEYS[4] = mark,
+/// KEYS[5] = generation, KEYS[6] = change counter; ARGV[1] = horizon,
+/// ARGV[2] = the generation a fill read ('' for a plain put), ARGV[3] = the
+/// fill's first minute, ARGV[4] = the counter's first value should it not
+/// exist (random: a cache emptied and refilled never gives an hour a version
+/// it had before), then minute, version, json, minute, version, json, ...
+/// Returns 1 when a fill set the mark.
 const PUT_SCRIPT: &str = r"
-local n = 0
 local horizon = tonumber(ARGV[1])
-for i = 2, #ARGV, 3 do
+local touched = {}
+for i = 5, #ARGV, 3 do
   local t = tonumber(ARGV[i])
   if t >= horizon then
     local cur = redis.call('HGET', KEYS[1], ARGV[i] .. ':v')
-    if (not cur) or tonumber(cur) <= tonumber(ARGV[i + 1]) then
+    local accept = (not cur) or tonumber(cur) < tonumber(ARGV[i + 1])
+    if (not accept) and tonumber(cur) == tonumber(ARGV[i + 1]) then
+      accept = redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 2]
+    end
+    if accept then
       redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2], ARGV[i] .. ':v', ARGV[i + 1])
       redis.call('ZADD', KEYS[2], t, ARGV[i])
-      local h = string.format('%d', t - t % 3600)
-      local hv = redis.call('HGET', KEYS[3], h)
-      if (not hv) or tonumber(hv) < tonumber(ARGV[i + 1]) then
-        redis.call('HSET', KEYS[3], h, ARGV[i + 1])
-      end
-      n = n + 1
+      touched[string.format('%d', t - t % 3600)] = true
     end
+  end
+end
+if next(touched) then
+  if redis.call('EXISTS', KEYS[6]) == 0 then
+    redis.call('SET', KEYS[6], ARGV[4])
+  end
+  for h, _ in pairs(touched) do
+    redis.call('HSET', KEYS[3], h, string.format('%d', redis.call('INCR', KEYS[6])))
   end
 end
 local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
@@ -89,15 +107,24 @@ if mark then
     redis.call('SET', KEYS[4], ARGV[1] .. ':' .. gen)
   end
 end
-return n
+if ARGV[2] ~= '' then
+  local gen = redis.call('GET', KEYS[5]) or '0'
+  if gen == ARGV[2] then
+    redis.call('SET', KEYS[4], ARGV[3] .. ':' .. gen)
+    return 1
+  end
+end
+return 0
 ";
 
 /// Reads a range hour by hour in one round trip (see [`BarCache::hours`]):
 /// checks the mark, then walks the hours of the range, each hour's version
 /// from the hour versions; an hour the caller knows at that version is
 /// answered without its bars.
+/// An hour with bars but no version (written before hour versions
+/// existed) comes back whole with version 0, which no reader keeps.
 /// KEYS[1] = generation, KEYS[2] = mark, KEYS[3] = hash, KEYS[4] = hour
-/// versions; ARGV[1] = from, ARGV[2] = to, ARGV[3] = limit, then hour,
+/// versions, KEYS[5] = index; ARGV[1] = from, ARGV[2] = to, ARGV[3] = limit, then hour,
 /// version, bars in range, for each known hour.
 /// Answers `{0}` on a miss, else `{1, complete_from, hour, version, n,
 /// json * n, ...}` with n = -1 for a known hour.
@@ -121,6 +148,9 @@ local h = from - from % 3600
 while h <= to and total < limit do
   local hs = string.format('%d', h)
   local v = redis.call('HGET', KEYS[4], hs)
+  if (not v) and redis.call('ZCOUNT', KEYS[5], h, h + 3599) > 0 then
+    v = '0'
+  end
   if v then
     local k = known[hs]
     if k and k[1] == v then
@@ -156,18 +186,6 @@ end
 return out
 ";
 
-/// Sets the mark only if the generation is still the one read before the
-/// database query. KEYS[1] = generation, KEYS[2] = mark; ARGV[1] = the
-/// generation read, ARGV[2] = the first minute. Returns 1 when set.
-const MARK_SCRIPT: &str = r"
-local gen = redis.call('GET', KEYS[1]) or '0'
-if gen == ARGV[1] then
-  redis.call('SET', KEYS[2], ARGV[2] .. ':' .. ARGV[1])
-  return 1
-end
-return 0
-";
-
 /// A [`BarCache`] on Redis.
 #[derive(Clone)]
 pub struct RedisCache {
@@ -175,8 +193,9 @@ pub struct RedisCache {
     prefix: String,
     window_secs: i64,
     put: redis::Script,
-    mark: redis::Script,
     read: redis::Script,
+    /// The change counter's first value, should Redis not hold it.
+    seed: u64,
     health: Arc<Health>,
 }
 
@@ -217,8 +236,8 @@ impl RedisCache {
             prefix: prefix.to_owned(),
             window_secs,
             put: redis::Script::new(PUT_SCRIPT),
-            mark: redis::Script::new(MARK_SCRIPT),
             read: redis::Script::new(READ_SCRIPT),
+            seed: random_seed(),
             health: Arc::default(),
         })
     }
@@ -239,6 +258,10 @@ impl RedisCache {
         format!("{}:1m:{instrument}:hv", self.prefix)
     }
 
+    fn counter_key(&self) -> String {
+        format!("{}:1m:changes", self.prefix)
+    }
+
     fn generation_key(&self) -> String {
         format!("{}:1m:gen", self.prefix)
     }
@@ -250,25 +273,45 @@ impl RedisCache {
         from.map_or(start, |f| f.min(start))
     }
 
+    /// Writes `bars` of one instrument, trims before `horizon`, and for a
+    /// fill (`mark` = the generation it read and its first minute) sets the
+    /// mark in the same step. Returns whether the mark was set.
     async fn put_one(
         &self,
         instrument: &Instrument,
         bars: &[&StoredBar],
         horizon: i64,
-    ) -> Result<(), StoreError> {
+        mark: Option<(u64, i64)>,
+    ) -> Result<bool, StoreError> {
         let mut inv = self.put.key(self.key(instrument));
         inv.key(self.index_key(instrument))
             .key(self.hours_key(instrument))
             .key(self.cover_key(instrument))
+            .key(self.generation_key())
+            .key(self.counter_key())
             .arg(horizon);
+        match mark {
+            Some((generation, from)) => inv.arg(generation).arg(from),
+            None => inv.arg("").arg(""),
+        };
+        inv.arg(self.seed);
         for b in bars {
             let json = serde_json::to_string(b).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             inv.arg(b.bar.open_time).arg(b.version).arg(json);
         }
         let mut conn = self.conn.clone();
-        let _: i64 = inv.invoke_async(&mut conn).await?;
-        Ok(())
+        let marked: i64 = inv.invoke_async(&mut conn).await?;
+        Ok(marked == 1)
     }
+}
+
+/// A random first value for the change counter, below 2^40 (the counter
+/// then has 2^53 − 2^40 steps before Lua's numbers lose precision).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_ms() as u64);
+    h.finish() % (1 << 40)
 }
 
 /// A mark's value: `{first minute}:{generation}`.
@@ -320,7 +363,7 @@ impl RedisCache {
         }
         let horizon = self.horizon(None);
         for (instrument, bars) in by_instrument {
-            self.put_one(instrument, &bars, horizon).await?;
+            self.put_one(instrument, &bars, horizon, None).await?;
         }
         Ok(())
     }
@@ -381,22 +424,20 @@ impl RedisCache {
         generation: u64,
     ) -> Result<bool, StoreError> {
         let refs: Vec<&StoredBar> = bars.iter().filter(|b| b.bar.open_time >= from).collect();
-        // The bars (each kept only over an older version) and the trim.
-        self.put_one(instrument, &refs, self.horizon(Some(from)))
+        // The bars, the trim and the mark in one step: a write between them
+        // could trim a minute the mark then claims.
+        let marked = self
+            .put_one(
+                instrument,
+                &refs,
+                self.horizon(Some(from)),
+                Some((generation, from)),
+            )
             .await?;
-        let mut conn = self.conn.clone();
-        let set: i64 = self
-            .mark
-            .key(self.generation_key())
-            .key(self.cover_key(instrument))
-            .arg(generation)
-            .arg(from)
-            .invoke_async(&mut conn)
-            .await?;
-        if set == 0 {
+        if !marked {
             tracing::debug!(%instrument, generation, "cache invalidated since the query: not marked complete");
         }
-        Ok(set == 1)
+        Ok(marked)
     }
 }
 
@@ -415,6 +456,7 @@ impl RedisCache {
         inv.key(self.cover_key(instrument))
             .key(self.key(instrument))
             .key(self.hours_key(instrument))
+            .key(self.index_key(instrument))
             .arg(from)
             .arg(to)
             .arg(limit);
