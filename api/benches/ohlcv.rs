@@ -19,7 +19,8 @@
 //!
 //! `cargo bench -p candela-api --bench ohlcv` (env: `BENCH_SECS` per run,
 //! default 5; `BENCH_ROUNDS`, default 3; `BENCH_CONNECTIONS`, default 16;
-//! `BENCH_POOL`, the datastores, default 4).
+//! `BENCH_POOL`, the datastores, default 4; `BENCH_ONLY=<part of a name>`
+//! loads only those targets, e.g. under a profiler).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -265,6 +266,15 @@ async fn main() {
             format!("http://{addr}/embedded/{query}"),
         ),
     ];
+    // `BENCH_ONLY=redis` (for a profiler): load only the targets whose name
+    // holds it, print no ratios.
+    if let Ok(only) = std::env::var("BENCH_ONLY") {
+        for (name, url) in targets.iter().filter(|(n, _)| n.contains(only.as_str())) {
+            let r = load(url, secs, connections, wrk).await;
+            println!("{name:<30} {r:>10.0} requests/s");
+        }
+        return;
+    }
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
     for round in 0..rounds {
         for (k, (name, url)) in targets.iter().enumerate() {
