@@ -80,3 +80,44 @@ async fn hours_written_without_a_version_are_sent_not_left_out() {
     assert_eq!(got.hours[0].version, 0);
     assert_eq!(got.hours[0].bars.as_ref(), Some(&bars));
 }
+
+/// A Redis that lost its scripts (restarted, `SCRIPT FLUSH`) still answers
+/// a read of the hour in progress: the script is loaded again.
+#[tokio::test]
+async fn a_read_loads_its_script_again_after_a_flush() {
+    use candela_actors::domain::Interval;
+    use candela_actors::store::{BarCache, KnownHour};
+    let cache = redis_cache(4 * 3_600).await;
+    let i = backends::data::btc();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let now = Interval::M1.floor(now);
+    let hour = now - now.rem_euclid(3_600);
+    let bars: Vec<_> = (hour..=now)
+        .step_by(60)
+        .map(|t| backends::cache::bar(&i, t, 1, 5))
+        .collect();
+    assert!(backends::cache::fill(&cache, &i, hour, &bars).await);
+    let first = cache.hours(&i, hour, now, 100, &[]).await.unwrap().unwrap();
+    let known = [KnownHour {
+        hour,
+        version: first.hours[0].version,
+        bars: bars.len(),
+    }];
+    let client = redis::Client::open(candela_testkit::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let again = cache
+        .hours(&i, hour, now, 100, &known)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.hours.len(), 1);
+    assert!(again.hours[0].bars.is_none());
+}

@@ -56,6 +56,12 @@ macro_rules! cache_contract_tests {
         }
 
         #[tokio::test]
+        async fn cache_hour_in_progress_is_sent_only_when_it_changed() {
+            $crate::backends::cache::cache_hour_in_progress_is_sent_only_when_it_changed($make)
+                .await;
+        }
+
+        #[tokio::test]
         async fn cache_put_trims_and_far_ranges_cost_nothing() {
             $crate::backends::cache::cache_put_trims_and_far_ranges_cost_nothing($make).await;
         }
@@ -572,4 +578,55 @@ where
     );
     cache.invalidate_all().await.unwrap();
     assert_eq!(cache.hours(&i, from, to, 10, &known).await.unwrap(), None);
+}
+
+pub async fn cache_hour_in_progress_is_sent_only_when_it_changed<C, F>(make: impl Fn(i64) -> F)
+where
+    C: BarCache,
+    F: Future<Output = C>,
+{
+    let cache = make(4 * 3_600).await;
+    let i = btc();
+    let now = Interval::M1.floor(now());
+    let hour = now - now.rem_euclid(3_600);
+    // The hour before, and the hour in progress up to this minute.
+    let bars: Vec<StoredBar> = (hour - 3_600..=now)
+        .step_by(60)
+        .map(|t| bar(&i, t, 1, t / 60 % 1_000))
+        .collect();
+    assert!(fill(&cache, &i, hour - 3_600, &bars).await);
+    let first = cache
+        .hours(&i, hour - 3_600, now, 10_000, &[])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.hours.len(), 2);
+    let known: Vec<KnownHour> = first
+        .hours
+        .iter()
+        .map(|h| KnownHour {
+            hour: h.hour,
+            version: h.version,
+            bars: h.bars.as_ref().unwrap().len(),
+        })
+        .collect();
+    // Unchanged: nothing is sent again, the hour in progress included.
+    let again = cache
+        .hours(&i, hour - 3_600, now, 10_000, &known)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(again.hours.iter().all(|h| h.bars.is_none()), "{again:?}");
+    // The minute in progress changes: its hour comes back, with the change.
+    let newer = bar(&i, now, 3, 999);
+    cache.put(std::slice::from_ref(&newer)).await.unwrap();
+    let third = cache
+        .hours(&i, hour - 3_600, now, 10_000, &known)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(third.hours[0].bars.is_none());
+    let current = third.hours[1].bars.as_ref().expect("the hour in progress");
+    assert_eq!(current.last(), Some(&newer));
+    assert_ne!(third.hours[1].version, known[1].version);
 }
