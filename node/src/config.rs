@@ -699,6 +699,22 @@ pub struct ClusterConfig {
     /// Where the cluster status endpoint listens (`GET /cluster/status`);
     /// off when absent.
     pub status_listen: Option<SocketAddr>,
+    /// How nodes talk: `tls` (mutual TLS, the default) or `plain` (TCP,
+    /// only with a loopback `listen` and loopback peers: development).
+    pub transport: Transport,
+    /// The TLS files (`transport = "tls"`).
+    pub tls: Option<crate::cluster::tls::TlsFiles>,
+}
+
+/// How nodes talk to each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Mutual TLS with the cluster's CA.
+    #[default]
+    Tls,
+    /// Plain TCP: loopback development only.
+    Plain,
 }
 
 impl Default for ClusterConfig {
@@ -712,6 +728,8 @@ impl Default for ClusterConfig {
             reconnect_min_ms: 200,
             reconnect_max_ms: 10_000,
             status_listen: None,
+            transport: Transport::Tls,
+            tls: None,
         }
     }
 }
@@ -778,6 +796,42 @@ impl ClusterConfig {
                 ),
             }),
         }
+    }
+
+    /// Checks how nodes will talk, before the cluster layer starts (a node
+    /// run on its own never needs it): plain TCP only on loopback, TLS with
+    /// its files.
+    pub fn check_transport(&self) -> Result<(), ConfigError> {
+        let bad = |field: String, reason: String| ConfigError::Value { field, reason };
+        if self.transport == Transport::Plain {
+            let loopback_host = |host: &str| {
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                host == "localhost"
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            };
+            let off_host = (!self.listen.ip().is_loopback())
+                .then(|| self.listen.to_string())
+                .or_else(|| {
+                    self.peers().into_iter().find_map(|p| {
+                        let host = p.addr.rsplit_once(':').map_or("", |(h, _)| h).to_owned();
+                        (!loopback_host(&host)).then_some(p.addr)
+                    })
+                });
+            if let Some(addr) = off_host {
+                return Err(bad(
+                    "cluster.transport".into(),
+                    format!("plain TCP between nodes is for loopback development only, and `{addr}` is not loopback: set transport = \"tls\" with [cluster.tls] (ca, cert, key; `candela certs` makes development ones)"),
+                ));
+            }
+        } else if self.tls.is_none() {
+            return Err(bad(
+                "cluster.tls".into(),
+                "cluster.transport is \"tls\" (the default) but [cluster.tls] is missing: give ca, cert and key (`candela certs` makes development ones), or set transport = \"plain\" for loopback development".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn validate(&self, node: &str) -> Result<(), ConfigError> {
@@ -1417,5 +1471,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("postgres.url"), "{err}");
+    }
+
+    #[test]
+    fn plain_tcp_only_on_loopback_and_tls_with_its_files() {
+        let with = |vars: &[(&str, &str)]| {
+            Config::parse(
+                "",
+                vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            )
+            .unwrap()
+        };
+        let plain = |listen: &str, peers: &str| {
+            with(&[
+                ("CANDELA__CLUSTER__TRANSPORT", "plain"),
+                ("CANDELA__CLUSTER__LISTEN", listen),
+                ("CANDELA__CLUSTER__PEERS", peers),
+            ])
+            .cluster
+            .check_transport()
+        };
+        assert!(plain(
+            "127.0.0.1:4370",
+            r#"["b@127.0.0.1:4371", "c@localhost:4372"]"#
+        )
+        .is_ok());
+        let err = plain("10.0.0.1:4370", "[]").unwrap_err().to_string();
+        assert!(err.contains("loopback development only"), "{err}");
+        let err = plain("127.0.0.1:4370", r#"["b@10.0.0.2:4371"]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("10.0.0.2:4371"), "{err}");
+        // TLS is the default, and needs its files.
+        let err = with(&[]).cluster.check_transport().unwrap_err().to_string();
+        assert!(err.contains("[cluster.tls] is missing"), "{err}");
+        let tls = with(&[
+            ("CANDELA__CLUSTER__TLS__CA", "/c/ca.pem"),
+            ("CANDELA__CLUSTER__TLS__CERT", "/c/a.pem"),
+            ("CANDELA__CLUSTER__TLS__KEY", "/c/a.key"),
+        ]);
+        assert!(tls.cluster.check_transport().is_ok());
+        assert_eq!(tls.cluster.tls.unwrap().server_name, "candela-cluster");
     }
 }

@@ -51,6 +51,21 @@ enum Command {
         #[arg(long, short, default_value = "cluster.toml")]
         config: std::path::PathBuf,
     },
+    /// Makes a development CA (`ca.pem`, `ca.key`, reused when present) and a
+    /// certificate and key per node (`{node}.pem`, `{node}.key`) for the
+    /// cluster's TLS (`[cluster.tls]`). For development and tests: a
+    /// production CA belongs to your PKI.
+    Certs {
+        /// Where to write them.
+        #[arg(long, default_value = "certs")]
+        dir: std::path::PathBuf,
+        /// The DNS name every node certificate holds (`cluster.tls.server_name`).
+        #[arg(long, default_value = "candela-cluster")]
+        server_name: String,
+        /// The nodes' names.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
     /// Run a node: its cluster server and membership, until SIGINT/SIGTERM.
     /// The cookie is read from the variable named by `cluster.cookie_env`.
     Node {
@@ -84,6 +99,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Some(Command::Node { config }) => node::run(&config, cli.log_format),
         Some(Command::Run { config }) => node::run_standalone(&config, cli.log_format),
+        Some(Command::Certs {
+            dir,
+            server_name,
+            nodes,
+        }) => {
+            let made = candela_node::cluster::tls::generate(&dir, &nodes, &server_name)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "CA: {}", made.ca.display())?;
+            for (node, files) in made.nodes {
+                writeln!(
+                    out,
+                    "{node}: cert = \"{}\", key = \"{}\"",
+                    files.cert.display(),
+                    files.key.display()
+                )?;
+            }
+            Ok(())
+        }
     }
 }
 

@@ -321,6 +321,7 @@ fn config(data_dir: &Path, token_env: &str) -> Config {
             format!("127.0.0.1:{}", free_port()),
         ),
         ("CANDELA__CLUSTER__PEERS", "[]".into()),
+        ("CANDELA__CLUSTER__TRANSPORT", "plain".into()),
         ("CANDELA__ADMIN__TOKEN_ENV", token_env.into()),
     ];
     Config::parse("", env.into_iter().map(|(k, v)| (k.to_owned(), v))).unwrap()

@@ -41,6 +41,9 @@ struct Node {
     dir: tempfile::TempDir,
     child: Option<Child>,
     starts: u32,
+    /// TLS: the folder of `candela certs` holding the CA and this node's
+    /// certificate and key; plain TCP when `None`.
+    tls: Option<PathBuf>,
 }
 
 impl Node {
@@ -58,6 +61,7 @@ impl Node {
             dir: tempfile::tempdir().unwrap(),
             child: None,
             starts: 0,
+            tls: None,
         }
     }
 
@@ -112,6 +116,23 @@ impl Node {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
+            .envs(self.tls.iter().flat_map(|dir| {
+                [
+                    ("CANDELA__CLUSTER__TRANSPORT", "tls".to_owned()),
+                    (
+                        "CANDELA__CLUSTER__TLS__CA",
+                        dir.join("ca.pem").display().to_string(),
+                    ),
+                    (
+                        "CANDELA__CLUSTER__TLS__CERT",
+                        dir.join(format!("{}.pem", self.name)).display().to_string(),
+                    ),
+                    (
+                        "CANDELA__CLUSTER__TLS__KEY",
+                        dir.join(format!("{}.key", self.name)).display().to_string(),
+                    ),
+                ]
+            }))
             .spawn()
             .expect("start candela node");
         self.child = Some(child);
@@ -288,6 +309,93 @@ fn three_nodes_connect_to_each_other() {
             })
         })
     });
+}
+
+/// A CA and certificates for `nodes` in `dir`, made by `candela certs`.
+fn certs(dir: &std::path::Path, nodes: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_candela"))
+        .args(["certs", "--dir"])
+        .arg(dir)
+        .args(nodes)
+        .output()
+        .expect("candela certs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn nodes_talk_over_tls_and_refuse_another_ca_and_a_wrong_cookie() {
+    let ours = tempfile::tempdir().unwrap();
+    certs(ours.path(), &["alpha", "beta", "mole"]);
+    let theirs = tempfile::tempdir().unwrap();
+    certs(theirs.path(), &["stranger"]);
+    let mut nodes = vec![Node::new("alpha"), Node::new("beta")];
+    nodes[0].peers = vec![nodes[1].address()];
+    nodes[1].peers = vec![nodes[0].address()];
+    for node in &mut nodes {
+        node.tls = Some(ours.path().to_owned());
+        node.start();
+    }
+    wait_for("two nodes connected over TLS", &nodes, || {
+        fully_connected(&nodes)
+    });
+    assert!(
+        nodes[0].log().contains(r#""transport":"tls""#),
+        "{}",
+        tail(&nodes[0].log(), 20)
+    );
+    // A node whose certificate another CA signed: refused by TLS itself.
+    let mut stranger = Node::new("stranger");
+    stranger.tls = Some(theirs.path().to_owned());
+    stranger.peers = vec![nodes[0].address()];
+    stranger.start();
+    // A node with a certificate of the cluster's CA and a wrong cookie:
+    // refused by the handshake on top.
+    let mut mole = Node::new("mole");
+    mole.tls = Some(ours.path().to_owned());
+    mole.cookie = "not-the-cookie-but-long-enough-0123456789".into();
+    mole.peers = vec![nodes[0].address()];
+    mole.start();
+    wait_for("refused attempts", &nodes, || {
+        [&stranger, &mole].iter().all(|n| {
+            n.peer("alpha")
+                .is_some_and(|p| p["failed_dials"].as_u64().unwrap_or(0) >= 2)
+        })
+    });
+    wait_for("alpha to log the refusal of the mole", &nodes, || {
+        nodes[0].log().contains("refused during authentication")
+    });
+    assert!(stranger.connected_peers().is_empty());
+    assert!(mole.connected_peers().is_empty());
+    assert!(
+        stranger.log().contains("TLS"),
+        "the stranger's log says why: {}",
+        tail(&stranger.log(), 20)
+    );
+    let alpha = nodes[0].status().unwrap();
+    assert!(
+        alpha["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["peer"] == "beta"),
+        "{alpha}"
+    );
+    assert_eq!(nodes[0].connected_peers(), ["beta"]);
+    // A plain node cannot talk to TLS nodes either.
+    let mut plain = Node::new("plain");
+    plain.peers = vec![nodes[0].address()];
+    plain.start();
+    wait_for("the plain node refused", &nodes, || {
+        plain
+            .peer("alpha")
+            .is_some_and(|p| p["failed_dials"].as_u64().unwrap_or(0) >= 2)
+    });
+    assert!(plain.connected_peers().is_empty());
+    assert_eq!(nodes[0].connected_peers(), ["beta"]);
 }
 
 #[test]

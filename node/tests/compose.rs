@@ -88,7 +88,9 @@ fn nodes(env: &BTreeMap<&str, &str>) -> Vec<NodeService> {
     let services = doc["services"].as_mapping().expect("services");
     services
         .iter()
-        .filter(|(_, s)| s["image"].as_str() == Some("candela-node:local"))
+        .filter(|(_, s)| {
+            s["image"].as_str() == Some("candela-node:local") && s["command"][0] == "node"
+        })
         .map(|(name, s)| {
             let vars = s["environment"]
                 .as_mapping()
@@ -117,6 +119,25 @@ fn every_compose_node_passes_the_configuration_loader() {
         .collect();
     let nodes = nodes(&env);
     assert_eq!(nodes.len(), 3, "three candela nodes");
+    // The `certs` service makes a certificate for exactly these nodes, in
+    // the volume every node mounts read-only.
+    let certs = &doc["services"]["certs"];
+    let made: BTreeSet<String> = certs["command"]
+        .as_sequence()
+        .expect("the certs command")
+        .iter()
+        .skip(3)
+        .map(scalar)
+        .collect();
+    assert_eq!(
+        certs["command"].as_sequence().unwrap()[..3]
+            .iter()
+            .map(scalar)
+            .collect::<Vec<_>>(),
+        ["certs", "--dir", "/certs"]
+    );
+    let node_names: BTreeSet<String> = nodes.iter().map(|(n, _, _)| n.clone()).collect();
+    assert_eq!(made, node_names);
     let mut names = BTreeSet::new();
     let mut producers = 0;
     let mut consumers = 0;
@@ -146,6 +167,32 @@ fn every_compose_node_passes_the_configuration_loader() {
             "node.name is the service name (its host name)"
         );
         assert_eq!(spec["hostname"].as_str(), Some(service.as_str()));
+        // Mutual TLS between nodes, with this node's own files.
+        config
+            .cluster
+            .check_transport()
+            .unwrap_or_else(|e| panic!("{service}: {e}"));
+        assert_eq!(
+            config.cluster.transport,
+            candela_node::config::Transport::Tls,
+            "{service}"
+        );
+        let tls = config.cluster.tls.as_ref().expect("TLS files");
+        assert_eq!(tls.ca, std::path::Path::new("/certs/ca.pem"));
+        assert_eq!(
+            tls.cert,
+            std::path::PathBuf::from(format!("/certs/{service}.pem"))
+        );
+        assert_eq!(
+            tls.key,
+            std::path::PathBuf::from(format!("/certs/{service}.key"))
+        );
+        assert!(
+            spec["volumes"]
+                .as_sequence()
+                .is_some_and(|v| v.iter().any(|m| scalar(m) == "certs:/certs:ro")),
+            "{service} mounts the certificates read-only"
+        );
         assert!(names.insert(config.node.name.clone()));
         producers += usize::from(config.has(Role::Producer));
         consumers += usize::from(config.has(Role::Consumer));

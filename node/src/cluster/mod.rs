@@ -44,6 +44,7 @@ pub mod peer;
 pub mod placement;
 pub mod probe;
 pub mod status;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,6 +85,16 @@ pub enum ClusterError {
     /// The membership actors did not start.
     #[error("cannot start cluster membership: {0}")]
     Start(String),
+    /// The TLS files could not be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The transport settings are refused (plain TCP off loopback, TLS
+    /// without its files).
+    #[error("{0}")]
+    Transport(String),
+    /// TLS is required but not configured.
+    #[error("cluster.transport is \"tls\" but [cluster.tls] is missing (ca, cert, key; `candela certs` makes development ones)")]
+    NoTls,
     /// The cookie is too short to be a secret.
     #[error("the cluster cookie has {0} bytes; it must have at least {min}", min = crate::config::MIN_COOKIE_BYTES)]
     WeakCookie(usize),
@@ -113,12 +124,21 @@ pub async fn start(config: &Config, cookie: String) -> Result<Cluster, ClusterEr
     let node = config.node.name.clone();
     let c = &config.cluster;
     let listen = c.listen;
+    c.check_transport()
+        .map_err(|e| ClusterError::Transport(e.to_string()))?;
+    let tls = match c.transport {
+        crate::config::Transport::Plain => None,
+        crate::config::Transport::Tls => {
+            Some(tls::load(c.tls.as_ref().ok_or(ClusterError::NoTls)?)?)
+        }
+    };
     let server = NodeServer::new(
         listen.port(),
         cookie,
         node.clone(),
         listen.ip().to_string(),
-        None,
+        tls.as_ref()
+            .map(|t| ractor_cluster::IncomingEncryptionMode::Tls(t.acceptor.clone())),
         Some(NodeConnectionMode::Isolated),
     )
     .with_listen_addr(listen.ip());
@@ -128,7 +148,7 @@ pub async fn start(config: &Config, cookie: String) -> Result<Cluster, ClusterEr
             addr: listen,
             reason: e.to_string(),
         })?;
-    tracing::info!(node = %node, %listen, "cluster server listening");
+    tracing::info!(node = %node, %listen, transport = if tls.is_some() { "tls" } else { "plain" }, "cluster server listening");
 
     let timing = Timing::new(
         Duration::from_millis(c.heartbeat_ms),
@@ -141,6 +161,7 @@ pub async fn start(config: &Config, cookie: String) -> Result<Cluster, ClusterEr
         peers: c.peers(),
         timing,
         server: server.clone(),
+        tls,
     };
     let responder_node = node.clone();
     let inspector_node = node.clone();

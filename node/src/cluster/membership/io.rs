@@ -106,11 +106,13 @@ pub enum DialError {
     },
 }
 
-/// Opens a TCP connection to `address` and hands it to the node server;
-/// answers the address actually dialled.
+/// Opens a TCP connection to `address` (TLS when `tls` is given: the
+/// peer's certificate checked against the cluster's CA) and hands it to the
+/// node server; answers the address actually dialled.
 pub(super) async fn dial(
     server: &ActorRef<NodeServerMessage>,
     address: &str,
+    tls: Option<&crate::cluster::tls::Tls>,
 ) -> Result<SocketAddr, DialError> {
     let addr = tokio::net::lookup_host(address)
         .await
@@ -122,15 +124,26 @@ pub(super) async fn dial(
         .ok_or_else(|| DialError::Nowhere {
             address: address.to_owned(),
         })?;
-    ractor_cluster::client_connect(server, addr)
-        .await
-        .map_err(|e| DialError::Connect {
-            addr,
-            reason: match e {
-                ractor_cluster::ClientConnectErr::Socket(e) => e.to_string(),
-                other => other.to_string(),
-            },
-        })?;
+    let connected = match tls {
+        Some(tls) => {
+            ractor_cluster::client_connect_enc(
+                server,
+                addr,
+                tls.connector.clone(),
+                tls.server_name.clone(),
+            )
+            .await
+        }
+        None => ractor_cluster::client_connect(server, addr).await,
+    };
+    connected.map_err(|e| DialError::Connect {
+        addr,
+        reason: match e {
+            ractor_cluster::ClientConnectErr::Socket(e) => e.to_string(),
+            ractor_cluster::ClientConnectErr::Encryption(e) => format!("TLS: {e}"),
+            other => other.to_string(),
+        },
+    })?;
     Ok(addr)
 }
 

@@ -58,6 +58,8 @@ pub struct MembershipArgs {
     pub timing: Timing,
     /// The node server.
     pub server: ActorRef<NodeServerMessage>,
+    /// TLS for dialling peers (none: plain TCP, loopback development).
+    pub tls: Option<crate::cluster::tls::Tls>,
 }
 
 /// A session event from the node server.
@@ -324,10 +326,11 @@ impl MembershipState {
                 };
                 tracing::debug!(peer = %name, %address, "dialling");
                 let server = self.args.server.clone();
+                let tls = self.args.tls.clone();
                 let myself = myself.clone();
                 let peer = name.to_owned();
                 tokio::spawn(async move {
-                    let result = dial(&server, &address).await;
+                    let result = dial(&server, &address, tls.as_ref()).await;
                     let _ = myself.cast(MembershipMsg::Dialed { peer, result });
                 });
             }
