@@ -4,7 +4,9 @@
 //! A [`NodeProcess`] is one node started from the shipped `cluster.toml`
 //! with environment overrides (`CANDELA__SECTION__FIELD`); its log goes to a
 //! file of its own (kept in `CANDELA_TEST_LOG_DIR` when set). Dropping it
-//! kills the process.
+//! kills the process. Nodes talk mutual TLS, as deployed: each gets a
+//! certificate of one CA per test process (`candela certs`), unless a test
+//! sets `CANDELA__CLUSTER__TRANSPORT` itself.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,11 +53,57 @@ pub struct NodeProcess {
     starts: u32,
 }
 
+/// The test process's CA (made once, by `candela certs`).
+fn shared_ca(bin: &Path) -> &'static Path {
+    static CA: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    CA.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        certs(bin, dir.path(), "ca-holder");
+        dir
+    })
+    .path()
+}
+
+/// `candela certs --dir dir name`.
+fn certs(bin: &Path, dir: &Path, name: &str) {
+    let out = Command::new(bin)
+        .args(["certs", "--dir"])
+        .arg(dir)
+        .arg(name)
+        .output()
+        .expect("candela certs");
+    assert!(
+        out.status.success(),
+        "candela certs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 impl NodeProcess {
     /// A node named `name` of the binary `bin`, configured by `config` (the
     /// shipped `cluster.toml`) and `env`; not started.
     pub fn new(bin: &Path, config: &Path, name: &str) -> Self {
         let [cluster_port, status_port, api_port, ops_port] = free_ports();
+        // Its certificate, of the process's CA (a file name of its own:
+        // tests run in parallel, and names repeat between tests).
+        let ca = shared_ca(bin);
+        let file = crate::unique(&format!("{name}-cert")).replace('_', "-");
+        certs(bin, ca, &file);
+        let tls = [
+            ("CANDELA__CLUSTER__TRANSPORT", "tls".to_owned()),
+            (
+                "CANDELA__CLUSTER__TLS__CA",
+                ca.join("ca.pem").display().to_string(),
+            ),
+            (
+                "CANDELA__CLUSTER__TLS__CERT",
+                ca.join(format!("{file}.pem")).display().to_string(),
+            ),
+            (
+                "CANDELA__CLUSTER__TLS__KEY",
+                ca.join(format!("{file}.key")).display().to_string(),
+            ),
+        ];
         Self {
             name: name.into(),
             cluster_port,
@@ -63,7 +111,7 @@ impl NodeProcess {
             api_port,
             ops_port,
             peers: Vec::new(),
-            env: BTreeMap::new(),
+            env: tls.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
             bin: bin.to_owned(),
             config: config.to_owned(),
             dir: tempfile::tempdir().expect("a temporary directory"),
