@@ -398,6 +398,58 @@ fn nodes_talk_over_tls_and_refuse_another_ca_and_a_wrong_cookie() {
     assert_eq!(nodes[0].connected_peers(), ["beta"]);
 }
 
+/// A connection that never starts its TLS handshake (a port scanner, a
+/// peer frozen mid-handshake) must not stop other peers from connecting.
+#[test]
+fn a_silent_connection_does_not_block_tls_peers() {
+    let ours = tempfile::tempdir().unwrap();
+    certs(ours.path(), &["alpha", "beta", "impostor"]);
+    let theirs = tempfile::tempdir().unwrap();
+    certs(theirs.path(), &["impostor"]);
+    let mut alpha = Node::new("alpha");
+    alpha.tls = Some(ours.path().to_owned());
+    alpha.start();
+    let nodes = std::slice::from_ref(&alpha);
+    wait_for("alpha's cluster listener", nodes, || {
+        TcpStream::connect(("127.0.0.1", alpha.cluster_port)).is_ok()
+    });
+    // Connections that say nothing, held open for the whole test.
+    let silent: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(("127.0.0.1", alpha.cluster_port)).unwrap())
+        .collect();
+    let mut beta = Node::new("beta");
+    beta.tls = Some(ours.path().to_owned());
+    beta.peers = vec![alpha.address()];
+    beta.start();
+    let both = [alpha, beta];
+    wait_for(
+        "beta connected despite the silent connections",
+        &both,
+        || both[0].connected_peers() == ["beta"],
+    );
+    // A node that trusts the cluster's CA but presents another CA's
+    // certificate: alpha's check of client certificates refuses it.
+    let mixed = tempfile::tempdir().unwrap();
+    std::fs::copy(ours.path().join("ca.pem"), mixed.path().join("ca.pem")).unwrap();
+    for ext in ["pem", "key"] {
+        std::fs::copy(
+            theirs.path().join(format!("impostor.{ext}")),
+            mixed.path().join(format!("impostor.{ext}")),
+        )
+        .unwrap();
+    }
+    let mut impostor = Node::new("impostor");
+    impostor.tls = Some(mixed.path().to_owned());
+    impostor.peers = vec![both[0].address()];
+    impostor.start();
+    wait_for("alpha to refuse the impostor's certificate", &both, || {
+        both[0].log().contains("TLS handshake refused")
+    });
+    assert!(impostor.connected_peers().is_empty());
+    assert_eq!(both[0].connected_peers(), ["beta"]);
+    drop(silent);
+}
+
 #[test]
 fn a_node_with_a_wrong_cookie_is_refused() {
     let nodes = mesh(&["alpha", "beta"]);

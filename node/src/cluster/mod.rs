@@ -34,6 +34,7 @@
 //! connect only to the peers they list (no transitive connections), so list
 //! every other node on every node: names and heartbeats need a full mesh.
 
+pub mod acceptor;
 pub mod agent;
 pub mod election;
 pub mod heartbeat;
@@ -113,6 +114,16 @@ pub struct Cluster {
     server_handle: JoinHandle<()>,
     supervisor: ActorRef<SupervisorMsg>,
     supervisor_handle: JoinHandle<()>,
+    /// The TLS listener's task (aborted with the cluster).
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(task) = &self.acceptor {
+            task.abort();
+        }
+    }
 }
 
 /// Starts the node server on `cluster.listen` with `cookie`, then the
@@ -132,8 +143,15 @@ pub async fn start(config: &Config, cookie: String) -> Result<Cluster, ClusterEr
             Some(tls::load(c.tls.as_ref().ok_or(ClusterError::NoTls)?)?)
         }
     };
+    // With TLS the node server's own listener (which would run handshakes
+    // one at a time, without a deadline) sits on an unused loopback port,
+    // and `acceptor` serves `listen`.
+    let own = match tls {
+        Some(_) => std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+        None => listen,
+    };
     let server = NodeServer::new(
-        listen.port(),
+        own.port(),
         cookie,
         node.clone(),
         listen.ip().to_string(),
@@ -141,13 +159,33 @@ pub async fn start(config: &Config, cookie: String) -> Result<Cluster, ClusterEr
             .map(|t| ractor_cluster::IncomingEncryptionMode::Tls(t.acceptor.clone())),
         Some(NodeConnectionMode::Isolated),
     )
-    .with_listen_addr(listen.ip());
+    .with_listen_addr(own.ip());
     let (server, server_handle) = Actor::spawn(Some(NODE_SERVER_NAME.into()), server, ())
         .await
         .map_err(|e| ClusterError::Listen {
             addr: listen,
             reason: e.to_string(),
         })?;
+    let acceptor = match &tls {
+        Some(t) => match acceptor::start(
+            listen,
+            t.acceptor.clone(),
+            server.clone(),
+            acceptor::HANDSHAKE_TIMEOUT,
+        )
+        .await
+        {
+            Ok(task) => Some(task),
+            Err(e) => {
+                server.stop(None);
+                return Err(ClusterError::Listen {
+                    addr: listen,
+                    reason: e.to_string(),
+                });
+            }
+        },
+        None => None,
+    };
     tracing::info!(node = %node, %listen, transport = if tls.is_some() { "tls" } else { "plain" }, "cluster server listening");
 
     let timing = Timing::new(
@@ -212,6 +250,9 @@ pub async fn start(config: &Config, cookie: String) -> Result<Cluster, ClusterEr
     let (supervisor, supervisor_handle) = match spawned {
         Ok(s) => s,
         Err(e) => {
+            if let Some(task) = &acceptor {
+                task.abort();
+            }
             server.stop(None);
             return Err(ClusterError::Start(e.to_string()));
         }
@@ -222,6 +263,7 @@ pub async fn start(config: &Config, cookie: String) -> Result<Cluster, ClusterEr
         server_handle,
         supervisor,
         supervisor_handle,
+        acceptor,
     })
 }
 
@@ -259,7 +301,10 @@ impl Cluster {
     }
 
     /// Stops membership, then the node server (closing every session).
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
+        if let Some(task) = self.acceptor.take() {
+            task.abort();
+        }
         let _ = self
             .supervisor
             .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))

@@ -168,21 +168,26 @@ pub struct Generated {
 /// only.
 pub fn generate(dir: &Path, nodes: &[String], server_name: &str) -> Result<Generated, TlsError> {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
+    // Written whole or not at all (a temporary file renamed), a key
+    // readable by its owner only whatever was there before.
     let write = |path: PathBuf, text: &str, secret: bool| -> Result<PathBuf, TlsError> {
         let err = |e: std::io::Error| TlsError::Write {
             path: path.clone(),
             reason: e.to_string(),
         };
+        let tmp = path.with_extension("tmp");
+        let _ = std::fs::remove_file(&tmp);
         let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
+        options.write(true).create_new(true);
         if secret {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
         use std::io::Write;
         options
-            .open(&path)
-            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
+            .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(err)?;
         Ok(path)
     };
@@ -192,9 +197,17 @@ pub fn generate(dir: &Path, nodes: &[String], server_name: &str) -> Result<Gener
         reason: e.to_string(),
     })?;
     let (ca_pem, ca_key_pem) = (dir.join("ca.pem"), dir.join("ca.key"));
-    let ca_key = match std::fs::read_to_string(&ca_key_pem) {
-        Ok(text) if ca_pem.exists() => KeyPair::from_pem(&text).map_err(gen)?,
-        _ => KeyPair::generate().map_err(gen)?,
+    // An existing CA is reused: its key must be there, and be its key.
+    let existing = ca_pem.exists();
+    let ca_key = if existing {
+        let text = std::fs::read_to_string(&ca_key_pem).map_err(|e| TlsError::File {
+            what: "CA key",
+            path: ca_key_pem.clone(),
+            reason: format!("ca.pem exists but its key cannot be read ({e}); give both, or neither for a new CA"),
+        })?;
+        KeyPair::from_pem(&text).map_err(gen)?
+    } else {
+        KeyPair::generate().map_err(gen)?
     };
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(gen)?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -202,10 +215,29 @@ pub fn generate(dir: &Path, nodes: &[String], server_name: &str) -> Result<Gener
         .distinguished_name
         .push(rcgen::DnType::CommonName, "candela development CA");
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    // (Made again from the key when the CA exists: the same subject and key,
+    // so what it signs verifies against the `ca.pem` on disk.)
     let ca = ca_params.self_signed(&ca_key).map_err(gen)?;
-    if !ca_pem.exists() {
-        write(ca_pem.clone(), &ca.pem(), false)?;
+    if existing {
+        // `ca.pem` must carry this key's public key (its DER holds the raw
+        // key in its SubjectPublicKeyInfo): else certificates signed now
+        // would not verify against it.
+        let held = CertificateDer::from_pem_file(&ca_pem).map_err(|e| TlsError::File {
+            what: "CA",
+            path: ca_pem.clone(),
+            reason: e.to_string(),
+        })?;
+        let public = ca_key.public_key_raw();
+        if !held.windows(public.len()).any(|w| w == public) {
+            return Err(TlsError::File {
+                what: "CA",
+                path: ca_pem.clone(),
+                reason: "it is not the certificate of ca.key: certificates signed now would not verify against it".into(),
+            });
+        }
+    } else {
         write(ca_key_pem, &ca_key.serialize_pem(), true)?;
+        write(ca_pem.clone(), &ca.pem(), false)?;
     }
     let mut out = Generated {
         ca: ca_pem.clone(),
@@ -269,6 +301,31 @@ mod tests {
         let mut wrong = made.nodes[0].1.clone();
         wrong.key = made.nodes[1].1.key.clone();
         assert!(load(&wrong).is_err());
+        // A CA whose key is missing, or whose certificate is another's, is
+        // refused rather than silently replaced.
+        let other = tempfile::tempdir().unwrap();
+        generate(other.path(), &["x".into()], "candela-cluster").unwrap();
+        std::fs::copy(other.path().join("ca.pem"), dir.path().join("ca.pem")).unwrap();
+        let err = generate(dir.path(), &["node-d".into()], "candela-cluster")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not the certificate of ca.key"), "{err}");
+        std::fs::remove_file(other.path().join("ca.key")).unwrap();
+        let err = generate(other.path(), &["y".into()], "candela-cluster")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot be read"), "{err}");
+        // A key file that existed with loose permissions is replaced by a
+        // private one.
+        use std::os::unix::fs::PermissionsExt;
+        let loose = other.path().join("z.key");
+        std::fs::write(&loose, "old").unwrap();
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::copy(dir.path().join("ca.key"), other.path().join("ca.key")).unwrap();
+        std::fs::write(other.path().join("ca.pem"), &ca).unwrap();
+        generate(other.path(), &["z".into()], "candela-cluster").unwrap();
+        let mode = std::fs::metadata(&loose).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
         let mut missing = made.nodes[0].1.clone();
         missing.ca = dir.path().join("nowhere.pem");
         let err = load(&missing).unwrap_err().to_string();

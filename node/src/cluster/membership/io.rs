@@ -106,6 +106,9 @@ pub enum DialError {
     },
 }
 
+/// The longest a dial (TCP connection and TLS handshake) may take.
+pub(super) const DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Opens a TCP connection to `address` (TLS when `tls` is given: the
 /// peer's certificate checked against the cluster's CA) and hands it to the
 /// node server; answers the address actually dialled.
@@ -124,18 +127,31 @@ pub(super) async fn dial(
         .ok_or_else(|| DialError::Nowhere {
             address: address.to_owned(),
         })?;
-    let connected = match tls {
-        Some(tls) => {
-            ractor_cluster::client_connect_enc(
-                server,
-                addr,
-                tls.connector.clone(),
-                tls.server_name.clone(),
-            )
-            .await
+    let connect = async {
+        match tls {
+            Some(tls) => {
+                ractor_cluster::client_connect_enc(
+                    server,
+                    addr,
+                    tls.connector.clone(),
+                    tls.server_name.clone(),
+                )
+                .await
+            }
+            None => ractor_cluster::client_connect(server, addr).await,
         }
-        None => ractor_cluster::client_connect(server, addr).await,
     };
+    // The connection and the TLS handshake, within a deadline: a peer that
+    // accepts and says nothing must not hold a dial (and its socket) forever.
+    let connected = tokio::time::timeout(DIAL_TIMEOUT, connect)
+        .await
+        .map_err(|_| DialError::Connect {
+            addr,
+            reason: format!(
+                "no connection (and TLS handshake) within {} s",
+                DIAL_TIMEOUT.as_secs()
+            ),
+        })?;
     connected.map_err(|e| DialError::Connect {
         addr,
         reason: match e {
