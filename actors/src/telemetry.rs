@@ -42,6 +42,10 @@ pub const CLUSTER_HEARTBEAT_SECONDS: &str = "candela_cluster_heartbeat_rtt_secon
 /// as the consumer's last fetch saw it, minus the commit), by `topic` and
 /// `partition`.
 pub const CONSUMER_LAG: &str = "candela_consumer_lag_messages";
+/// Partition leases this node's placed consumers hold, by `topic`.
+pub const PARTITION_LEASES: &str = "candela_partition_leases_held";
+/// Lease rounds that failed (the database refused or was unreachable).
+pub const PARTITION_LEASE_ERRORS: &str = "candela_partition_lease_errors_total";
 /// Consumers the watchdog found stuck (a batch in flight past
 /// `consumer.stall_secs`) and restarted, by `consumer`.
 pub const CONSUMER_STALLS: &str = "candela_consumer_stalls_total";
@@ -125,6 +129,12 @@ pub fn describe() {
         "Messages after the committed offset, per partition"
     );
     metrics::describe_gauge!(CLUSTER_PEERS, "Cluster peers by state");
+    metrics::describe_gauge!(
+        PARTITION_LEASES,
+        "Partition leases this node's consumers hold, per topic"
+    );
+    metrics::describe_counter!(PARTITION_LEASE_ERRORS, "Partition lease rounds that failed");
+    metrics::counter!(PARTITION_LEASE_ERRORS).absolute(0);
     metrics::describe_histogram!(
         CLUSTER_HEARTBEAT_SECONDS,
         metrics::Unit::Seconds,

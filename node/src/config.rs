@@ -474,6 +474,28 @@ pub struct ConsumerConfig {
     /// `/ready` fails on this node while a partition it reads lags by more
     /// than this many messages; 0: lag never makes it unready.
     pub ready_max_lag: u64,
+    /// With PostgreSQL and Kafka: a consumer reads a partition only while it
+    /// holds the partition's lease (`candela_actors::kafka::lease`), which
+    /// lapses this long after its last renewal. A partition whose reader
+    /// died stays unread at most `lease_ttl_ms + lease_grace_ms +
+    /// lease_renew_ms`.
+    pub lease_ttl_ms: u64,
+    /// How often leases are renewed; at most a third of `lease_ttl_ms`.
+    pub lease_renew_ms: u64,
+    /// How long a lapsed lease in nobody's share waits for its share's owner
+    /// before any consumer takes it.
+    pub lease_grace_ms: u64,
+}
+
+impl ConsumerConfig {
+    /// The lease timing.
+    pub fn leases(&self) -> candela_actors::kafka::lease::LeaseConfig {
+        candela_actors::kafka::lease::LeaseConfig {
+            ttl: std::time::Duration::from_millis(self.lease_ttl_ms),
+            renew: std::time::Duration::from_millis(self.lease_renew_ms),
+            grace: std::time::Duration::from_millis(self.lease_grace_ms),
+        }
+    }
 }
 
 /// The shortest cluster cookie accepted, in bytes.
@@ -498,6 +520,9 @@ impl Default for ConsumerConfig {
             workers: 1,
             stall_secs: 120,
             ready_max_lag: 1_000_000,
+            lease_ttl_ms: 6_000,
+            lease_renew_ms: 1_000,
+            lease_grace_ms: 2_000,
         }
     }
 }
@@ -1005,6 +1030,25 @@ impl Config {
                 format!("must be 1 to {MAX_CONSUMER_WORKERS}"),
             ));
         }
+        let c = &self.consumer;
+        if !(50..=60_000).contains(&c.lease_renew_ms) {
+            return Err(bad("consumer.lease_renew_ms", "must be 50 to 60000".into()));
+        }
+        if c.lease_ttl_ms < 3 * c.lease_renew_ms || c.lease_ttl_ms > 600_000 {
+            return Err(bad(
+                "consumer.lease_ttl_ms",
+                format!(
+                    "must be at least 3 × consumer.lease_renew_ms ({}) and at most 600000",
+                    3 * c.lease_renew_ms
+                ),
+            ));
+        }
+        if c.lease_grace_ms > 600_000 {
+            return Err(bad(
+                "consumer.lease_grace_ms",
+                "must be at most 600000".into(),
+            ));
+        }
         // Each fixed consumer holds a connection while it writes; one more
         // is left for everything else (readiness, datastore, repairs).
         if self.backends.store == StoreKind::Postgres
@@ -1259,6 +1303,17 @@ mod tests {
             (
                 vec![("CANDELA__CONSUMER__WORKERS", "33")],
                 "consumer.workers",
+            ),
+            (
+                vec![("CANDELA__CONSUMER__LEASE_RENEW_MS", "10")],
+                "consumer.lease_renew_ms",
+            ),
+            (
+                vec![
+                    ("CANDELA__CONSUMER__LEASE_RENEW_MS", "1000"),
+                    ("CANDELA__CONSUMER__LEASE_TTL_MS", "2000"),
+                ],
+                "consumer.lease_ttl_ms",
             ),
             (
                 vec![

@@ -53,8 +53,9 @@ use candela_actors::datastore::fetch::CoordinatorFetcher;
 use candela_actors::datastore::{start_pool, DatastoreArgs};
 use candela_actors::feed::{BarSink, NoSink};
 use candela_actors::imitation::{Imitation, ImitationHandle};
+use candela_actors::kafka::lease::{Leased, Lessor};
 use candela_actors::kafka::schema::decode_record;
-use candela_actors::kafka::AllPartitions;
+use candela_actors::kafka::{AllPartitions, Placement};
 use candela_actors::producer::{
     fetch_history, DynamicBook, Producer, ProducerArgs, ProducerMsg, Target,
 };
@@ -347,6 +348,17 @@ pub async fn start(config: &Config) -> anyhow::Result<Platform> {
 
     // This node's running fixed consumers, announced by the agent.
     let running = RunningWorkers::default();
+    // The lease rounds' own connections (two), so that renewals never wait
+    // behind the consumers' writes for the store's pool.
+    let lease_pool = match store.as_deref() {
+        Some(Store::Postgres(pg)) if config.has(Role::Consumer) => Some(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(2)
+                .acquire_timeout(config.consumer.leases().held_for())
+                .connect_lazy_with((*pg.pool().connect_options()).clone()),
+        ),
+        _ => None,
+    };
     // What the watchdog looks at: each fixed consumer's name and counters.
     let mut watched_consumers: Vec<(String, Arc<ConsumerMetrics>)> = Vec::new();
     if config.has(Role::Consumer) {
@@ -359,13 +371,27 @@ pub async fn start(config: &Config) -> anyhow::Result<Platform> {
                 format!("consumer-fixed/{node}/{}", worker + 1)
             };
             // Partitions are placed from the live consumer nodes, not by the
-            // broker's group protocol (crate::cluster::placement).
-            let placement = Arc::new(ConsumerNodes {
+            // broker's group protocol (crate::cluster::placement), and, with
+            // PostgreSQL and Kafka, read only under a lease every consumer
+            // agrees on (candela_actors::kafka::lease).
+            let view = Arc::new(ConsumerNodes {
                 node: node.clone(),
                 group: config.consumer.group.clone(),
                 worker,
                 running: running.clone(),
             });
+            let placement: Arc<dyn Placement> = match (&lease_pool, &backends.streams) {
+                (Some(pool), Streams::Kafka(_)) => {
+                    let lessor = Lessor::new(
+                        pool.clone(),
+                        &config.consumer.group,
+                        &view.member(),
+                        config.consumer.leases(),
+                    );
+                    Leased::start(view, lessor)
+                }
+                _ => view,
+            };
             let args = FixedConsumerArgs {
                 instance: name.clone(),
                 streams: Arc::new(backends.streams.placed(placement)),

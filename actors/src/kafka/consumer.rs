@@ -451,16 +451,20 @@ impl Member {
             }
             placed.checked = Some((now, complete));
         }
-        if placed.share == Some(share) && !counts_changed {
-            return Ok(());
+        if counts_changed {
+            placed.placement.counts(&placed.partitions);
         }
+        // What the placement gives the member now (its share, or the leases
+        // it holds: asked every batch, as leases change between batches).
         let want: BTreeSet<(String, i32)> = placed
             .partitions
             .iter()
             .flat_map(|(topic, count)| {
-                share
-                    .partitions(*count)
+                placed
+                    .placement
+                    .partitions(topic, *count)
                     .into_iter()
+                    .filter(move |p| (0..*count).contains(p))
                     .map(move |p| (topic.clone(), p))
             })
             .collect();
@@ -494,16 +498,18 @@ impl Member {
                 .map_err(assign_error)?;
             self.shared.take(&added);
         }
-        if placed.share != Some(share) || !gone.is_empty() || !added.is_empty() {
-            info!(
-                group = %self.group,
-                member = %placed.placement.member(),
-                share = %share,
-                released = ?gone,
-                taken = ?added,
-                "kafka partitions placed"
-            );
+        let changed = placed.share != Some(share) || !gone.is_empty() || !added.is_empty();
+        if !changed {
+            return Ok(());
         }
+        info!(
+            group = %self.group,
+            member = %placed.placement.member(),
+            share = %share,
+            released = ?gone,
+            taken = ?added,
+            "kafka partitions placed"
+        );
         placed.share = Some(share);
         let partitions = self.shared.sorted();
         placement::record(
@@ -577,7 +583,13 @@ impl Member {
         let mut tpl = TopicPartitionList::with_capacity(offsets.len());
         let mut skipped = 0;
         for ((topic, partition), next) in &offsets {
-            if self.shared.holds(topic, *partition) {
+            // A placed member commits only while its placement allows (a
+            // leased one: while it counts the partition's lease).
+            let allowed = self
+                .placed
+                .as_ref()
+                .is_none_or(|p| p.placement.may_commit(topic, *partition));
+            if allowed && self.shared.holds(topic, *partition) {
                 tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
                     .map_err(|e| BusError::Commit {
                         reason: e.to_string(),

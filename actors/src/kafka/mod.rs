@@ -13,7 +13,9 @@
 //! * [`consumer`]: [`KafkaStreams`], consumer-group members with explicit
 //!   offset commits, the consumers' [`OpenStream`]/[`MessageStream`];
 //! * [`placement`]: members given their partitions from the cluster's own
-//!   membership rather than the broker's group protocol.
+//!   membership rather than the broker's group protocol;
+//! * [`lease`]: partition leases in PostgreSQL, so that members whose views
+//!   of the membership disagree still leave no partition unread.
 //!
 //! [`RecordBus`]: crate::ports::RecordBus
 //! [`DeadLetters`]: crate::ports::DeadLetters
@@ -33,6 +35,7 @@ pub mod admin;
 pub mod config;
 pub mod consumer;
 mod dead_letters;
+pub mod lease;
 pub mod placement;
 pub mod publisher;
 pub mod schema;

@@ -76,6 +76,23 @@ pub trait Placement: Send + Sync + 'static {
     /// This member's share now.
     fn share(&self) -> Share;
 
+    /// The partitions of `topic`, which has `count`, this member reads now:
+    /// its share's by default; a leased placement's are those it holds the
+    /// lease of (`super::lease`).
+    fn partitions(&self, _topic: &str, count: i32) -> Vec<i32> {
+        self.share().partitions(count)
+    }
+
+    /// Whether the member may commit offsets of `partition` of `topic` now
+    /// (a leased placement: only while it counts the partition's lease).
+    fn may_commit(&self, _topic: &str, _partition: i32) -> bool {
+        true
+    }
+
+    /// The member's topics have these partition counts (the consumer reads
+    /// them from the broker and tells its placement when they change).
+    fn counts(&self, _counts: &BTreeMap<String, i32>) {}
+
     /// The member's name among the members, for logs (empty by default).
     fn member(&self) -> String {
         String::new()

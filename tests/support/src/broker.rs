@@ -342,3 +342,10 @@ fn tail(path: &Path) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
+
+/// The partition librdkafka's default partitioner (`consistent_random`)
+/// gives a record keyed `key` on a topic of `partitions` partitions:
+/// CRC-32 of the key, modulo the count.
+pub fn partition_of(key: &str, partitions: i32) -> i32 {
+    (crc32fast::hash(key.as_bytes()) % partitions.max(1) as u32) as i32
+}

@@ -46,12 +46,28 @@ pub struct NodeProcess {
     pub peers: Vec<String>,
     /// Overrides, applied after the common ones (`CANDELA__…` = value).
     pub env: BTreeMap<String, String>,
+    /// Set when it runs in a network namespace ([`Self::in_namespace`]).
+    namespace: Option<Namespaced>,
     bin: PathBuf,
     config: PathBuf,
     dir: tempfile::TempDir,
     child: std::sync::Mutex<Option<Child>>,
     starts: u32,
 }
+
+/// A node in a network namespace: the command prefix that enters it, its
+/// address there.
+struct Namespaced {
+    prefix: Vec<String>,
+    host: std::net::Ipv4Addr,
+}
+
+/// The ports a node listens on inside a namespace of its own (each
+/// namespace has its own ports, so fixed ones are free).
+const NS_CLUSTER_PORT: u16 = 7000;
+const NS_STATUS_PORT: u16 = 7001;
+const NS_API_PORT: u16 = 8080;
+const NS_OPS_PORT: u16 = 9090;
 
 /// The test process's CA (made once, by `candela certs`).
 fn shared_ca(bin: &Path) -> &'static Path {
@@ -111,6 +127,7 @@ impl NodeProcess {
             api_port,
             ops_port,
             peers: Vec::new(),
+            namespace: None,
             env: tls.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
             bin: bin.to_owned(),
             config: config.to_owned(),
@@ -120,15 +137,44 @@ impl NodeProcess {
         }
     }
 
+    /// Runs it in node `i`'s namespace of `net` (from its next start): it
+    /// listens for peers on its address there, its API, ops listener and
+    /// status endpoint are reached through ports of this process's loopback
+    /// ([`crate::netns::Net::expose`]), and `services` (ports of this
+    /// process's loopback: broker, database, cache, source) are reachable
+    /// from it at the same addresses. Call before [`mesh`].
+    pub async fn in_namespace(
+        &mut self,
+        net: &mut crate::netns::Net,
+        i: usize,
+        services: &[u16],
+    ) -> Result<(), String> {
+        net.forward_into(i, services)?;
+        self.cluster_port = NS_CLUSTER_PORT;
+        self.status_port = net.expose(i, NS_STATUS_PORT).await;
+        self.api_port = net.expose(i, NS_API_PORT).await;
+        self.ops_port = net.expose(i, NS_OPS_PORT).await;
+        self.namespace = Some(Namespaced {
+            prefix: net.exec_prefix(i),
+            host: crate::netns::Net::address(i),
+        });
+        Ok(())
+    }
+
     /// Sets one override.
     pub fn set(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
         self.env.insert(key.to_owned(), value.into());
         self
     }
 
-    /// `name@127.0.0.1:port`.
+    /// `name@host:port`: where peers reach its cluster listener (host:
+    /// 127.0.0.1, or its address in its namespace).
     pub fn address(&self) -> String {
-        format!("{}@127.0.0.1:{}", self.name, self.cluster_port)
+        let host = self
+            .namespace
+            .as_ref()
+            .map_or("127.0.0.1".to_owned(), |n| n.host.to_string());
+        format!("{}@{host}:{}", self.name, self.cluster_port)
     }
 
     /// The base URL of its ops listener.
@@ -174,26 +220,37 @@ impl NodeProcess {
         assert!(self.child().is_none(), "{} already running", self.name);
         self.starts += 1;
         let log = std::fs::File::create(self.log_path(self.starts)).expect("the node's log");
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = match &self.namespace {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(&ns.prefix).arg(&self.bin);
+                cmd
+            }
+            None => Command::new(&self.bin),
+        };
+        // Inside a namespace: fixed ports, the cluster listener on the
+        // node's address there; else the ports found free.
+        let (cluster, status, api, ops) = match &self.namespace {
+            Some(ns) => (
+                format!("{}:{NS_CLUSTER_PORT}", ns.host),
+                format!("127.0.0.1:{NS_STATUS_PORT}"),
+                format!("127.0.0.1:{NS_API_PORT}"),
+                format!("127.0.0.1:{NS_OPS_PORT}"),
+            ),
+            None => (
+                format!("127.0.0.1:{}", self.cluster_port),
+                format!("127.0.0.1:{}", self.status_port),
+                format!("127.0.0.1:{}", self.api_port),
+                format!("127.0.0.1:{}", self.ops_port),
+            ),
+        };
         cmd.args(["node", "--config"])
             .arg(&self.config)
             .env("CANDELA__NODE__NAME", &self.name)
-            .env(
-                "CANDELA__API__LISTEN",
-                format!("127.0.0.1:{}", self.api_port),
-            )
-            .env(
-                "CANDELA__CLUSTER__LISTEN",
-                format!("127.0.0.1:{}", self.cluster_port),
-            )
-            .env(
-                "CANDELA__CLUSTER__STATUS_LISTEN",
-                format!("127.0.0.1:{}", self.status_port),
-            )
-            .env(
-                "CANDELA__OPS__LISTEN",
-                format!("127.0.0.1:{}", self.ops_port),
-            )
+            .env("CANDELA__API__LISTEN", api)
+            .env("CANDELA__CLUSTER__LISTEN", cluster)
+            .env("CANDELA__CLUSTER__STATUS_LISTEN", status)
+            .env("CANDELA__OPS__LISTEN", ops)
             .env("CANDELA__CLUSTER__PEERS", toml_list(&self.peers))
             .env_remove("CRYPTOCOMPARE_API_KEY")
             .env("RUST_LOG", "info")

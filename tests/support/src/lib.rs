@@ -12,6 +12,7 @@
 pub mod broker;
 pub mod cluster;
 pub mod convert;
+pub mod netns;
 pub mod oracle;
 pub mod proxy;
 pub mod timescale;
