@@ -44,6 +44,9 @@ pub const CLUSTER_HEARTBEAT_SECONDS: &str = "candela_cluster_heartbeat_rtt_secon
 pub const CONSUMER_LAG: &str = "candela_consumer_lag_messages";
 /// Partition leases this node's placed consumers hold, by `topic`.
 pub const PARTITION_LEASES: &str = "candela_partition_leases_held";
+/// 1 while this node's producer is the active one of `ingest.active_standby`
+/// producers (it holds the producer lease), 0 while it stands by.
+pub const PRODUCER_ACTIVE: &str = "candela_producer_active";
 /// Lease rounds that failed (the database refused or was unreachable).
 pub const PARTITION_LEASE_ERRORS: &str = "candela_partition_lease_errors_total";
 /// Consumers the watchdog found stuck (a batch in flight past
@@ -135,6 +138,10 @@ pub fn describe() {
     );
     metrics::describe_counter!(PARTITION_LEASE_ERRORS, "Partition lease rounds that failed");
     metrics::counter!(PARTITION_LEASE_ERRORS).absolute(0);
+    metrics::describe_gauge!(
+        PRODUCER_ACTIVE,
+        "1 while this node's producer is the active one (active/standby producers)"
+    );
     metrics::describe_histogram!(
         CLUSTER_HEARTBEAT_SECONDS,
         metrics::Unit::Seconds,

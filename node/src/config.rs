@@ -433,6 +433,11 @@ pub struct IngestConfig {
     pub repair_minutes: i64,
     /// How often the repair runs, in seconds.
     pub repair_interval_secs: u64,
+    /// Producers with this set stream one at a time: the one holding the
+    /// producer lease in PostgreSQL (`node/src/standby.rs`); the others
+    /// stand by and take over when its lease lapses (the timing of
+    /// `consumer.lease_*`). Needs `backends.store = "postgres"`.
+    pub active_standby: bool,
 }
 
 impl Default for IngestConfig {
@@ -448,6 +453,7 @@ impl Default for IngestConfig {
             batch_max: 5_000,
             repair_minutes: 5,
             repair_interval_secs: 60,
+            active_standby: false,
         }
     }
 }
@@ -1030,6 +1036,12 @@ impl Config {
                 format!("must be 1 to {MAX_CONSUMER_WORKERS}"),
             ));
         }
+        if self.ingest.active_standby && self.backends.store != StoreKind::Postgres {
+            return Err(bad(
+                "ingest.active_standby",
+                "needs backends.store = \"postgres\" (the producer lease lives there)".into(),
+            ));
+        }
         let c = &self.consumer;
         if !(50..=60_000).contains(&c.lease_renew_ms) {
             return Err(bad("consumer.lease_renew_ms", "must be 50 to 60000".into()));
@@ -1289,6 +1301,29 @@ mod tests {
             .to_string();
         assert!(err.contains("backends.store"), "{err}");
         config.backends.check_shared(&[]).unwrap();
+    }
+
+    #[test]
+    fn active_standby_producers_need_postgres() {
+        let err = Config::parse(
+            "",
+            env(&[
+                ("CANDELA__INGEST__ACTIVE_STANDBY", "true"),
+                ("CANDELA__BACKENDS__STORE", "sqlite"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ingest.active_standby"), "{err}");
+        let config = Config::parse(
+            "",
+            env(&[
+                ("CANDELA__INGEST__ACTIVE_STANDBY", "true"),
+                ("CANDELA__BACKENDS__STORE", "postgres"),
+            ]),
+        )
+        .unwrap();
+        assert!(config.ingest.active_standby);
     }
 
     #[test]

@@ -14,3 +14,4 @@ pub mod config;
 pub mod ops;
 pub mod platform;
 pub mod progress;
+pub mod standby;

@@ -105,6 +105,8 @@ pub struct Platform {
     watchdog_task: Option<tokio::task::JoinHandle<()>>,
     /// The backfill and the repair.
     history_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// With `ingest.active_standby`: the producer lease's gate.
+    producer_gate: Option<crate::standby::Gate>,
 }
 
 impl Platform {
@@ -151,6 +153,11 @@ impl Platform {
         for task in self.history_tasks.drain(..) {
             task.abort();
             let _ = task.await;
+        }
+        // An active producer stops and gives its lease back: a standby takes
+        // over at its next round.
+        if let Some(gate) = self.producer_gate.take() {
+            gate.stop().await;
         }
         // Intake first (the producer is the supervisor's first child), then
         // the consumers, each after its current batch (committed), then the
@@ -319,6 +326,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Platform> {
     // The producer's dynamic targets (kept across its restarts), which the
     // repair covers too.
     let dynamic_book: DynamicBook = Default::default();
+    // With `ingest.active_standby`: the producer, started only while this
+    // node holds the producer lease.
+    let mut gated_producer: Option<ChildSpec> = None;
     if config.has(Role::Producer) {
         let (cc, im) = source(config).await?;
         imitation = im;
@@ -339,11 +349,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Platform> {
             dynamic: dynamic_book.clone(),
             restarted: false,
         };
-        children.push(names::named_child(
+        let spec = names::named_child(
             ChildSpec::of::<NodeProducer>(&name, args, |a, r| a.restarted = r > 0),
             PRODUCERS,
             &[],
-        ));
+        );
+        if config.ingest.active_standby {
+            // Started by the gate while this node holds the producer lease
+            // (crate::standby).
+            gated_producer = Some(spec);
+        } else {
+            children.push(spec);
+        }
     }
 
     // This node's running fixed consumers, announced by the agent.
@@ -648,13 +665,45 @@ pub async fn start(config: &Config) -> anyhow::Result<Platform> {
     // The backfill and the repair: owned by the platform, stopped first at
     // shutdown (never left running detached).
     let mut history_tasks = Vec::new();
+    // An active/standby producer backfills once it first becomes active.
+    let (activated, first_active) = tokio::sync::oneshot::channel::<()>();
+    let mut producer_gate = None;
+    if let Some(spec) = gated_producer {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(config.consumer.leases().held_for())
+            .connect_lazy(&config.postgres.url)
+            .context("postgres.url: the producer lease")?;
+        producer_gate = Some(crate::standby::start(
+            Lessor::new(
+                pool,
+                crate::standby::PRODUCER_LEASE_GROUP,
+                &node,
+                config.consumer.leases(),
+            ),
+            config.consumer.leases(),
+            kafka.tick_topic.clone(),
+            supervisor.clone(),
+            spec,
+            Some(Box::new(move || {
+                let _ = activated.send(());
+            })),
+        ));
+    } else {
+        let _ = activated.send(());
+    }
     if config.has(Role::Producer) && config.ingest.backfill_minutes > 0 {
-        history_tasks.push(tokio::spawn(backfill(
+        let run = backfill(
             format!("producer/{node}"),
             config.instruments(),
             config.ingest.backfill_minutes,
             config.ingest.backfill_concurrency,
-        )));
+        );
+        history_tasks.push(tokio::spawn(async move {
+            if first_active.await.is_ok() {
+                run.await;
+            }
+        }));
     }
     if config.has(Role::Producer) && config.ingest.repair_minutes > 0 {
         history_tasks.push(tokio::spawn(repair(
@@ -747,6 +796,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Platform> {
         .then(|| tokio::spawn(watchdog(watched_consumers, stall)));
     Ok(Platform {
         history_tasks,
+        producer_gate,
         watchdog_task,
         checks,
         watched,

@@ -40,6 +40,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use candela_actors::domain::Instrument;
+use candela_actors::imitation::DEFAULT_PAIRS;
 use candela_actors::kafka::lease::leases;
 use candela_actors::kafka::schema;
 use candela_testkit::broker;
@@ -65,24 +66,17 @@ const LEASE_GRACE_MS: u64 = 1_000;
 const READ_BOUND: Duration =
     Duration::from_millis(LEASE_TTL_MS + LEASE_GRACE_MS + LEASE_RENEW_MS + 10_000);
 /// How long each cut lasts: well past [`READ_BOUND`].
-const CUT: Duration = Duration::from_secs(25);
+const CUT: Duration = Duration::from_secs(30);
 
 /// One instrument per partition (CRC-32 of the key modulo 6, as
-/// librdkafka's default partitioner places keyed records).
+/// librdkafka's default partitioner places keyed records), among the pairs
+/// the imitation lists.
 fn instruments() -> Vec<String> {
     let mut by_partition: BTreeMap<i32, String> = BTreeMap::new();
-    'search: for market in ["Coinbase", "Kraken", "Bitstamp", "Bitfinex", "Gemini"] {
-        for base in ["BTC", "ETH", "SOL", "ADA", "XRP", "LTC", "DOT"] {
-            for quote in ["USD", "EUR"] {
-                let text = format!("{market}:{base}-{quote}");
-                let i: Instrument = text.parse().unwrap();
-                let p = broker::partition_of(&schema::key(&i), PARTITIONS);
-                by_partition.entry(p).or_insert(text);
-                if by_partition.len() == PARTITIONS as usize {
-                    break 'search;
-                }
-            }
-        }
+    for pair in DEFAULT_PAIRS {
+        let i: Instrument = pair.parse().unwrap();
+        let p = broker::partition_of(&schema::key(&i), PARTITIONS);
+        by_partition.entry(p).or_insert_with(|| (*pair).to_owned());
     }
     assert_eq!(by_partition.len(), PARTITIONS as usize, "{by_partition:?}");
     by_partition.into_values().collect()
@@ -284,21 +278,25 @@ async fn partitions_between_nodes_leave_no_partition_unread() {
     // The sampler, from now until the flow stops.
     let delays = Arc::new(Mutex::new(ReadDelays::default()));
     let phase = Arc::new(Mutex::new(String::from("settled")));
+    let samples = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sampler = {
-        let (delays, phase) = (Arc::clone(&delays), Arc::clone(&phase));
-        let (bootstrap, topic, group) = (dp.bootstrap.clone(), dp.topic.clone(), dp.group.clone());
-        tokio::spawn(async move {
-            loop {
-                let (b, t, g) = (bootstrap.clone(), topic.clone(), group.clone());
-                let o =
-                    tokio::task::spawn_blocking(move || cluster::offsets(&b, &t, &g, PARTITIONS))
-                        .await;
-                if let Ok(Ok(o)) = o {
-                    let phase = phase.lock().unwrap().clone();
-                    delays.lock().unwrap().sample(&o, &phase);
+        let (delays, phase, samples) = (
+            Arc::clone(&delays),
+            Arc::clone(&phase),
+            Arc::clone(&samples),
+        );
+        let watcher = cluster::OffsetWatcher::new(&dp.bootstrap, &dp.topic, &dp.group, PARTITIONS)
+            .expect("an offset watcher");
+        std::thread::spawn(move || loop {
+            if let Ok(o) = watcher.offsets() {
+                let phase = phase.lock().unwrap().clone();
+                if phase == "done" {
+                    break;
                 }
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                delays.lock().unwrap().sample(&o, &phase);
+                samples.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
+            std::thread::sleep(Duration::from_millis(100));
         })
     };
     let set_phase = |p: &str| *phase.lock().unwrap() = p.to_owned();
@@ -399,12 +397,16 @@ async fn partitions_between_nodes_leave_no_partition_unread() {
         },
     )
     .await;
-    sampler.abort();
+    *phase.lock().unwrap() = "done".into();
+    let _ = sampler.join();
     dp.assert_served_bars_equal_reference(&nodes[0].api(), &model, &refs)
         .await;
 
     let worst = delays.lock().unwrap().worst.clone();
-    eprintln!("longest wait to be committed, per partition: {worst:?}");
+    eprintln!(
+        "longest wait to be committed, per partition ({} samples): {worst:?}",
+        samples.load(std::sync::atomic::Ordering::Relaxed)
+    );
     for (p, (waited, phase)) in &worst {
         assert!(
             *waited <= READ_BOUND,

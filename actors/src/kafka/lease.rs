@@ -93,6 +93,13 @@ impl LeaseConfig {
 #[error("partition leases: {0}")]
 pub struct LeaseError(String);
 
+impl LeaseError {
+    /// A round that took longer than allowed.
+    pub fn timed_out() -> Self {
+        Self("the round timed out".into())
+    }
+}
+
 impl From<sqlx::Error> for LeaseError {
     fn from(e: sqlx::Error) -> Self {
         Self(e.to_string())
@@ -376,7 +383,7 @@ async fn rounds(state: Weak<State>, inner: Arc<dyn Placement>, lessor: Lessor) {
                 let round =
                     tokio::time::timeout(config.held_for(), lessor.round(&topic, count, &desired))
                         .await
-                        .unwrap_or_else(|_| Err(LeaseError("the round timed out".into())));
+                        .unwrap_or_else(|_| Err(LeaseError::timed_out()));
                 match round {
                     Ok(held) => {
                         let mut holdings = s.holdings();

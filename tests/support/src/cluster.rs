@@ -296,6 +296,18 @@ impl NodeProcess {
         Some(kb * 1024)
     }
 
+    /// The CPU time it used so far (user + system), while it runs.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        // Fields after the command name (which may hold spaces), from 3.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        // Clock ticks: 100 per second on Linux (USER_HZ).
+        Some((utime + stime) / 100.0)
+    }
+
     /// Sends it SIGTERM (a graceful stop).
     pub fn terminate(&self) {
         if let Some(pid) = self.pid() {
@@ -435,6 +447,58 @@ pub fn offsets(
             Ok((c, high))
         })
         .collect()
+}
+
+/// Reads a group's committed offsets and a topic's high watermarks again
+/// and again through one client (cheaper than [`offsets`], which makes a
+/// client per call).
+pub struct OffsetWatcher {
+    consumer: BaseConsumer,
+    topic: String,
+    partitions: i32,
+}
+
+impl OffsetWatcher {
+    /// A watcher of `group` on `topic`'s `partitions` partitions.
+    pub fn new(bootstrap: &str, topic: &str, group: &str, partitions: i32) -> Result<Self, String> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            consumer,
+            topic: topic.to_owned(),
+            partitions,
+        })
+    }
+
+    /// (committed offset, high watermark) of every partition.
+    pub fn offsets(&self) -> Result<Vec<(Option<i64>, i64)>, String> {
+        let timeout = Duration::from_secs(5);
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..self.partitions {
+            tpl.add_partition(&self.topic, p);
+        }
+        let committed = self
+            .consumer
+            .committed_offsets(tpl, timeout)
+            .map_err(|e| e.to_string())?;
+        (0..self.partitions)
+            .map(|p| {
+                let (_, high) = self
+                    .consumer
+                    .fetch_watermarks(&self.topic, p, timeout)
+                    .map_err(|e| e.to_string())?;
+                let c = match committed.find_partition(&self.topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
+                };
+                Ok((c, high))
+            })
+            .collect()
+    }
 }
 
 /// Whether `group` has committed every message of `topic` (offsets are

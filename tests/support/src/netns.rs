@@ -64,6 +64,21 @@ pub fn available() -> Result<(), String> {
     up
 }
 
+/// In namespace `ns` (node `from`'s): node `to` is reached over their link.
+fn route(ns: &str, from: usize, to: usize) -> Result<(), String> {
+    ip(&[
+        "-n",
+        ns,
+        "route",
+        "replace",
+        &format!("{}/32", Net::address(to)),
+        "dev",
+        &link(to),
+        "src",
+        &Net::address(from).to_string(),
+    ])
+}
+
 /// The link from node `i` to node `j`, as named inside `i`'s namespace.
 fn link(j: usize) -> String {
     format!("to{j}")
@@ -109,17 +124,7 @@ impl Net {
                 ])?;
                 for (from, to, ns) in [(i, j, a), (j, i, b)] {
                     ip(&["-n", ns, "link", "set", &link(to), "up"])?;
-                    ip(&[
-                        "-n",
-                        ns,
-                        "route",
-                        "add",
-                        &format!("{}/32", Net::address(to)),
-                        "dev",
-                        &link(to),
-                        "src",
-                        &Net::address(from).to_string(),
-                    ])?;
+                    route(ns, from, to)?;
                 }
             }
         }
@@ -166,6 +171,13 @@ impl Net {
         for (from, to) in [(a, b), (b, a)] {
             ip(&["-n", &self.names[from], "link", "set", &link(to), state])
                 .unwrap_or_else(|e| panic!("{e}"));
+        }
+        // The kernel drops a device's routes when it goes down: put them
+        // back when it comes up.
+        if state == "up" {
+            for (from, to) in [(a, b), (b, a)] {
+                route(&self.names[from], from, to).unwrap_or_else(|e| panic!("{e}"));
+            }
         }
     }
 
