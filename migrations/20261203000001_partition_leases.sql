@@ -11,7 +11,10 @@
 -- expires_at: the database's time the lease lapses unless renewed;
 -- wanted_by:  a member whose share gives it this partition while another
 --             holds it; the holder gives it up when it lies outside its own
---             share.
+--             share and the request is fresh;
+-- wanted_at:  when the request was last made (every round of the member
+--             that wants it): a request older than the lease time is stale
+--             (its member died or lost the database) and is ignored.
 CREATE TABLE partition_leases (
     consumer_group text        NOT NULL,
     topic          text        NOT NULL,
@@ -20,5 +23,6 @@ CREATE TABLE partition_leases (
     token          bigint      NOT NULL DEFAULT 0,
     expires_at     timestamptz NOT NULL DEFAULT '-infinity',
     wanted_by      text,
+    wanted_at      timestamptz,
     PRIMARY KEY (consumer_group, topic, partition)
 );

@@ -252,3 +252,100 @@ async fn released_leases_are_taken_at_once() {
         .unwrap();
     assert_eq!(held.len(), PARTITIONS as usize, "{held:?}");
 }
+
+/// A request whose member stopped asking (it died, or lost the database,
+/// while still in the others' views) goes stale after the lease time: the
+/// holder then keeps the partition instead of giving it back every round
+/// and retaking it after the grace.
+#[tokio::test]
+async fn a_stale_request_does_not_make_the_holder_let_go_forever() {
+    let db = TestDb::new().await;
+    let store = PgStore::connect(&db.url, 4).await.unwrap();
+    let mut ms = members(&store, &["beta", "gamma"]).await;
+    // beta alone first: it holds every partition.
+    settle(
+        &mut ms[..1],
+        &views(&[("beta", &["beta"])]),
+        None,
+        "beta alone",
+    )
+    .await;
+    assert_eq!(ms[0].held.len(), PARTITIONS as usize);
+    // gamma asks once for its share, then stops (it lost the database),
+    // while beta still sees it: beta's share is 0, 2, 4.
+    let both = ["beta", "gamma"];
+    let gamma_share = desired("gamma", &both);
+    ms[1]
+        .lessor
+        .round(TOPIC, PARTITIONS, &gamma_share)
+        .await
+        .unwrap();
+    // beta gives gamma's share back (the request is fresh), then, once the
+    // request is stale, takes it again after the grace and keeps it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut kept = 0;
+    while kept < 10 {
+        let held = ms[0]
+            .lessor
+            .round(TOPIC, PARTITIONS, &desired("beta", &both))
+            .await
+            .unwrap();
+        if held.len() == PARTITIONS as usize {
+            kept += 1;
+        } else {
+            kept = 0;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "beta keeps letting go of gamma's share: {held:?}"
+        );
+        tokio::time::sleep(config().renew).await;
+    }
+}
+
+/// A restarted consumer opens its new stream before the old one's thread
+/// has closed: the old stream's late `left` must not stop the new one's
+/// leases.
+#[tokio::test]
+async fn a_late_close_of_an_old_stream_keeps_the_new_ones_leases() {
+    use candela_actors::kafka::lease::Leased;
+    use candela_actors::kafka::Placement;
+    use std::sync::Arc;
+
+    let db = TestDb::new().await;
+    let store = PgStore::connect(&db.url, 4).await.unwrap();
+    let lessor = Lessor::new(store.pool().clone(), GROUP, "beta#000", config());
+    let placement = Leased::start(Arc::new(|| Share::ALL), lessor);
+    placement.counts(&BTreeMap::from([(TOPIC.to_owned(), PARTITIONS)]));
+    let all: Vec<i32> = (0..PARTITIONS).collect();
+    placement.joined();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while placement.partitions(TOPIC, PARTITIONS) != all {
+        assert!(Instant::now() < deadline, "no leases taken");
+        tokio::time::sleep(config().renew).await;
+    }
+    // The restart: the new stream joins, then the old one leaves.
+    placement.joined();
+    placement.left();
+    // Several rounds later the member still holds every lease.
+    tokio::time::sleep(config().renew * 6).await;
+    assert_eq!(placement.partitions(TOPIC, PARTITIONS), all);
+    let table = leases(store.pool(), GROUP, TOPIC).await.unwrap();
+    assert!(
+        table
+            .iter()
+            .all(|l| l.live && l.owner.as_deref() == Some("beta#000")),
+        "{table:?}"
+    );
+    // The last stream leaves: the leases are given back.
+    placement.left();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let table = leases(store.pool(), GROUP, TOPIC).await.unwrap();
+        if table.iter().all(|l| !l.live && l.owner.is_none()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not given back: {table:?}");
+        tokio::time::sleep(config().renew).await;
+    }
+}

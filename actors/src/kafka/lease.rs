@@ -14,13 +14,18 @@
 //! A member's [`Lessor`] runs a round every `renew` (see [`Leased`]):
 //!
 //! 1. it gives back leases it holds outside its share that another member
-//!    asked for (`wanted_by`), so the share's owner gets them;
+//!    asked for (`wanted_by`) within the lease time (requests are refreshed
+//!    every round; an older one is stale: its member died or lost the
+//!    database), so the share's owner gets them;
 //! 2. it renews the leases it holds, takes the free or lapsed leases of its
 //!    share, and takes any lease lapsed for longer than `grace` (a partition
 //!    in nobody's share, or whose owner died and whose share's owner has not
 //!    come for it): `expires_at = now() + ttl` by the database's clock;
 //! 3. it asks for the partitions of its share that another member holds
-//!    live, and stops asking for those its share no longer gives it.
+//!    live (unless another member's fresh request is there first), and
+//!    stops asking for those its share no longer gives it.
+//!
+//! A round is one transaction: it takes effect whole or not at all.
 //!
 //! Each statement changes a row only under the row lock and re-checks its
 //! condition after waiting for it (PostgreSQL's `UPDATE` under READ
@@ -48,7 +53,7 @@
 //! past its own count of its lease.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -187,6 +192,10 @@ impl Lessor {
         desired: &[i32],
     ) -> Result<Vec<Held>, LeaseError> {
         let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as i64;
+        // One transaction: a round takes effect whole or not at all, so
+        // what the member counts afterwards is what the table says (a lease
+        // given back in step 1 is never still counted after a failed step).
+        let mut tx = self.pool.begin().await?;
         // A row for every partition (new topics, more partitions), free
         // from now: a lease nobody's share takes waits `grace` from now.
         sqlx::query(
@@ -196,33 +205,33 @@ impl Lessor {
         .bind(&self.group)
         .bind(topic)
         .bind(count)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        // 1. Give back what lies outside the share and another asked for.
+        // 1. Give back what lies outside the share and another member asked
+        //    for within the lease time (an older request is stale: its
+        //    member stopped asking, it died or lost the database).
         let given: Vec<(i32,)> = sqlx::query_as(
             "UPDATE partition_leases SET owner = NULL, expires_at = now() \
              WHERE consumer_group = $1 AND topic = $2 AND owner = $3 \
                AND NOT (partition = ANY($4)) AND wanted_by IS NOT NULL AND wanted_by <> $3 \
+               AND wanted_at > now() - make_interval(secs => $5::double precision / 1000) \
              RETURNING partition",
         )
         .bind(&self.group)
         .bind(topic)
         .bind(&self.member)
         .bind(desired)
-        .fetch_all(&self.pool)
+        .bind(ms(self.config.ttl))
+        .fetch_all(&mut *tx)
         .await?;
-        if !given.is_empty() {
-            info!(group = %self.group, member = %self.member, %topic,
-                  partitions = ?given.iter().map(|g| g.0).collect::<Vec<_>>(),
-                  "partition leases given to the members that asked");
-        }
         // 2. Renew, take the share's free leases, take long-lapsed leases.
         let mut held: Vec<(i32, i64)> = sqlx::query_as(
             "UPDATE partition_leases SET \
                token = CASE WHEN owner = $3 AND expires_at > now() THEN token ELSE token + 1 END, \
                owner = $3, \
                expires_at = now() + make_interval(secs => $5::double precision / 1000), \
-               wanted_by = CASE WHEN wanted_by = $3 THEN NULL ELSE wanted_by END \
+               wanted_by = CASE WHEN wanted_by = $3 THEN NULL ELSE wanted_by END, \
+               wanted_at = CASE WHEN wanted_by = $3 THEN NULL ELSE wanted_at END \
              WHERE consumer_group = $1 AND topic = $2 AND partition < $7 AND ( \
                   (owner = $3 AND expires_at > now()) \
                OR (partition = ANY($4) AND expires_at <= now()) \
@@ -236,24 +245,36 @@ impl Lessor {
         .bind(ms(self.config.ttl))
         .bind(ms(self.config.grace))
         .bind(count)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         held.sort_unstable();
-        // 3. Ask for the share's partitions others hold; stop asking for
-        //    the others.
+        // 3. Ask (again: requests are refreshed every round) for the
+        //    share's partitions others hold, unless another member's fresh
+        //    request is there first; stop asking for the others.
         sqlx::query(
-            "UPDATE partition_leases SET wanted_by = CASE WHEN partition = ANY($4) THEN $3 ELSE NULL END \
+            "UPDATE partition_leases SET \
+               wanted_by = CASE WHEN partition = ANY($4) THEN $3 ELSE NULL END, \
+               wanted_at = CASE WHEN partition = ANY($4) THEN now() ELSE NULL END \
              WHERE consumer_group = $1 AND topic = $2 AND ( \
                   (partition = ANY($4) AND owner <> $3 AND expires_at > now() \
-                   AND wanted_by IS DISTINCT FROM $3) \
+                   AND (wanted_by IS NULL OR wanted_by = $3 \
+                        OR wanted_at IS NULL \
+                        OR wanted_at <= now() - make_interval(secs => $5::double precision / 1000))) \
                OR (wanted_by = $3 AND NOT (partition = ANY($4))))",
         )
         .bind(&self.group)
         .bind(topic)
         .bind(&self.member)
         .bind(desired)
-        .execute(&self.pool)
+        .bind(ms(self.config.ttl))
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
+        if !given.is_empty() {
+            info!(group = %self.group, member = %self.member, %topic,
+                  partitions = ?given.iter().map(|g| g.0).collect::<Vec<_>>(),
+                  "partition leases given to the members that asked");
+        }
         Ok(held
             .into_iter()
             .map(|(partition, token)| Held { partition, token })
@@ -272,7 +293,7 @@ impl Lessor {
         .execute(&self.pool)
         .await?;
         sqlx::query(
-            "UPDATE partition_leases SET wanted_by = NULL \
+            "UPDATE partition_leases SET wanted_by = NULL, wanted_at = NULL \
              WHERE consumer_group = $1 AND wanted_by = $2",
         )
         .bind(&self.group)
@@ -317,6 +338,15 @@ impl Holdings {
         matches!(self.topics.get(topic), Some((held, until)) if now < *until && held.contains(&partition))
     }
 
+    /// After a round that failed (it may still have committed): counts
+    /// only the partitions of `topic` in `desired`, as a lease outside the
+    /// share may have been given back.
+    pub fn keep_only(&mut self, topic: &str, desired: &[i32]) {
+        if let Some((held, _)) = self.topics.get_mut(topic) {
+            held.retain(|p| desired.contains(p));
+        }
+    }
+
     /// Forgets everything (the member stopped reading).
     pub fn clear(&mut self) {
         self.topics.clear();
@@ -337,8 +367,10 @@ struct State {
     holdings: Mutex<Holdings>,
     /// Each topic's partition count, as the consumer last read it.
     counts: Mutex<BTreeMap<String, i32>>,
-    /// Whether the member reads (between `joined` and `left`).
-    active: AtomicBool,
+    /// How many of the member's streams are open (`joined` minus `left`): a
+    /// restarted consumer opens its new stream before the old one's thread
+    /// has closed, so a late `left` must not switch the new one off.
+    active: AtomicUsize,
     wake: Notify,
 }
 
@@ -349,7 +381,7 @@ impl Leased {
         let state = Arc::new(State {
             holdings: Mutex::new(Holdings::default()),
             counts: Mutex::new(BTreeMap::new()),
-            active: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
             wake: Notify::new(),
         });
         tokio::spawn(rounds(Arc::downgrade(&state), Arc::clone(&inner), lessor));
@@ -375,7 +407,7 @@ async fn rounds(state: Weak<State>, inner: Arc<dyn Placement>, lessor: Lessor) {
     let config = lessor.config;
     let mut was_active = false;
     while let Some(s) = state.upgrade() {
-        let active = s.active.load(Ordering::Acquire);
+        let active = s.active.load(Ordering::Acquire) > 0;
         if active {
             for (topic, count) in s.counts() {
                 let desired = inner.partitions(&topic, count);
@@ -399,6 +431,7 @@ async fn rounds(state: Weak<State>, inner: Arc<dyn Placement>, lessor: Lessor) {
                         }
                     }
                     Err(error) => {
+                        s.holdings().keep_only(&topic, &desired);
                         metrics::counter!(crate::telemetry::PARTITION_LEASE_ERRORS).increment(1);
                         warn!(member = %lessor.member, %topic, %error,
                               "cannot renew the partition leases (reading stops when they run out)");
@@ -461,14 +494,22 @@ impl Placement for Leased {
 
     fn joined(&self) {
         self.inner.joined();
-        self.state.active.store(true, Ordering::Release);
+        self.state.active.fetch_add(1, Ordering::AcqRel);
         self.state.wake.notify_one();
     }
 
     fn left(&self) {
         self.inner.left();
-        self.state.active.store(false, Ordering::Release);
-        self.state.holdings().clear();
+        let was = self
+            .state
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(1))
+            })
+            .unwrap_or(0);
+        if was <= 1 {
+            self.state.holdings().clear();
+        }
         self.state.wake.notify_one();
     }
 }

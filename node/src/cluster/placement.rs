@@ -48,35 +48,54 @@ pub fn worker_role(group: &str, worker: usize) -> String {
 
 /// The fixed consumers of this node that are running now, by worker number,
 /// shared by the consumers (which join and leave) and the agent (which
-/// announces them).
+/// announces them). Each worker counts its open streams: a restarted
+/// consumer opens its new stream before the old one's thread has closed, so
+/// the old one's late `down` leaves the worker announced.
 #[derive(Debug, Clone)]
-pub struct RunningWorkers(Arc<watch::Sender<BTreeSet<usize>>>);
+pub struct RunningWorkers(Arc<RunningInner>);
+
+#[derive(Debug)]
+struct RunningInner {
+    open: std::sync::Mutex<BTreeMap<usize, usize>>,
+    set: watch::Sender<BTreeSet<usize>>,
+}
 
 impl Default for RunningWorkers {
     fn default() -> Self {
-        Self(Arc::new(watch::Sender::new(BTreeSet::new())))
+        Self(Arc::new(RunningInner {
+            open: std::sync::Mutex::new(BTreeMap::new()),
+            set: watch::Sender::new(BTreeSet::new()),
+        }))
     }
 }
 
 impl RunningWorkers {
-    /// Worker `k` runs.
+    /// Worker `k` opened a stream.
     pub fn up(&self, k: usize) {
-        self.0.send_if_modified(|set| set.insert(k));
+        let mut open = self.0.open.lock().unwrap_or_else(|p| p.into_inner());
+        *open.entry(k).or_default() += 1;
+        self.0.set.send_if_modified(|set| set.insert(k));
     }
 
-    /// Worker `k` stopped.
+    /// Worker `k` closed a stream; it stops running when none is open.
     pub fn down(&self, k: usize) {
-        self.0.send_if_modified(|set| set.remove(&k));
+        let mut open = self.0.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(k).or_default();
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            open.remove(&k);
+            self.0.set.send_if_modified(|set| set.remove(&k));
+        }
     }
 
     /// The running workers now.
     pub fn now(&self) -> BTreeSet<usize> {
-        self.0.borrow().clone()
+        self.0.set.borrow().clone()
     }
 
     /// Follows the running workers.
     pub fn watch(&self) -> watch::Receiver<BTreeSet<usize>> {
-        self.0.subscribe()
+        self.0.set.subscribe()
     }
 }
 
@@ -218,5 +237,15 @@ mod tests {
         assert!(!rx.has_changed().unwrap(), "no change, no event");
         running.down(0);
         assert_eq!(running.now(), BTreeSet::from([1]));
+        // Worker 1 opened twice (a restart: the new stream opens before the
+        // old one closes): the old stream's late close leaves it running.
+        running.down(1);
+        assert_eq!(
+            running.now(),
+            BTreeSet::from([1]),
+            "the old stream's late close"
+        );
+        running.down(1);
+        assert!(running.now().is_empty());
     }
 }
