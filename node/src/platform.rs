@@ -678,7 +678,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Platform> {
             Lessor::new(
                 pool,
                 crate::standby::PRODUCER_LEASE_GROUP,
-                &node,
+                node,
                 config.consumer.leases(),
             ),
             config.consumer.leases(),

@@ -35,6 +35,20 @@ use tokio::task::JoinHandle;
 pub struct Net {
     names: Vec<String>,
     tasks: Vec<JoinHandle<()>>,
+    /// Every forwarded connection's task (aborted with the net, so no
+    /// socket keeps a deleted namespace alive).
+    connections: Connections,
+}
+
+/// The forwarded connections' tasks.
+type Connections = Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>;
+
+/// Runs one forwarded connection, remembered in `connections`.
+fn track(connections: &Connections, f: impl std::future::Future<Output = ()> + Send + 'static) {
+    let task = tokio::spawn(f);
+    let mut all = connections.lock().unwrap_or_else(|p| p.into_inner());
+    all.retain(|t| !t.is_finished());
+    all.push(task.abort_handle());
 }
 
 /// Runs `ip args…`; the error says what failed.
@@ -96,6 +110,7 @@ impl Net {
         let mut net = Net {
             names: Vec::new(),
             tasks: Vec::new(),
+            connections: Connections::default(),
         };
         for i in 0..n {
             let name = format!("{tag}-{i}");
@@ -194,9 +209,10 @@ impl Net {
             .map_err(|e| format!("listening on 127.0.0.1:{port} in {ns}: {e}"))?;
             let listener = TcpListener::from_std(inside).map_err(|e| e.to_string())?;
             let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let connections = Arc::clone(&self.connections);
             self.tasks.push(tokio::spawn(async move {
                 while let Ok((mut from, _)) = listener.accept().await {
-                    tokio::spawn(async move {
+                    track(&connections, async move {
                         if let Ok(mut to) = TcpStream::connect(target).await {
                             let _ = tokio::io::copy_bidirectional(&mut from, &mut to).await;
                         }
@@ -215,10 +231,11 @@ impl Net {
             .expect("a loopback port");
         let local = listener.local_addr().expect("its address").port();
         let ns: Arc<str> = self.names[i].as_str().into();
+        let connections = Arc::clone(&self.connections);
         self.tasks.push(tokio::spawn(async move {
             while let Ok((mut from, _)) = listener.accept().await {
                 let ns = Arc::clone(&ns);
-                tokio::spawn(async move {
+                track(&connections, async move {
                     let connected = tokio::task::spawn_blocking(move || {
                         in_namespace(&ns, move || {
                             let s = StdStream::connect((Ipv4Addr::LOCALHOST, port))?;
@@ -267,6 +284,14 @@ fn in_namespace<T: Send + 'static>(
 impl Drop for Net {
     fn drop(&mut self) {
         for t in &self.tasks {
+            t.abort();
+        }
+        for t in self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             t.abort();
         }
         for name in &self.names {
