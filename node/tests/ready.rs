@@ -3,11 +3,16 @@
 //! `/ready` is 200 while PostgreSQL answers, 503 naming the store check when
 //! PostgreSQL is stopped for the node (a proxy the test cuts: the shared
 //! server keeps serving the other tests), and 200 again when it returns.
+//! Its partition lease follows the database too: while the node cannot
+//! reach it, its lease lapses (it stops reading: no other node has to wait
+//! for it longer than the lease time), and when the database returns it
+//! takes the lease again.
 //!
 //! Node logs: set `CANDELA_TEST_LOG_DIR` to keep them there.
 
 mod common;
 
+use candela_actors::kafka::lease::leases;
 use candela_testkit::cluster::wait_for;
 use candela_testkit::proxy::Proxy;
 use common::DataPlane;
@@ -39,8 +44,22 @@ async fn ready_follows_the_database_of_a_consumer_only_node_and_health_stays_up(
             .url
             .replace("@127.0.0.1:5432/", &format!("@127.0.0.1:{}/", proxy.port())),
     );
+    // The tick topic, so the consumer has a partition to lease (no producer
+    // runs in this test).
+    let kafka = candela_actors::kafka::KafkaConfig {
+        brokers: vec![dp.bootstrap.clone()],
+        ..Default::default()
+    };
+    candela_actors::kafka::ensure_topic(&kafka, &dp.topic, 1, 1)
+        .await
+        .unwrap();
     node.start();
     let nodes = [node];
+    wait_for("the node's lease", 60, &nodes, async || {
+        let table = leases(&dp.pool, &dp.group, &dp.topic).await.ok()?;
+        (table.len() == 1 && table[0].live).then_some(())
+    })
+    .await;
     let ops = nodes[0].ops();
 
     let (_, body) = wait_for("/ready 200", 60, &nodes, async || {
@@ -64,6 +83,12 @@ async fn ready_follows_the_database_of_a_consumer_only_node_and_health_stays_up(
     })
     .await;
     eprintln!("while the database is away: {body}");
+    // Its lease lapses (the test reaches the database directly).
+    wait_for("the node's lease to lapse", 60, &nodes, async || {
+        let table = leases(&dp.pool, &dp.group, &dp.topic).await.ok()?;
+        (!table.is_empty() && table.iter().all(|l| !l.live)).then_some(())
+    })
+    .await;
     assert_eq!(body["ready"], false, "{body}");
     let store = check(&body, "store");
     assert_eq!(store["ok"], false, "{body}");
@@ -83,5 +108,14 @@ async fn ready_follows_the_database_of_a_consumer_only_node_and_health_stays_up(
     })
     .await;
     assert_eq!(check(&body, "store")["ok"], true, "{body}");
+    // It holds its lease again.
+    wait_for("the node's lease again", 60, &nodes, async || {
+        let table = leases(&dp.pool, &dp.group, &dp.topic).await.ok()?;
+        table
+            .iter()
+            .all(|l| l.live && l.owner.as_deref() == Some("consumer-only#000"))
+            .then_some(())
+    })
+    .await;
     assert!(nodes[0].exited().is_none(), "the node kept running");
 }
