@@ -20,7 +20,11 @@
 //! the members' views differ (a node just died or just joined), a partition
 //! may be read by two members for a moment, or by none: the first is a
 //! redelivery, which the store absorbs (it ignores ticks it holds), and the
-//! second is a short delay. Neither loses or changes a bar.
+//! second is a short delay. Neither loses or changes a bar. Views that stay
+//! different (a partial network partition) could leave a partition unread
+//! for as long as they differ: with PostgreSQL, members therefore read only
+//! the partitions whose lease they hold ([`super::lease`]), the share saying
+//! only which leases they want.
 //!
 //! This module is pure; the consumer thread asks its placement for the share
 //! before every batch (`super::consumer`).

@@ -19,7 +19,11 @@
 //! gamma dies, beta's next batch takes gamma's partitions from the group's
 //! committed offsets, and when gamma comes back it takes them again. No
 //! broker group protocol is involved, so this works the same on Kafka,
-//! Redpanda and tansu.
+//! Redpanda and tansu. With PostgreSQL the platform wraps this placement in
+//! partition leases (`candela_actors::kafka::lease`): the share says which
+//! leases a consumer wants, and it reads what it holds (gamma's partitions
+//! then move to beta once gamma's leases lapse), so views that stay
+//! different leave no partition unread.
 //!
 //! The members are the pairs (node, worker) of every running consumer, and
 //! worker `k` of this node takes the share of the pair (node, k) (it counts
