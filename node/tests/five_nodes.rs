@@ -29,7 +29,7 @@ use candela_actors::kafka::lease::leases;
 use candela_actors::kafka::Share;
 use candela_testkit::cluster::{self, wait_for, NodeProcess};
 use candela_testkit::netns::{self, Net};
-use common::{DataPlane, TOKEN};
+use common::DataPlane;
 use serde_json::Value;
 
 const PARTITIONS: i32 = 6;
@@ -49,22 +49,9 @@ const INSTRUMENTS: [&str; 4] = [
 ];
 const BETA: usize = 1;
 
-fn port_of(url: &str) -> u16 {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let host_port = rest.split(['/', '?']).next().unwrap();
-    let host_port = host_port.rsplit_once('@').map_or(host_port, |(_, h)| h);
-    host_port.rsplit_once(':').unwrap().1.parse().unwrap()
-}
-
 /// The admin view on beta.
 async fn view(nodes: &[NodeProcess]) -> Option<Value> {
-    let r = cluster::http(10)
-        .get(format!("{}/admin/cluster", nodes[BETA].api()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .ok()?;
-    (r.status() == 200).then_some(r.json().await.ok()?)
+    common::admin_view(&nodes[BETA]).await
 }
 
 fn node_in<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
@@ -108,24 +95,7 @@ async fn five_nodes_one_active_producer_and_a_standby_that_takes_over() {
     }
     let dp = DataPlane::start(10.0).await;
     let mut net = Net::create(NAMES.len()).expect("the namespaces");
-    let services: Vec<u16> = [
-        port_of(&dp.bootstrap),
-        port_of(&dp.db.url),
-        port_of(&candela_testkit::redis_url()),
-        port_of(&dp.im().rest_url()),
-        port_of(&dp.im().ws_url()),
-    ]
-    .into_iter()
-    .collect::<BTreeSet<_>>()
-    .into_iter()
-    .collect();
-    let mut nodes: Vec<NodeProcess> = NAMES.iter().map(|n| common::node(n)).collect();
-    for (i, node) in nodes.iter_mut().enumerate() {
-        node.in_namespace(&mut net, i, &services)
-            .await
-            .expect("the node's namespace");
-    }
-    cluster::mesh(&mut nodes);
+    let mut nodes = dp.nodes_in(&mut net, &NAMES).await;
     for (node, roles) in nodes.iter_mut().zip(ROLES) {
         dp.configure(node, roles, 1, PARTITIONS, &INSTRUMENTS);
         node.set("CANDELA__INGEST__ACTIVE_STANDBY", "true")

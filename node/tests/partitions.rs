@@ -82,14 +82,6 @@ fn instruments() -> Vec<String> {
     by_partition.into_values().collect()
 }
 
-/// The port of a `scheme://host:port/…` URL.
-fn port_of(url: &str) -> u16 {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let host_port = rest.split(['/', '?']).next().unwrap();
-    let host_port = host_port.rsplit_once('@').map_or(host_port, |(_, h)| h);
-    host_port.rsplit_once(':').unwrap().1.parse().unwrap()
-}
-
 /// How long messages waited to be committed: a sampler of high watermarks
 /// and committed offsets.
 #[derive(Default)]
@@ -200,25 +192,7 @@ async fn partitions_between_nodes_leave_no_partition_unread() {
     let refs: Vec<&str> = instruments.iter().map(String::as_str).collect();
     let mut dp = DataPlane::start(10.0).await;
     let mut net = Net::create(NAMES.len()).expect("the namespaces");
-    let services = [
-        port_of(&dp.bootstrap),
-        port_of(&dp.db.url),
-        port_of(&candela_testkit::redis_url()),
-        port_of(&dp.im().rest_url()),
-        port_of(&dp.im().ws_url()),
-    ];
-    let services: Vec<u16> = services
-        .into_iter()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let mut nodes: Vec<NodeProcess> = NAMES.iter().map(|n| common::node(n)).collect();
-    for (i, node) in nodes.iter_mut().enumerate() {
-        node.in_namespace(&mut net, i, &services)
-            .await
-            .expect("the node's namespace");
-    }
-    cluster::mesh(&mut nodes);
+    let mut nodes = dp.nodes_in(&mut net, &NAMES).await;
     for (i, node) in nodes.iter_mut().enumerate() {
         let roles = if i == 0 {
             r#"["producer", "datastore", "api"]"#
@@ -360,15 +334,7 @@ async fn partitions_between_nodes_leave_no_partition_unread() {
     .await;
     // alpha's admin view shows the same placement.
     wait_for("the placements in the admin view", 60, &nodes, async || {
-        let v: Value = cluster::http(10)
-            .get(format!("{}/admin/cluster", nodes[0].api()))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let v = common::admin_view(&nodes[0]).await?;
         let mut seen = BTreeMap::new();
         for n in v["nodes"].as_array()? {
             for p in n["placements"].as_array()? {

@@ -152,6 +152,61 @@ impl DataPlane {
     }
 }
 
+impl DataPlane {
+    /// The ports of this test's services on loopback (broker, database,
+    /// Redis, the imitation), each once: what a node in a network namespace
+    /// must reach.
+    pub fn service_ports(&self) -> Vec<u16> {
+        let ports: std::collections::BTreeSet<u16> = [
+            port_of(&self.bootstrap),
+            port_of(&self.db.url),
+            port_of(&candela_testkit::redis_url()),
+            port_of(&self.im().rest_url()),
+            port_of(&self.im().ws_url()),
+        ]
+        .into_iter()
+        .collect();
+        ports.into_iter().collect()
+    }
+
+    /// Nodes named `names`, node `i` in namespace `i` of `net`, reaching
+    /// this test's services, wired as a full mesh (not started).
+    pub async fn nodes_in(
+        &self,
+        net: &mut candela_testkit::netns::Net,
+        names: &[&str],
+    ) -> Vec<NodeProcess> {
+        let services = self.service_ports();
+        let mut nodes: Vec<NodeProcess> = names.iter().map(|n| node(n)).collect();
+        for (i, n) in nodes.iter_mut().enumerate() {
+            n.in_namespace(net, i, &services)
+                .await
+                .expect("the node's namespace");
+        }
+        cluster::mesh(&mut nodes);
+        nodes
+    }
+}
+
+/// The port of a `scheme://[user@]host:port/…` URL (or `host:port`).
+pub fn port_of(url: &str) -> u16 {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host_port = rest.split(['/', '?']).next().unwrap();
+    let host_port = host_port.rsplit_once('@').map_or(host_port, |(_, h)| h);
+    host_port.rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
+/// `GET /admin/cluster` on `node` with the token, when it answers 200.
+pub async fn admin_view(node: &NodeProcess) -> Option<serde_json::Value> {
+    let r = cluster::http(10)
+        .get(format!("{}/admin/cluster", node.api()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .ok()?;
+    (r.status() == 200).then_some(r.json().await.ok()?)
+}
+
 /// The admin token of every node of these tests.
 pub const TOKEN: &str = "candela-data-plane-test-admin-token";
 

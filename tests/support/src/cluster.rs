@@ -421,32 +421,7 @@ pub fn offsets(
     group: &str,
     partitions: i32,
 ) -> Result<Vec<(Option<i64>, i64)>, String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| e.to_string())?;
-    let timeout = Duration::from_secs(5);
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let committed = consumer
-        .committed_offsets(tpl, timeout)
-        .map_err(|e| e.to_string())?;
-    (0..partitions)
-        .map(|p| {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, p, timeout)
-                .map_err(|e| e.to_string())?;
-            let c = match committed.find_partition(topic, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => Some(o),
-                _ => None,
-            };
-            Ok((c, high))
-        })
-        .collect()
+    OffsetWatcher::new(bootstrap, topic, group, partitions)?.offsets()
 }
 
 /// Reads a group's committed offsets and a topic's high watermarks again
