@@ -681,7 +681,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Platform> {
                 node,
                 config.consumer.leases(),
             ),
-            config.consumer.leases(),
             kafka.tick_topic.clone(),
             supervisor.clone(),
             spec,

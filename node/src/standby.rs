@@ -74,12 +74,12 @@ type Until = Option<Instant>;
 /// added) on `topic`'s producer lease.
 pub fn start(
     lessor: Lessor,
-    config: LeaseConfig,
     topic: String,
     supervisor: ActorRef<SupervisorMsg>,
     producer: ChildSpec,
     on_active: Option<OnActive>,
 ) -> Gate {
+    let config = lessor.config();
     let (stop_tx, stop_rx) = oneshot::channel();
     let (until_tx, until_rx) = watch::channel::<Until>(None);
     // Set by the gate when its producer cannot start: the renewal gives

@@ -183,6 +183,11 @@ impl Lessor {
         &self.member
     }
 
+    /// Its lease timing.
+    pub fn config(&self) -> LeaseConfig {
+        self.config
+    }
+
     /// One round on `topic` (of `count` partitions) for a member whose
     /// share is `desired`: what it holds afterwards (see the module doc).
     pub async fn round(
