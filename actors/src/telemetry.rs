@@ -96,6 +96,13 @@ pub const ACTOR_RESTARTS: &str = "candela_actor_restarts_total";
 /// encoded memo (`reused`) or encoded again (`encoded`: new, changed, or
 /// its closed flags ran out).
 pub const API_MEMO_HOURS: &str = "candela_api_memo_hours_total";
+/// `/api/v1/ohlcv` answers of 1-minute bars, by how they were made:
+/// `memo` (from the node's encoded hours, the cache's events saying none
+/// moved: no round trip) or `store` (the Datastore asked).
+pub const API_MEMO_ANSWERS: &str = "candela_api_memo_answers_total";
+/// Cache event messages that could not be read (each makes the readers
+/// forget what they knew of the cache).
+pub const CACHE_EVENTS_REFUSED: &str = "candela_cache_events_refused_total";
 /// HTTP requests answered, by route pattern, method and status.
 pub const HTTP_REQUESTS: &str = "candela_http_requests_total";
 /// Time to answer an HTTP request (to its headers), by route pattern.
@@ -157,6 +164,18 @@ pub fn describe() {
         API_MEMO_HOURS,
         "Hours of bars /api/v1/ohlcv reused from its encoded memo or encoded again"
     );
+    describe_counter!(
+        API_MEMO_ANSWERS,
+        "/api/v1/ohlcv answers made from the node's memo alone or with the datastore"
+    );
+    for how in ["memo", "store"] {
+        metrics::counter!(API_MEMO_ANSWERS, "how" => how).absolute(0);
+    }
+    describe_counter!(
+        CACHE_EVENTS_REFUSED,
+        "Cache event messages that could not be read"
+    );
+    metrics::counter!(CACHE_EVENTS_REFUSED).absolute(0);
     describe_counter!(
         HISTORY_BARS_PUBLISHED,
         "History bars the producer published"

@@ -34,6 +34,14 @@ async fn memory_cache(window_secs: i64) -> MemoryCache {
     MemoryCache::new(window_secs)
 }
 
+/// Attaches a listener to the cache's events.
+async fn memory_listen(
+    cache: Arc<MemoryCache>,
+    listener: Arc<dyn candela_actors::store::watch::CacheListener>,
+) {
+    cache.listen(listener);
+}
+
 /// The in-process bus under the bus contract.
 struct Memory {
     bus: Arc<MemoryBus>,
@@ -125,7 +133,7 @@ async fn embedded_stack() -> (TempDir, Stack<Memory, SqliteStore, MemoryCache>) 
 
 store_contract_tests!(sqlite_store);
 reconcile_contract_tests!(sqlite_store);
-cache_contract_tests!(memory_cache, sqlite_store);
+cache_contract_tests!(memory_cache, sqlite_store, memory_listen);
 bus_contract_tests!(memory_bus);
 e2e_contract_tests!(embedded_stack);
 

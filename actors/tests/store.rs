@@ -29,9 +29,25 @@ async fn redis_cache(window_secs: i64) -> RedisCache {
     .unwrap_or_else(|e| panic!("Redis is required (bash .ci/run starts it): {e}"))
 }
 
+/// Follows the cache's events as an API node does (on the bar feed's
+/// subscription); the subscription lasts as long as the returned task.
+async fn redis_listen(
+    cache: std::sync::Arc<RedisCache>,
+    listener: std::sync::Arc<dyn candela_actors::store::watch::CacheListener>,
+) -> tokio::task::JoinHandle<()> {
+    let mut feed = candela_actors::store::redis_feed::follow(
+        &candela_testkit::redis_url(),
+        cache.prefix(),
+        Default::default(),
+        Some(listener),
+    )
+    .unwrap();
+    tokio::spawn(async move { while feed.recv().await.is_some() {} })
+}
+
 store_contract_tests!(pg_store);
 reconcile_contract_tests!(pg_store);
-cache_contract_tests!(redis_cache, pg_store);
+cache_contract_tests!(redis_cache, pg_store, redis_listen);
 
 /// Redis written before hour versions existed (an upgrade, or a node of
 /// the previous release still writing): an hour with bars but no version is

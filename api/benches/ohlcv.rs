@@ -31,8 +31,9 @@ use candela_actors::embedded::memory_cache::MemoryCache;
 use candela_actors::embedded::sqlite::SqliteStore;
 use candela_actors::store::postgres::PgStore;
 use candela_actors::store::redis_cache::RedisCache;
-use candela_actors::store::{BarCache, BarStore, WriteBatch};
+use candela_actors::store::{redis_feed, BarCache, BarStore, StoredBar, WriteBatch};
 use candela_actors::supervisor::RestartPolicy;
+use candela_api::mirror::Mirror;
 use candela_api::server::{ApiConfig, ApiState};
 use candela_testkit::{unique, TestDb};
 use poem::EndpointExt;
@@ -50,6 +51,10 @@ fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
+}
+
+fn btc() -> Instrument {
+    Instrument::new("Coinbase", "BTC", "USD")
 }
 
 /// 600 minutes of trades ending now, ten per minute.
@@ -73,6 +78,7 @@ async fn api<T: BarStore, C: BarCache>(
     store: Arc<T>,
     cache: Arc<C>,
     pool_size: usize,
+    mirror: Option<Arc<Mirror>>,
 ) -> impl poem::Endpoint<Output = poem::Response> {
     let (_sup, pool) = start_pool(
         &unique("datastore"),
@@ -101,6 +107,7 @@ async fn api<T: BarStore, C: BarCache>(
             Arc::new(candela_api::feed::StoreFeed(Arc::clone(&store))),
             candela_api::feed::HubConfig::default(),
         ),
+        mirror,
         streams: Arc::new(tokio::sync::Semaphore::new(64)),
         instruments: Arc::new(move || {
             let s = Arc::clone(&s);
@@ -191,26 +198,65 @@ async fn main() {
     let db = TestDb::new().await;
     let pg = Arc::new(PgStore::connect(&db.url, 8).await.unwrap());
     pg.write(batch).await.unwrap();
+    let redis_prefix = unique("candela_bench");
     let redis = Arc::new(
-        RedisCache::connect(
-            &candela_testkit::redis_url(),
-            &unique("candela_bench"),
-            86_400,
-        )
-        .await
-        .unwrap(),
+        RedisCache::connect(&candela_testkit::redis_url(), &redis_prefix, 86_400)
+            .await
+            .unwrap(),
     );
+    // As a node has it: the mirror follows the cache's events on the bar
+    // feed's subscription.
+    let redis_mirror = Arc::new(Mirror::new(Duration::from_secs(2)));
+    let mut feed = redis_feed::follow(
+        &candela_testkit::redis_url(),
+        &redis_prefix,
+        Arc::default(),
+        Some(Arc::clone(&redis_mirror) as _),
+    )
+    .unwrap();
+    tokio::spawn(async move { while feed.recv().await.is_some() {} });
     // The embedded backends.
     let dir = std::env::temp_dir().join(unique("candela-bench-sqlite"));
     let sqlite = Arc::new(SqliteStore::open(&dir).await.unwrap());
     sqlite.write(batch).await.unwrap();
     let memory = Arc::new(MemoryCache::new(86_400));
+    let memory_mirror = Arc::new(Mirror::new(Duration::from_secs(2)));
+    memory.listen(Arc::clone(&memory_mirror) as _);
+    while !redis_mirror.is_live() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let static_body: Arc<std::sync::Mutex<bytes::Bytes>> = Arc::default();
     let body = Arc::clone(&static_body);
     let app = poem::Route::new()
-        .nest("/redis", api(pg, redis, pool_size).await)
-        .nest("/embedded", api(sqlite, memory, pool_size).await)
+        .nest(
+            "/redis",
+            api(
+                Arc::clone(&pg),
+                Arc::clone(&redis),
+                pool_size,
+                Some(redis_mirror),
+            )
+            .await,
+        )
+        .nest(
+            "/redis-ask",
+            api(Arc::clone(&pg), Arc::clone(&redis), pool_size, None).await,
+        )
+        .nest(
+            "/embedded",
+            api(
+                Arc::clone(&sqlite),
+                Arc::clone(&memory),
+                pool_size,
+                Some(memory_mirror),
+            )
+            .await,
+        )
+        .nest(
+            "/embedded-ask",
+            api(Arc::clone(&sqlite), Arc::clone(&memory), pool_size, None).await,
+        )
         .at(
             "/static",
             poem::endpoint::make_sync(move |_| {
@@ -235,7 +281,7 @@ async fn main() {
     let http = reqwest::Client::new();
     // Warm up (fills the caches) and check the answers.
     let mut bytes = bytes::Bytes::new();
-    for backend in ["redis", "embedded"] {
+    for backend in ["redis", "redis-ask", "embedded", "embedded-ask"] {
         let url = format!("http://{addr}/{backend}/{query}");
         for _ in 0..3 {
             bytes = http.get(&url).send().await.unwrap().bytes().await.unwrap();
@@ -257,48 +303,98 @@ async fn main() {
         }
     );
 
+    // An hour of the range changing: a writer puts the bar of its last
+    // minute again, with a new version, `BENCH_WRITES` times a second, into
+    // both caches, while the targets marked "changing" are loaded.
+    let writes = env("BENCH_WRITES", 20).max(1);
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let last = pg
+            .bars(&btc(), Interval::M1, from + 499 * 60, from + 499 * 60, 1)
+            .await
+            .unwrap();
+        let mut bar: StoredBar = last.into_iter().next().expect("the range's last bar");
+        let (redis, memory, writing) = (
+            Arc::clone(&redis),
+            Arc::clone(&memory),
+            Arc::clone(&writing),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1) / writes as u32);
+            loop {
+                tick.tick().await;
+                if writing.load(std::sync::atomic::Ordering::Relaxed) {
+                    bar.version += 1;
+                    redis.put(std::slice::from_ref(&bar)).await.unwrap();
+                    memory.put(std::slice::from_ref(&bar)).await.unwrap();
+                }
+            }
+        });
+    }
+    let changing = format!("changing {writes}/s");
     let targets = [
         ("/health", format!("http://{addr}/health")),
         ("static body", format!("http://{addr}/static")),
         ("ohlcv from Redis", format!("http://{addr}/redis/{query}")),
         (
+            "ohlcv from Redis, asking it every time",
+            format!("http://{addr}/redis-ask/{query}"),
+        ),
+        (
+            &format!("ohlcv from Redis, {changing}"),
+            format!("http://{addr}/redis/{query}"),
+        ),
+        (
             "ohlcv from the embedded cache",
             format!("http://{addr}/embedded/{query}"),
         ),
+        (
+            "ohlcv from the embedded cache, asking it every time",
+            format!("http://{addr}/embedded-ask/{query}"),
+        ),
+        (
+            &format!("ohlcv from the embedded cache, {changing}"),
+            format!("http://{addr}/embedded/{query}"),
+        ),
     ];
+    let load = async |name: &str, url: &str| {
+        writing.store(
+            name.contains("changing"),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let r = load(url, secs, connections, wrk).await;
+        writing.store(false, std::sync::atomic::Ordering::Relaxed);
+        r
+    };
     // `BENCH_ONLY=redis` (for a profiler): load only the targets whose name
     // holds it, print no ratios.
     if let Ok(only) = std::env::var("BENCH_ONLY") {
         for (name, url) in targets.iter().filter(|(n, _)| n.contains(only.as_str())) {
-            let r = load(url, secs, connections, wrk).await;
-            println!("{name:<30} {r:>10.0} requests/s");
+            let r = load(name, url).await;
+            println!("{name:<56} {r:>10.0} requests/s");
         }
         return;
     }
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
     for round in 0..rounds {
         for (k, (name, url)) in targets.iter().enumerate() {
-            let r = load(url, secs, connections, wrk).await;
-            println!("round {}: {name:<30} {r:>10.0} requests/s", round + 1);
+            let r = load(name, url).await;
+            println!("round {}: {name:<56} {r:>10.0} requests/s", round + 1);
             rates[k].push(r);
         }
     }
-    let [health, stat, redis, embedded]: [f64; 4] = rates
-        .into_iter()
-        .map(median)
-        .collect::<Vec<_>>()
-        .try_into()
-        .unwrap();
-    println!("medians: /health {health:.0}/s, static body {stat:.0}/s, ohlcv from Redis {redis:.0}/s, from the embedded cache {embedded:.0}/s");
-    println!(
-        "ohlcv from Redis ÷ static body: {:.2}; ÷ /health: {:.3}",
-        redis / stat,
-        redis / health
-    );
-    println!(
-        "ohlcv from the embedded cache ÷ static body: {:.2}; ÷ /health: {:.3}",
-        embedded / stat,
-        embedded / health
-    );
+    let medians: Vec<f64> = rates.into_iter().map(median).collect();
+    let (health, stat) = (medians[0], medians[1]);
+    println!("medians of {rounds} rounds:");
+    for ((name, _), r) in targets.iter().zip(&medians) {
+        println!("  {name:<56} {r:>10.0} requests/s");
+    }
+    for ((name, _), r) in targets.iter().zip(&medians).skip(2) {
+        println!(
+            "{name}: ÷ static body {:.2}; ÷ /health {:.3}",
+            r / stat,
+            r / health
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

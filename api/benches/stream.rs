@@ -127,6 +127,7 @@ async fn node() {
     let state = Arc::new(ApiState {
         datastore: Arc::clone(&pool),
         feed: Arc::clone(&hub),
+        mirror: None,
         streams: Arc::new(tokio::sync::Semaphore::new(20_000)),
         instruments: Arc::new(move || {
             let s = Arc::clone(&s);

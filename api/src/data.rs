@@ -15,6 +15,7 @@ use crate::negotiate::{self, Coding, Compressed};
 use crate::series::{self, Bars, Head, HourEntry, HourMemo};
 use crate::server::ApiState;
 use crate::stream;
+use candela_actors::telemetry::{API_MEMO_ANSWERS, API_MEMO_HOURS};
 
 /// The data API.
 pub struct DataApi {
@@ -286,6 +287,39 @@ impl DataApi {
         }
         let now = now_secs();
         let limit = limit as usize;
+        let fill = fill.0.unwrap_or(false);
+        let finish = Finish {
+            name: &name,
+            interval,
+            from,
+            to,
+            limit,
+            fill,
+            now,
+        };
+        let mirror = self
+            .state
+            .mirror
+            .as_ref()
+            .filter(|_| interval == Interval::M1);
+        // When the cache's events say no hour of the range moved since this
+        // node encoded it: the answer is the memo's, with no round trip.
+        if let Some(entries) = mirror
+            .and_then(|m| m.versions(&instrument, from, to, std::time::Instant::now()))
+            .and_then(|versions| self.memo.serving(&instrument, &versions, from, now))
+        {
+            let mut bars = Bars::default();
+            for entry in &entries {
+                bars.push_run(&entry.bars, entry.bars.range(from, to), limit);
+                if bars.len() >= limit {
+                    break;
+                }
+            }
+            metrics::counter!(API_MEMO_ANSWERS, "how" => "memo").increment(1);
+            metrics::counter!(API_MEMO_HOURS, "outcome" => "reused")
+                .increment(entries.len() as u64);
+            return self.finish(request, finish, bars, "cache").await;
+        }
         // The hours this node has encoded already: the cache sends only the
         // others (and those whose version moved).
         let (known, entries) = if interval == Interval::M1 {
@@ -303,6 +337,9 @@ impl DataApi {
             fetch: true,
             by_hour: known,
         };
+        // Taken before the read: it teaches the mirror only if no event
+        // overtook it.
+        let ticket = mirror.and_then(|m| m.ticket(&instrument));
         let answer = match self.state.datastore.request(query).await {
             Ok(a) => a,
             Err(DataError::NotAvailable(msg)) => {
@@ -331,23 +368,26 @@ impl DataApi {
                 )));
             }
         };
+        if interval == Interval::M1 {
+            metrics::counter!(API_MEMO_ANSWERS, "how" => "store").increment(1);
+        }
         // One `now` for the whole answer: the entries were chosen as valid
         // at it, and fresh bars are encoded at it.
-        let mut bars: Bars = match answer.hours {
+        let bars: Bars = match &answer.hours {
             Some(range) => {
                 let mut bars = Bars::default();
                 let (mut reused, mut encoded) = (0u64, 0u64);
-                for hour in range.hours {
+                for hour in &range.hours {
                     if hour.bars.is_some() {
                         encoded += 1;
                     } else {
                         reused += 1;
                     }
-                    let entry = match hour.bars {
+                    let entry = match &hour.bars {
                         Some(bars) => {
                             let complete_from = hour.hour.max(range.complete_from);
                             let entry =
-                                Arc::new(HourEntry::build(hour.version, complete_from, &bars, now));
+                                Arc::new(HourEntry::build(hour.version, complete_from, bars, now));
                             self.memo.insert(&instrument, hour.hour, Arc::clone(&entry));
                             entry
                         }
@@ -372,34 +412,30 @@ impl DataApi {
                         break;
                     }
                 }
-                use candela_actors::telemetry::API_MEMO_HOURS;
+                if let (Some(mirror), Some(ticket)) = (mirror, ticket) {
+                    let cut = bars.len() >= limit;
+                    mirror.learn(
+                        &instrument,
+                        ticket,
+                        range,
+                        from,
+                        to,
+                        cut,
+                        std::time::Instant::now(),
+                    );
+                }
                 metrics::counter!(API_MEMO_HOURS, "outcome" => "reused").increment(reused);
                 metrics::counter!(API_MEMO_HOURS, "outcome" => "encoded").increment(encoded);
                 bars
             }
             None => series::bars_of(&answer.bars, now),
         };
-        let mut truncated = bars.len() >= limit;
-        let mut covered_to = match bars.last_time() {
-            Some(last) if truncated => last,
-            _ => to,
-        };
-        if fill.0.unwrap_or(false) {
-            // One past the limit, to know that it was truncated.
-            bars = bars.fill_gaps(interval.seconds(), covered_to, now, limit.saturating_add(1));
-            if bars.len() > limit {
-                bars.truncate(limit);
-                truncated = true;
-                covered_to = bars.last_time().unwrap_or(covered_to);
-            }
-        }
         let served = match answer.served {
             Served::Cache => "cache",
             Served::Database => "database",
             Served::Fetched => "fetched",
         };
-        let body = series::body(head(from, covered_to, truncated, served), &bars);
-        self.answer(request, body).await
+        self.finish(request, finish, bars, served).await
     }
 
     /// The instruments the platform holds, with their first and last bar.
@@ -523,7 +559,58 @@ impl DataApi {
     }
 }
 
+/// What an answer's bars are finished with: its parameters, checked.
+#[derive(Debug, Clone, Copy)]
+struct Finish<'a> {
+    name: &'a str,
+    interval: Interval,
+    from: i64,
+    to: i64,
+    limit: usize,
+    fill: bool,
+    now: i64,
+}
+
 impl DataApi {
+    /// The answer of `bars` (at most `limit`, from `from`): says where it
+    /// was cut, fills the gaps when asked, and writes it.
+    async fn finish(
+        &self,
+        request: &poem::Request,
+        f: Finish<'_>,
+        mut bars: Bars,
+        served: &str,
+    ) -> OhlcvResponse {
+        let mut truncated = bars.len() >= f.limit;
+        let mut covered_to = match bars.last_time() {
+            Some(last) if truncated => last,
+            _ => f.to,
+        };
+        if f.fill {
+            // One past the limit, to know that it was truncated.
+            bars = bars.fill_gaps(
+                f.interval.seconds(),
+                covered_to,
+                f.now,
+                f.limit.saturating_add(1),
+            );
+            if bars.len() > f.limit {
+                bars.truncate(f.limit);
+                truncated = true;
+                covered_to = bars.last_time().unwrap_or(covered_to);
+            }
+        }
+        let head = Head {
+            instrument: f.name,
+            interval: f.interval.as_str(),
+            from: f.from,
+            to: covered_to,
+            truncated,
+            served,
+        };
+        self.answer(request, series::body(head, &bars)).await
+    }
+
     /// A 200 with `body` (tagged, compressed as the client accepts), or a
     /// 304 when the client holds it.
     async fn answer(&self, request: &poem::Request, body: bytes::Bytes) -> OhlcvResponse {

@@ -22,6 +22,7 @@ pub mod data;
 pub mod errors;
 pub mod feed;
 pub mod machines;
+pub mod mirror;
 pub mod model;
 pub mod negotiate;
 pub mod params;

@@ -280,6 +280,32 @@ impl HourMemo {
         (known, entries)
     }
 
+    /// The entries of `instrument`'s hours at `versions` (`(hour,
+    /// version)`, ascending; an hour at version 0 has no bars and no entry),
+    /// if every one is held at that version and can serve `from..` at `now`.
+    pub fn serving(
+        &self,
+        instrument: &Instrument,
+        versions: &[(i64, i64)],
+        from: i64,
+        now: i64,
+    ) -> Option<Vec<Arc<HourEntry>>> {
+        let mut key = (instrument.clone(), 0);
+        let mut out = Vec::with_capacity(versions.len());
+        for &(hour, version) in versions {
+            if version == 0 {
+                continue;
+            }
+            key.1 = hour;
+            let entry = self
+                .cache
+                .get(&key)
+                .filter(|e| e.version == version && e.serves(hour, from, now))?;
+            out.push(entry);
+        }
+        Some(out)
+    }
+
     /// Keeps an entry (one with no version of the cache, 0, is not kept:
     /// nothing would say when it changes).
     pub fn insert(&self, instrument: &Instrument, hour: i64, entry: Arc<HourEntry>) {

@@ -143,6 +143,10 @@ pub struct ApiState {
     pub datastore: Arc<DatastorePool>,
     /// Committed bar changes, pushed to the live streams.
     pub feed: Arc<crate::feed::BarHub>,
+    /// The versions of the cache's hours this node knows, kept current by
+    /// the cache's events (none: every 1-minute answer asks the
+    /// Datastore).
+    pub mirror: Option<Arc<crate::mirror::Mirror>>,
     /// Permits for live streams (`config.max_streams`).
     pub streams: Arc<tokio::sync::Semaphore>,
     /// Lists instruments.

@@ -9,9 +9,12 @@ use candela_actors::datastore::{start_pool, DatastoreArgs};
 use candela_actors::domain::{Instrument, Interval, Side, Tick};
 use candela_actors::store::postgres::PgStore;
 use candela_actors::store::redis_cache::RedisCache;
+use candela_actors::store::redis_feed;
 use candela_actors::store::{BarCache, BarStore, WriteBatch};
 use candela_actors::supervisor::RestartPolicy;
+use candela_api::mirror::Mirror;
 use candela_api::server::{ApiConfig, ApiState};
+use candela_testkit::cluster::eventually;
 use candela_testkit::{convert, oracle, unique, OwnRedis, TestDb};
 use poem::test::TestClient;
 use rust_decimal::Decimal;
@@ -61,7 +64,21 @@ struct Platform {
     client: TestClient<poem::endpoint::BoxEndpoint<'static>>,
     store: Arc<PgStore>,
     cache: Arc<RedisCache>,
+    mirror: Arc<Mirror>,
     _db: TestDb,
+}
+
+impl Platform {
+    /// Writes `bars` to the cache as a consumer does, and waits until the
+    /// API's node has heard the cache's event of it.
+    async fn put_and_hear(&self, bars: &[candela_actors::store::StoredBar]) {
+        let heard = self.mirror.heard();
+        self.cache.put(bars).await.unwrap();
+        eventually("the cache's event of a write", 10, async || {
+            (self.mirror.heard() > heard).then_some(())
+        })
+        .await;
+    }
 }
 
 async fn platform(redis_url: &str) -> Platform {
@@ -72,11 +89,29 @@ async fn platform(redis_url: &str) -> Platform {
 async fn platform_with(redis_url: &str, max_limit: u32) -> Platform {
     let db = TestDb::new().await;
     let store = Arc::new(PgStore::connect(&db.url, 4).await.unwrap());
+    let cache_prefix = unique("candela_api");
     let cache = Arc::new(
-        RedisCache::connect(redis_url, &unique("candela_api"), 86_400)
+        RedisCache::connect(redis_url, &cache_prefix, 86_400)
             .await
             .unwrap(),
     );
+    // The mirror of the cache's hours, as a node has it: 1-minute answers
+    // come from the memo alone while the cache's events say nothing moved.
+    // Trusted for a minute: what these tests check of it is its events
+    // (its time bound is the unit tests').
+    let mirror = Arc::new(Mirror::new(Duration::from_secs(60)));
+    let mut feed = redis_feed::follow(
+        redis_url,
+        &cache_prefix,
+        Arc::default(),
+        Some(Arc::clone(&mirror) as _),
+    )
+    .unwrap();
+    tokio::spawn(async move { while feed.recv().await.is_some() {} });
+    eventually("the mirror follows the cache's events", 10, async || {
+        mirror.is_live().then_some(())
+    })
+    .await;
     let prefix = unique("datastore");
     let (_sup, pool) = start_pool(
         &prefix,
@@ -109,6 +144,7 @@ async fn platform_with(redis_url: &str, max_limit: u32) -> Platform {
             Arc::new(candela_api::feed::StoreFeed(Arc::clone(&store))),
             candela_api::feed::HubConfig::default(),
         ),
+        mirror: Some(Arc::clone(&mirror)),
         streams: Arc::new(tokio::sync::Semaphore::new(64)),
         instruments: Arc::new(move || {
             let s = Arc::clone(&s);
@@ -137,6 +173,7 @@ async fn platform_with(redis_url: &str, max_limit: u32) -> Platform {
         client,
         store,
         cache,
+        mirror,
         _db: db,
     }
 }
@@ -419,12 +456,31 @@ async fn answers_from_the_database_while_redis_is_down_and_refills_after() {
     assert_eq!(cached["served"], "cache");
 
     redis.stop();
-    for _ in 0..3 {
+    // Until the node notices that its subscription to the cache's events
+    // ended (an event: the connection closed), it may answer from its memo
+    // of the cache (nothing could change there meanwhile): the same bars.
+    // Then from the database.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut from_database = 0;
+    while from_database < 3 {
         let (status, body) = get_json(&p.client, &url).await;
         assert_eq!(status, 200, "{body}");
-        assert_eq!(body["served"], "database");
         assert_eq!(without_closed(&body["bars"]), without_closed(&warm["bars"]));
         oracle::assert_same_bars("database", &convert::served_bars(&body, BTC), &expected);
+        if body["served"] == "database" {
+            from_database += 1;
+        } else {
+            assert_eq!(
+                from_database, 0,
+                "the memo again after the database: {body}"
+            );
+            assert_eq!(body["served"], "cache");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node did not notice within 10 s that Redis stopped"
+        );
+        tokio::task::yield_now().await;
     }
 
     redis.restart();
@@ -864,7 +920,8 @@ async fn answers_from_encoded_hours_follow_every_change_with_tags_and_codings() 
         })
         .await
         .unwrap();
-    p.cache.put(&written.touched).await.unwrap();
+    // Once this node has heard of it (the write's event), an answer has it.
+    p.put_and_hear(&written.touched).await;
     let (status, headers, after) = get_raw(&p.client, &url, &[("If-None-Match", &tag)]).await;
     assert_eq!(status, 200, "a changed answer was called not modified");
     assert_ne!(headers.get("etag").unwrap(), tag.as_str());
@@ -930,4 +987,153 @@ async fn answers_from_encoded_hours_follow_every_change_with_tags_and_codings() 
         gz.len(),
         plain.len()
     );
+}
+
+/// Commands `redis-server` at `port` has processed (`INFO stats`; the
+/// `INFO` itself counts once).
+fn redis_commands(port: u16) -> u64 {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "info", "stats"])
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("INFO stats has total_commands_processed")
+}
+
+/// The speed of the 500-bar answer rests on this: while the cache's events
+/// say none of a range's hours moved, the node answers from what it encoded
+/// without asking Redis at all; a change heard, or a subscription lost,
+/// sends it back to Redis (for the hours that moved, or for all).
+#[tokio::test]
+async fn answers_come_from_the_memo_without_asking_redis_while_nothing_moved() {
+    let redis = OwnRedis::start();
+    let p = platform(&redis.url()).await;
+    let i = btc();
+    let mut all = ticks(&i, 180);
+    let written = p
+        .store
+        .write(WriteBatch {
+            ticks: &all,
+            history: &[],
+        })
+        .await
+        .unwrap();
+    p.put_and_hear(&written.touched).await;
+    // Closed hours only: no minute of the range closes meanwhile.
+    let to = now() - now().rem_euclid(3_600) - 60;
+    let from = to - 119 * 60;
+    let url = format!("/api/v1/ohlcv?instrument={BTC}&interval=1m&from={from}&to={to}");
+    let expected = |ticks: &[Tick]| {
+        let trades: Vec<_> = convert::trades(ticks)
+            .into_iter()
+            .filter(|t| (from..to + 60).contains(&(t.time_ns / 1_000_000_000)))
+            .collect();
+        oracle::bars(&trades, 60)
+    };
+    // The first answers read the cache (a fill from the database first),
+    // until one that no event overtook teaches the node the hours'
+    // versions.
+    let (_, first) = get_json(&p.client, &url).await;
+    let second = eventually(
+        "a read that teaches the node the versions",
+        10,
+        async || {
+            let (_, body) = get_json(&p.client, &url).await;
+            p.mirror
+                .versions(&i, from, to, std::time::Instant::now())
+                .map(|_| body)
+        },
+    )
+    .await;
+    assert_eq!(second["served"], "cache");
+    oracle::assert_same_bars("read", &convert::served_bars(&second, BTC), &expected(&all));
+    let before = redis_commands(redis.port);
+    for _ in 0..20 {
+        let (status, body) = get_json(&p.client, &url).await;
+        assert_eq!(status, 200);
+        assert_eq!(body, second);
+    }
+    assert_eq!(
+        redis_commands(redis.port) - before,
+        1,
+        "20 answers asked Redis (the one command is the INFO)"
+    );
+    assert!(
+        first["bars"] == second["bars"],
+        "the database's answer differs"
+    );
+
+    // Another node's consumer corrects a minute of the range: once this
+    // node heard of it, its answers have it (that hour read again).
+    let late = Tick {
+        trade_id: "late-memo".into(),
+        trade_time_ns: (from + 30 * 60 + 7) * 1_000_000_000,
+        price: Decimal::new(99_000_000, 2),
+        ..all[0].clone()
+    };
+    all.push(late.clone());
+    let written = p
+        .store
+        .write(WriteBatch {
+            ticks: std::slice::from_ref(&late),
+            history: &[],
+        })
+        .await
+        .unwrap();
+    p.put_and_hear(&written.touched).await;
+    let before = redis_commands(redis.port);
+    let (_, corrected) = get_json(&p.client, &url).await;
+    assert!(
+        redis_commands(redis.port) - before > 1,
+        "the moved hour was read again"
+    );
+    oracle::assert_same_bars(
+        "corrected",
+        &convert::served_bars(&corrected, BTC),
+        &expected(&all),
+    );
+    // ... and then from the memo again.
+    let again = eventually("the versions again", 10, async || {
+        let (_, body) = get_json(&p.client, &url).await;
+        p.mirror
+            .versions(&i, from, to, std::time::Instant::now())
+            .map(|_| body)
+    })
+    .await;
+    let before = redis_commands(redis.port);
+    let (_, same) = get_json(&p.client, &url).await;
+    assert_eq!(redis_commands(redis.port) - before, 1);
+    assert_eq!(same, again);
+
+    // The subscription ends (Redis closes it): the node forgets what it
+    // knew, and asks Redis again.
+    let heard = p.mirror.heard();
+    let out = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "client",
+            "kill",
+            "type",
+            "pubsub",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    eventually(
+        "the node hears that its subscription ended",
+        10,
+        async || (p.mirror.heard() > heard).then_some(()),
+    )
+    .await;
+    let before = redis_commands(redis.port);
+    let (_, after_loss) = get_json(&p.client, &url).await;
+    assert!(
+        redis_commands(redis.port) - before > 1,
+        "asked Redis after the loss"
+    );
+    assert_eq!(after_loss, same);
 }

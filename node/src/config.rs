@@ -689,6 +689,10 @@ pub struct ApiConfig {
     pub memo_mib: u64,
     /// MiB of compressed answers (gzip, brotli) this node keeps.
     pub compressed_mib: u64,
+    /// Milliseconds a 1-minute answer may come from the memo alone (no
+    /// round trip to the cache) after a read of its hours, while the
+    /// cache's events say none moved; 0: always ask the cache.
+    pub memo_trust_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -701,6 +705,7 @@ impl Default for ApiConfig {
             max_streams: 4_096,
             memo_mib: 64,
             compressed_mib: 32,
+            memo_trust_ms: 2_000,
         }
     }
 }
@@ -1132,6 +1137,9 @@ impl Config {
             if !(1..=65_536).contains(&mib) {
                 return Err(bad(name, "must be 1 to 65536 (MiB)".into()));
             }
+        }
+        if self.api.memo_trust_ms > 60_000 {
+            return Err(bad("api.memo_trust_ms", "must be 0 to 60000".into()));
         }
         if !(1..=3_600).contains(&self.api.stream_resync_secs) {
             return Err(bad("api.stream_resync_secs", "must be 1 to 3600".into()));

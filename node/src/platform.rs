@@ -305,11 +305,28 @@ pub async fn start(config: &Config) -> anyhow::Result<Platform> {
     } else {
         Arc::new(NoSink)
     };
+    // What an API node knows of the cache's hours, kept current by the
+    // cache's events: 1-minute answers without a round trip while nothing
+    // moved. On Redis the bar feed's subscription brings the events (one
+    // connection: the cache's event of a change comes before the feed's);
+    // in process the cache tells the mirror directly.
+    let mirror = (hub.is_some() && config.api.memo_trust_ms > 0).then(|| {
+        Arc::new(candela_api::mirror::Mirror::new(Duration::from_millis(
+            config.api.memo_trust_ms,
+        )))
+    });
+    if let (Some(mirror), Some(Cache::Memory(memory))) = (&mirror, cache.as_deref()) {
+        memory.listen(Arc::clone(mirror) as _);
+    }
     let feed_task = match (&hub, redis_feed) {
         (Some(hub), true) => {
-            let mut events =
-                redis_feed::follow(&config.redis.url, &config.redis.key_prefix, Arc::default())
-                    .context("redis.url: following the bar feed")?;
+            let mut events = redis_feed::follow(
+                &config.redis.url,
+                &config.redis.key_prefix,
+                Arc::default(),
+                mirror.clone().map(|m| m as _),
+            )
+            .context("redis.url: following the bar feed")?;
             let hub = Arc::clone(hub);
             Some(tokio::spawn(async move {
                 while let Some(event) = events.recv().await {
@@ -599,6 +616,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Platform> {
                 Arc::new(ApiState {
                     datastore: Arc::new(pool),
                     feed: hub.clone().expect("an API node has a hub"),
+                    mirror,
                     streams: Arc::new(tokio::sync::Semaphore::new(config.api.max_streams)),
                     instruments: Arc::new(move || {
                         let s = Arc::clone(&s1);

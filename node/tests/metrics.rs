@@ -220,6 +220,13 @@ async fn a_node_under_load_exposes_metrics_that_move_with_the_trades() {
     // (A partition without a committed offset has no lag yet.)
     assert!(samples(&after, "candela_consumer_lag_messages", &[]).count() >= 1);
     assert!(sum(&after, "candela_cache_reads_total", &[]) >= 1.0);
+    // Every 1-minute answer is counted: from the memo alone or with the
+    // datastore (both labels exist from the start).
+    assert!(sum(&after, "candela_api_memo_answers_total", &[]) >= 1.0);
+    assert_eq!(
+        samples(&after, "candela_api_memo_answers_total", &[]).count(),
+        2
+    );
     assert!(sum(&after, "candela_datastore_requests_total", &[]) >= 1.0);
     assert!(
         sum(

@@ -23,11 +23,16 @@
 //! claimed). The cache lives and dies with the process, so it can never be
 //! "unreachable" and never misses a write; it never returns
 //! [`StoreError::CacheDown`].
+//!
+//! Its listeners ([`MemoryCache::listen`]) hear every change of an hour's
+//! version and of a mark ([`crate::store::watch`]) under the cache's lock,
+//! in the order of the changes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::domain::Instrument;
+use crate::store::watch::{CacheEvent, CacheListener};
 use crate::store::{
     hour_of, BarCache, CachedHour, HourRange, KnownHour, StoreError, StoredBar, HOUR_SECS,
 };
@@ -73,6 +78,35 @@ struct Inner {
     generation: u64,
     /// The change counter hours take their versions from.
     changes: i64,
+    listeners: Listeners,
+}
+
+/// Who hears the cache's events.
+#[derive(Default)]
+struct Listeners(Vec<Arc<dyn CacheListener>>);
+
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} listeners", self.0.len())
+    }
+}
+
+impl Listeners {
+    fn tell(&self, event: &CacheEvent) {
+        for l in &self.0 {
+            l.event(event.clone());
+        }
+    }
+
+    /// The hours of `instrument` in `changed` (hour → new version).
+    fn hours(&self, instrument: &Instrument, changed: BTreeMap<i64, i64>) {
+        if !changed.is_empty() && !self.0.is_empty() {
+            self.tell(&CacheEvent::Hours {
+                instrument: instrument.clone(),
+                hours: changed.into_iter().collect(),
+            });
+        }
+    }
 }
 
 impl MemoryCache {
@@ -100,6 +134,14 @@ impl MemoryCache {
         self.len() == 0
     }
 
+    /// Adds a listener of the cache's events; it hears
+    /// [`CacheEvent::Live`] at once (the cache never loses one).
+    pub fn listen(&self, listener: Arc<dyn CacheListener>) {
+        let mut inner = self.lock();
+        listener.event(CacheEvent::Live);
+        inner.listeners.0.push(listener);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave an entry half-written
         // in a way that breaks the contract (each step is a whole insert).
@@ -111,14 +153,21 @@ impl MemoryCache {
     }
 
     /// Keeps `bar` unless a higher version is held; a change gives its hour
-    /// a new version.
-    fn put_into(entry: &mut Entry, changes: &mut i64, bar: &StoredBar) {
+    /// a new version (noted in `changed`).
+    fn put_into(
+        entry: &mut Entry,
+        changes: &mut i64,
+        bar: &StoredBar,
+        changed: &mut BTreeMap<i64, i64>,
+    ) {
         match entry.bars.get(&bar.bar.open_time) {
             Some(held) if held.version > bar.version || held == bar => {}
             _ => {
                 entry.bars.insert(bar.bar.open_time, bar.clone());
                 *changes += 1;
-                entry.hours.insert(hour_of(bar.bar.open_time), *changes);
+                let hour = hour_of(bar.bar.open_time);
+                entry.hours.insert(hour, *changes);
+                changed.insert(hour, *changes);
             }
         }
     }
@@ -131,23 +180,38 @@ impl BarCache for MemoryCache {
         let Inner {
             entries: map,
             changes,
+            listeners,
             ..
         } = &mut *inner;
+        let mut changed: BTreeMap<&Instrument, BTreeMap<i64, i64>> = BTreeMap::new();
         for bar in bars.iter().filter(|b| b.bar.open_time >= window_start) {
             let entry = map.entry(bar.bar.instrument.clone()).or_default();
-            Self::put_into(entry, changes, bar);
+            Self::put_into(
+                entry,
+                changes,
+                bar,
+                changed.entry(&bar.bar.instrument).or_default(),
+            );
         }
         // Keep memory bounded: minutes out of the window go, and the mark
         // moves past them (it can no longer claim them).
+        let mut moved = Vec::new();
         for bar in bars {
             if let Some(entry) = map.get_mut(&bar.bar.instrument) {
                 entry.trim(window_start);
                 if let Some((from, generation)) = entry.from {
                     if from < window_start {
                         entry.from = Some((window_start, generation));
+                        moved.push(&bar.bar.instrument);
                     }
                 }
             }
+        }
+        for (instrument, hours) in changed {
+            listeners.hours(instrument, hours);
+        }
+        for instrument in moved {
+            listeners.tell(&CacheEvent::Reset(Some(instrument.clone())));
         }
         Ok(())
     }
@@ -193,17 +257,25 @@ impl BarCache for MemoryCache {
         let mut inner = self.lock();
         let current = inner.generation;
         let Inner {
-            entries, changes, ..
+            entries,
+            changes,
+            listeners,
+            ..
         } = &mut *inner;
         let entry = entries.entry(instrument.clone()).or_default();
+        let mut changed = BTreeMap::new();
         for bar in bars.iter().filter(|b| b.bar.open_time >= from) {
-            Self::put_into(entry, changes, bar);
+            Self::put_into(entry, changes, bar, &mut changed);
         }
         let marked = generation == current;
         if marked {
             entry.from = Some((from, generation));
         }
         entry.trim(horizon);
+        listeners.hours(instrument, changed);
+        if marked {
+            listeners.tell(&CacheEvent::Reset(Some(instrument.clone())));
+        }
         tracing::debug!(%instrument, from, marked, held = entry.bars.len(), "memory cache filled");
         Ok(marked)
     }
@@ -211,6 +283,7 @@ impl BarCache for MemoryCache {
     async fn invalidate_all(&self) -> Result<(), StoreError> {
         let mut inner = self.lock();
         inner.generation = inner.generation.wrapping_add(1);
+        inner.listeners.tell(&CacheEvent::Reset(None));
         Ok(())
     }
 

@@ -9,6 +9,7 @@ pub mod postgres;
 pub mod redis_cache;
 pub mod redis_feed;
 pub mod timescale;
+pub mod watch;
 
 use std::future::Future;
 

@@ -62,12 +62,17 @@ use crate::domain::Instrument;
 /// ARGV[2] = the generation a fill read ('' for a plain put), ARGV[3] = the
 /// fill's first minute, ARGV[4] = the counter's first value should it not
 /// exist (random: a cache emptied and refilled never gives an hour a version
-/// it had before), then minute, version, json, minute, version, json, ...
+/// it had before), ARGV[5] = the events channel, ARGV[6] = the instrument's
+/// name, then minute, version, json, minute, version, json, ...
+/// Publishes, in the same step, the hours' new versions
+/// (`h <instrument> <hour>:<version>,…`) and, when the mark moved or was
+/// set, `r <instrument>` (see [`super::watch`]).
 /// Returns 1 when a fill set the mark.
 const PUT_SCRIPT: &str = r"
 local horizon = tonumber(ARGV[1])
 local touched = {}
-for i = 5, #ARGV, 3 do
+local reset = false
+for i = 7, #ARGV, 3 do
   local t = tonumber(ARGV[i])
   if t >= horizon then
     local cur = redis.call('HGET', KEYS[1], ARGV[i] .. ':v')
@@ -86,9 +91,13 @@ if next(touched) then
   if redis.call('EXISTS', KEYS[6]) == 0 then
     redis.call('SET', KEYS[6], ARGV[4])
   end
+  local changed = {}
   for h, _ in pairs(touched) do
-    redis.call('HSET', KEYS[3], h, string.format('%d', redis.call('INCR', KEYS[6])))
+    local v = string.format('%d', redis.call('INCR', KEYS[6]))
+    redis.call('HSET', KEYS[3], h, v)
+    changed[#changed + 1] = h .. ':' .. v
   end
+  redis.call('PUBLISH', ARGV[5], 'h ' .. ARGV[6] .. ' ' .. table.concat(changed, ','))
 end
 local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
 for _, t in ipairs(old) do
@@ -107,16 +116,22 @@ if mark then
   local from, gen = string.match(mark, '^(-?%d+):(%d+)$')
   if from and tonumber(from) < horizon then
     redis.call('SET', KEYS[4], ARGV[1] .. ':' .. gen)
+    reset = true
   end
 end
+local marked = 0
 if ARGV[2] ~= '' then
   local gen = redis.call('GET', KEYS[5]) or '0'
   if gen == ARGV[2] then
     redis.call('SET', KEYS[4], ARGV[3] .. ':' .. gen)
-    return 1
+    reset = true
+    marked = 1
   end
 end
-return 0
+if reset then
+  redis.call('PUBLISH', ARGV[5], 'r ' .. ARGV[6])
+end
+return marked
 ";
 
 /// The minutes of an hour if its version is no longer the one the reader
@@ -185,6 +200,11 @@ impl RedisCache {
         })
     }
 
+    /// The prefix of its keys (and of its channels).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     fn key(&self, instrument: &Instrument) -> String {
         format!("{}:1m:{instrument}", self.prefix)
     }
@@ -207,6 +227,10 @@ impl RedisCache {
 
     fn generation_key(&self) -> String {
         format!("{}:1m:gen", self.prefix)
+    }
+
+    fn events_channel(&self) -> String {
+        super::watch::channel(&self.prefix)
     }
 
     /// The first minute kept: the window's start, or `from` when earlier
@@ -237,7 +261,9 @@ impl RedisCache {
             Some((generation, from)) => inv.arg(generation).arg(from),
             None => inv.arg("").arg(""),
         };
-        inv.arg(self.seed);
+        inv.arg(self.seed)
+            .arg(self.events_channel())
+            .arg(instrument.to_string());
         for b in bars {
             let json = serde_json::to_string(b).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             inv.arg(b.bar.open_time).arg(b.version).arg(json);
@@ -293,7 +319,14 @@ impl RedisCache {
 
     async fn invalidate_marks(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let generation: u64 = conn.incr(self.generation_key(), 1).await?;
+        // The new generation and its event in one step (MULTI/EXEC).
+        let (generation,): (u64,) = redis::pipe()
+            .atomic()
+            .incr(self.generation_key(), 1)
+            .publish(self.events_channel(), "R")
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
         tracing::debug!(prefix = %self.prefix, generation, "cache invalidated");
         Ok(())
     }

@@ -21,6 +21,7 @@ use futures_util::StreamExt;
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
 
+use super::watch::{CacheEvent, CacheListener};
 use super::{StoreError, StoredBar};
 use crate::feed::{check_bar, BarSink, MAX_BARS_PER_MESSAGE};
 
@@ -129,13 +130,26 @@ pub enum FeedEvent {
 /// Follows the feed channel under `prefix` on `url`: a task subscribes,
 /// re-subscribes with back-off after any failure, and sends what arrives.
 /// Ends when the receiver is dropped.
+///
+/// With a `listener`, the same subscription (one connection) follows the
+/// cache's events too ([`super::watch`]) and hands them to it as they
+/// arrive: the listener hears [`CacheEvent::Live`] once both channels are
+/// subscribed and [`CacheEvent::Lost`] when the subscription ends. One
+/// connection keeps Redis' order: a consumer writes the cache (its event is
+/// published in that step) before it publishes to the feed, so the
+/// listener has heard of a change before the feed brings it (a client that
+/// sees a bar on the live stream and then asks for the series gets it).
 pub fn follow(
     url: &str,
     prefix: &str,
     counters: Arc<FeedCounters>,
+    listener: Option<Arc<dyn CacheListener>>,
 ) -> Result<mpsc::Receiver<FeedEvent>, StoreError> {
     let client = redis::Client::open(url)?;
-    let channel = channel(prefix);
+    let channels = Channels {
+        feed: channel(prefix),
+        cache: super::watch::channel(prefix),
+    };
     let (tx, rx) = mpsc::channel(QUEUE);
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
@@ -143,10 +157,15 @@ pub fn follow(
             if tx.is_closed() {
                 return;
             }
-            match subscribe_once(&client, &channel, &tx, &counters).await {
+            let outcome =
+                subscribe_once(&client, &channels, &tx, &counters, listener.as_deref()).await;
+            if let Some(l) = &listener {
+                l.event(CacheEvent::Lost);
+            }
+            match outcome {
                 Ok(()) => return, // the receiver is gone
                 Err(err) => {
-                    tracing::warn!(error = %err, %channel, retry_ms = backoff.as_millis() as u64, "feed subscription lost");
+                    tracing::warn!(error = %err, channel = %channels.feed, retry_ms = backoff.as_millis() as u64, "feed subscription lost");
                 }
             }
             tokio::time::sleep(backoff).await;
@@ -156,24 +175,50 @@ pub fn follow(
     Ok(rx)
 }
 
+/// The channels followed.
+struct Channels {
+    feed: String,
+    cache: String,
+}
+
 /// One subscription, until it fails (`Err`) or the receiver is gone (`Ok`).
 async fn subscribe_once(
     client: &redis::Client,
-    channel: &str,
+    channels: &Channels,
     tx: &mpsc::Sender<FeedEvent>,
     counters: &FeedCounters,
+    listener: Option<&dyn CacheListener>,
 ) -> Result<(), redis::RedisError> {
+    let channel = &channels.feed;
     let mut pubsub = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub())
         .await
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::IoError, "connect timed out")))??;
     pubsub.subscribe(channel).await?;
+    if let Some(l) = listener {
+        // Answered once Redis has the subscription: every change of the
+        // cache after this reaches the listener.
+        pubsub.subscribe(&channels.cache).await?;
+        l.event(CacheEvent::Live);
+    }
     counters.connections.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(%channel, "following the bar feed");
+    tracing::info!(%channel, cache_events = listener.is_some(), "following the bar feed");
     if tx.send(FeedEvent::Connected).await.is_err() {
         return Ok(());
     }
     let mut messages = pubsub.into_on_message();
     while let Some(msg) = messages.next().await {
+        if let Some(l) = listener.filter(|_| msg.get_channel_name() == channels.cache) {
+            match super::watch::read_message(msg.get_payload_bytes()) {
+                Ok(event) => l.event(event),
+                Err(reason) => {
+                    // Whatever it said is unknown: forget everything.
+                    metrics::counter!(crate::telemetry::CACHE_EVENTS_REFUSED).increment(1);
+                    tracing::warn!(channel = %channels.cache, %reason, "cache event refused; the node forgets what it knew of the cache");
+                    l.event(CacheEvent::Reset(None));
+                }
+            }
+            continue;
+        }
         counters.received.fetch_add(1, Ordering::Relaxed);
         let payload: &[u8] = msg.get_payload_bytes();
         let bars = match read_message(payload) {
@@ -187,8 +232,25 @@ async fn subscribe_once(
         if bars.is_empty() {
             continue;
         }
-        if tx.send(FeedEvent::Bars(bars)).await.is_err() {
-            return Ok(());
+        match tx.try_send(FeedEvent::Bars(bars)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                // The hub is behind: waiting for it, this task hears no
+                // cache event meanwhile, so the listener must not trust
+                // what it knows until then.
+                if let Some(l) = listener {
+                    l.event(CacheEvent::Lost);
+                }
+                if tx.send(event).await.is_err() {
+                    return Ok(());
+                }
+                if let Some(l) = listener {
+                    // Nothing was lost (Redis kept the messages, in order):
+                    // from here on it hears every change again.
+                    l.event(CacheEvent::Live);
+                }
+            }
         }
     }
     Err(redis::RedisError::from((

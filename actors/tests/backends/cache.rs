@@ -2,11 +2,18 @@
 //! are served; a lower row version never replaces a higher one; fill marks
 //! (only in the generation it read before its query) and trims to the
 //! window, as every put does; invalidation forgets every mark; a range
-//! reaching far into the future costs no more than one up to now.
+//! reaching far into the future costs no more than one up to now; every
+//! change of an hour's version and of a mark is told to the cache's
+//! listeners, in order, and nothing else is.
 //!
-//! Cases take a function making a fresh, empty cache with a given window.
+//! Cases take a function making a fresh, empty cache with a given window
+//! (and one attaching a listener to it).
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use candela_actors::store::watch::{CacheEvent, CacheListener};
 
 use candela_actors::domain::{Bar, Instrument, Interval, TradeMark};
 use candela_actors::store::{BarCache, BarStore, KnownHour, Source, StoredBar, WriteBatch};
@@ -19,7 +26,17 @@ use super::data::{btc, eth, ticks};
 /// one.
 #[macro_export]
 macro_rules! cache_contract_tests {
-    ($make:ident, $store:ident) => {
+    ($make:ident, $store:ident, $listen:ident) => {
+        #[tokio::test]
+        async fn cache_tells_every_change_in_order() {
+            $crate::backends::cache::cache_tells_every_change_in_order($make, $listen).await;
+        }
+
+        #[tokio::test]
+        async fn cache_tells_a_mark_moved_by_a_trim() {
+            $crate::backends::cache::cache_tells_a_mark_moved_by_a_trim($make, $listen).await;
+        }
+
         #[tokio::test]
         async fn cache_serves_only_what_it_holds_and_never_goes_back() {
             let (_guard, store) = $store().await;
@@ -629,4 +646,179 @@ where
     let current = third.hours[1].bars.as_ref().expect("the hour in progress");
     assert_eq!(current.last(), Some(&newer));
     assert_ne!(third.hours[1].version, known[1].version);
+}
+
+/// A listener that keeps what it hears.
+#[derive(Default)]
+pub struct Heard {
+    events: Mutex<Vec<CacheEvent>>,
+    notify: tokio::sync::Notify,
+}
+
+impl CacheListener for Heard {
+    fn event(&self, event: CacheEvent) {
+        self.events.lock().unwrap().push(event);
+        self.notify.notify_waiters();
+    }
+}
+
+impl Heard {
+    /// The event after the `seen` first ones (waits for it, 10 s at most).
+    pub async fn next(&self, seen: &mut usize) -> CacheEvent {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(e) = self.events.lock().unwrap().get(*seen).cloned() {
+                *seen += 1;
+                return e;
+            }
+            assert!(
+                tokio::time::timeout_at(deadline, notified).await.is_ok(),
+                "no event after the first {seen} within 10 s"
+            );
+        }
+    }
+}
+
+/// The versions `hours` answers for `instrument` from `from` on.
+async fn versions(
+    cache: &impl BarCache,
+    instrument: &Instrument,
+    from: i64,
+    to: i64,
+) -> Vec<(i64, i64)> {
+    let range = cache
+        .hours(instrument, from, to, usize::MAX, &[])
+        .await
+        .unwrap()
+        .expect("the cache holds the range");
+    range.hours.iter().map(|h| (h.hour, h.version)).collect()
+}
+
+fn sorted(event: CacheEvent) -> CacheEvent {
+    match event {
+        CacheEvent::Hours {
+            instrument,
+            mut hours,
+        } => {
+            hours.sort();
+            CacheEvent::Hours { instrument, hours }
+        }
+        other => other,
+    }
+}
+
+pub async fn cache_tells_every_change_in_order<C, F, G, L>(
+    make: impl Fn(i64) -> F,
+    listen: impl Fn(Arc<C>, Arc<dyn CacheListener>) -> L,
+) where
+    C: BarCache,
+    F: Future<Output = C>,
+    L: Future<Output = G>,
+{
+    let cache = Arc::new(make(CENTURY).await);
+    let heard = Arc::new(Heard::default());
+    let _guard = listen(Arc::clone(&cache), Arc::clone(&heard) as _).await;
+    let mut seen = 0;
+    assert_eq!(heard.next(&mut seen).await, CacheEvent::Live);
+    let (a, b) = (btc(), eth());
+    let hour = 1_700_002_800;
+    let minute = |k: i64| hour + k * 60;
+
+    // A fill: the versions of the hours it wrote, then its mark.
+    let loaded: Vec<StoredBar> = [0, 1, 59, 60, 61]
+        .iter()
+        .map(|&k| bar(&a, minute(k), 3, 20 + k))
+        .collect();
+    assert!(fill(cache.as_ref(), &a, minute(0), &loaded).await);
+    let v = versions(cache.as_ref(), &a, minute(0), minute(119)).await;
+    assert_eq!(v.len(), 2);
+    assert_eq!(
+        sorted(heard.next(&mut seen).await),
+        CacheEvent::Hours {
+            instrument: a.clone(),
+            hours: v.clone()
+        }
+    );
+    assert_eq!(
+        heard.next(&mut seen).await,
+        CacheEvent::Reset(Some(a.clone()))
+    );
+
+    // A change of one minute: its hour's new version, as read.
+    cache.put(&[bar(&a, minute(60), 4, 99)]).await.unwrap();
+    let w = versions(cache.as_ref(), &a, minute(0), minute(119)).await;
+    assert_eq!(w[0], v[0]);
+    assert!(w[1].1 > v[1].1, "{w:?} after {v:?}");
+    assert_eq!(
+        heard.next(&mut seen).await,
+        CacheEvent::Hours {
+            instrument: a.clone(),
+            hours: vec![w[1]]
+        }
+    );
+
+    // What changes nothing is not told: the same bar again, an older one.
+    cache.put(&[bar(&a, minute(60), 4, 99)]).await.unwrap();
+    cache.put(&[bar(&a, minute(1), 1, 7)]).await.unwrap();
+    assert_eq!(
+        versions(cache.as_ref(), &a, minute(0), minute(119)).await,
+        w
+    );
+    // (the next event is the one of another instrument's write)
+    cache.put(&[bar(&b, minute(5), 1, 10)]).await.unwrap();
+    match heard.next(&mut seen).await {
+        CacheEvent::Hours { instrument, hours } => {
+            assert_eq!(instrument, b);
+            assert_eq!(hours.len(), 1);
+            assert_eq!(hours[0].0, hour);
+        }
+        other => panic!("expected b's hour, heard {other:?}"),
+    }
+
+    // An invalidation: everything.
+    cache.invalidate_all().await.unwrap();
+    assert_eq!(heard.next(&mut seen).await, CacheEvent::Reset(None));
+}
+
+/// A trim that moves a mark is told (the mark no longer claims what it did).
+pub async fn cache_tells_a_mark_moved_by_a_trim<C, F, G, L>(
+    make: impl Fn(i64) -> F,
+    listen: impl Fn(Arc<C>, Arc<dyn CacheListener>) -> L,
+) where
+    C: BarCache,
+    F: Future<Output = C>,
+    L: Future<Output = G>,
+{
+    let window = 7_200;
+    let cache = Arc::new(make(window).await);
+    let heard = Arc::new(Heard::default());
+    let _guard = listen(Arc::clone(&cache), Arc::clone(&heard) as _).await;
+    let mut seen = 0;
+    assert_eq!(heard.next(&mut seen).await, CacheEvent::Live);
+    let a = btc();
+    let start = now() - now() % 60 - window - 600;
+    // A fill keeps what it covers, before the window too.
+    assert!(fill(cache.as_ref(), &a, start, &[bar(&a, start, 1, 5)]).await);
+    assert!(matches!(
+        heard.next(&mut seen).await,
+        CacheEvent::Hours { .. }
+    ));
+    assert_eq!(
+        heard.next(&mut seen).await,
+        CacheEvent::Reset(Some(a.clone()))
+    );
+    // A put trims the minutes before the window: the mark moves up.
+    let recent = now() - now() % 60;
+    cache.put(&[bar(&a, recent, 2, 6)]).await.unwrap();
+    assert!(matches!(
+        heard.next(&mut seen).await,
+        CacheEvent::Hours { .. }
+    ));
+    assert_eq!(
+        heard.next(&mut seen).await,
+        CacheEvent::Reset(Some(a.clone()))
+    );
 }
