@@ -413,16 +413,7 @@ impl DataApi {
                     }
                 }
                 if let (Some(mirror), Some(ticket)) = (mirror, ticket) {
-                    let cut = bars.len() >= limit;
-                    mirror.learn(
-                        &instrument,
-                        ticket,
-                        range,
-                        from,
-                        to,
-                        cut,
-                        std::time::Instant::now(),
-                    );
+                    mirror.learn(&instrument, ticket, range, from, std::time::Instant::now());
                 }
                 metrics::counter!(API_MEMO_HOURS, "outcome" => "reused").increment(reused);
                 metrics::counter!(API_MEMO_HOURS, "outcome" => "encoded").increment(encoded);

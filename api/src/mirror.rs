@@ -34,8 +34,9 @@ use candela_actors::store::{hour_of, HourRange, HOUR_SECS};
 
 /// The most instruments it knows (past this, it forgets them all).
 const MAX_INSTRUMENTS: usize = 10_000;
-/// The most hours it knows of one instrument (past this, it forgets them).
-const MAX_HOURS: usize = 10_000;
+/// The most hours it knows, over every instrument (past this, it forgets
+/// everything): about 10 MB.
+const MAX_HOURS: usize = 250_000;
 /// The most hours one lookup walks.
 const MAX_WALK: i64 = 1_000;
 
@@ -56,6 +57,8 @@ struct State {
     /// Moves on with every (re)subscription, loss and reset of all.
     epoch: u64,
     instruments: HashMap<Instrument, Known>,
+    /// Hours known, over every instrument.
+    hours: usize,
 }
 
 #[derive(Default)]
@@ -110,6 +113,12 @@ impl Mirror {
         self.lock().heard
     }
 
+    /// How many events of `instrument` it has heard since it last forgot
+    /// everything.
+    pub fn heard_of(&self, instrument: &Instrument) -> u64 {
+        self.lock().instruments.get(instrument).map_or(0, |k| k.seq)
+    }
+
     /// A ticket for a read of `instrument` about to start (none while the
     /// subscription is not in place: such a read teaches nothing).
     pub fn ticket(&self, instrument: &Instrument) -> Option<Ticket> {
@@ -120,18 +129,19 @@ impl Mirror {
         })
     }
 
-    /// Learns what a read of `instrument`'s `from..=to` answered (taken with
-    /// `ticket`), at `now`: the mark, each hour's version, and the hours it
-    /// walked without bars (up to the last hour it returned when the limit
-    /// cut it, else up to `to`'s hour). Nothing if an event came meanwhile.
+    /// Learns what a read of `instrument` from `from` on answered (taken
+    /// with `ticket`), at `now`: the mark, and the version of each hour it
+    /// walked up to the last one it returned (an hour in between without
+    /// bars is known as such; hours after the last one returned are not
+    /// learned: the read may have stopped there, at its limit or at the
+    /// present of a node whose clock is behind). Nothing if an event came
+    /// meanwhile.
     pub fn learn(
         &self,
         instrument: &Instrument,
         ticket: Ticket,
         range: &HourRange,
         from: i64,
-        to: i64,
-        cut: bool,
         now: Instant,
     ) {
         let mut s = self.lock();
@@ -142,21 +152,24 @@ impl Mirror {
             return;
         }
         if !s.instruments.contains_key(instrument) && s.instruments.len() >= MAX_INSTRUMENTS {
-            s.instruments.clear();
-            s.epoch += 1;
+            s.forget_all();
             return;
         }
+        let Some(last) = range.hours.last().map(|h| h.hour) else {
+            return;
+        };
+        let trust = self.trust;
         let known = s.instruments.entry(instrument.clone()).or_default();
+        let before = known.hours.len();
         if known.complete_from != Some(range.complete_from) {
             // Another mark: what was learned under the old one goes.
             known.hours.clear();
             known.complete_from = Some(range.complete_from);
         }
-        let last = match (cut, range.hours.last()) {
-            (true, Some(h)) => h.hour,
-            (true, None) => return,
-            (false, _) => hour_of(to),
-        };
+        // What is no longer trusted goes first.
+        known
+            .hours
+            .retain(|_, (_, seen)| now.saturating_duration_since(*seen) < trust);
         let mut returned = range.hours.iter().peekable();
         let mut hour = hour_of(from);
         while hour <= last && hour - hour_of(from) <= MAX_WALK * HOUR_SECS {
@@ -176,8 +189,10 @@ impl Mirror {
             }
             hour += HOUR_SECS;
         }
-        if known.hours.len() > MAX_HOURS {
-            known.hours.clear();
+        let after = known.hours.len();
+        s.hours = (s.hours + after).saturating_sub(before);
+        if s.hours > MAX_HOURS {
+            s.forget_all();
         }
     }
 
@@ -221,27 +236,42 @@ impl CacheListener for Mirror {
         let mut s = self.lock();
         s.heard += 1;
         match event {
-            CacheEvent::Live | CacheEvent::Lost | CacheEvent::Reset(None) => {
-                if let CacheEvent::Live = event {
-                    s.live = true;
-                } else if let CacheEvent::Lost = event {
-                    s.live = false;
-                }
-                s.epoch += 1;
-                s.instruments.clear();
+            CacheEvent::Live => {
+                s.live = true;
+                s.forget_all();
             }
+            CacheEvent::Lost => {
+                s.live = false;
+                s.forget_all();
+            }
+            CacheEvent::Reset(None) => s.forget_all(),
             CacheEvent::Reset(Some(instrument)) => {
-                if let Some(known) = s.heard(instrument) {
+                let dropped = s.heard(instrument).map_or(0, |known| {
                     known.complete_from = None;
-                    known.hours.clear();
-                }
+                    std::mem::take(&mut known.hours).len()
+                });
+                s.hours = s.hours.saturating_sub(dropped);
+            }
+            CacheEvent::Mark { instrument, from } => {
+                let dropped = s.heard(instrument).map_or(0, |known| {
+                    // The cache holds less: what it still holds is as it was.
+                    if known.complete_from.is_none_or(|cf| cf >= from) {
+                        return 0;
+                    }
+                    known.complete_from = Some(from);
+                    let before = known.hours.len();
+                    known.hours.retain(|h, _| h + HOUR_SECS > from);
+                    before - known.hours.len()
+                });
+                s.hours = s.hours.saturating_sub(dropped);
             }
             CacheEvent::Hours { instrument, hours } => {
                 if let Some(known) = s.heard(instrument) {
                     for (hour, version) in hours {
-                        // Versions only grow; an hour not known stays so.
+                        // Events come in the order of the changes: the
+                        // latest is the cache's (an hour not known stays so).
                         if let Some((v, _)) = known.hours.get_mut(&hour) {
-                            *v = (*v).max(version);
+                            *v = version;
                         }
                     }
                 }
@@ -251,14 +281,20 @@ impl CacheListener for Mirror {
 }
 
 impl State {
+    /// Forgets everything; a read under way teaches nothing.
+    fn forget_all(&mut self) {
+        self.epoch += 1;
+        self.instruments.clear();
+        self.hours = 0;
+    }
+
     /// Notes an event of `instrument` (a read under way learns nothing
     /// from before it, known or not); its entry, if it may have one.
     fn heard(&mut self, instrument: Instrument) -> Option<&mut Known> {
         if !self.instruments.contains_key(&instrument) && self.instruments.len() >= MAX_INSTRUMENTS
         {
             // Too many to tell apart: a read under way must not teach.
-            self.epoch += 1;
-            self.instruments.clear();
+            self.forget_all();
             return None;
         }
         let known = self.instruments.entry(instrument).or_default();
@@ -305,7 +341,7 @@ mod tests {
         let m = live();
         let now = Instant::now();
         let t = m.ticket(&btc()).unwrap();
-        m.learn(&btc(), t, &range(H, &[(H, 5)]), H, H + 600, false, now);
+        m.learn(&btc(), t, &range(H, &[(H, 5)]), H, now);
         assert_eq!(m.versions(&btc(), H, H + 600, now), Some(vec![(H, 5)]));
         m.event(CacheEvent::Lost);
         assert_eq!(m.versions(&btc(), H, H + 600, now), None);
@@ -327,21 +363,21 @@ mod tests {
             instrument: btc(),
             hours: vec![(H, 9)],
         });
-        m.learn(&btc(), t, &range(H, &[(H, 5)]), H, H + 600, false, now);
+        m.learn(&btc(), t, &range(H, &[(H, 5)]), H, now);
         assert_eq!(m.versions(&btc(), H, H + 600, now), None);
         // The same for a read of an instrument known before.
         let t = m.ticket(&btc()).unwrap();
-        m.learn(&btc(), t, &range(H, &[(H, 9)]), H, H + 600, false, now);
+        m.learn(&btc(), t, &range(H, &[(H, 9)]), H, now);
         assert_eq!(m.versions(&btc(), H, H + 600, now), Some(vec![(H, 9)]));
         let t = m.ticket(&btc()).unwrap();
         m.event(CacheEvent::Reset(Some(btc())));
-        m.learn(&btc(), t, &range(H, &[(H, 9)]), H, H + 600, false, now);
+        m.learn(&btc(), t, &range(H, &[(H, 9)]), H, now);
         assert_eq!(m.versions(&btc(), H, H + 600, now), None);
         // And a read across a loss and a new subscription.
         let t = m.ticket(&btc()).unwrap();
         m.event(CacheEvent::Lost);
         m.event(CacheEvent::Live);
-        m.learn(&btc(), t, &range(H, &[(H, 9)]), H, H + 600, false, now);
+        m.learn(&btc(), t, &range(H, &[(H, 9)]), H, now);
         assert_eq!(m.versions(&btc(), H, H + 600, now), None);
     }
 
@@ -351,15 +387,7 @@ mod tests {
         let now = Instant::now();
         let t = m.ticket(&btc()).unwrap();
         // Three hours: bars in the first and the last.
-        m.learn(
-            &btc(),
-            t,
-            &range(H, &[(H, 5), (H + 7_200, 6)]),
-            H + 60,
-            H + 7_500,
-            false,
-            now,
-        );
+        m.learn(&btc(), t, &range(H, &[(H, 5), (H + 7_200, 6)]), H + 60, now);
         let all = Some(vec![(H, 5), (H + 3_600, 0), (H + 7_200, 6)]);
         assert_eq!(m.versions(&btc(), H + 60, H + 7_500, now), all);
         assert_eq!(
@@ -372,23 +400,42 @@ mod tests {
             None,
             "an hour not read"
         );
-        // The empty hour takes its first bar; an old event changes nothing.
+        // The empty hour takes its first bar, the first hour changes (to a
+        // lower version: the cache's counter began again; the event is the
+        // latest word).
         m.event(CacheEvent::Hours {
             instrument: btc(),
             hours: vec![(H + 3_600, 7), (H, 4)],
         });
         assert_eq!(
             m.versions(&btc(), H + 60, H + 7_500, now),
-            Some(vec![(H, 5), (H + 3_600, 7), (H + 7_200, 6)])
+            Some(vec![(H, 4), (H + 3_600, 7), (H + 7_200, 6)])
         );
+        // A trim moves the mark into the second hour: the first is gone,
+        // the rest is as it was.
+        m.event(CacheEvent::Mark {
+            instrument: btc(),
+            from: H + 3_660,
+        });
+        assert_eq!(m.versions(&btc(), H + 60, H + 7_500, now), None);
+        assert_eq!(
+            m.versions(&btc(), H + 3_660, H + 7_500, now),
+            Some(vec![(H + 3_600, 7), (H + 7_200, 6)])
+        );
+        // A mark that does not move forward changes nothing.
+        m.event(CacheEvent::Mark {
+            instrument: btc(),
+            from: H,
+        });
+        assert!(m.versions(&btc(), H + 3_660, H + 7_500, now).is_some());
         m.event(CacheEvent::Reset(Some(Instrument::new(
             "Kraken", "ETH", "USD",
         ))));
-        assert!(m.versions(&btc(), H + 60, H + 7_500, now).is_some());
+        assert!(m.versions(&btc(), H + 3_660, H + 7_500, now).is_some());
         m.event(CacheEvent::Reset(Some(btc())));
-        assert_eq!(m.versions(&btc(), H + 60, H + 7_500, now), None);
+        assert_eq!(m.versions(&btc(), H + 3_660, H + 7_500, now), None);
         let t = m.ticket(&btc()).unwrap();
-        m.learn(&btc(), t, &range(H, &[(H, 5)]), H, H + 60, false, now);
+        m.learn(&btc(), t, &range(H, &[(H, 5)]), H, now);
         m.event(CacheEvent::Reset(None));
         assert_eq!(m.versions(&btc(), H, H + 60, now), None);
         // A mark that moved while the first read of an instrument was under
@@ -396,16 +443,16 @@ mod tests {
         let eth = Instrument::new("Kraken", "ETH", "USD");
         let t = m.ticket(&eth).unwrap();
         m.event(CacheEvent::Reset(Some(eth.clone())));
-        m.learn(&eth, t, &range(H, &[(H, 5)]), H, H + 60, false, now);
+        m.learn(&eth, t, &range(H, &[(H, 5)]), H, now);
         assert_eq!(m.versions(&eth, H, H + 60, now), None);
     }
 
     #[test]
-    fn a_cut_read_knows_only_the_hours_it_returned_and_trust_runs_out() {
+    fn hours_after_the_last_returned_are_not_learned_and_trust_runs_out() {
         let m = live();
         let now = Instant::now();
         let t = m.ticket(&btc()).unwrap();
-        m.learn(&btc(), t, &range(H, &[(H, 5)]), H, H + 7_200, true, now);
+        m.learn(&btc(), t, &range(H, &[(H, 5)]), H, now);
         assert_eq!(m.versions(&btc(), H, H + 600, now), Some(vec![(H, 5)]));
         assert_eq!(m.versions(&btc(), H, H + 3_600, now), None);
         assert_eq!(

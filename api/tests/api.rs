@@ -65,17 +65,29 @@ struct Platform {
     store: Arc<PgStore>,
     cache: Arc<RedisCache>,
     mirror: Arc<Mirror>,
+    redis_url: String,
     _db: TestDb,
 }
 
 impl Platform {
     /// Writes `bars` to the cache as a consumer does, and waits until the
-    /// API's node has heard the cache's event of it.
+    /// API's node has heard the cache's event of it: a fence published on
+    /// the events channel after the write (events arrive in order) has
+    /// arrived.
     async fn put_and_hear(&self, bars: &[candela_actors::store::StoredBar]) {
-        let heard = self.mirror.heard();
         self.cache.put(bars).await.unwrap();
-        eventually("the cache's event of a write", 10, async || {
-            (self.mirror.heard() > heard).then_some(())
+        let fence: Instrument = format!("Fence:F-{}", unique("f").replace('_', ""))
+            .parse()
+            .unwrap();
+        let out = std::process::Command::new("redis-cli")
+            .args(["-u", &self.redis_url, "publish"])
+            .arg(candela_actors::store::watch::channel(self.cache.prefix()))
+            .arg(format!("r {fence}"))
+            .output()
+            .expect("redis-cli runs");
+        assert!(out.status.success(), "{out:?}");
+        eventually("the fence after a write", 10, async || {
+            (self.mirror.heard_of(&fence) > 0).then_some(())
         })
         .await;
     }
@@ -174,6 +186,7 @@ async fn platform_with(redis_url: &str, max_limit: u32) -> Platform {
         store,
         cache,
         mirror,
+        redis_url: redis_url.to_owned(),
         _db: db,
     }
 }
@@ -863,7 +876,7 @@ async fn answers_from_encoded_hours_follow_every_change_with_tags_and_codings() 
         })
         .await
         .unwrap();
-    p.cache.put(&written.touched).await.unwrap();
+    p.put_and_hear(&written.touched).await;
     let from = Interval::M1.floor(now()) - 179 * 60;
     let base = format!("/api/v1/ohlcv?instrument={BTC}&interval=1m");
     let url = format!("{base}&from={from}&limit=10000");
@@ -1023,7 +1036,8 @@ async fn answers_come_from_the_memo_without_asking_redis_while_nothing_moved() {
         .unwrap();
     p.put_and_hear(&written.touched).await;
     // Closed hours only: no minute of the range closes meanwhile.
-    let to = now() - now().rem_euclid(3_600) - 60;
+    let t = now();
+    let to = t - t.rem_euclid(3_600) - 60;
     let from = to - 119 * 60;
     let url = format!("/api/v1/ohlcv?instrument={BTC}&interval=1m&from={from}&to={to}");
     let expected = |ticks: &[Tick]| {

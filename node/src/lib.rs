@@ -14,4 +14,5 @@ pub mod config;
 pub mod ops;
 pub mod platform;
 pub mod progress;
+pub mod sockets;
 pub mod standby;

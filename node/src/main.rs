@@ -76,6 +76,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Sockets handed over (socket activation), before any thread starts.
+    if let Err(err) = candela_node::sockets::inherit() {
+        eprintln!("error: {err}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -224,7 +224,10 @@ pub async fn serve(
     node: String,
     checks: Vec<(String, Check)>,
 ) -> std::io::Result<Served> {
-    let acceptor = TcpListener::bind(addr).into_acceptor().await?;
+    let acceptor = match crate::sockets::take("ops", addr) {
+        Some(handed) => poem::listener::TcpAcceptor::from_std(handed)?,
+        None => TcpListener::bind(addr).into_acceptor().await?,
+    };
     let bound = acceptor
         .local_addr()
         .first()

@@ -668,8 +668,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Platform> {
                         ))),
                     },
                 });
-            let listener = std::net::TcpListener::bind(config.api.listen)
-                .with_context(|| format!("api.listen: cannot listen on {}", config.api.listen))?;
+            let listener = match crate::sockets::take("api", config.api.listen) {
+                Some(handed) => handed,
+                None => std::net::TcpListener::bind(config.api.listen).with_context(|| {
+                    format!("api.listen: cannot listen on {}", config.api.listen)
+                })?,
+            };
             let addr = listener.local_addr()?;
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             api_task = Some(tokio::spawn(candela_api::serve(listener, state, async {

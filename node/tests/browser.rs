@@ -16,7 +16,6 @@
 //! and their paths printed. Missing Chromium or chromedriver fails the test
 //! with the command that installs them (`bash scripts/services`).
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -40,14 +39,6 @@ fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `var` if set, else the first of `names` on `PATH` or in `/usr/bin`.
@@ -121,17 +112,38 @@ impl Browser {
         let driver = find_binary("CANDELA_CHROMEDRIVER", &["chromedriver"])
             .unwrap_or_else(|| panic!("chromedriver is not installed: {INSTALL_HINT}"));
         let profile = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let log = std::fs::File::create(profile.path().join("chromedriver.log")).unwrap();
+        let log_path = profile.path().join("chromedriver.log");
+        let log = std::fs::File::create(&log_path).unwrap();
         use std::os::unix::process::CommandExt;
         let child = Command::new(&driver)
-            .arg(format!("--port={port}"))
+            // Port 0: chromedriver binds a free one and says which.
+            .arg("--port=0")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}; {INSTALL_HINT}", driver.display()));
+        let mut child = child;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let port: u16 = loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(port) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("ChromeDriver was started successfully on port "))
+                .and_then(|p| p.trim().trim_end_matches('.').parse().ok())
+            {
+                break port;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("chromedriver exited at start ({status}): {text}");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "chromedriver did not say its port within 30 s: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         let mut browser = Browser {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
@@ -316,10 +328,8 @@ fn config(data_dir: &Path, token_env: &str) -> Config {
         ("CANDELA__INGEST__BACKFILL_MINUTES", "120".into()),
         ("CANDELA__API__LISTEN", "127.0.0.1:0".into()),
         ("CANDELA__API__STREAM_GRACE_SECS", "1".into()),
-        (
-            "CANDELA__CLUSTER__LISTEN",
-            format!("127.0.0.1:{}", free_port()),
-        ),
+        // No peers: any port, the listener's own choice.
+        ("CANDELA__CLUSTER__LISTEN", "127.0.0.1:0".into()),
         ("CANDELA__CLUSTER__PEERS", "[]".into()),
         ("CANDELA__CLUSTER__TRANSPORT", "plain".into()),
         ("CANDELA__ADMIN__TOKEN_ENV", token_env.into()),

@@ -6,7 +6,7 @@
 //! ends, pass or fail.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,14 +22,6 @@ const MISSES: u64 = 3;
 /// Long enough for a loaded two-core machine, short enough to fail fast.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One `candela node` process.
 struct Node {
     name: String,
@@ -44,14 +36,19 @@ struct Node {
     /// TLS: the folder of `candela certs` holding the CA and this node's
     /// certificate and key; plain TCP when `None`.
     tls: Option<PathBuf>,
+    /// Its ports, bound here and handed to the process at each start.
+    handover: candela_testkit::handover::Handover,
 }
 
 impl Node {
     fn new(name: &str) -> Self {
-        // Chosen together: a node must not take another's port (its ops
-        // listener on a free port of its own would race these choices).
-        let [cluster_port, status_port, ops_port] = candela_testkit::free_ports();
+        // Bound here on port 0 and handed to the process: never free for
+        // another to take.
+        let handover = candela_testkit::handover::Handover::bind(&["cluster", "status", "ops"]);
+        let [cluster_port, status_port, ops_port] =
+            ["cluster", "status", "ops"].map(|n| handover.port(n));
         Self {
+            handover,
             name: name.into(),
             cluster_port,
             status_port,
@@ -88,7 +85,9 @@ impl Node {
                 .join(", ")
         );
         let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster.toml");
-        let child = Command::new(env!("CARGO_BIN_EXE_candela"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_candela"));
+        self.handover.give(&mut cmd, &[]);
+        let child = cmd
             .args(["node", "--config", config])
             .env("CANDELA_CLUSTER_COOKIE", &self.cookie)
             .env("CANDELA_ADMIN_TOKEN", TOKEN)
@@ -679,10 +678,8 @@ fn a_node_without_a_cookie_refuses_to_start() {
     let out = Command::new(env!("CARGO_BIN_EXE_candela"))
         .args(["node", "--config", config])
         .env_remove("CANDELA_CLUSTER_COOKIE")
-        .env(
-            "CANDELA__CLUSTER__LISTEN",
-            format!("127.0.0.1:{}", free_port()),
-        )
+        // (It refuses before listening.)
+        .env("CANDELA__CLUSTER__LISTEN", "127.0.0.1:0")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

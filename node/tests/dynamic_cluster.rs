@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use candela_actors::domain::{Instrument, Interval};
 use candela_actors::imitation::TradeModel;
+use candela_testkit::handover::Handover;
 use candela_testkit::{broker, convert, oracle, unique, TestDb};
 use serde_json::Value;
 
@@ -49,6 +50,11 @@ struct Node {
     status_port: u16,
     log: std::path::PathBuf,
     child: Child,
+}
+
+/// A node's ports, bound here on port 0 and handed to its process.
+fn ports() -> Handover {
+    Handover::bind(&["cluster", "status", "ops"])
 }
 
 impl Node {
@@ -85,12 +91,13 @@ fn start(
     name: &'static str,
     roles: &str,
     ports: &[(&'static str, u16)],
-    status_port: u16,
-    ops_port: u16,
+    mut own: Handover,
     common: &[(String, String)],
     extra: &[(&str, String)],
 ) -> Node {
     let cluster_port = ports.iter().find(|(n, _)| *n == name).unwrap().1;
+    assert_eq!(cluster_port, own.port("cluster"));
+    let (status_port, ops_port) = (own.port("status"), own.port("ops"));
     let peers = ports
         .iter()
         .filter(|(n, _)| *n != name)
@@ -99,6 +106,7 @@ fn start(
         .join(", ");
     let log = dir.join(format!("{name}.log"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_candela"));
+    own.give(&mut cmd, &[]);
     cmd.args([
         "node",
         "--config",
@@ -117,8 +125,6 @@ fn start(
         format!("127.0.0.1:{status_port}"),
     )
     .env("CANDELA__CLUSTER__PEERS", format!("[{peers}]"))
-    // Next to its status port: the node's fallback to a free port of its
-    // own could take one this test chose for another node.
     .env("CANDELA__OPS__LISTEN", format!("127.0.0.1:{ops_port}"))
     .env("CANDELA__CLUSTER__HEARTBEAT_MS", "250")
     .env("CANDELA__CLUSTER__RECONNECT_MIN_MS", "100")
@@ -218,17 +224,24 @@ async fn three_nodes(b_extra: &[(&str, String)]) -> Three {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    // Every port of the three nodes, chosen together (each node's ops
-    // listener is given its own: see `start`).
-    let [pa, pb, pc, api_port, sa, sb, sc, oa, ob, oc] = candela_testkit::free_ports();
-    let ports = [("node-a", pa), ("node-b", pb), ("node-c", pc)];
+    // Every port of the three nodes, bound here and handed to each node.
+    let (na, nb, nc) = (
+        Handover::bind(&["cluster", "status", "ops", "api"]),
+        ports(),
+        ports(),
+    );
+    let api_port = na.port("api");
+    let ports = [
+        ("node-a", na.port("cluster")),
+        ("node-b", nb.port("cluster")),
+        ("node-c", nc.port("cluster")),
+    ];
     let c = start(
         dir.path(),
         "node-c",
         "[\"consumer\"]",
         &ports,
-        sc,
-        oc,
+        nc,
         &common,
         &[],
     );
@@ -237,8 +250,7 @@ async fn three_nodes(b_extra: &[(&str, String)]) -> Three {
         "node-b",
         "[\"coordinator\", \"producer\"]",
         &ports,
-        sb,
-        ob,
+        nb,
         &common,
         b_extra,
     );
@@ -247,8 +259,7 @@ async fn three_nodes(b_extra: &[(&str, String)]) -> Three {
         "node-a",
         "[\"datastore\", \"api\"]",
         &ports,
-        sa,
-        oa,
+        na,
         &common,
         &[("CANDELA__API__LISTEN", format!("127.0.0.1:{api_port}"))],
     );

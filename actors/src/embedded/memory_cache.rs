@@ -211,7 +211,10 @@ impl BarCache for MemoryCache {
             listeners.hours(instrument, hours);
         }
         for instrument in moved {
-            listeners.tell(&CacheEvent::Reset(Some(instrument.clone())));
+            listeners.tell(&CacheEvent::Mark {
+                instrument: instrument.clone(),
+                from: window_start,
+            });
         }
         Ok(())
     }
@@ -272,9 +275,24 @@ impl BarCache for MemoryCache {
             entry.from = Some((from, generation));
         }
         entry.trim(horizon);
+        // A mark before what the trim kept moves up to it (a fill that lost
+        // its compare-and-set must not leave a valid mark over minutes it
+        // dropped), as a put's trim does.
+        let mut moved = false;
+        if let Some((start, g)) = entry.from {
+            if start < horizon {
+                entry.from = Some((horizon, g));
+                moved = true;
+            }
+        }
         listeners.hours(instrument, changed);
         if marked {
             listeners.tell(&CacheEvent::Reset(Some(instrument.clone())));
+        } else if moved {
+            listeners.tell(&CacheEvent::Mark {
+                instrument: instrument.clone(),
+                from: horizon,
+            });
         }
         tracing::debug!(%instrument, from, marked, held = entry.bars.len(), "memory cache filled");
         Ok(marked)

@@ -65,12 +65,14 @@ use crate::domain::Instrument;
 /// it had before), ARGV[5] = the events channel, ARGV[6] = the instrument's
 /// name, then minute, version, json, minute, version, json, ...
 /// Publishes, in the same step, the hours' new versions
-/// (`h <instrument> <hour>:<version>,…`) and, when the mark moved or was
-/// set, `r <instrument>` (see [`super::watch`]).
+/// (`h <instrument> <hour>:<version>,…`), `m <instrument> <mark>` when a
+/// trim moved the mark forward, and `r <instrument>` when a fill set it
+/// (see [`super::watch`]).
 /// Returns 1 when a fill set the mark.
 const PUT_SCRIPT: &str = r"
 local horizon = tonumber(ARGV[1])
 local touched = {}
+local moved = false
 local reset = false
 for i = 7, #ARGV, 3 do
   local t = tonumber(ARGV[i])
@@ -116,7 +118,7 @@ if mark then
   local from, gen = string.match(mark, '^(-?%d+):(%d+)$')
   if from and tonumber(from) < horizon then
     redis.call('SET', KEYS[4], ARGV[1] .. ':' .. gen)
-    reset = true
+    moved = true
   end
 end
 local marked = 0
@@ -130,6 +132,8 @@ if ARGV[2] ~= '' then
 end
 if reset then
   redis.call('PUBLISH', ARGV[5], 'r ' .. ARGV[6])
+elseif moved then
+  redis.call('PUBLISH', ARGV[5], 'm ' .. ARGV[6] .. ' ' .. ARGV[1])
 end
 return marked
 ";

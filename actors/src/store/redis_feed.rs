@@ -152,6 +152,8 @@ pub fn follow(
     };
     let (tx, rx) = mpsc::channel(QUEUE);
     tokio::spawn(async move {
+        // However the task ends (aborted, a panic), the listener hears it.
+        let _lost = listener.clone().map(LostOnDrop);
         let mut backoff = Duration::from_millis(100);
         loop {
             if tx.is_closed() {
@@ -175,6 +177,15 @@ pub fn follow(
     Ok(rx)
 }
 
+/// Tells its listener [`CacheEvent::Lost`] when dropped.
+struct LostOnDrop(Arc<dyn CacheListener>);
+
+impl Drop for LostOnDrop {
+    fn drop(&mut self) {
+        self.0.event(CacheEvent::Lost);
+    }
+}
+
 /// The channels followed.
 struct Channels {
     feed: String,
@@ -194,16 +205,19 @@ async fn subscribe_once(
         .await
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::IoError, "connect timed out")))??;
     pubsub.subscribe(channel).await?;
-    if let Some(l) = listener {
+    if listener.is_some() {
         // Answered once Redis has the subscription: every change of the
-        // cache after this reaches the listener.
+        // cache after this reaches this connection.
         pubsub.subscribe(&channels.cache).await?;
-        l.event(CacheEvent::Live);
     }
     counters.connections.fetch_add(1, Ordering::Relaxed);
     tracing::info!(%channel, cache_events = listener.is_some(), "following the bar feed");
     if tx.send(FeedEvent::Connected).await.is_err() {
         return Ok(());
+    }
+    // Live only now: while the send above waited, no event was heard.
+    if let Some(l) = listener {
+        l.event(CacheEvent::Live);
     }
     let mut messages = pubsub.into_on_message();
     while let Some(msg) = messages.next().await {

@@ -32,6 +32,14 @@ pub enum CacheEvent {
         /// Each changed hour's start and its new version.
         hours: Vec<(i64, i64)>,
     },
+    /// An instrument's mark moved forward to `from` (a trim dropped the
+    /// minutes before it): the cache holds less, nothing it holds changed.
+    Mark {
+        /// The instrument.
+        instrument: Instrument,
+        /// The new mark.
+        from: i64,
+    },
     /// What the cache claims to hold completely changed: for one
     /// instrument (its mark moved), or for all (`None`: an invalidation, or a
     /// message that could not be read).
@@ -55,7 +63,7 @@ pub fn channel(prefix: &str) -> String {
 pub const MAX_HOURS_PER_MESSAGE: usize = 10_000;
 
 /// Reads a message of the channel: `h <instrument> <hour>:<version>,…`,
-/// `r <instrument>` or `R`. An unreadable one is an error (the caller then
+/// `m <instrument> <mark>`, `r <instrument>` or `R`. An unreadable one is an error (the caller then
 /// forgets everything: it cannot know what changed).
 pub fn read_message(payload: &[u8]) -> Result<CacheEvent, String> {
     if payload.len() > MAX_HOURS_PER_MESSAGE * 40 {
@@ -73,6 +81,16 @@ pub fn read_message(payload: &[u8]) -> Result<CacheEvent, String> {
     let event = match kind {
         "R" => CacheEvent::Reset(None),
         "r" => CacheEvent::Reset(Some(instrument(parts.next())?)),
+        "m" => {
+            let instrument = instrument(parts.next())?;
+            let from = parts.next().ok_or("no mark")?;
+            CacheEvent::Mark {
+                instrument,
+                from: from
+                    .parse()
+                    .map_err(|_| format!("mark `{}`", shorten(from)))?,
+            }
+        }
         "h" => {
             let instrument = instrument(parts.next())?;
             let list = parts.next().ok_or("no hours")?;
@@ -119,6 +137,15 @@ mod tests {
             read_message(b"r Coinbase:BTC-USD"),
             Ok(CacheEvent::Reset(Some(btc.clone())))
         );
+        assert_eq!(
+            read_message(b"m Coinbase:BTC-USD 1700000000"),
+            Ok(CacheEvent::Mark {
+                instrument: btc.clone(),
+                from: 1_700_000_000
+            })
+        );
+        assert!(read_message(b"m Coinbase:BTC-USD").is_err());
+        assert!(read_message(b"m Coinbase:BTC-USD x").is_err());
         assert_eq!(
             read_message(b"h Coinbase:BTC-USD 3600:12,7200:13"),
             Ok(CacheEvent::Hours {

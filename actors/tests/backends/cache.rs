@@ -33,6 +33,14 @@ macro_rules! cache_contract_tests {
         }
 
         #[tokio::test]
+        async fn cache_a_fill_that_lost_its_mark_never_trims_under_a_valid_one() {
+            $crate::backends::cache::cache_a_fill_that_lost_its_mark_never_trims_under_a_valid_one(
+                $make,
+            )
+            .await;
+        }
+
+        #[tokio::test]
         async fn cache_tells_a_mark_moved_by_a_trim() {
             $crate::backends::cache::cache_tells_a_mark_moved_by_a_trim($make, $listen).await;
         }
@@ -799,7 +807,8 @@ pub async fn cache_tells_a_mark_moved_by_a_trim<C, F, G, L>(
     let mut seen = 0;
     assert_eq!(heard.next(&mut seen).await, CacheEvent::Live);
     let a = btc();
-    let start = now() - now() % 60 - window - 600;
+    let t = now();
+    let start = t - t % 60 - window - 600;
     // A fill keeps what it covers, before the window too.
     assert!(fill(cache.as_ref(), &a, start, &[bar(&a, start, 1, 5)]).await);
     assert!(matches!(
@@ -810,15 +819,62 @@ pub async fn cache_tells_a_mark_moved_by_a_trim<C, F, G, L>(
         heard.next(&mut seen).await,
         CacheEvent::Reset(Some(a.clone()))
     );
-    // A put trims the minutes before the window: the mark moves up.
-    let recent = now() - now() % 60;
+    // A put trims the minutes before the window: the mark moves up (the
+    // hours it keeps are as they were).
+    let t = now();
+    let recent = t - t % 60;
     cache.put(&[bar(&a, recent, 2, 6)]).await.unwrap();
     assert!(matches!(
         heard.next(&mut seen).await,
         CacheEvent::Hours { .. }
     ));
+    match heard.next(&mut seen).await {
+        CacheEvent::Mark { instrument, from } => {
+            assert_eq!(instrument, a);
+            assert!(from > start && from <= recent - window + 60, "{from}");
+        }
+        other => panic!("expected the mark moved, heard {other:?}"),
+    }
+}
+
+/// A fill whose compare-and-set failed (it read the store before an
+/// invalidation) still trims what it does not cover; a valid mark over the
+/// minutes it dropped would then claim bars the cache no longer holds.
+pub async fn cache_a_fill_that_lost_its_mark_never_trims_under_a_valid_one<C, F>(
+    make: impl Fn(i64) -> F,
+) where
+    C: BarCache,
+    F: Future<Output = C>,
+{
+    let window = 7_200;
+    let cache = make(window).await;
+    let a = btc();
+    let t = now();
+    let t = t - t % 60;
+    let old = t - window - 1_800;
+    let stale = cache.generation(&a).await.unwrap();
+    cache.invalidate_all().await.unwrap();
+    // A far fill (before the window) marks the cache complete from `old`.
+    let bars: Vec<StoredBar> = (0..40).map(|k| bar(&a, old + k * 60, 1, 5 + k)).collect();
+    assert!(fill(&cache, &a, old, &bars).await);
     assert_eq!(
-        heard.next(&mut seen).await,
-        CacheEvent::Reset(Some(a.clone()))
+        cache.get(&a, old, t).await.unwrap().map(|b| b.len()),
+        Some(40)
     );
+    // A fill that read the generation before the invalidation: not marked,
+    // but it trims before its own start or the window's.
+    assert!(!cache
+        .fill(&a, t - 600, &[bar(&a, t - 600, 1, 9)], stale)
+        .await
+        .unwrap());
+    // Whatever the cache answers from `old` on holds every bar it held, or
+    // it answers nothing (the mark moved up to what it kept).
+    match cache.get(&a, old, t).await.unwrap() {
+        None => {}
+        Some(got) => assert!(
+            got.len() >= 40,
+            "the cache claims {} bars from {old}, it had 40",
+            got.len()
+        ),
+    }
 }

@@ -1,16 +1,19 @@
-//! The TLS side of the cluster listener: accepts connections on
-//! `cluster.listen`, runs each TLS handshake in a task of its own with a
-//! deadline, and hands the encrypted stream to the node server.
+//! The cluster listener: accepts connections on `cluster.listen` (or the
+//! socket handed over as `cluster`, [`crate::sockets`]) and hands each to
+//! the node server; with TLS it first runs the handshake in a task of its
+//! own, with a deadline.
 //!
 //! ractor_cluster's own listener runs the TLS handshake inside its accept
 //! loop, without a deadline: one connection that sends nothing would stop
-//! every other peer from connecting. So with TLS the node server listens
-//! only on an unused loopback port (still TLS), and this acceptor serves the
-//! configured address.
+//! every other peer from connecting; and it binds its port itself (a
+//! handed-over socket could not be used). So the node server listens only
+//! on an unused loopback port (with TLS: still TLS), and this acceptor
+//! serves the configured address, on plain TCP as on TLS.
 //!
 //! What must never happen: a silent or slow client holding up another
 //! connection; more than [`MAX_HANDSHAKES`] handshakes at once (beyond,
-//! connections are closed at once); a stream handed over unencrypted.
+//! connections are closed at once); a stream handed over unencrypted when
+//! the transport is TLS.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,14 +30,18 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most TLS handshakes in progress at once.
 pub const MAX_HANDSHAKES: usize = 64;
 
-/// Binds `listen` and serves it until the returned task is aborted.
+/// Binds `listen` (or takes the socket handed over as `cluster`,
+/// [`crate::sockets`]) and serves it until the returned task is aborted.
 pub async fn start(
     listen: SocketAddr,
-    acceptor: tokio_rustls::TlsAcceptor,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     server: ActorRef<NodeServerMessage>,
     handshake_timeout: Duration,
 ) -> std::io::Result<JoinHandle<()>> {
-    let listener = TcpListener::bind(listen).await?;
+    let listener = match crate::sockets::take("cluster", listen) {
+        Some(handed) => TcpListener::from_std(handed)?,
+        None => TcpListener::bind(listen).await?,
+    };
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     Ok(tokio::spawn(async move {
         loop {
@@ -46,6 +53,22 @@ pub async fn start(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
+            };
+            let Some(acceptor) = &tls else {
+                // Plain TCP: nothing to wait for.
+                let _ = stream.set_nodelay(true);
+                let Ok(local_addr) = stream.local_addr() else {
+                    continue;
+                };
+                let _ = server.cast(NodeServerMessage::ConnectionOpened {
+                    stream: Box::new(NetworkStream::Raw {
+                        peer_addr,
+                        local_addr,
+                        stream,
+                    }),
+                    is_server: true,
+                });
+                continue;
             };
             let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
                 tracing::warn!(%peer_addr, max = MAX_HANDSHAKES, "cluster listener: too many TLS handshakes at once; connection closed");

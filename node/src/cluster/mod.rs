@@ -143,13 +143,10 @@ pub async fn start(config: &Config, cookie: String) -> Result<Cluster, ClusterEr
             Some(tls::load(c.tls.as_ref().ok_or(ClusterError::NoTls)?)?)
         }
     };
-    // With TLS the node server's own listener (which would run handshakes
-    // one at a time, without a deadline) sits on an unused loopback port,
-    // and `acceptor` serves `listen`.
-    let own = match tls {
-        Some(_) => std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
-        None => listen,
-    };
+    // The node server's own listener (which would run TLS handshakes one at
+    // a time, without a deadline, and binds its port itself) sits on an
+    // unused loopback port, and `acceptor` serves `listen`.
+    let own = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
     let server = NodeServer::new(
         own.port(),
         cookie,
@@ -166,25 +163,22 @@ pub async fn start(config: &Config, cookie: String) -> Result<Cluster, ClusterEr
             addr: listen,
             reason: e.to_string(),
         })?;
-    let acceptor = match &tls {
-        Some(t) => match acceptor::start(
-            listen,
-            t.acceptor.clone(),
-            server.clone(),
-            acceptor::HANDSHAKE_TIMEOUT,
-        )
-        .await
-        {
-            Ok(task) => Some(task),
-            Err(e) => {
-                server.stop(None);
-                return Err(ClusterError::Listen {
-                    addr: listen,
-                    reason: e.to_string(),
-                });
-            }
-        },
-        None => None,
+    let acceptor = match acceptor::start(
+        listen,
+        tls.as_ref().map(|t| t.acceptor.clone()),
+        server.clone(),
+        acceptor::HANDSHAKE_TIMEOUT,
+    )
+    .await
+    {
+        Ok(task) => Some(task),
+        Err(e) => {
+            server.stop(None);
+            return Err(ClusterError::Listen {
+                addr: listen,
+                reason: e.to_string(),
+            });
+        }
     };
     tracing::info!(node = %node, %listen, transport = if tls.is_some() { "tls" } else { "plain" }, "cluster server listening");
 

@@ -51,7 +51,10 @@ pub async fn serve(
         tracing::warn!(addr = %addr, "no admin token configured: the cluster status endpoint refuses every request");
     }
     let token = Arc::new(token);
-    let acceptor = TcpListener::bind(addr).into_acceptor().await?;
+    let acceptor = match crate::sockets::take("status", addr) {
+        Some(handed) => poem::listener::TcpAcceptor::from_std(handed)?,
+        None => TcpListener::bind(addr).into_acceptor().await?,
+    };
     let bound = acceptor
         .local_addr()
         .first()

@@ -16,8 +16,6 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::free_ports;
-
 /// `["a", "b"]`: a list as a configuration override.
 pub fn toml_list(items: &[String]) -> String {
     format!(
@@ -48,6 +46,9 @@ pub struct NodeProcess {
     pub env: BTreeMap<String, String>,
     /// Set when it runs in a network namespace ([`Self::in_namespace`]).
     namespace: Option<Namespaced>,
+    /// Its ports, bound here and handed to the process at each start (none
+    /// in a namespace: fixed ports there).
+    handover: Option<crate::handover::Handover>,
     bin: PathBuf,
     config: PathBuf,
     dir: tempfile::TempDir,
@@ -99,7 +100,11 @@ impl NodeProcess {
     /// A node named `name` of the binary `bin`, configured by `config` (the
     /// shipped `cluster.toml`) and `env`; not started.
     pub fn new(bin: &Path, config: &Path, name: &str) -> Self {
-        let [cluster_port, status_port, api_port, ops_port] = free_ports();
+        // Bound here (port 0) and handed over at each start: never free
+        // for another process to take between choosing and listening.
+        let handover = crate::handover::Handover::bind(&["cluster", "status", "api", "ops"]);
+        let [cluster_port, status_port, api_port, ops_port] =
+            ["cluster", "status", "api", "ops"].map(|n| handover.port(n));
         // Its certificate, of the process's CA (a file name of its own:
         // tests run in parallel, and names repeat between tests).
         let ca = shared_ca(bin);
@@ -128,6 +133,7 @@ impl NodeProcess {
             ops_port,
             peers: Vec::new(),
             namespace: None,
+            handover: Some(handover),
             env: tls.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
             bin: bin.to_owned(),
             config: config.to_owned(),
@@ -154,6 +160,7 @@ impl NodeProcess {
         self.status_port = net.expose(i, NS_STATUS_PORT).await;
         self.api_port = net.expose(i, NS_API_PORT).await;
         self.ops_port = net.expose(i, NS_OPS_PORT).await;
+        self.handover = None;
         self.namespace = Some(Namespaced {
             prefix: net.exec_prefix(i),
             host: crate::netns::Net::address(i),
@@ -261,6 +268,15 @@ impl NodeProcess {
             .stderr(log);
         for (k, v) in &self.env {
             cmd.env(k, v);
+        }
+        if let Some(handover) = &mut self.handover {
+            // On plain TCP the node's cluster listener is ractor_cluster's,
+            // which binds its port itself.
+            let plain = self
+                .env
+                .get("CANDELA__CLUSTER__TRANSPORT")
+                .is_some_and(|t| t == "plain");
+            handover.give(&mut cmd, if plain { &["cluster"] } else { &[] });
         }
         *self.child() = Some(cmd.spawn().expect("start candela node"));
     }

@@ -12,6 +12,7 @@
 pub mod broker;
 pub mod cluster;
 pub mod convert;
+pub mod handover;
 pub mod netns;
 pub mod oracle;
 pub mod proxy;
@@ -94,9 +95,11 @@ impl Drop for TestDb {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released: good enough for tests
-/// that start a server on it right away), never one this process handed out
-/// before ([`free_ports`]).
+/// A free TCP port on 127.0.0.1 (bound and released), never one this
+/// process handed out before ([`free_ports`]): only for servers that can
+/// neither be handed a socket ([`crate::handover`], as `candela` nodes
+/// are) nor bind port 0 and say which they got (redis-server and tansu:
+/// their callers try again when the port was taken meanwhile).
 pub fn free_port() -> u16 {
     free_ports::<1>()[0]
 }
