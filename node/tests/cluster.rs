@@ -689,3 +689,23 @@ fn a_node_without_a_cookie_refuses_to_start() {
         "{err}"
     );
 }
+
+#[test]
+fn a_node_refuses_handed_sockets_it_cannot_name() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster.toml");
+    let mut handover = candela_testkit::handover::Handover::bind(&["api"]);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_candela"));
+    handover.give(&mut cmd, &[]);
+    let out = cmd
+        .args(["node", "--config", config])
+        .env("LISTEN_FDNAMES", "nonsense")
+        .env("CANDELA_CLUSTER_COOKIE", COOKIE)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("LISTEN_FDNAMES") && err.contains("nonsense"),
+        "{err}"
+    );
+}

@@ -91,3 +91,34 @@ impl Handover {
             .env_remove("LISTEN_PID");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_is_never_free_between_being_chosen_and_handed_over() {
+        let mut h = Handover::bind(&["api", "ops"]);
+        let port = h.port("api");
+        // Another process (here: another socket) cannot take it meanwhile,
+        // as it could take a port chosen by binding and releasing.
+        assert!(TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err());
+        // Handed over: the child gets it as descriptor 3, named.
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "echo $LISTEN_FDS $LISTEN_FDNAMES; ls -l /proc/self/fd/3",
+        ]);
+        h.give(&mut cmd, &[]);
+        let out = cmd.output().expect("sh runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with("2 api:ops\n"), "{text}");
+        assert!(text.contains("socket:"), "{text}");
+        drop(cmd);
+        // Once the child is gone (it held the only copies), the port is
+        // free again and a restart binds it anew.
+        let mut again = Command::new("true");
+        h.give(&mut again, &["ops"]);
+        assert_eq!(h.port("api"), port);
+    }
+}

@@ -135,14 +135,22 @@ pub struct OwnRedis {
 }
 
 impl OwnRedis {
-    /// Starts redis-server on a free port and waits until it answers.
+    /// Starts redis-server on a free port and waits until it answers (on
+    /// another port when the one chosen was taken meanwhile: redis-server
+    /// cannot be handed a socket, nor say which port 0 gave it).
     pub fn start() -> Self {
-        let mut r = Self {
-            port: free_port(),
-            child: None,
-        };
-        r.restart();
-        r
+        let mut last = String::new();
+        for _ in 0..5 {
+            let mut r = Self {
+                port: free_port(),
+                child: None,
+            };
+            match r.launch() {
+                Ok(()) => return r,
+                Err(e) => last = e,
+            }
+        }
+        panic!("redis-server did not start: {last}");
     }
 
     /// The URL to reach it.
@@ -160,8 +168,19 @@ impl OwnRedis {
 
     /// Starts it again on the same port.
     pub fn restart(&mut self) {
+        if let Err(e) = self.launch() {
+            panic!(
+                "redis-server did not start again on port {}: {e}",
+                self.port
+            );
+        }
+    }
+
+    /// (Re)starts it, and waits until the server answering on its port is
+    /// this one (its process id), not another that took the port.
+    fn launch(&mut self) -> Result<(), String> {
         self.stop();
-        let child = std::process::Command::new("redis-server")
+        let mut child = std::process::Command::new("redis-server")
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -175,16 +194,54 @@ impl OwnRedis {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server is required (bash .ci/run installs it)");
-        self.child = Some(child);
+        let pid = child.id();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("it exited ({status}): port {} taken?", self.port));
+            }
+            if redis_pid(self.port) == Some(pid) {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "no answer from it on port {} within 10 s",
+                    self.port
+                ));
+            }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
+}
+
+/// The process id of the Redis server answering on `port` (`INFO server`).
+fn redis_pid(port: u16) -> Option<u32> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .ok()?;
+    s.write_all(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n").ok()?;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut got = 0;
+    while got < buf.len() {
+        let n = s.read(&mut buf[got..]).ok()?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+        let text = String::from_utf8_lossy(&buf[..got]);
+        if let Some(pid) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|v| v.trim().parse().ok())
+        {
+            return Some(pid);
+        }
+    }
+    None
 }
 
 impl Drop for OwnRedis {
