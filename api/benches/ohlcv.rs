@@ -4,9 +4,15 @@
 //!
 //! One poem server serves, side by side:
 //! * `/redis/...`: the API on PostgreSQL and Redis (through the Datastore
-//!   pool, as a node does);
-//! * `/embedded/...`: the API on the embedded backends (SQLite, the
-//!   in-process cache), as the quick start does;
+//!   pool, as a node does, with the mirror of the cache's hours following
+//!   its events: answers from the memo while nothing moved);
+//! * `/redis-ask/...`: the same without the mirror (every request asks
+//!   Redis, `api.memo_trust_ms = 0`);
+//! * `/embedded/...`, `/embedded-ask/...`: the API on the embedded
+//!   backends (SQLite, the in-process cache), as the quick start does;
+//! * the "changing" targets load `/redis` and `/embedded` while a writer
+//!   puts the range's last bar into both caches again, with a new version,
+//!   `BENCH_WRITES` (20) times a second;
 //! * `/static`: the exact bytes of the Redis answer, as a static body (the
 //!   physical limit: the same bytes through the same server, nothing built);
 //! * `/health`: the smallest answer.
