@@ -303,10 +303,13 @@ impl DataApi {
             .as_ref()
             .filter(|_| interval == Interval::M1);
         // When the cache's events say no hour of the range moved since this
-        // node encoded it: the answer is the memo's, with no round trip.
-        if let Some(entries) = mirror
-            .and_then(|m| m.versions(&instrument, from, to, std::time::Instant::now()))
-            .and_then(|versions| self.memo.serving(&instrument, &versions, from, now))
+        // node encoded it (every hour, or those that hold the first `limit`
+        // bars): the answer is the memo's, with no round trip.
+        if let Some((entries, whole)) = mirror
+            .and_then(|m| m.known_prefix(&instrument, from, to, std::time::Instant::now()))
+            .and_then(|(versions, whole)| {
+                Some((self.memo.serving(&instrument, &versions, from, now)?, whole))
+            })
         {
             let mut bars = Bars::default();
             for entry in &entries {
@@ -315,10 +318,12 @@ impl DataApi {
                     break;
                 }
             }
-            metrics::counter!(API_MEMO_ANSWERS, "how" => "memo").increment(1);
-            metrics::counter!(API_MEMO_HOURS, "outcome" => "reused")
-                .increment(entries.len() as u64);
-            return self.finish(request, finish, bars, "cache").await;
+            if whole || bars.len() >= limit {
+                metrics::counter!(API_MEMO_ANSWERS, "how" => "memo").increment(1);
+                metrics::counter!(API_MEMO_HOURS, "outcome" => "reused")
+                    .increment(entries.len() as u64);
+                return self.finish(request, finish, bars, "cache").await;
+            }
         }
         // The hours this node has encoded already: the cache sends only the
         // others (and those whose version moved).

@@ -206,7 +206,26 @@ impl Mirror {
         to: i64,
         now: Instant,
     ) -> Option<Vec<(i64, i64)>> {
-        if to < from || hour_of(to) - hour_of(from) > MAX_WALK * HOUR_SECS {
+        match self.known_prefix(instrument, from, to, now)? {
+            (hours, true) => Some(hours),
+            (_, false) => None,
+        }
+    }
+
+    /// The versions of the hours of `instrument`'s `from..=to` from the
+    /// first on, as far as they are known and trusted at `now` (at most
+    /// [`MAX_WALK`]), and whether that is all of them; `None` when the first
+    /// is not, or the cache does not hold the range (its mark is after
+    /// `from`). A request whose limit is reached within the prefix needs
+    /// no more (a read cut by its limit teaches only up to the cut).
+    pub fn known_prefix(
+        &self,
+        instrument: &Instrument,
+        from: i64,
+        to: i64,
+        now: Instant,
+    ) -> Option<(Vec<(i64, i64)>, bool)> {
+        if to < from {
             return None;
         }
         let s = self.lock();
@@ -220,14 +239,21 @@ impl Mirror {
         let mut out = Vec::new();
         let mut hour = hour_of(from);
         while hour <= to {
-            let (version, seen) = known.hours.get(&hour)?;
-            if now.saturating_duration_since(*seen) >= self.trust {
-                return None;
+            let trusted = known
+                .hours
+                .get(&hour)
+                .filter(|(_, seen)| now.saturating_duration_since(*seen) < self.trust);
+            match trusted {
+                Some((version, _)) if out.len() < MAX_WALK as usize => out.push((hour, *version)),
+                _ => break,
             }
-            out.push((hour, *version));
             hour += HOUR_SECS;
         }
-        Some(out)
+        if out.is_empty() {
+            return None;
+        }
+        let whole = hour > to;
+        Some((out, whole))
     }
 }
 
@@ -455,6 +481,17 @@ mod tests {
         m.learn(&btc(), t, &range(H, &[(H, 5)]), H, now);
         assert_eq!(m.versions(&btc(), H, H + 600, now), Some(vec![(H, 5)]));
         assert_eq!(m.versions(&btc(), H, H + 3_600, now), None);
+        // What is known from the first hour on (a request whose limit is
+        // reached there needs no more).
+        assert_eq!(
+            m.known_prefix(&btc(), H, H + 7_200, now),
+            Some((vec![(H, 5)], false))
+        );
+        assert_eq!(
+            m.known_prefix(&btc(), H, H + 60, now),
+            Some((vec![(H, 5)], true))
+        );
+        assert_eq!(m.known_prefix(&btc(), H + 3_600, H + 7_200, now), None);
         assert_eq!(
             m.versions(&btc(), H, H + 600, now + Duration::from_secs(2)),
             None,

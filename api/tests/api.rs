@@ -1122,6 +1122,33 @@ async fn answers_come_from_the_memo_without_asking_redis_while_nothing_moved() {
     assert_eq!(redis_commands(redis.port) - before, 1);
     assert_eq!(same, again);
 
+    // A page cut by its limit (the hours after the cut are never read):
+    // from the memo as well, once read.
+    let page = format!("/api/v1/ohlcv?instrument={BTC}&interval=1m&from={from}&limit=70");
+    let (_, first_page) = get_json(&p.client, &page).await;
+    assert_eq!(first_page["truncated"], true);
+    let cut_page = eventually(
+        "a read that teaches the node the page's hours",
+        10,
+        async || {
+            let (_, body) = get_json(&p.client, &page).await;
+            p.mirror
+                .known_prefix(&i, from, now(), std::time::Instant::now())
+                .map(|_| body)
+        },
+    )
+    .await;
+    let before = redis_commands(redis.port);
+    let (_, again_page) = get_json(&p.client, &page).await;
+    assert_eq!(
+        redis_commands(redis.port) - before,
+        1,
+        "the page asked Redis"
+    );
+    assert_eq!(again_page, cut_page);
+    assert_eq!(again_page["bars"].as_array().unwrap().len(), 70);
+    assert_eq!(again_page["bars"], first_page["bars"]);
+
     // The subscription ends (Redis closes it): the node forgets what it
     // knew, and asks Redis again.
     let heard = p.mirror.heard();
