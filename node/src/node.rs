@@ -59,6 +59,7 @@ fn standalone(config: Config, show_token: bool) -> anyhow::Result<()> {
         candela_node::ops::recorder();
         let platform = platform::start(&config).await?;
         let ops = start_ops(&config, &platform, false).await?;
+        candela_node::sockets::close_leftovers();
         announce(&config, &platform, show_token);
         let outcome = tokio::select! {
             signal = shutdown_signal() => {
@@ -134,6 +135,7 @@ async fn serve(config: Config, cookie: String) -> anyhow::Result<()> {
                 .with_context(|| format!("cluster.status_listen: cannot listen on {addr}"))?,
         );
     }
+    candela_node::sockets::close_leftovers();
     let outcome = tokio::select! {
         signal = shutdown_signal() => {
             tracing::info!(signal = signal?, "shutting down");

@@ -2,8 +2,11 @@
 //! systemd's socket activation (`LISTEN_FDS` sockets from file descriptor
 //! 3 on, named by `LISTEN_FDNAMES`), as a `.socket` unit or a test harness
 //! passes them. A listener named here is used as it is instead of binding
-//! its configured address: `cluster` (the cluster listener, TLS only),
-//! `status` (the cluster status endpoint), `api`, `ops`.
+//! its configured address: `cluster` (the cluster listener), `status` (the
+//! cluster status endpoint), `api`, `ops`. A socket no listener of this
+//! node took (say `api` on a node without the API role) is closed once the
+//! node's listeners are up, with a warning ([`close_leftovers`]): clients
+//! are refused rather than left waiting on a socket nobody accepts on.
 //!
 //! Why: the port is bound once, by whoever holds it, and never released
 //! between choosing it and listening on it (a test's "bind port 0, then
@@ -119,4 +122,27 @@ pub fn handed(name: &str) -> bool {
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(name)
     })
+}
+
+/// Closes the handed-over sockets no listener took, saying which (call
+/// once every listener of the node is up). Returns their names.
+pub fn close_leftovers() -> Vec<String> {
+    let Some(map) = HANDED.get() else {
+        return Vec::new();
+    };
+    let left: Vec<(String, TcpListener)> = map
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain()
+        .collect();
+    left.into_iter()
+        .map(|(name, listener)| {
+            tracing::warn!(
+                name = %name,
+                addr = ?listener.local_addr().ok(),
+                "a handed-over socket no listener of this node uses: closed"
+            );
+            name
+        })
+        .collect()
 }

@@ -709,3 +709,52 @@ fn a_node_refuses_handed_sockets_it_cannot_name() {
         "{err}"
     );
 }
+
+#[test]
+fn a_handed_socket_no_listener_uses_is_closed_not_left_hanging() {
+    // A cluster-layer-only node (no API role) handed an `api` socket too.
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster.toml");
+    let mut handover =
+        candela_testkit::handover::Handover::bind(&["cluster", "status", "ops", "api"]);
+    let port = |n| handover.port(n);
+    let (cluster, status, ops, api) = (port("cluster"), port("status"), port("ops"), port("api"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_candela"));
+    handover.give(&mut cmd, &[]);
+    let mut child = cmd
+        .args(["node", "--config", config])
+        .env("CANDELA_CLUSTER_COOKIE", COOKIE)
+        .env("CANDELA__NODE__NAME", "lonely")
+        .env("CANDELA__NODE__ROLES", "[]")
+        .env("CANDELA__CLUSTER__LISTEN", format!("127.0.0.1:{cluster}"))
+        .env(
+            "CANDELA__CLUSTER__STATUS_LISTEN",
+            format!("127.0.0.1:{status}"),
+        )
+        .env("CANDELA__OPS__LISTEN", format!("127.0.0.1:{ops}"))
+        .env("CANDELA__CLUSTER__PEERS", "[]")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("lonely.log")).unwrap())
+        .spawn()
+        .unwrap();
+    drop(cmd);
+    let start = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(dir.path().join("lonely.log")).unwrap_or_default();
+        if TcpStream::connect(("127.0.0.1", api)).is_err()
+            && log.contains("no listener of this node uses")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the unused api socket was not closed (and said so) within {DEADLINE:?}: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The node runs on, its own listeners up.
+    assert!(TcpStream::connect(("127.0.0.1", ops)).is_ok());
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -270,13 +270,10 @@ impl NodeProcess {
             cmd.env(k, v);
         }
         if let Some(handover) = &mut self.handover {
-            // On plain TCP the node's cluster listener is ractor_cluster's,
-            // which binds its port itself.
-            let plain = self
-                .env
-                .get("CANDELA__CLUSTER__TRANSPORT")
-                .is_some_and(|t| t == "plain");
-            handover.give(&mut cmd, if plain { &["cluster"] } else { &[] });
+            // Every listener of the node takes its socket (the cluster
+            // listener too, on plain TCP as on TLS); one it has no use for
+            // (the API of a node without that role) it closes.
+            handover.give(&mut cmd, &[]);
         }
         *self.child() = Some(cmd.spawn().expect("start candela node"));
     }

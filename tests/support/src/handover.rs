@@ -54,11 +54,10 @@ impl Handover {
     }
 
     /// Gives `cmd` the sockets (file descriptors 3 on, and the variables
-    /// naming them), leaving out those named in `except` (e.g. `cluster`
-    /// for a node on plain TCP, whose cluster listener binds by itself: that
-    /// port is then released here for it). After the first start, binds
-    /// the ports again first. The sockets close in this process when `cmd`
-    /// is dropped.
+    /// naming them), leaving out those named in `except` (their ports are
+    /// then released here, for a process that binds them itself). After the
+    /// first start, binds the ports again first. The sockets close in this
+    /// process when `cmd` is dropped.
     pub fn give(&mut self, cmd: &mut Command, except: &[&str]) {
         let held = match self.held.take() {
             Some(held) => held,
