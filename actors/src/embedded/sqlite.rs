@@ -383,142 +383,172 @@ fn coarse(mut bar: Bar) -> StoredBar {
 /// Keeps range arithmetic (floors, bucket ends) clear of overflow.
 const TIME_LIMIT: i64 = i64::MAX / 4;
 
-impl BarStore for SqliteStore {
-    async fn write(&self, batch: WriteBatch<'_>) -> Result<WriteOutcome, StoreError> {
-        let started = std::time::Instant::now();
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let mut outcome = WriteOutcome::default();
+/// One batch in one transaction on the writer connection (see
+/// [`SqliteStore::write`]).
+async fn write_batch(
+    writer: &SqlitePool,
+    batch: WriteBatch<'_>,
+) -> Result<WriteOutcome, StoreError> {
+    let started = std::time::Instant::now();
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
 
-        // 1. New ticks: the first copy of each identity, if not stored yet.
-        let t = batch.ticks;
-        let mut seen: HashSet<(&Instrument, &str)> = HashSet::with_capacity(t.len());
-        let mut new_ticks: Vec<&Tick> = Vec::with_capacity(t.len());
-        for tick in t {
-            if !seen.insert((&tick.instrument, tick.trade_id.as_str())) {
-                continue;
-            }
-            let done = sqlx::query(
-                "INSERT INTO ticks (instrument, trade_id, trade_time_ns, price, quantity, side, received_ns) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+    let mut outcome = WriteOutcome::default();
+
+    // 1. New ticks: the first copy of each identity, if not stored yet.
+    let t = batch.ticks;
+    let mut seen: HashSet<(&Instrument, &str)> = HashSet::with_capacity(t.len());
+    let mut new_ticks: Vec<&Tick> = Vec::with_capacity(t.len());
+    for tick in t {
+        if !seen.insert((&tick.instrument, tick.trade_id.as_str())) {
+            continue;
+        }
+        let done = sqlx::query(
+            "INSERT INTO ticks (instrument, trade_id, trade_time_ns, price, quantity, side, received_ns) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+        )
+        .bind(tick.instrument.to_string())
+        .bind(tick.trade_id.as_str())
+        .bind(tick.trade_time_ns)
+        .bind(tick.price.to_string())
+        .bind(tick.quantity.to_string())
+        .bind(side(tick.side))
+        .bind(tick.received_ns)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            new_ticks.push(tick);
+        }
+    }
+    outcome.new_ticks = new_ticks.len() as u64;
+    outcome.duplicate_ticks = (t.len() - new_ticks.len()) as u64;
+    let inserted_at = started.elapsed();
+
+    // 2. Merge the new ticks' partial bars into the live bars.
+    for partial in aggregate(new_ticks.iter().copied(), Interval::M1)? {
+        let merged = match load_live(&mut tx, &partial.instrument, partial.open_time).await? {
+            Some(stored) => stored.merge(&partial)?,
+            None => partial,
+        };
+        save_live(&mut tx, &merged).await?;
+    }
+    let merged_at = started.elapsed();
+
+    // 3. The best history answer of each minute.
+    let h = reconcile::best_answers(batch.history);
+    for answer in &h {
+        let better = match load_history(&mut tx, &answer.instrument, answer.open_time).await? {
+            Some(stored) => reconcile::outranks(answer, &stored),
+            None => true,
+        };
+        if better {
+            save_history(&mut tx, answer).await?;
+        }
+    }
+
+    // 4. The chosen bar of every touched minute.
+    // By instrument name and time, as PostgreSQL orders them.
+    let mut keys: Vec<(String, i64, &Instrument)> = t
+        .iter()
+        .map(|x| {
+            (
+                x.instrument.to_string(),
+                Interval::M1.floor(x.trade_time_ns.div_euclid(1_000_000_000)),
+                &x.instrument,
             )
-            .bind(tick.instrument.to_string())
-            .bind(tick.trade_id.as_str())
-            .bind(tick.trade_time_ns)
-            .bind(tick.price.to_string())
-            .bind(tick.quantity.to_string())
-            .bind(side(tick.side))
-            .bind(tick.received_ns)
+        })
+        .chain(
+            h.iter()
+                .map(|b| (b.instrument.to_string(), b.open_time, &b.instrument)),
+        )
+        .collect();
+    keys.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    keys.dedup_by(|a, b| (&a.0, a.1) == (&b.0, b.1));
+    let mut version: i64 = sqlx::query("SELECT value FROM counters WHERE name = 'bars_version'")
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+    let counter_was = version;
+    for (key, open_time, instrument) in &keys {
+        let live = load_live(&mut tx, instrument, *open_time).await?;
+        let history = load_history(&mut tx, instrument, *open_time).await?;
+        let chosen = match reconcile::choose(live.as_ref(), history.as_ref()) {
+            Some(Chosen::Live) => live.map(|b| (b, Source::Live)),
+            Some(Chosen::History) => history
+                .as_ref()
+                .map(|h| (reconcile::history_bar(h), Source::History)),
+            None => None,
+        };
+        let Some((bar, source)) = chosen else {
+            continue;
+        };
+        let stored = load(&mut tx, key, *open_time).await?;
+        if stored
+            .as_ref()
+            .is_some_and(|s| s.bar == bar && s.source == source)
+        {
+            continue;
+        }
+        version = version.saturating_add(1);
+        save(&mut tx, key, &bar, source, version).await?;
+        if source == Source::History {
+            outcome.history_applied += 1;
+        }
+    }
+    if version != counter_was {
+        sqlx::query("UPDATE counters SET value = ?1 WHERE name = 'bars_version'")
+            .bind(version)
             .execute(&mut *tx)
             .await?;
-            if done.rows_affected() == 1 {
-                new_ticks.push(tick);
-            }
-        }
-        outcome.new_ticks = new_ticks.len() as u64;
-        outcome.duplicate_ticks = (t.len() - new_ticks.len()) as u64;
-        let inserted_at = started.elapsed();
+    }
+    let history_at = started.elapsed();
 
-        // 2. Merge the new ticks' partial bars into the live bars.
-        for partial in aggregate(new_ticks.iter().copied(), Interval::M1)? {
-            let merged = match load_live(&mut tx, &partial.instrument, partial.open_time).await? {
-                Some(stored) => stored.merge(&partial)?,
-                None => partial,
-            };
-            save_live(&mut tx, &merged).await?;
+    // 5. Read back every touched minute.
+    for (key, open_time, _) in &keys {
+        if let Some(row) = load(&mut tx, key, *open_time).await? {
+            outcome.touched.push(row);
         }
-        let merged_at = started.elapsed();
+    }
+    let read_at = started.elapsed();
+    tx.commit().await?;
+    tracing::debug!(
+        ticks = t.len(),
+        new_ticks = outcome.new_ticks,
+        history = batch.history.len(),
+        touched = outcome.touched.len(),
+        insert_us = inserted_at.as_micros() as u64,
+        merge_us = (merged_at - inserted_at).as_micros() as u64,
+        history_us = (history_at - merged_at).as_micros() as u64,
+        read_back_us = (read_at - history_at).as_micros() as u64,
+        commit_us = (started.elapsed() - read_at).as_micros() as u64,
+        "sqlite store write"
+    );
+    Ok(outcome)
+}
 
-        // 3. The best history answer of each minute.
-        let h = reconcile::best_answers(batch.history);
-        for answer in &h {
-            let better = match load_history(&mut tx, &answer.instrument, answer.open_time).await? {
-                Some(stored) => reconcile::outranks(answer, &stored),
-                None => true,
-            };
-            if better {
-                save_history(&mut tx, answer).await?;
-            }
-        }
-
-        // 4. The chosen bar of every touched minute.
-        // By instrument name and time, as PostgreSQL orders them.
-        let mut keys: Vec<(String, i64, &Instrument)> = t
-            .iter()
-            .map(|x| {
-                (
-                    x.instrument.to_string(),
-                    Interval::M1.floor(x.trade_time_ns.div_euclid(1_000_000_000)),
-                    &x.instrument,
-                )
-            })
-            .chain(
-                h.iter()
-                    .map(|b| (b.instrument.to_string(), b.open_time, &b.instrument)),
+impl BarStore for SqliteStore {
+    /// The transaction runs in a task of its own, to its commit or
+    /// rollback, whatever becomes of the caller: a caller dropped while it
+    /// waits (an actor killed, a time-out) must never leave the one writer
+    /// connection inside a transaction (every later write would then fail
+    /// with "begin at non-zero transaction depth", as a Fatal error).
+    async fn write(&self, batch: WriteBatch<'_>) -> Result<WriteOutcome, StoreError> {
+        let (ticks, history) = (batch.ticks.to_vec(), batch.history.to_vec());
+        let writer = self.writer.clone();
+        let task = tokio::spawn(async move {
+            write_batch(
+                &writer,
+                WriteBatch {
+                    ticks: &ticks,
+                    history: &history,
+                },
             )
-            .collect();
-        keys.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-        keys.dedup_by(|a, b| (&a.0, a.1) == (&b.0, b.1));
-        let mut version: i64 =
-            sqlx::query("SELECT value FROM counters WHERE name = 'bars_version'")
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?;
-        let counter_was = version;
-        for (key, open_time, instrument) in &keys {
-            let live = load_live(&mut tx, instrument, *open_time).await?;
-            let history = load_history(&mut tx, instrument, *open_time).await?;
-            let chosen = match reconcile::choose(live.as_ref(), history.as_ref()) {
-                Some(Chosen::Live) => live.map(|b| (b, Source::Live)),
-                Some(Chosen::History) => history
-                    .as_ref()
-                    .map(|h| (reconcile::history_bar(h), Source::History)),
-                None => None,
-            };
-            let Some((bar, source)) = chosen else {
-                continue;
-            };
-            let stored = load(&mut tx, key, *open_time).await?;
-            if stored
-                .as_ref()
-                .is_some_and(|s| s.bar == bar && s.source == source)
-            {
-                continue;
-            }
-            version = version.saturating_add(1);
-            save(&mut tx, key, &bar, source, version).await?;
-            if source == Source::History {
-                outcome.history_applied += 1;
-            }
+            .await
+        });
+        match task.await {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(StoreError::Corrupt(format!("the write task ended: {e}"))),
         }
-        if version != counter_was {
-            sqlx::query("UPDATE counters SET value = ?1 WHERE name = 'bars_version'")
-                .bind(version)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let history_at = started.elapsed();
-
-        // 5. Read back every touched minute.
-        for (key, open_time, _) in &keys {
-            if let Some(row) = load(&mut tx, key, *open_time).await? {
-                outcome.touched.push(row);
-            }
-        }
-        let read_at = started.elapsed();
-        tx.commit().await?;
-        tracing::debug!(
-            ticks = t.len(),
-            new_ticks = outcome.new_ticks,
-            history = batch.history.len(),
-            touched = outcome.touched.len(),
-            insert_us = inserted_at.as_micros() as u64,
-            merge_us = (merged_at - inserted_at).as_micros() as u64,
-            history_us = (history_at - merged_at).as_micros() as u64,
-            read_back_us = (read_at - history_at).as_micros() as u64,
-            commit_us = (started.elapsed() - read_at).as_micros() as u64,
-            "sqlite store write"
-        );
-        Ok(outcome)
     }
 
     async fn bars(
