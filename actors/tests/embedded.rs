@@ -396,34 +396,3 @@ async fn concurrent_writers_serialise_without_losing_a_tick() {
     );
     backends::data::assert_marks("1m", bars.iter().map(|b| &b.bar), &reference);
 }
-
-/// A caller dropped while its write waits (an actor killed mid-batch, a
-/// time-out) never leaves the store's one writer connection inside a
-/// transaction: the next write succeeds and nothing half-written shows.
-/// (Seen under load: a consumer killed mid-batch, its restart's first write
-/// failed "begin at non-zero transaction depth", as a Fatal error.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_dropped_midway_leaves_the_store_writable() {
-    let (_dir, store) = sqlite_store().await;
-    let i = instruments(1).remove(0);
-    let big = backends::data::ticks(&i, 1_700_000_000, 120, 20);
-    for k in 0..60u64 {
-        // Dropped at a different point each time.
-        let _ = tokio::time::timeout(
-            Duration::from_micros(20 * k),
-            store.write(WriteBatch {
-                ticks: &big,
-                history: &[],
-            }),
-        )
-        .await;
-        let small = backends::data::ticks(&i, 1_800_000_000 + k as i64 * 60, 1, 1);
-        store
-            .write(WriteBatch {
-                ticks: &small,
-                history: &[],
-            })
-            .await
-            .unwrap_or_else(|e| panic!("a write after a dropped one (round {k}): {e}"));
-    }
-}

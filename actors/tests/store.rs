@@ -137,31 +137,3 @@ async fn a_read_loads_its_script_again_after_a_flush() {
     assert_eq!(again.hours.len(), 1);
     assert!(again.hours[0].bars.is_none());
 }
-
-/// A caller dropped while its write waits (an actor killed mid-batch, a
-/// time-out) leaves the pool's connections usable: the next writes succeed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_dropped_midway_leaves_the_store_writable() {
-    use candela_actors::store::{BarStore, WriteBatch};
-    let (_db, store) = pg_store().await;
-    let i: candela_actors::domain::Instrument = "Coinbase:BTC-USD".parse().unwrap();
-    let big = backends::data::ticks(&i, 1_700_000_000, 120, 20);
-    for k in 0..60u64 {
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_micros(50 * k),
-            store.write(WriteBatch {
-                ticks: &big,
-                history: &[],
-            }),
-        )
-        .await;
-        let small = backends::data::ticks(&i, 1_800_000_000 + k as i64 * 60, 1, 1);
-        store
-            .write(WriteBatch {
-                ticks: &small,
-                history: &[],
-            })
-            .await
-            .unwrap_or_else(|e| panic!("a write after a dropped one (round {k}): {e}"));
-    }
-}

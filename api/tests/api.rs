@@ -70,6 +70,28 @@ struct Platform {
 }
 
 impl Platform {
+    /// Asks `url` until a read taught the node the versions of `instrument`'s
+    /// hours from `from`'s to `to`'s (no event overtook it); that answer.
+    async fn read_until_known(
+        &self,
+        url: &str,
+        instrument: &Instrument,
+        from: i64,
+        to: i64,
+    ) -> Value {
+        eventually(
+            "a read that teaches the node the hours' versions",
+            10,
+            async || {
+                let (_, body) = get_json(&self.client, url).await;
+                self.mirror
+                    .versions(instrument, from, to, std::time::Instant::now())
+                    .map(|_| body)
+            },
+        )
+        .await
+    }
+
     /// Writes `bars` to the cache as a consumer does, and waits until the
     /// API's node has heard the cache's event of it: a fence published on
     /// the events channel after the write (events arrive in order) has
@@ -1051,17 +1073,7 @@ async fn answers_come_from_the_memo_without_asking_redis_while_nothing_moved() {
     // until one that no event overtook teaches the node the hours'
     // versions.
     let (_, first) = get_json(&p.client, &url).await;
-    let second = eventually(
-        "a read that teaches the node the versions",
-        10,
-        async || {
-            let (_, body) = get_json(&p.client, &url).await;
-            p.mirror
-                .versions(&i, from, to, std::time::Instant::now())
-                .map(|_| body)
-        },
-    )
-    .await;
+    let second = p.read_until_known(&url, &i, from, to).await;
     assert_eq!(second["served"], "cache");
     oracle::assert_same_bars("read", &convert::served_bars(&second, BTC), &expected(&all));
     let before = redis_commands(redis.port);
@@ -1110,13 +1122,7 @@ async fn answers_come_from_the_memo_without_asking_redis_while_nothing_moved() {
         &expected(&all),
     );
     // ... and then from the memo again.
-    let again = eventually("the versions again", 10, async || {
-        let (_, body) = get_json(&p.client, &url).await;
-        p.mirror
-            .versions(&i, from, to, std::time::Instant::now())
-            .map(|_| body)
-    })
-    .await;
+    let again = p.read_until_known(&url, &i, from, to).await;
     let before = redis_commands(redis.port);
     let (_, same) = get_json(&p.client, &url).await;
     assert_eq!(redis_commands(redis.port) - before, 1);
@@ -1127,17 +1133,8 @@ async fn answers_come_from_the_memo_without_asking_redis_while_nothing_moved() {
     let page = format!("/api/v1/ohlcv?instrument={BTC}&interval=1m&from={from}&limit=70");
     let (_, first_page) = get_json(&p.client, &page).await;
     assert_eq!(first_page["truncated"], true);
-    let cut_page = eventually(
-        "a read that teaches the node the page's hours",
-        10,
-        async || {
-            let (_, body) = get_json(&p.client, &page).await;
-            p.mirror
-                .known_prefix(&i, from, now(), std::time::Instant::now())
-                .map(|_| body)
-        },
-    )
-    .await;
+    // (`to` of the first hours only: the hours after the cut stay unknown.)
+    let cut_page = p.read_until_known(&page, &i, from, from).await;
     let before = redis_commands(redis.port);
     let (_, again_page) = get_json(&p.client, &page).await;
     assert_eq!(

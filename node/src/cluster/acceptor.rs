@@ -54,12 +54,12 @@ pub async fn start(
                     continue;
                 }
             };
+            let _ = stream.set_nodelay(true);
+            let Ok(local_addr) = stream.local_addr() else {
+                continue;
+            };
             let Some(acceptor) = &tls else {
                 // Plain TCP: nothing to wait for.
-                let _ = stream.set_nodelay(true);
-                let Ok(local_addr) = stream.local_addr() else {
-                    continue;
-                };
                 let _ = server.cast(NodeServerMessage::ConnectionOpened {
                     stream: Box::new(NetworkStream::Raw {
                         peer_addr,
@@ -77,10 +77,6 @@ pub async fn start(
             let (acceptor, server) = (acceptor.clone(), server.clone());
             tokio::spawn(async move {
                 let _permit = permit;
-                let _ = stream.set_nodelay(true);
-                let Ok(local_addr) = stream.local_addr() else {
-                    return;
-                };
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => {
                         let _ = server.cast(NodeServerMessage::ConnectionOpened {
