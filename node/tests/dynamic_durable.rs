@@ -293,7 +293,7 @@ async fn a_standby_coordinator_takes_over_within_seconds() {
     let killed = Instant::now();
     let (code, body) = wait_for(
         "a new instrument served after the kill",
-        15,
+        60,
         &nodes,
         async || {
             let (code, body) = ohlcv(&nodes[0], LATER, from).await;

@@ -1,10 +1,10 @@
 //! A range that ends far in the future costs what the stored bars cost, on a
 //! node with every role on the real broker, PostgreSQL and Redis (the
 //! quick start's shape, with the production backends): one `GET
-//! /api/v1/ohlcv?…&to=7258118400` (year 2200) answers within a second and
-//! the node's resident memory does not move. (Before the clamp, the cache
-//! built a list of ~92 M minutes for it: no answer within 30 s, and the
-//! node grew from 28 MB to 723 MB.)
+//! /api/v1/ohlcv?…&to=7258118400` (year 2200) answers (within a 10 s
+//! deadline, far from a loaded machine's pace) and the node's resident memory
+//! does not move. (Before the clamp, the cache built a list of ~92 M minutes
+//! for it: no answer within 30 s, and the node grew from 28 MB to 723 MB.)
 //!
 //! Node logs: set `CANDELA_TEST_LOG_DIR` to keep them there.
 
@@ -43,7 +43,7 @@ async fn a_range_to_the_year_2200_answers_within_a_second_and_costs_no_memory() 
         async move {
             let resp = http
                 .get(&url)
-                .timeout(Duration::from_secs(1))
+                .timeout(Duration::from_secs(10))
                 .send()
                 .await
                 .map_err(|e| format!("{url}: {e}"))?;
@@ -89,7 +89,8 @@ async fn a_range_to_the_year_2200_answers_within_a_second_and_costs_no_memory() 
     let before = nodes[0].rss_bytes().expect("the node runs");
 
     for _ in 0..5 {
-        // The deadline is the request's own: 1 s, or it fails.
+        // The deadline is the request's own: 10 s, or it fails (before the
+        // clamp: nothing in 30 s; the bound is not a timing check).
         let body = get(YEAR_2200).await.unwrap();
         let bars = body["bars"].as_array().unwrap();
         assert!(bars.len() >= 55, "{} bars", bars.len());
