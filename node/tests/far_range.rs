@@ -21,7 +21,7 @@ const INSTRUMENT: &str = "Coinbase:BTC-USD";
 const YEAR_2200: i64 = 7_258_118_400;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_range_to_the_year_2200_answers_within_a_second_and_costs_no_memory() {
+async fn a_range_to_the_year_2200_answers_and_costs_no_memory() {
     let dp = DataPlane::start(3.0).await;
     let mut node = common::node("solo");
     dp.configure(
