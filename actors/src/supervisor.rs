@@ -28,6 +28,16 @@
 //! Restarts are counted per child and visible through [`SupervisorMsg::Status`].
 //! [`SupervisorMsg::Reset`] restarts a child on request (the admin endpoint's
 //! manual RESET).
+//!
+//! Once running, the supervisor never waits for a child to start: a child's
+//! `pre_start` may wait a long time for its environment (a producer makes
+//! its topic sure while the broker is away), and a supervisor blocked on it
+//! would answer no `Status`, `Reset` or `Remove` and handle no sibling's
+//! failure until it ended. Restarts and added children start in a task of
+//! their own that reports back ([`SupervisorMsg`]'s internal `Started`);
+//! what must never happen is two instances of one child started at once, or
+//! an instance left running that no supervisor knows of (a child removed or
+//! a supervisor stopped while it started is stopped as soon as it runs).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -170,6 +180,19 @@ pub enum SupervisorMsg {
     Remove(String, RpcReplyPort<bool>),
     /// Internal: a back-off elapsed, start the child again.
     StartDue(String),
+    /// Internal: the start numbered `start` of the named child ended.
+    Started {
+        /// The child's name.
+        name: String,
+        /// Which start this is (see `Child::starting`).
+        start: u64,
+        /// The running child, or why it did not start.
+        result: Result<ActorCell, SpawnErr>,
+        /// Answered when the supervisor takes the report: a report left in
+        /// the mailbox of a supervisor that stopped is never taken, and its
+        /// sender then stops the instance itself.
+        taken: tokio::sync::oneshot::Sender<()>,
+    },
 }
 
 impl ractor::Message for SupervisorMsg {}
@@ -198,6 +221,15 @@ struct Child {
     /// Failures in a row (the back-off's exponent).
     consecutive: u32,
     last_failure: Option<String>,
+    /// The start under way, if one is: its number (unique in this
+    /// supervisor), so that only its own report is taken.
+    starting: Option<u64>,
+    /// Who asked to add this child, answered once its first start ends.
+    adding: Option<RpcReplyPort<Result<(), SupervisorError>>>,
+    /// Instances of this child that stopped before their start was
+    /// reported (the supervision event outran the report): id, why, and
+    /// whether transiently.
+    early_exits: Vec<(ractor::ActorId, String, bool)>,
 }
 
 impl Child {
@@ -211,6 +243,9 @@ impl Child {
             recent: VecDeque::new(),
             consecutive: 0,
             last_failure: None,
+            starting: None,
+            adding: None,
+            early_exits: Vec::new(),
         }
     }
 
@@ -224,6 +259,11 @@ impl Child {
 pub struct SupervisorState {
     children: Vec<Child>,
     policy: RestartPolicy,
+    /// The number of the next start.
+    next_start: u64,
+    /// Removals waiting for a start to end (by its number), to stop what
+    /// it started before answering.
+    removing: std::collections::HashMap<u64, RpcReplyPort<bool>>,
 }
 
 impl Actor for Supervisor {
@@ -261,6 +301,8 @@ impl Actor for Supervisor {
         Ok(SupervisorState {
             children,
             policy: args.policy,
+            next_start: 0,
+            removing: std::collections::HashMap::new(),
         })
     }
 
@@ -294,6 +336,8 @@ impl Actor for Supervisor {
                         // Its termination event triggers the restart.
                         cell.stop(Some("manual reset".into()));
                     }
+                    // Starting or waiting out its back-off: the instance to
+                    // come is fresh already.
                 }
                 let _ = reply.send(found);
             }
@@ -305,45 +349,91 @@ impl Actor for Supervisor {
                 // Forgotten first: its termination event finds no child.
                 let mut child = state.children.remove(at);
                 tracing::info!(child = %name, "child removed");
-                stop_all(std::slice::from_mut(&mut child)).await;
-                let _ = reply.send(true);
+                if let Some(adding) = child.adding.take() {
+                    let _ = adding.send(Err(SupervisorError::Start {
+                        name: name.clone(),
+                        reason: "removed before it started".to_owned(),
+                    }));
+                }
+                if let Some(start) = child.starting {
+                    // Answered once that start ends and what it started stops.
+                    state.removing.insert(start, reply);
+                } else {
+                    stop_then_answer(name, child.cell.take(), "removed", Some(reply));
+                }
             }
             SupervisorMsg::Add(spec, reply) => {
                 if state.children.iter().any(|c| c.spec.name == spec.name) {
                     let _ = reply.send(Err(SupervisorError::AlreadySupervised { name: spec.name }));
                     return Ok(());
                 }
-                match (spec.start)(myself.get_cell(), 0).await {
-                    Ok(cell) => {
-                        tracing::info!(child = %spec.name, "child added");
-                        let mut child = Child::new(spec);
-                        child.running(cell);
-                        state.children.push(child);
-                        let _ = reply.send(Ok(()));
-                    }
-                    Err(err) => {
-                        let _ = reply.send(Err(SupervisorError::Start {
-                            name: spec.name,
-                            reason: err.to_string(),
-                        }));
-                    }
-                }
+                let mut child = Child::new(spec);
+                child.adding = Some(reply);
+                begin_start(&myself, &mut child, &mut state.next_start);
+                state.children.push(child);
             }
             SupervisorMsg::StartDue(name) => {
                 let Some(child) = state.children.iter_mut().find(|c| c.spec.name == name) else {
                     return Ok(());
                 };
-                if child.cell.is_some() {
+                if child.cell.is_some() || child.starting.is_some() {
                     return Ok(());
                 }
-                match (child.spec.start)(myself.get_cell(), child.restarts).await {
+                begin_start(&myself, child, &mut state.next_start);
+            }
+            SupervisorMsg::Started {
+                name,
+                start,
+                result,
+                taken,
+            } => {
+                let _ = taken.send(());
+                let Some(at) = state
+                    .children
+                    .iter()
+                    .position(|c| c.starting == Some(start))
+                else {
+                    // Removed while it started: nothing of it may keep running.
+                    let waiting = state.removing.remove(&start);
+                    let cell = result.ok();
+                    if cell.is_some() {
+                        tracing::info!(child = %name, "started after it was removed; stopping it");
+                    }
+                    stop_then_answer(name, cell, "removed", waiting);
+                    return Ok(());
+                };
+                let child = &mut state.children[at];
+                child.starting = None;
+                let early_exits = std::mem::take(&mut child.early_exits);
+                match result {
                     Ok(cell) => {
-                        tracing::info!(child = %name, restarts = child.restarts, "child restarted");
-                        metrics::counter!(crate::telemetry::ACTOR_RESTARTS, "child" => name.clone())
-                            .increment(1);
+                        if let Some(adding) = child.adding.take() {
+                            tracing::info!(child = %name, "child added");
+                            let _ = adding.send(Ok(()));
+                        } else {
+                            tracing::info!(child = %name, restarts = child.restarts, "child restarted");
+                            metrics::counter!(crate::telemetry::ACTOR_RESTARTS, "child" => name.clone())
+                                .increment(1);
+                        }
+                        let id = cell.get_id();
                         child.running(cell);
+                        // Its supervision event may have come before this report.
+                        if let Some((_, reason, transient)) =
+                            early_exits.into_iter().find(|(exited, _, _)| *exited == id)
+                        {
+                            return child_exited(&myself, state, at, reason, transient).await;
+                        }
                     }
                     Err(err) => {
+                        if let Some(adding) = child.adding.take() {
+                            // An added child that does not start is not added.
+                            let _ = adding.send(Err(SupervisorError::Start {
+                                name,
+                                reason: err.to_string(),
+                            }));
+                            state.children.remove(at);
+                            return Ok(());
+                        }
                         // Failing to start counts as another failure.
                         tracing::warn!(child = %name, error = %err, "child failed to start again");
                         let transient = start_error_is_transient(&err);
@@ -390,22 +480,99 @@ impl Actor for Supervisor {
             ),
             _ => return Ok(()),
         };
-        let Some(child) = state.children.iter_mut().find(|c| {
-            c.cell
-                .as_ref()
-                .is_some_and(|own| own.get_id() == cell.get_id())
-        }) else {
-            return Ok(());
-        };
-        tracing::warn!(child = %child.spec.name, %reason, transient, "child stopped; restarting");
-        child.cell = None;
-        child.last_failure = Some(reason);
-        if let Err(give_up) = schedule_restart(&myself, child, &state.policy, transient) {
-            stop_all(&mut state.children).await;
-            return Err(give_up);
+        let id = cell.get_id();
+        if let Some(at) = state
+            .children
+            .iter()
+            .position(|c| c.cell.as_ref().is_some_and(|own| own.get_id() == id))
+        {
+            return child_exited(&myself, state, at, reason, transient).await;
+        }
+        // An instance whose start is not reported yet: kept for the report.
+        let name = cell.get_name();
+        if let Some(child) = state
+            .children
+            .iter_mut()
+            .find(|c| c.starting.is_some() && name.as_deref() == Some(c.spec.name.as_str()))
+        {
+            child.early_exits.push((id, reason, transient));
         }
         Ok(())
     }
+}
+
+/// The running child at `at` stopped: counts it and schedules its restart,
+/// or gives up past the restart intensity.
+async fn child_exited(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    at: usize,
+    reason: String,
+    transient: bool,
+) -> Result<(), ActorProcessingErr> {
+    let child = &mut state.children[at];
+    tracing::warn!(child = %child.spec.name, %reason, transient, "child stopped; restarting");
+    child.cell = None;
+    child.last_failure = Some(reason);
+    if let Err(give_up) = schedule_restart(myself, child, &state.policy, transient) {
+        stop_all(&mut state.children).await;
+        return Err(give_up);
+    }
+    Ok(())
+}
+
+/// Starts `child` in a task of its own, which reports back with
+/// [`SupervisorMsg::Started`]; the supervisor goes on answering meanwhile.
+/// If the supervisor is gone by then, the new instance is stopped.
+fn begin_start(myself: &ActorRef<SupervisorMsg>, child: &mut Child, next_start: &mut u64) {
+    let start = *next_start;
+    *next_start += 1;
+    child.starting = Some(start);
+    let name = child.spec.name.clone();
+    let start_fn = Arc::clone(&child.spec.start);
+    let restarts = child.restarts;
+    let myself = myself.clone();
+    tokio::spawn(async move {
+        let result = start_fn(myself.get_cell(), restarts).await;
+        let spawned = result.as_ref().ok().cloned();
+        let (taken, was_taken) = tokio::sync::oneshot::channel();
+        let report = SupervisorMsg::Started {
+            name,
+            start,
+            result,
+            taken,
+        };
+        let reported = myself.send_message(report).is_ok() && was_taken.await.is_ok();
+        if let (false, Some(cell)) = (reported, spawned) {
+            tracing::info!(child = ?cell.get_name(), "its supervisor stopped while it started; stopping it");
+            cell.stop(Some("its supervisor stopped".into()));
+        }
+    });
+}
+
+/// Stops `cell` (if any) in a task of its own, waiting a bounded time
+/// before killing it, then answers `reply` (if any) with `true`.
+fn stop_then_answer(
+    name: String,
+    cell: Option<ActorCell>,
+    reason: &'static str,
+    reply: Option<RpcReplyPort<bool>>,
+) {
+    tokio::spawn(async move {
+        if let Some(cell) = cell {
+            if cell
+                .stop_and_wait(Some(reason.into()), Some(SHUTDOWN_CHILD_TIMEOUT))
+                .await
+                .is_err()
+            {
+                tracing::warn!(child = %name, timeout = ?SHUTDOWN_CHILD_TIMEOUT, "did not stop in time: killed");
+                cell.kill();
+            }
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(true);
+        }
+    });
 }
 
 /// Whether a child's start failed for a [`Transient`] reason.
@@ -834,5 +1001,225 @@ mod tests {
         let c = child("fragile-b").await;
         assert_eq!(restarts_of(&c, 0).await, 1);
         sup.stop(None);
+    }
+
+    /// A child whose start waits at a gate the test holds (a producer
+    /// making its topic sure while the broker is away): each start says it
+    /// began, then waits for a permit.
+    struct Gated;
+
+    #[derive(Clone)]
+    struct Gate {
+        began: tokio::sync::mpsc::UnboundedSender<u32>,
+        permits: Arc<tokio::sync::Semaphore>,
+    }
+
+    impl Actor for Gated {
+        type Msg = FragileMsg;
+        type State = u32;
+        type Arguments = (Gate, u32);
+
+        async fn pre_start(
+            &self,
+            _: ActorRef<FragileMsg>,
+            (gate, restarts): (Gate, u32),
+        ) -> Result<u32, ActorProcessingErr> {
+            let _ = gate.began.send(restarts);
+            gate.permits.acquire().await?.forget();
+            Ok(restarts)
+        }
+
+        async fn handle(
+            &self,
+            _: ActorRef<FragileMsg>,
+            msg: FragileMsg,
+            restarts: &mut u32,
+        ) -> Result<(), ActorProcessingErr> {
+            match msg {
+                FragileMsg::Fail => Err("told to fail".into()),
+                FragileMsg::Restarts(reply) => {
+                    let _ = reply.send(*restarts);
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// A gated child, the gate, and the starts' reports.
+    fn gated(name: &str) -> (ChildSpec, Gate, tokio::sync::mpsc::UnboundedReceiver<u32>) {
+        let (began, starts) = tokio::sync::mpsc::unbounded_channel();
+        let gate = Gate {
+            began,
+            permits: Arc::new(tokio::sync::Semaphore::new(0)),
+        };
+        let n = name.to_owned();
+        let g = gate.clone();
+        let spec = ChildSpec {
+            name: name.to_owned(),
+            start: Arc::new(move |sup, restarts| {
+                let (n, g) = (n.clone(), g.clone());
+                Box::pin(async move {
+                    Actor::spawn_linked(Some(n), Gated, (g, restarts), sup)
+                        .await
+                        .map(|(a, _)| a.get_cell())
+                })
+            }),
+        };
+        (spec, gate, starts)
+    }
+
+    async fn began(starts: &mut tokio::sync::mpsc::UnboundedReceiver<u32>) -> u32 {
+        tokio::time::timeout(Duration::from_secs(10), starts.recv())
+            .await
+            .expect("a start began")
+            .expect("the gate is held")
+    }
+
+    fn quick() -> RestartPolicy {
+        RestartPolicy {
+            backoff_min: Duration::from_millis(5),
+            backoff_max: Duration::from_millis(20),
+            ..RestartPolicy::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_child_that_takes_long_to_restart_blocks_nothing() {
+        let (spec, gate, mut starts) = gated("gated-a");
+        gate.permits.add_permits(1);
+        let (sup, _h) = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                children: vec![spec, fragile("sibling-a")],
+                policy: quick(),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(began(&mut starts).await, 0);
+
+        // It fails; its restart waits at the gate.
+        let first = child("gated-a").await;
+        let failed = first.get_id();
+        first.cast(FragileMsg::Fail).unwrap();
+        assert_eq!(began(&mut starts).await, 1);
+
+        // Meanwhile the supervisor answers, and looks after the sibling.
+        let status = ractor::call_t!(sup, SupervisorMsg::Status, 5_000)
+            .expect("the supervisor answers while a child starts");
+        let gated_status = status.iter().find(|c| c.name == "gated-a").unwrap();
+        assert!(!gated_status.running);
+        assert_eq!(gated_status.restarts, 1);
+        let sibling = child("sibling-a").await;
+        let sibling_id = sibling.get_id();
+        sibling.cast(FragileMsg::Fail).unwrap();
+        let sibling = replaced("sibling-a", sibling_id).await;
+        assert_eq!(restarts_of(&sibling, 0).await, 1);
+        assert!(
+            ractor::call_t!(sup, SupervisorMsg::Reset, 5_000, "gated-a".to_owned()).unwrap(),
+            "a child being started is still supervised"
+        );
+        // A back-off that elapses meanwhile starts no second instance.
+        sup.cast(SupervisorMsg::StartDue("gated-a".to_owned()))
+            .unwrap();
+
+        // The gate opens: the restarted child runs, once.
+        gate.permits.add_permits(1);
+        let second = replaced("gated-a", failed).await;
+        assert_eq!(restarts_of(&second, 0).await, 1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !status_of(&sup, "gated-a").await.running {
+            assert!(Instant::now() < deadline, "the restart was not reported");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(starts.try_recv().is_err(), "a second start began");
+        sup.stop(None);
+    }
+
+    #[tokio::test]
+    async fn a_child_removed_while_it_starts_does_not_outlive_its_removal() {
+        let (spec, gate, mut starts) = gated("gated-b");
+        let (sup, _h) = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                children: vec![],
+                policy: quick(),
+            },
+        )
+        .await
+        .unwrap();
+        // Adding waits for the start, the supervisor does not.
+        let adding = {
+            let sup = sup.clone();
+            tokio::spawn(async move { ractor::call!(sup, SupervisorMsg::Add, spec) })
+        };
+        assert_eq!(began(&mut starts).await, 0);
+        let status = ractor::call_t!(sup, SupervisorMsg::Status, 5_000)
+            .expect("the supervisor answers while a child is added");
+        assert_eq!(status.len(), 1);
+        assert!(!status[0].running);
+
+        // Removed before its start ends: the removal answers once the
+        // instance, when it runs, has stopped again.
+        let removing = {
+            let sup = sup.clone();
+            tokio::spawn(
+                async move { ractor::call!(sup, SupervisorMsg::Remove, "gated-b".to_owned()) },
+            )
+        };
+        let added = tokio::time::timeout(Duration::from_secs(10), adding)
+            .await
+            .expect("the addition was answered")
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(added, Err(SupervisorError::Start { .. })),
+            "{added:?}"
+        );
+        gate.permits.add_permits(1);
+        let removed = tokio::time::timeout(Duration::from_secs(10), removing)
+            .await
+            .expect("the removal was answered")
+            .unwrap()
+            .unwrap();
+        assert!(removed);
+        assert!(ractor::registry::where_is("gated-b").is_none());
+        assert!(ractor::call_t!(sup, SupervisorMsg::Status, 5_000)
+            .unwrap()
+            .is_empty());
+        sup.stop(None);
+    }
+
+    #[tokio::test]
+    async fn a_child_still_starting_when_its_supervisor_stops_is_stopped() {
+        let (spec, gate, mut starts) = gated("gated-c");
+        gate.permits.add_permits(1);
+        let (sup, handle) = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                children: vec![spec],
+                policy: quick(),
+            },
+        )
+        .await
+        .unwrap();
+        began(&mut starts).await;
+        let first = child("gated-c").await;
+        first.cast(FragileMsg::Fail).unwrap();
+        assert_eq!(began(&mut starts).await, 1);
+        sup.stop(None);
+        tokio::time::timeout(Duration::from_secs(10), handle)
+            .await
+            .expect("the supervisor stopped")
+            .unwrap();
+        gate.permits.add_permits(1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ractor::registry::where_is("gated-c").is_some() {
+            assert!(Instant::now() < deadline, "an orphan instance runs on");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
