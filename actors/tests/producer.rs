@@ -512,7 +512,19 @@ async fn a_failed_publish_is_error_and_the_restart_is_reset() {
         (first.from.as_str(), first.event.as_str(), first.to.as_str()),
         ("Error", "RESET", "Idle")
     );
-    let status = ractor::call_t!(sup, SupervisorMsg::Status, 2_000).unwrap();
-    assert!(status[0].running);
-    assert!(status[0].restarts >= 1);
+    // The supervisor hears of the restart it started (its report may trail
+    // the child's first answers by a moment).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = ractor::call_t!(sup, SupervisorMsg::Status, 2_000).unwrap();
+        assert!(status[0].restarts >= 1);
+        if status[0].running {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restart was not reported: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
