@@ -176,7 +176,8 @@ pub enum SupervisorMsg {
     /// already supervised is refused.
     Add(ChildSpec, RpcReplyPort<Result<(), SupervisorError>>),
     /// Stop the named child and forget it (no restart); answers whether it
-    /// was supervised.
+    /// was supervised, once it has stopped (an `Add` of the same name sent
+    /// before that answer finds the name still taken).
     Remove(String, RpcReplyPort<bool>),
     /// Internal: a back-off elapsed, start the child again.
     StartDue(String),
@@ -186,8 +187,9 @@ pub enum SupervisorMsg {
         name: String,
         /// Which start this is (see `Child::starting`).
         start: u64,
-        /// The running child, or why it did not start.
-        result: Result<ActorCell, SpawnErr>,
+        /// The running child and when it began to run, or why it did not
+        /// start.
+        result: Result<(ActorCell, Instant), SpawnErr>,
         /// Answered when the supervisor takes the report: a report left in
         /// the mailbox of a supervisor that stopped is never taken, and its
         /// sender then stops the instance itself.
@@ -226,10 +228,6 @@ struct Child {
     starting: Option<u64>,
     /// Who asked to add this child, answered once its first start ends.
     adding: Option<RpcReplyPort<Result<(), SupervisorError>>>,
-    /// Instances of this child that stopped before their start was
-    /// reported (the supervision event outran the report): id, why, and
-    /// whether transiently.
-    early_exits: Vec<(ractor::ActorId, String, bool)>,
 }
 
 impl Child {
@@ -245,13 +243,26 @@ impl Child {
             last_failure: None,
             starting: None,
             adding: None,
-            early_exits: Vec::new(),
         }
     }
 
     fn running(&mut self, cell: ActorCell) {
+        self.running_since(cell, Instant::now());
+    }
+
+    fn running_since(&mut self, cell: ActorCell, since: Instant) {
         self.cell = Some(cell);
-        self.started = Some(Instant::now());
+        self.started = Some(since);
+    }
+
+    /// The instance to stop: the running one, or one whose start ended but
+    /// is not reported yet (it holds the child's name and runs).
+    fn instance(&mut self) -> Option<ActorCell> {
+        self.cell.take().or_else(|| {
+            self.starting?;
+            ractor::registry::where_is(self.spec.name.clone())
+                .filter(|cell| cell.get_status() == ractor::ActorStatus::Running)
+        })
     }
 }
 
@@ -264,6 +275,10 @@ pub struct SupervisorState {
     /// Removals waiting for a start to end (by its number), to stop what
     /// it started before answering.
     removing: std::collections::HashMap<u64, RpcReplyPort<bool>>,
+    /// Instances that stopped before their start was reported (the
+    /// supervision event outran the report): id, why, and whether
+    /// transiently. Kept only while a start is under way.
+    early_exits: Vec<(ractor::ActorId, String, bool)>,
 }
 
 impl Actor for Supervisor {
@@ -303,6 +318,7 @@ impl Actor for Supervisor {
             policy: args.policy,
             next_start: 0,
             removing: std::collections::HashMap::new(),
+            early_exits: Vec::new(),
         })
     }
 
@@ -395,7 +411,7 @@ impl Actor for Supervisor {
                 else {
                     // Removed while it started: nothing of it may keep running.
                     let waiting = state.removing.remove(&start);
-                    let cell = result.ok();
+                    let cell = result.ok().map(|(cell, _)| cell);
                     if cell.is_some() {
                         tracing::info!(child = %name, "started after it was removed; stopping it");
                     }
@@ -404,9 +420,25 @@ impl Actor for Supervisor {
                 };
                 let child = &mut state.children[at];
                 child.starting = None;
-                let early_exits = std::mem::take(&mut child.early_exits);
+                // Its supervision event may have come before this report.
+                let early = match &result {
+                    Ok((cell, _)) => {
+                        let id = cell.get_id();
+                        let at = state
+                            .early_exits
+                            .iter()
+                            .position(|(exited, ..)| *exited == id);
+                        at.map(|i| state.early_exits.swap_remove(i))
+                    }
+                    Err(_) => None,
+                };
+                if state.children.iter().all(|c| c.starting.is_none()) {
+                    // What is kept can concern no start any more.
+                    state.early_exits.clear();
+                }
+                let child = &mut state.children[at];
                 match result {
-                    Ok(cell) => {
+                    Ok((cell, since)) => {
                         if let Some(adding) = child.adding.take() {
                             tracing::info!(child = %name, "child added");
                             let _ = adding.send(Ok(()));
@@ -415,12 +447,8 @@ impl Actor for Supervisor {
                             metrics::counter!(crate::telemetry::ACTOR_RESTARTS, "child" => name.clone())
                                 .increment(1);
                         }
-                        let id = cell.get_id();
-                        child.running(cell);
-                        // Its supervision event may have come before this report.
-                        if let Some((_, reason, transient)) =
-                            early_exits.into_iter().find(|(exited, _, _)| *exited == id)
-                        {
+                        child.running_since(cell, since);
+                        if let Some((_, reason, transient)) = early {
                             return child_exited(&myself, state, at, reason, transient).await;
                         }
                     }
@@ -488,14 +516,10 @@ impl Actor for Supervisor {
         {
             return child_exited(&myself, state, at, reason, transient).await;
         }
-        // An instance whose start is not reported yet: kept for the report.
-        let name = cell.get_name();
-        if let Some(child) = state
-            .children
-            .iter_mut()
-            .find(|c| c.starting.is_some() && name.as_deref() == Some(c.spec.name.as_str()))
-        {
-            child.early_exits.push((id, reason, transient));
+        // Perhaps an instance whose start is not reported yet: kept for
+        // the report while a start is under way.
+        if state.children.iter().any(|c| c.starting.is_some()) {
+            state.early_exits.push((id, reason, transient));
         }
         Ok(())
     }
@@ -533,8 +557,15 @@ fn begin_start(myself: &ActorRef<SupervisorMsg>, child: &mut Child, next_start: 
     let restarts = child.restarts;
     let myself = myself.clone();
     tokio::spawn(async move {
-        let result = start_fn(myself.get_cell(), restarts).await;
-        let spawned = result.as_ref().ok().cloned();
+        // A start function that panics is a start that failed, not a
+        // report that never comes (the child would never be started again).
+        let result = match tokio::spawn(start_fn(myself.get_cell(), restarts)).await {
+            Ok(started) => started.map(|cell| (cell, Instant::now())),
+            Err(join) => Err(SpawnErr::StartupFailed(
+                format!("the start of `{name}` panicked: {join}").into(),
+            )),
+        };
+        let spawned = result.as_ref().ok().map(|(cell, _)| cell.clone());
         let (taken, was_taken) = tokio::sync::oneshot::channel();
         let report = SupervisorMsg::Started {
             name,
@@ -592,7 +623,7 @@ pub const SHUTDOWN_CHILD_TIMEOUT: Duration = Duration::from_secs(10);
 /// after its current message, waiting a bounded time for each.
 async fn stop_in_order(children: &mut [Child]) {
     for child in children.iter_mut() {
-        if let Some(cell) = child.cell.take() {
+        if let Some(cell) = child.instance() {
             tracing::info!(child = %child.spec.name, "stopping (shutdown)");
             if cell
                 .stop_and_wait(Some("shutdown".into()), Some(SHUTDOWN_CHILD_TIMEOUT))
@@ -610,7 +641,7 @@ async fn stop_in_order(children: &mut [Child]) {
 /// supervisor that gives up leaves nothing of its own running.
 async fn stop_all(children: &mut [Child]) {
     for child in children.iter_mut() {
-        if let Some(cell) = child.cell.take() {
+        if let Some(cell) = child.instance() {
             tracing::warn!(child = %child.spec.name, "stopping: the supervisor gives up");
             if cell
                 .stop_and_wait(
@@ -1221,5 +1252,55 @@ mod tests {
             assert!(Instant::now() < deadline, "an orphan instance runs on");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_start_that_panics_is_a_failed_start_and_is_retried() {
+        // Its first restart panics in the start function itself (not in
+        // pre_start, whose panics ractor catches); the next one works.
+        let panicked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let p = Arc::clone(&panicked);
+        let spec = ChildSpec {
+            name: "panicky-a".to_owned(),
+            start: Arc::new(move |sup, restarts| {
+                let p = Arc::clone(&p);
+                Box::pin(async move {
+                    if restarts == 1 && !p.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                        panic!("a start function that panics");
+                    }
+                    Actor::spawn_linked(Some("panicky-a".to_owned()), Fragile, restarts, sup)
+                        .await
+                        .map(|(a, _)| a.get_cell())
+                })
+            }),
+        };
+        let (sup, _h) = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                children: vec![spec],
+                policy: quick(),
+            },
+        )
+        .await
+        .unwrap();
+        let first = child("panicky-a").await;
+        let failed = first.get_id();
+        first.cast(FragileMsg::Fail).unwrap();
+        let again = replaced("panicky-a", failed).await;
+        assert!(panicked.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(restarts_of(&again, 0).await, 2);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = status_of(&sup, "panicky-a").await;
+            if status.running {
+                assert_eq!(status.restarts, 2);
+                break;
+            }
+            assert!(Instant::now() < deadline, "not running: {status:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(sup.get_status(), ractor::ActorStatus::Running);
+        sup.stop(None);
     }
 }
