@@ -591,14 +591,7 @@ fn stop_then_answer(
 ) {
     tokio::spawn(async move {
         if let Some(cell) = cell {
-            if cell
-                .stop_and_wait(Some(reason.into()), Some(SHUTDOWN_CHILD_TIMEOUT))
-                .await
-                .is_err()
-            {
-                tracing::warn!(child = %name, timeout = ?SHUTDOWN_CHILD_TIMEOUT, "did not stop in time: killed");
-                cell.kill();
-            }
+            stop_or_kill(&name, cell, reason).await;
         }
         if let Some(reply) = reply {
             let _ = reply.send(true);
@@ -625,14 +618,7 @@ async fn stop_in_order(children: &mut [Child]) {
     for child in children.iter_mut() {
         if let Some(cell) = child.instance() {
             tracing::info!(child = %child.spec.name, "stopping (shutdown)");
-            if cell
-                .stop_and_wait(Some("shutdown".into()), Some(SHUTDOWN_CHILD_TIMEOUT))
-                .await
-                .is_err()
-            {
-                tracing::warn!(child = %child.spec.name, timeout = ?SHUTDOWN_CHILD_TIMEOUT, "did not stop in time: killed");
-                cell.kill();
-            }
+            stop_or_kill(&child.spec.name, cell, "shutdown").await;
         }
     }
 }
@@ -643,17 +629,21 @@ async fn stop_all(children: &mut [Child]) {
     for child in children.iter_mut() {
         if let Some(cell) = child.instance() {
             tracing::warn!(child = %child.spec.name, "stopping: the supervisor gives up");
-            if cell
-                .stop_and_wait(
-                    Some("the supervisor gives up".into()),
-                    Some(Duration::from_secs(10)),
-                )
-                .await
-                .is_err()
-            {
-                cell.kill();
-            }
+            stop_or_kill(&child.spec.name, cell, "the supervisor gives up").await;
         }
+    }
+}
+
+/// Stops `cell` after its current message, killing it if it has not
+/// stopped within [`SHUTDOWN_CHILD_TIMEOUT`].
+async fn stop_or_kill(name: &str, cell: ActorCell, reason: &str) {
+    if cell
+        .stop_and_wait(Some(reason.into()), Some(SHUTDOWN_CHILD_TIMEOUT))
+        .await
+        .is_err()
+    {
+        tracing::warn!(child = %name, timeout = ?SHUTDOWN_CHILD_TIMEOUT, "did not stop in time: killed");
+        cell.kill();
     }
 }
 
@@ -1062,17 +1052,12 @@ mod tests {
 
         async fn handle(
             &self,
-            _: ActorRef<FragileMsg>,
+            myself: ActorRef<FragileMsg>,
             msg: FragileMsg,
             restarts: &mut u32,
         ) -> Result<(), ActorProcessingErr> {
-            match msg {
-                FragileMsg::Fail => Err("told to fail".into()),
-                FragileMsg::Restarts(reply) => {
-                    let _ = reply.send(*restarts);
-                    Ok(())
-                }
-            }
+            // Once started, it is a fragile child.
+            Fragile.handle(myself, msg, restarts).await
         }
     }
 
